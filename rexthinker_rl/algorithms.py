@@ -1,0 +1,384 @@
+"""Pure GRPO maths: group advantages, policy losses, KL estimators, loss aggregation, entropy and logprobs.
+
+Every function here is a pure tensor function with the shapes written beside it; variants (advantage
+estimators, policy losses, KL estimators, aggregation modes) are entries in a registry dict, selected by
+the names used in the config (``algorithm.adv_estimator``, ``actor.policy_loss``, ``algorithm.kl_estimator``,
+``actor.loss_agg_mode``).
+
+Gradient accumulation: ``aggregate_loss`` divides by *global* normalisers (``global_tokens``,
+``global_seqs``) when given. Pass the counts of the whole mini-batch (summed over data-parallel ranks,
+see ``count_tokens_and_seqs``) to every micro-batch, and the micro-batch losses (and their gradients)
+add up exactly to the full mini-batch loss. This holds when ranks all-reduce gradients by SUM; a backend
+that averages gradients over ranks (FSDP, DDP) needs the loss multiplied by the world size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import NamedTuple, TypeVar
+
+import torch
+from torch import Tensor
+
+# exp() of a log-ratio beyond this overflows float32 gradients; padded or wildly off-policy tokens are capped.
+MAX_LOG_RATIO = 20.0
+# Bound on the k3 estimate per token (as in verl/EasyR1), so one outlier token cannot dominate the KL term.
+K3_BOUND = 10.0
+
+_Entry = TypeVar("_Entry")
+Count = float | Tensor | None  # a normaliser: a number, a (scalar) tensor, or None for "count this batch"
+
+
+def _lookup(registry: Mapping[str, _Entry], name: str, kind: str) -> _Entry:
+    """Return ``registry[name]`` or raise a ValueError that lists the valid names."""
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; valid names: {', '.join(sorted(registry))}")
+    return registry[name]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Masked reductions, logprobs, entropy
+# ----------------------------------------------------------------------------------------------------------
+
+
+def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """Mean of ``values`` where ``mask`` is set (over all elements, or along ``dim``); 0 where nothing is set."""
+    mask = mask.to(values.dtype)
+    if dim is None:
+        return (values * mask).sum() / mask.sum().clamp(min=1)
+    return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def logprobs_from_logits(logits: Tensor, token_ids: Tensor) -> Tensor:
+    """Log-probability of each token id under ``logits`` (computed in float32).
+
+    logits: (batch, seq, vocab); token_ids: (batch, seq) -> (batch, seq) float32.
+    Upcast because a bf16 log_softmax is too coarse for the importance ratio exp(logp - old_logp).
+    """
+    logprobs = torch.log_softmax(logits.float(), dim=-1)  # (batch, seq, vocab)
+    return logprobs.gather(-1, token_ids.long().unsqueeze(-1)).squeeze(-1)  # (batch, seq)
+
+
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Entropy of the categorical distribution at each position, in float32.
+
+    logits: (batch, seq, vocab) -> (batch, seq). Uses H = logsumexp(z) - sum(softmax(z) * z), which stays
+    finite for large or peaked logits (no log of a zero probability).
+    """
+    logits = logits.float()
+    probs = torch.softmax(logits, dim=-1)  # (batch, seq, vocab)
+    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)  # (batch, seq)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Group advantages
+# ----------------------------------------------------------------------------------------------------------
+
+
+class GroupStats(NamedTuple):
+    """Per-sample statistics of the sample's group, each (batch,)."""
+
+    size: Tensor
+    mean: Tensor
+    std: Tensor  # unbiased (n - 1), 0 for groups of one
+
+
+def group_index(group_ids: Sequence[Hashable] | Tensor, device: torch.device | None = None) -> Tensor:
+    """Map arbitrary group ids (prompt uids) to dense group indices 0..G-1: (batch,) long."""
+    if isinstance(group_ids, Tensor):
+        return torch.unique(group_ids, return_inverse=True)[1].to(device=device, dtype=torch.long)
+    first_seen: dict[Hashable, int] = {}
+    indices = [first_seen.setdefault(uid, len(first_seen)) for uid in group_ids]
+    return torch.tensor(indices, dtype=torch.long, device=device)
+
+
+def group_stats(scores: Tensor, index: Tensor) -> GroupStats:
+    """Size, mean and unbiased std of each sample's group. scores, index: (batch,)."""
+    num_groups = int(index.max()) + 1 if index.numel() else 0
+    zeros = scores.new_zeros(num_groups)  # (groups,)
+    sizes = zeros.index_add(0, index, torch.ones_like(scores))  # (groups,)
+    means = zeros.index_add(0, index, scores) / sizes.clamp(min=1)  # (groups,)
+    squared_deviations = (scores - means[index]) ** 2  # (batch,)
+    # Unbiased (n - 1) like torch.std, which verl/EasyR1 GRPO use; groups of one get std 0.
+    variances = zeros.index_add(0, index, squared_deviations) / (sizes - 1).clamp(min=1)  # (groups,)
+    return GroupStats(size=sizes[index], mean=means[index], std=variances.sqrt()[index])
+
+
+def grpo_advantages(scores: Tensor, stats: GroupStats, eps: float) -> Tensor:
+    """GRPO: (r - group mean) / (group std + eps). (batch,) -> (batch,)."""
+    return (scores - stats.mean) / (stats.std + eps)
+
+
+def drgrpo_advantages(scores: Tensor, stats: GroupStats, eps: float) -> Tensor:
+    """Dr. GRPO: r - group mean, no std normalisation (removes the difficulty bias). (batch,) -> (batch,)."""
+    return scores - stats.mean
+
+
+def rloo_advantages(scores: Tensor, stats: GroupStats, eps: float) -> Tensor:
+    """RLOO: r - mean of the *other* samples of the group = n / (n - 1) * (r - mean). (batch,) -> (batch,)."""
+    return stats.size / (stats.size - 1).clamp(min=1) * (scores - stats.mean)
+
+
+ADVANTAGE_ESTIMATORS: dict[str, Callable[[Tensor, GroupStats, float], Tensor]] = {
+    "grpo": grpo_advantages,
+    "drgrpo": drgrpo_advantages,
+    "rloo": rloo_advantages,
+}
+
+
+def compute_advantages(
+    name: str, scores: Tensor, group_ids: Sequence[Hashable] | Tensor, eps: float = 1e-6
+) -> Tensor:
+    """Outcome advantages, one per response, normalised within groups of responses to the same prompt.
+
+    name: a key of ADVANTAGE_ESTIMATORS; scores: (batch,) rewards; group_ids: (batch,) prompt uids (any
+    hashables, or a tensor). Returns (batch,) in the scores' float dtype; groups of one get advantage 0.
+    """
+    estimator = _lookup(ADVANTAGE_ESTIMATORS, name, "advantage estimator")
+    if scores.dim() != 1:
+        raise ValueError(f"scores must be 1-D (batch,), got shape {tuple(scores.shape)}")
+    if len(group_ids) != scores.shape[0]:
+        raise ValueError(f"got {len(group_ids)} group ids for {scores.shape[0]} scores; need one per score")
+    if not scores.is_floating_point():
+        scores = scores.float()
+    stats = group_stats(scores, group_index(group_ids, device=scores.device))
+    advantages = estimator(scores, stats, eps)  # (batch,)
+    return torch.where(stats.size > 1, advantages, torch.zeros_like(advantages))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# KL estimators (per token, policy vs reference)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def kl_k1(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """k1: logp - ref_logp (unbiased, high variance, can be negative). (batch, seq) -> (batch, seq)."""
+    return logprobs - ref_logprobs
+
+
+def kl_k2(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """k2 / mse: 0.5 * (logp - ref_logp)^2. (batch, seq) -> (batch, seq)."""
+    return 0.5 * (logprobs - ref_logprobs) ** 2
+
+
+def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """k3 / low_var_kl: exp(ref - logp) - (ref - logp) - 1, >= 0, clamped to [-10, 10]. (batch, seq) -> (batch, seq)."""
+    log_ratio = (ref_logprobs - logprobs).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)  # keeps exp() and its grad finite
+    return (torch.exp(log_ratio) - log_ratio - 1).clamp(-K3_BOUND, K3_BOUND)
+
+
+def kl_abs(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """abs: |logp - ref_logp|. (batch, seq) -> (batch, seq)."""
+    return (logprobs - ref_logprobs).abs()
+
+
+KL_ESTIMATORS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "k1": kl_k1,
+    "k2": kl_k2,
+    "mse": kl_k2,
+    "k3": kl_k3,
+    "low_var_kl": kl_k3,
+    "abs": kl_abs,
+}
+
+
+def kl_penalty(name: str, logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """Per-token KL estimate between policy and reference. (batch, seq), (batch, seq) -> (batch, seq), unmasked."""
+    return _lookup(KL_ESTIMATORS, name, "KL estimator")(logprobs, ref_logprobs)
+
+
+def kl_reward_penalty(scores: Tensor, kl: Tensor, response_mask: Tensor, coef: float) -> Tensor:
+    """Outcome rewards minus the KL summed over each response: scores - coef * sum_t kl.
+
+    scores: (batch,); kl, response_mask: (batch, seq) -> (batch,).
+    """
+    return scores - coef * (kl * response_mask.to(kl.dtype)).sum(-1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loss aggregation
+# ----------------------------------------------------------------------------------------------------------
+
+
+def count_tokens_and_seqs(response_mask: Tensor) -> tuple[int, int]:
+    """(response tokens, sequences with at least one response token) in a (batch, seq) mask.
+
+    These are the local normalisers ``aggregate_loss`` uses; sum them over every micro-batch (and
+    data-parallel rank) of a mini-batch to get ``global_tokens`` and ``global_seqs``.
+    """
+    tokens_per_seq = response_mask.sum(-1)  # (batch,)
+    return int(tokens_per_seq.sum()), int((tokens_per_seq > 0).sum())
+
+
+def _normaliser(value: Count, local: float | Tensor, like: Tensor) -> Tensor:
+    """``value`` (or the local count when None) as a scalar tensor, at least 1 so empty batches give 0."""
+    chosen = local if value is None else value
+    return torch.as_tensor(chosen, dtype=like.dtype, device=like.device).clamp(min=1)
+
+
+def _token_mean(
+    loss: Tensor, mask: Tensor, global_tokens: Count, global_seqs: Count, norm_len: float | None
+) -> Tensor:
+    """sum(loss * mask) / tokens."""
+    return (loss * mask).sum() / _normaliser(global_tokens, mask.sum(), loss)
+
+
+def _seq_mean_token_sum(
+    loss: Tensor, mask: Tensor, global_tokens: Count, global_seqs: Count, norm_len: float | None
+) -> Tensor:
+    """sum over sequences of the per-sequence token sums / sequences."""
+    seq_sums = (loss * mask).sum(-1)  # (batch,)
+    return seq_sums.sum() / _normaliser(global_seqs, (mask.sum(-1) > 0).sum(), loss)
+
+
+def _seq_mean_token_mean(
+    loss: Tensor, mask: Tensor, global_tokens: Count, global_seqs: Count, norm_len: float | None
+) -> Tensor:
+    """sum over sequences of the per-sequence token means / sequences."""
+    seq_means = (loss * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (batch,)
+    return seq_means.sum() / _normaliser(global_seqs, (mask.sum(-1) > 0).sum(), loss)
+
+
+def _seq_mean_token_sum_norm(
+    loss: Tensor, mask: Tensor, global_tokens: Count, global_seqs: Count, norm_len: float | None
+) -> Tensor:
+    """Dr. GRPO: sum(loss * mask) / (sequences * a constant length; default the padded length, mask.shape[-1])."""
+    seqs = _normaliser(global_seqs, (mask.sum(-1) > 0).sum(), loss)
+    return (loss * mask).sum() / (seqs * (mask.shape[-1] if norm_len is None else norm_len))
+
+
+LOSS_AGGREGATIONS: dict[str, Callable[..., Tensor]] = {
+    "token-mean": _token_mean,
+    "seq-mean-token-sum": _seq_mean_token_sum,
+    "seq-mean-token-mean": _seq_mean_token_mean,
+    "seq-mean-token-sum-norm": _seq_mean_token_sum_norm,
+}
+
+
+def aggregate_loss(
+    loss: Tensor,
+    mask: Tensor,
+    mode: str,
+    global_tokens: Count = None,
+    global_seqs: Count = None,
+    norm_len: float | None = None,
+) -> Tensor:
+    """Reduce a per-token loss (batch, seq) over the response tokens in ``mask`` (batch, seq) to a scalar.
+
+    mode: a key of LOSS_AGGREGATIONS. global_tokens / global_seqs: normalisers for the whole mini-batch
+    (None: this batch's own counts from ``count_tokens_and_seqs``). norm_len: the constant length of
+    ``seq-mean-token-sum-norm`` (None: mask.shape[-1]; pass the max response length so that micro-batches
+    padded to different lengths still add up).
+    """
+    aggregate = _lookup(LOSS_AGGREGATIONS, mode, "loss aggregation mode")
+    return aggregate(loss, mask.to(loss.dtype), global_tokens, global_seqs, norm_len)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Policy losses
+# ----------------------------------------------------------------------------------------------------------
+
+
+class TokenLoss(NamedTuple):
+    """A per-token policy loss and where clipping engaged, each (batch, seq)."""
+
+    loss: Tensor
+    clipped: Tensor  # bool: the clipped objective was the pessimistic one (no gradient through the ratio)
+    dual_clipped: Tensor  # bool: the dual-clip cap c * -A engaged (negative advantages only)
+
+
+def _clipped_objective(ratio: Tensor, advantages: Tensor, clip_low: float, clip_high: float) -> TokenLoss:
+    """max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high)), no dual clip. ratio (batch, seq), A (batch, 1)."""
+    unclipped = -advantages * ratio  # (batch, seq)
+    clipped = -advantages * ratio.clamp(1 - clip_low, 1 + clip_high)  # (batch, seq)
+    return TokenLoss(torch.maximum(unclipped, clipped), clipped > unclipped, torch.zeros_like(ratio, dtype=torch.bool))
+
+
+def ppo_clip_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    clip_low: float,
+    clip_high: float,
+    clip_ratio_c: float,
+) -> TokenLoss:
+    """PPO clipped surrogate with asymmetric bounds (DAPO clip-higher) and dual clip, per token.
+
+    ratio_t = exp(logp_t - old_logp_t), clipped to [1 - clip_low, 1 + clip_high]; for A < 0 the loss is
+    also capped at clip_ratio_c * -A (dual clip), so a huge ratio on a bad sample cannot blow up the step.
+    logprobs, old_logprobs, response_mask: (batch, seq); advantages: (batch,).
+    """
+    log_ratio = (logprobs - old_logprobs.detach()) * response_mask.to(logprobs.dtype)  # (batch, seq), 0 on padding
+    ratio = torch.exp(log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))  # (batch, seq)
+    advantages = advantages.detach().unsqueeze(-1)  # (batch, 1)
+    clipped = _clipped_objective(ratio, advantages, clip_low, clip_high)
+    cap = -advantages * clip_ratio_c  # (batch, 1), positive where A < 0
+    dual_clipped = (advantages < 0) & (clipped.loss > cap)  # (batch, seq)
+    loss = torch.where(dual_clipped, cap.expand_as(clipped.loss), clipped.loss)  # (batch, seq)
+    return TokenLoss(loss, clipped.clipped, dual_clipped)
+
+
+def gspo_loss(
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    clip_low: float,
+    clip_high: float,
+    clip_ratio_c: float,
+) -> TokenLoss:
+    """GSPO-token: a sequence-level importance ratio, clipped per sequence, with per-token gradients.
+
+    s_i = exp(mean over response tokens of (logp - old_logp)) and s_i,t = sg[s_i] * exp(logp_t - sg[logp_t]):
+    its value is s_i, its gradient w.r.t. logp_t is s_i. With ``seq-mean-token-mean`` aggregation (the
+    paper's) this is exactly the gradient of the sequence objective. No dual clip (clip_ratio_c unused),
+    as in the GSPO paper; note the paper uses much tighter clip ranges (3e-4 / 4e-4) than token-level PPO.
+    logprobs, old_logprobs, response_mask: (batch, seq); advantages: (batch,).
+    """
+    mask = response_mask.to(logprobs.dtype)
+    log_ratio = (logprobs - old_logprobs.detach()) * mask  # (batch, seq)
+    seq_log_ratio = log_ratio.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)  # (batch, 1)
+    token_log_ratio = seq_log_ratio.detach() + logprobs - logprobs.detach()  # (batch, seq), value = seq ratio
+    ratio = torch.exp(token_log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))  # (batch, seq)
+    return _clipped_objective(ratio, advantages.detach().unsqueeze(-1), clip_low, clip_high)
+
+
+POLICY_LOSSES: dict[str, Callable[..., TokenLoss]] = {
+    "ppo_clip": ppo_clip_loss,
+    "gspo": gspo_loss,
+}
+
+
+def compute_policy_loss(
+    name: str,
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float = 0.3,
+    clip_ratio_c: float = 3.0,
+    loss_agg_mode: str = "token-mean",
+    global_tokens: Count = None,
+    global_seqs: Count = None,
+    norm_len: float | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """Policy-gradient loss (scalar) and metrics for one (micro-)batch.
+
+    name: a key of POLICY_LOSSES. logprobs (with grad), old_logprobs, response_mask: (batch, seq);
+    advantages: (batch,). Aggregation arguments as in ``aggregate_loss``. Metrics (floats, over this batch's
+    response tokens): clipfrac (share of tokens where the clip engaged), dual_clipfrac, and approx_kl (mean of
+    old_logp - logp, a k1 estimate of KL(old || new)).
+    """
+    policy_loss = _lookup(POLICY_LOSSES, name, "policy loss")
+    token_loss = policy_loss(logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, clip_ratio_c)
+    loss = aggregate_loss(token_loss.loss, response_mask, loss_agg_mode, global_tokens, global_seqs, norm_len)
+    with torch.no_grad():
+        metrics = {
+            "clipfrac": masked_mean(token_loss.clipped.to(logprobs.dtype), response_mask).item(),
+            "dual_clipfrac": masked_mean(token_loss.dual_clipped.to(logprobs.dtype), response_mask).item(),
+            "approx_kl": masked_mean(old_logprobs - logprobs, response_mask).item(),
+        }
+    return loss, metrics

@@ -1,0 +1,74 @@
+"""Loading a Qwen2.5-VL checkpoint (model and processor) the one way every component uses: trainer, workers, eval, tests.
+
+The tiny offline model and a user's Qwen2.5-VL-7B go through exactly this code.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_attn_implementation(requested: str, device: torch.device | str) -> str:
+    """``auto`` picks flash_attention_2 on CUDA when flash-attn is installed, else sdpa."""
+    if requested != "auto":
+        return requested
+    on_cuda = torch.device(device).type == "cuda"
+    return "flash_attention_2" if on_cuda and importlib.util.find_spec("flash_attn") else "sdpa"
+
+
+def check_model_path(path: str) -> None:
+    """A local folder must hold a config.json; anything else is treated as a hub id (needs network)."""
+    folder = Path(path)
+    if not path:
+        raise ValueError("model.path is empty: set it to a Qwen2.5-VL folder (e.g. model.path=/models/Qwen2.5-VL-7B)")
+    if folder.exists() and not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"model.path={path}: folder has no config.json (not a Hugging Face checkpoint folder)")
+
+
+def load_processor(path: str, min_pixels: int, max_pixels: int, trust_remote_code: bool = False):
+    """The checkpoint's processor with our pixel bounds (they decide the resized frame the boxes live in)."""
+    from transformers import AutoProcessor
+
+    check_model_path(path)
+    processor = AutoProcessor.from_pretrained(
+        path,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+        trust_remote_code=trust_remote_code,
+    )
+    processor.tokenizer.padding_side = "left"
+    return processor
+
+
+def load_model(
+    path: str,
+    dtype: str = "float32",
+    attn_implementation: str = "auto",
+    device: torch.device | str = "cpu",
+    trust_remote_code: bool = False,
+):
+    """A Qwen2.5-VL (or Qwen2-VL) for conditional generation, in ``dtype`` on ``device``, in train mode off."""
+    from transformers import AutoModelForImageTextToText
+
+    check_model_path(path)
+    model = AutoModelForImageTextToText.from_pretrained(
+        path,
+        dtype=DTYPES[dtype],
+        attn_implementation=resolve_attn_implementation(attn_implementation, device),
+        trust_remote_code=trust_remote_code,
+    )
+    return model.to(device).eval()
+
+
+def vision_token_ids(tokenizer) -> list[int]:
+    """Ids of the vision placeholder tokens present in this tokenizer (never to be sampled)."""
+    from rexthinker_rl.tiny import VISION_SPECIAL_TOKENS
+
+    vocab = tokenizer.get_vocab()
+    return [vocab[token] for token in VISION_SPECIAL_TOKENS if token in vocab]

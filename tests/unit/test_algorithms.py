@@ -1,0 +1,472 @@
+"""Unit tests for rexthinker_rl.algorithms: every estimator, loss and aggregation mode against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rexthinker_rl import algorithms as alg
+
+torch.set_num_threads(1)
+
+AGG_MODES = ["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+
+
+def t(values, dtype=torch.float64):
+    return torch.tensor(values, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Advantages
+# ------------------------------------------------------------------------------------------------------------
+
+# Two interleaved groups and a singleton: a = [1, 0, 0, 1] at rows 0, 2, 4, 6; b = [2, 5, 8] at rows 1, 3, 5; c = [4].
+SCORES = [1.0, 2.0, 0.0, 5.0, 0.0, 8.0, 1.0, 4.0]
+UIDS = ["a", "b", "a", "b", "a", "b", "a", "c"]
+
+
+def test_grpo_advantages_by_hand():
+    # a: mean 0.5, unbiased var = 4 * 0.25 / 3 = 1/3, std = 0.5773503 -> +-0.5 / 0.5773503 = +-0.8660254
+    # b: mean 5, unbiased var = (9 + 0 + 9) / 2 = 9, std 3 -> -1, 0, 1; c: a group of one -> 0
+    eps = 1e-6
+    a = 0.5 / (math.sqrt(1 / 3) + eps)
+    expected = [a, -3 / (3 + eps), -a, 0.0, -a, 3 / (3 + eps), a, 0.0]
+    advantages = alg.compute_advantages("grpo", t(SCORES), UIDS, eps=eps)
+    torch.testing.assert_close(advantages, t(expected), rtol=0, atol=1e-12)
+    assert advantages[0].item() == pytest.approx(0.8660254, abs=1e-6)
+
+
+def test_grpo_uses_unbiased_std():
+    # [0, 2]: unbiased std sqrt(2) -> +-1/sqrt(2); the biased std (1) would give +-1.
+    advantages = alg.compute_advantages("grpo", t([0.0, 2.0]), [0, 0], eps=0.0)
+    torch.testing.assert_close(advantages, t([-1 / math.sqrt(2), 1 / math.sqrt(2)]))
+
+
+def test_grpo_equal_scores_give_zero_not_nan():
+    advantages = alg.compute_advantages("grpo", t([1.0, 1.0, 1.0]), ["p", "p", "p"])
+    assert torch.equal(advantages, t([0.0, 0.0, 0.0]))
+
+
+def test_drgrpo_advantages_by_hand():
+    expected = [0.5, -3.0, -0.5, 0.0, -0.5, 3.0, 0.5, 0.0]
+    torch.testing.assert_close(alg.compute_advantages("drgrpo", t(SCORES), UIDS), t(expected))
+
+
+def test_rloo_advantages_by_hand():
+    # a: 1 - (0 + 0 + 1) / 3 = 2/3 and 0 - (1 + 0 + 1) / 3 = -2/3; b: 2 - 6.5, 5 - 5, 8 - 3.5; c: alone -> 0
+    expected = [2 / 3, -4.5, -2 / 3, 0.0, -2 / 3, 4.5, 2 / 3, 0.0]
+    torch.testing.assert_close(alg.compute_advantages("rloo", t(SCORES), UIDS), t(expected))
+
+
+@pytest.mark.parametrize("name", ["grpo", "drgrpo", "rloo"])
+def test_tensor_group_ids_match_hashable_ids(name):
+    tensor_ids = torch.tensor([10, 3, 10, 3, 10, 3, 10, 99])
+    torch.testing.assert_close(
+        alg.compute_advantages(name, t(SCORES), tensor_ids), alg.compute_advantages(name, t(SCORES), UIDS)
+    )
+
+
+@pytest.mark.parametrize("name", ["grpo", "drgrpo", "rloo"])
+def test_singleton_groups_get_zero(name):
+    advantages = alg.compute_advantages(name, t([3.0, -1.0, 7.0]), ["x", "y", "z"])
+    assert torch.equal(advantages, t([0.0, 0.0, 0.0]))
+
+
+def test_integer_scores_are_accepted():
+    advantages = alg.compute_advantages("drgrpo", torch.tensor([1, 0]), ["g", "g"])
+    assert advantages.dtype == torch.float32
+    torch.testing.assert_close(advantages, torch.tensor([0.5, -0.5]))
+
+
+def test_advantage_input_errors():
+    with pytest.raises(ValueError, match="drgrpo, grpo, rloo"):
+        alg.compute_advantages("ppo", t([1.0]), ["a"])
+    with pytest.raises(ValueError, match="group ids"):
+        alg.compute_advantages("grpo", t([1.0, 2.0]), ["a"])
+    with pytest.raises(ValueError, match="1-D"):
+        alg.compute_advantages("grpo", t([[1.0, 2.0]]), ["a"])
+
+
+group_batches = st.lists(
+    st.tuples(st.integers(0, 3), st.floats(-10, 10, allow_nan=False, width=32)), min_size=1, max_size=24
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(group_batches)
+def test_property_group_moments(rows):
+    uids = [uid for uid, _ in rows]
+    scores = t([score for _, score in rows])
+    grpo = alg.compute_advantages("grpo", scores, uids, eps=1e-6)
+    drgrpo = alg.compute_advantages("drgrpo", scores, uids)
+    rloo = alg.compute_advantages("rloo", scores, uids)
+    for uid in set(uids):
+        members = torch.tensor([u == uid for u in uids])
+        n = int(members.sum())
+        assert abs(grpo[members].sum().item()) < 1e-6 * n  # zero mean per group
+        assert abs(drgrpo[members].sum().item()) < 1e-9 * max(1.0, scores[members].abs().sum().item())
+        if n == 1:
+            continue
+        torch.testing.assert_close(rloo[members], drgrpo[members] * n / (n - 1))  # RLOO = n/(n-1) Dr. GRPO
+        std = scores[members].std().item()
+        if std > 1e-3:  # unit (unbiased) std once eps is negligible
+            assert grpo[members].std().item() == pytest.approx(1.0, rel=1e-4)
+
+
+@settings(max_examples=30, deadline=None)
+@given(group_batches, st.randoms(use_true_random=False))
+def test_property_advantages_follow_a_permutation(rows, rng):
+    order = list(range(len(rows)))
+    rng.shuffle(order)
+    uids = [uid for uid, _ in rows]
+    scores = t([score for _, score in rows])
+    for name in alg.ADVANTAGE_ESTIMATORS:
+        advantages = alg.compute_advantages(name, scores, uids)
+        permuted = alg.compute_advantages(name, scores[order], [uids[i] for i in order])
+        torch.testing.assert_close(permuted, advantages[order])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# PPO clip (clip-higher, dual clip)
+# ------------------------------------------------------------------------------------------------------------
+
+# One token per row: (advantage, ratio, expected loss, clipped, dual clipped), with clip_low 0.2, clip_high 0.3, c 3.
+PPO_CASES = [
+    (1.0, 1.1, -1.1, False, False),  # A > 0, inside [0.8, 1.3]
+    (1.0, 1.5, -1.3, True, False),  # A > 0, above 1.3: clipped, no gradient
+    (1.0, 0.5, -0.5, False, False),  # A > 0, below 0.8: pessimistic max keeps the unclipped term
+    (-1.0, 0.5, 0.8, True, False),  # A < 0, below 0.8: clipped
+    (-1.0, 1.2, 1.2, False, False),  # A < 0, inside
+    (-1.0, 2.0, 2.0, False, False),  # A < 0, above 1.3 but under the dual cap 3
+    (-1.0, 5.0, 3.0, False, True),  # A < 0, ratio 5: dual clip caps the loss at 3 * 1
+    (2.0, 5.0, -2.6, True, False),  # A = 2, ratio 5: -2 * 1.3
+]
+
+
+def ppo_batch(cases=PPO_CASES):
+    """Rows of [case token, padding token]; the padding has garbage logprobs that must not matter."""
+    advantages = t([case[0] for case in cases])
+    old_logprobs = t([[-1.0, 0.0] for _ in cases])
+    logprobs = t([[-1.0 + math.log(case[1]), 50.0] for case in cases]).requires_grad_()
+    mask = torch.tensor([[True, False] for _ in cases])
+    return logprobs, old_logprobs, advantages, mask
+
+
+def test_ppo_clip_per_token_values_gradients_and_flags():
+    logprobs, old_logprobs, advantages, mask = ppo_batch()
+    token_loss = alg.ppo_clip_loss(logprobs, old_logprobs, advantages, mask, 0.2, 0.3, 3.0)
+    torch.testing.assert_close(token_loss.loss[:, 0], t([case[2] for case in PPO_CASES]))
+    assert token_loss.clipped[:, 0].tolist() == [case[3] for case in PPO_CASES]
+    assert token_loss.dual_clipped[:, 0].tolist() == [case[4] for case in PPO_CASES]
+    token_loss.loss[:, 0].sum().backward()
+    # d(-A * ratio)/d logp = -A * ratio where the ratio is live; 0 where a clip took over.
+    live = [not (case[3] or case[4]) for case in PPO_CASES]
+    expected_grad = [-a * r if is_live else 0.0 for (a, r, *_), is_live in zip(PPO_CASES, live)]
+    torch.testing.assert_close(logprobs.grad[:, 0], t(expected_grad))
+
+
+def test_compute_policy_loss_ppo_clip_token_mean_and_metrics():
+    logprobs, old_logprobs, advantages, mask = ppo_batch()
+    loss, metrics = alg.compute_policy_loss("ppo_clip", logprobs, old_logprobs, advantages, mask)
+    # (-1.1 - 1.3 - 0.5 + 0.8 + 1.2 + 2.0 + 3.0 - 2.6) / 8 = 1.5 / 8
+    assert loss.item() == pytest.approx(0.1875, abs=1e-12)
+    assert metrics["clipfrac"] == pytest.approx(3 / 8)
+    assert metrics["dual_clipfrac"] == pytest.approx(1 / 8)
+    mean_log_ratio = sum(math.log(case[1]) for case in PPO_CASES) / 8
+    assert metrics["approx_kl"] == pytest.approx(-mean_log_ratio)
+    assert all(isinstance(value, float) for value in metrics.values())
+
+
+def test_clip_higher_is_asymmetric():
+    # ratio 1.25 with A > 0 is inside [0.8, 1.3] but would be clipped by a symmetric 0.2 bound;
+    # ratio 0.75 with A < 0 is clipped at the low side either way.
+    logprobs = t([[math.log(1.25)], [math.log(0.75)]])
+    zeros, advantages, mask = t([[0.0], [0.0]]), t([1.0, -1.0]), torch.ones(2, 1)
+    higher = alg.ppo_clip_loss(logprobs, zeros, advantages, mask, 0.2, 0.3, 3.0)
+    symmetric = alg.ppo_clip_loss(logprobs, zeros, advantages, mask, 0.2, 0.2, 3.0)
+    torch.testing.assert_close(higher.loss[:, 0], t([-1.25, 0.8]))
+    torch.testing.assert_close(symmetric.loss[:, 0], t([-1.2, 0.8]))
+    assert higher.clipped[:, 0].tolist() == [False, True]
+    assert symmetric.clipped[:, 0].tolist() == [True, True]
+
+
+def test_dual_clip_bound_is_configurable():
+    logprobs, old_logprobs, advantages, mask = ppo_batch([(-2.0, 5.0, None, None, None)])
+    token_loss = alg.ppo_clip_loss(logprobs, old_logprobs, advantages, mask, 0.2, 0.3, 4.0)
+    assert token_loss.loss[0, 0].item() == pytest.approx(8.0)  # min(2 * 5, 4 * 2)
+    token_loss = alg.ppo_clip_loss(logprobs, old_logprobs, advantages, mask, 0.2, 0.3, 6.0)
+    assert token_loss.loss[0, 0].item() == pytest.approx(10.0) and not token_loss.dual_clipped.any()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# GSPO
+# ------------------------------------------------------------------------------------------------------------
+
+# Per-token log-ratios (logp - old_logp); the last column is padding for rows 0 and 2.
+GSPO_LOG_RATIOS = [[0.1, 0.3, 9.0], [0.6, 0.0, 0.3], [-0.5, -0.3, -7.0]]
+GSPO_MASK = [[1, 1, 0], [1, 1, 1], [1, 1, 0]]
+GSPO_ADVANTAGES = [1.0, 1.0, -1.0]  # seq ratios exp(0.2) inside, exp(0.3) > 1.3 clipped, exp(-0.4) < 0.8 clipped
+
+
+def gspo_batch():
+    old_logprobs = t([[-1.0, -2.0, -3.0]] * 3)
+    logprobs = (old_logprobs + t(GSPO_LOG_RATIOS)).requires_grad_()
+    return logprobs, old_logprobs, t(GSPO_ADVANTAGES), t(GSPO_MASK)
+
+
+def test_gspo_sequence_ratio_values_and_clipping():
+    logprobs, old_logprobs, advantages, mask = gspo_batch()
+    token_loss = alg.gspo_loss(logprobs, old_logprobs, advantages, mask, 0.2, 0.3, 3.0)
+    expected_rows = [-math.exp(0.2), -1.3, 0.8]  # -A * s_i, with s_i = exp(mean masked log-ratio), clipped
+    for row, value in enumerate(expected_rows):
+        torch.testing.assert_close(token_loss.loss[row][mask[row].bool()], t([value] * int(mask[row].sum())))
+    assert token_loss.clipped[mask.bool()].tolist() == [False, False, True, True, True, True, True]
+    assert not token_loss.dual_clipped.any()
+
+
+def test_gspo_gradient_is_the_sequence_level_gradient():
+    logprobs, old_logprobs, advantages, mask = gspo_batch()
+    loss, metrics = alg.compute_policy_loss(
+        "gspo", logprobs, old_logprobs, advantages, mask, loss_agg_mode="seq-mean-token-mean"
+    )
+    # Only row 0 is unclipped: J = -(1/3) * A_0 * s_0, d s_0 / d logp_t = s_0 / n_0 with n_0 = 2.
+    assert loss.item() == pytest.approx((-math.exp(0.2) - 1.3 + 0.8) / 3)
+    loss.backward()
+    row0 = -math.exp(0.2) / (3 * 2)
+    torch.testing.assert_close(logprobs.grad, t([[row0, row0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    assert metrics["clipfrac"] == pytest.approx(5 / 7)
+    assert metrics["approx_kl"] == pytest.approx(-(0.1 + 0.3 + 0.6 + 0.0 + 0.3 - 0.5 - 0.3) / 7)
+
+
+def test_gspo_matches_autograd_of_the_sequence_objective_when_unclipped():
+    torch.manual_seed(0)
+    old_logprobs = -torch.rand(4, 5, dtype=torch.float64)
+    logprobs = (old_logprobs + 0.05 * torch.randn(4, 5, dtype=torch.float64)).requires_grad_()
+    mask = t([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 0]])
+    advantages = t([0.5, -1.0, 2.0, -0.3])
+    loss, metrics = alg.compute_policy_loss(
+        "gspo", logprobs, old_logprobs, advantages, mask, clip_low=1.0, clip_high=10.0, loss_agg_mode="seq-mean-token-mean"
+    )
+    (grad,) = torch.autograd.grad(loss, logprobs)
+    seq_ratio = torch.exp(((logprobs - old_logprobs) * mask).sum(-1) / mask.sum(-1))  # (batch,)
+    reference = (-advantages * seq_ratio).mean()
+    (reference_grad,) = torch.autograd.grad(reference, logprobs)
+    assert metrics["clipfrac"] == 0.0
+    torch.testing.assert_close(loss, reference)
+    torch.testing.assert_close(grad, reference_grad)
+
+
+def test_gspo_and_ppo_agree_on_policy():
+    logprobs = t([[-1.0, -2.0, -0.5], [-0.3, -0.7, -4.0]]).requires_grad_()
+    mask, advantages = t([[1, 1, 1], [1, 1, 0]]), t([0.7, -1.2])
+    grads = []
+    for name in ["ppo_clip", "gspo"]:
+        loss, _ = alg.compute_policy_loss(name, logprobs, logprobs.detach(), advantages, mask)
+        grads.append(torch.autograd.grad(loss, logprobs)[0])
+        assert loss.item() == pytest.approx((-0.7 * 3 + 1.2 * 2) / 5)
+    torch.testing.assert_close(grads[0], grads[1])
+    torch.testing.assert_close(grads[0], t([[-0.7, -0.7, -0.7], [1.2, 1.2, 0.0]]) / 5)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# KL estimators
+# ------------------------------------------------------------------------------------------------------------
+
+KL_LOGPROBS, KL_REF = [-1.0, -2.0], [-1.5, -1.0]  # logp - ref = [0.5, -1.0]
+KL_EXPECTED = {
+    "k1": [0.5, -1.0],
+    "k2": [0.125, 0.5],
+    "mse": [0.125, 0.5],
+    # ref - logp = [-0.5, 1.0]: exp(-0.5) + 0.5 - 1 = 0.1065307, exp(1) - 1 - 1 = 0.7182818
+    "k3": [0.1065307, 0.7182818],
+    "low_var_kl": [0.1065307, 0.7182818],
+    "abs": [0.5, 1.0],
+}
+
+
+@pytest.mark.parametrize("name", sorted(KL_EXPECTED))
+def test_kl_estimators_by_hand(name):
+    kl = alg.kl_penalty(name, t([KL_LOGPROBS]), t([KL_REF]))
+    torch.testing.assert_close(kl, t([KL_EXPECTED[name]]), rtol=0, atol=1e-7)
+    assert torch.equal(alg.kl_penalty(name, t([[-0.3, -2.0]]), t([[-0.3, -2.0]])), t([[0.0, 0.0]]))
+
+
+def test_kl_registry_covers_the_config_names():
+    assert set(alg.KL_ESTIMATORS) == set(KL_EXPECTED)
+
+
+def test_k3_is_clamped_and_has_finite_gradients():
+    logprobs = t([[-30.0, -1.0, 0.0]]).requires_grad_()
+    ref = t([[0.0, -6.0, -1e4]])
+    kl = alg.kl_penalty("k3", logprobs, ref)
+    # exp(30) - 30 - 1 and exp(-5) + 5 - 1 = 4.0067379 -> [10, 4.0067379, 10000 - 1 = 9999 -> 10]
+    torch.testing.assert_close(kl, t([[10.0, math.exp(-5) + 4.0, 10.0]]))
+    kl.sum().backward()
+    assert torch.isfinite(logprobs.grad).all()
+    assert logprobs.grad[0, 1].item() == pytest.approx(1 - math.exp(-5))  # d/d logp of exp(ref-logp) + logp
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.floats(-15, 0, allow_nan=False), min_size=1, max_size=8),
+    st.lists(st.floats(-15, 0, allow_nan=False), min_size=1, max_size=8),
+)
+def test_property_k3_non_negative_and_bounded(logprobs, ref):
+    size = min(len(logprobs), len(ref))
+    kl = alg.kl_penalty("low_var_kl", t([logprobs[:size]]), t([ref[:size]]))
+    assert (kl >= 0).all() and (kl <= 10).all()
+
+
+def test_kl_reward_penalty_sums_masked_kl():
+    scores, kl = t([1.0, 0.5]), t([[0.1, 0.2, 9.0], [0.3, 0.0, -0.1]])
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    # 1 - 0.5 * (0.1 + 0.2) = 0.85; 0.5 - 0.5 * (0.3 + 0 - 0.1) = 0.4
+    torch.testing.assert_close(alg.kl_reward_penalty(scores, kl, mask, coef=0.5), t([0.85, 0.4]))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Aggregation and exact gradient accumulation
+# ------------------------------------------------------------------------------------------------------------
+
+AGG_LOSS = [[1.0, 2.0, 3.0], [4.0, 100.0, -100.0]]
+AGG_MASK = [[1, 1, 1], [1, 0, 0]]
+
+
+@pytest.mark.parametrize(
+    ("mode", "kwargs", "expected"),
+    [
+        ("token-mean", {}, (1 + 2 + 3 + 4) / 4),
+        ("token-mean", {"global_tokens": 8}, 10 / 8),
+        ("seq-mean-token-sum", {}, (6 + 4) / 2),
+        ("seq-mean-token-sum", {"global_seqs": 5}, 10 / 5),
+        ("seq-mean-token-mean", {}, (2 + 4) / 2),
+        ("seq-mean-token-mean", {"global_seqs": 4}, 6 / 4),
+        ("seq-mean-token-sum-norm", {}, 10 / (2 * 3)),  # default length: the padded width 3
+        ("seq-mean-token-sum-norm", {"norm_len": 5}, 10 / (2 * 5)),
+        ("seq-mean-token-sum-norm", {"norm_len": 5, "global_seqs": 4}, 10 / (4 * 5)),
+    ],
+)
+def test_aggregate_loss_by_hand(mode, kwargs, expected):
+    assert alg.aggregate_loss(t(AGG_LOSS), t(AGG_MASK), mode, **kwargs).item() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("mode", AGG_MODES)
+def test_aggregate_loss_of_an_empty_mask_is_zero(mode):
+    assert alg.aggregate_loss(t(AGG_LOSS), torch.zeros(2, 3), mode).item() == 0.0
+
+
+def test_aggregation_registry_covers_the_config_names():
+    assert sorted(alg.LOSS_AGGREGATIONS) == sorted(AGG_MODES)
+
+
+def test_count_tokens_and_seqs_skips_empty_rows():
+    assert alg.count_tokens_and_seqs(torch.tensor([[1, 1, 0], [0, 0, 0], [1, 0, 0]])) == (3, 2)
+
+
+LENGTHS = [6, 1, 4, 2, 5, 3, 6]  # uneven token counts; micro-batches of 3, 2 and 2 rows
+MICRO_BATCHES = [slice(0, 3), slice(3, 5), slice(5, 7)]
+
+
+def accumulation_batch():
+    generator = torch.Generator().manual_seed(0)
+    batch, width = len(LENGTHS), max(LENGTHS)
+    mask = (torch.arange(width)[None, :] < torch.tensor(LENGTHS)[:, None]).float()  # (batch, seq)
+    old_logprobs = -torch.rand(batch, width, generator=generator)
+    logprobs = (old_logprobs + 0.3 * torch.randn(batch, width, generator=generator)).requires_grad_()
+    advantages = torch.randn(batch, generator=generator)
+    return logprobs, old_logprobs, advantages, mask
+
+
+def per_token_objective(logprobs, old_logprobs, advantages, mask, rows, name):
+    if name == "aggregate-only":  # a non-linear per-token loss, aggregated directly
+        return lambda **kwargs: alg.aggregate_loss(torch.sin(3 * logprobs[rows]) * advantages[rows, None], mask[rows], **kwargs)
+    return lambda mode, **kwargs: alg.compute_policy_loss(
+        name, logprobs[rows], old_logprobs[rows], advantages[rows], mask[rows], loss_agg_mode=mode, **kwargs
+    )[0]
+
+
+def accumulate(name, mode, use_global_counts):
+    """(full-batch loss, full-batch grad, summed micro-batch loss, summed micro-batch grad)."""
+    logprobs, old_logprobs, advantages, mask = accumulation_batch()
+    full = per_token_objective(logprobs, old_logprobs, advantages, mask, slice(None), name)(mode=mode, norm_len=8)
+    (full_grad,) = torch.autograd.grad(full, logprobs)
+    tokens, seqs = alg.count_tokens_and_seqs(mask)
+    counts = {"global_tokens": tokens, "global_seqs": seqs} if use_global_counts else {}
+    total = torch.zeros(())
+    for rows in MICRO_BATCHES:
+        micro = per_token_objective(logprobs, old_logprobs, advantages, mask, rows, name)(mode=mode, norm_len=8, **counts)
+        micro.backward()  # accumulates into logprobs.grad like optimizer micro-steps
+        total += micro.detach()
+    return full.detach(), full_grad, total, logprobs.grad
+
+
+@pytest.mark.parametrize("name", ["aggregate-only", "ppo_clip", "gspo"])
+@pytest.mark.parametrize("mode", AGG_MODES)
+def test_micro_batches_with_global_counts_sum_to_the_full_batch(name, mode):
+    full, full_grad, total, total_grad = accumulate(name, mode, use_global_counts=True)
+    assert full_grad.abs().sum() > 0
+    torch.testing.assert_close(total, full, rtol=0, atol=1e-6)
+    torch.testing.assert_close(total_grad, full_grad, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", AGG_MODES)
+def test_micro_batches_with_local_counts_do_not_sum_to_the_full_batch(mode):
+    # The control for the test above: without global normalisers the micro-batch sum is off.
+    full, _, total, _ = accumulate("aggregate-only", mode, use_global_counts=False)
+    assert abs(total.item() - full.item()) > 1e-3
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Entropy, logprobs, masked mean
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_entropy_by_hand_and_stable():
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [1 / 3, 1 / 3, 1 / 3]]]))  # (1, 2, 3)
+    expected = torch.tensor([[1.5 * math.log(2), math.log(3)]])  # 0.5 ln 2 + 2 * 0.25 ln 4; uniform: ln 3
+    torch.testing.assert_close(alg.entropy_from_logits(logits), expected)
+    torch.testing.assert_close(alg.entropy_from_logits(logits + 1e4), expected, atol=1e-3, rtol=0)
+    peaked = alg.entropy_from_logits(torch.tensor([[[1000.0, 0.0, -1000.0]]]))
+    assert torch.isfinite(peaked).all() and peaked.abs().item() < 1e-6
+
+
+def test_entropy_upcasts_bf16():
+    logits = torch.randn(2, 3, 11).to(torch.bfloat16)
+    entropy = alg.entropy_from_logits(logits)
+    assert entropy.dtype == torch.float32 and entropy.shape == (2, 3)
+    assert (entropy <= math.log(11) + 1e-5).all() and (entropy >= 0).all()
+
+
+def test_logprobs_from_logits_by_hand():
+    logits = torch.tensor([[[0.0, math.log(3.0)], [2.0, 2.0]]])  # probs [0.25, 0.75] and [0.5, 0.5]
+    logprobs = alg.logprobs_from_logits(logits, torch.tensor([[1, 0]]))
+    torch.testing.assert_close(logprobs, torch.tensor([[math.log(0.75), math.log(0.5)]]))
+    assert alg.logprobs_from_logits(logits.to(torch.bfloat16), torch.tensor([[1, 0]])).dtype == torch.float32
+
+
+def test_masked_mean():
+    values, mask = t([[1.0, 2.0], [3.0, 100.0]]), torch.tensor([[True, True], [True, False]])
+    assert alg.masked_mean(values, mask).item() == pytest.approx(2.0)
+    torch.testing.assert_close(alg.masked_mean(values, mask, dim=-1), t([1.5, 3.0]))
+    assert alg.masked_mean(values, torch.zeros(2, 2)).item() == 0.0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Unknown names
+# ------------------------------------------------------------------------------------------------------------
+
+
+def test_unknown_names_raise_and_list_the_valid_ones():
+    logprobs, old_logprobs, advantages, mask = ppo_batch()
+    with pytest.raises(ValueError, match="gspo, ppo_clip"):
+        alg.compute_policy_loss("ppo", logprobs, old_logprobs, advantages, mask)
+    with pytest.raises(ValueError, match="abs, k1, k2, k3, low_var_kl, mse"):
+        alg.kl_penalty("k4", logprobs, old_logprobs)
+    with pytest.raises(ValueError, match="seq-mean-token-mean"):
+        alg.aggregate_loss(logprobs, mask, "seq-sum")
+    with pytest.raises(ValueError, match="loss aggregation mode 'seq-sum'"):
+        alg.compute_policy_loss("ppo_clip", logprobs, old_logprobs, advantages, mask, loss_agg_mode="seq-sum")
