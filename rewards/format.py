@@ -89,7 +89,12 @@ def format_reward(
             "sections": sections_in_order(parsed.think, patterns),
             "strict_answer": is_trained_answer_style(parsed.answer),
         }
-        required = {"tags": True, "answer": require_answer, "sections": require_sections, "strict_answer": strict_answer}
+        required = {
+            "tags": True,
+            "answer": require_answer,
+            "sections": require_sections,
+            "strict_answer": strict_answer,
+        }
         passed = all(checks[name] for name, needed in required.items() if needed)
         scores.append({"overall": float(passed), **{name: float(value) for name, value in checks.items()}})
     return scores

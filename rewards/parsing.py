@@ -136,7 +136,9 @@ def _check_structure(text: str) -> tuple[str | None, bool]:
     if positions != sorted(positions):
         return "tags out of order; expected <think>...</think><answer>...</answer>", False
     outside = (
-        text[: positions[0]] + text[positions[1] + len("</think>") : positions[2]] + text[positions[3] + len("</answer>") :]
+        text[: positions[0]]
+        + text[positions[1] + len("</think>") : positions[2]]
+        + text[positions[3] + len("</answer>") :]
     )
     return None, bool(outside.strip())
 
@@ -257,4 +259,9 @@ def box_in_frame(box: Box, frame: tuple[float, float] | list[float], tolerance: 
     width, height = frame
     x0, y0, x1, y1 = box
     low = -tolerance
-    return min(x0, x1) >= low and min(y0, y1) >= low and max(x0, x1) <= width + tolerance and max(y0, y1) <= height + tolerance
+    return (
+        min(x0, x1) >= low
+        and min(y0, y1) >= low
+        and max(x0, x1) <= width + tolerance
+        and max(y0, y1) <= height + tolerance
+    )

@@ -13,6 +13,7 @@ subprocesses get it too. On a CUDA torch it does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import sys
 
@@ -31,10 +32,8 @@ def _declare_torchvision_ops() -> None:
         return
     library = torch.library.Library("torchvision", "FRAGMENT")
     for schema in _SCHEMAS:
-        try:
+        with contextlib.suppress(RuntimeError):  # already declared (e.g. a CPU torchvision whose ops did load)
             library.define(schema)
-        except RuntimeError:  # already declared (e.g. a CPU torchvision whose ops did load)
-            pass
     _LIBRARY.append(library)
 
 
@@ -52,3 +51,21 @@ def install() -> None:
         return
     if not any(isinstance(finder, _TorchvisionHook) for finder in sys.meta_path):
         sys.meta_path.insert(0, _TorchvisionHook())
+
+
+PTH_NAME = "rexthinker_torchvision_shim.pth"
+PTH_LINE = "import rexthinker_rl._torchvision_shim as _shim; _shim.install()\n"
+
+
+def install_pth() -> str:
+    """Write the .pth file into this interpreter's site-packages so every Python process there gets the hook."""
+    import sysconfig
+    from pathlib import Path
+
+    target = Path(sysconfig.get_paths()["purelib"]) / PTH_NAME
+    target.write_text(PTH_LINE)
+    return str(target)
+
+
+if __name__ == "__main__":
+    print(f"wrote {install_pth()}")

@@ -126,9 +126,7 @@ ADVANTAGE_ESTIMATORS: dict[str, Callable[[Tensor, GroupStats, float], Tensor]] =
 }
 
 
-def compute_advantages(
-    name: str, scores: Tensor, group_ids: Sequence[Hashable] | Tensor, eps: float = 1e-6
-) -> Tensor:
+def compute_advantages(name: str, scores: Tensor, group_ids: Sequence[Hashable] | Tensor, eps: float = 1e-6) -> Tensor:
     """Outcome advantages, one per response, normalised within groups of responses to the same prompt.
 
     name: a key of ADVANTAGE_ESTIMATORS; scores: (batch,) rewards; group_ids: (batch,) prompt uids (any
@@ -162,7 +160,7 @@ def kl_k2(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
 
 
 def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
-    """k3 / low_var_kl: exp(ref - logp) - (ref - logp) - 1, >= 0, clamped to [-10, 10]. (batch, seq) -> (batch, seq)."""
+    """k3 / low_var_kl: exp(ref - logp) - (ref - logp) - 1 (>= 0), clamped to [-10, 10]. (batch, seq) -> same."""
     log_ratio = (ref_logprobs - logprobs).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)  # keeps exp() and its grad finite
     return (torch.exp(log_ratio) - log_ratio - 1).clamp(-K3_BOUND, K3_BOUND)
 
@@ -288,7 +286,7 @@ class TokenLoss(NamedTuple):
 
 
 def _clipped_objective(ratio: Tensor, advantages: Tensor, clip_low: float, clip_high: float) -> TokenLoss:
-    """max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high)), no dual clip. ratio (batch, seq), A (batch, 1)."""
+    """max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high)); ratio: (batch, seq), A: (batch, 1)."""
     unclipped = -advantages * ratio  # (batch, seq)
     clipped = -advantages * ratio.clamp(1 - clip_low, 1 + clip_high)  # (batch, seq)
     return TokenLoss(torch.maximum(unclipped, clipped), clipped > unclipped, torch.zeros_like(ratio, dtype=torch.bool))

@@ -285,6 +285,18 @@ class LoggingConfig:
 
 
 @dataclass
+class SFTConfig:
+    epochs: int = 2
+    """Passes over the SFT targets (the dataset's sft_target column)."""
+    lr: float = 1.0e-5
+    """AdamW learning rate of the warm start."""
+    batch_size: int = 16
+    """Sequences per optimizer step."""
+    output_dir: str = "${trainer.output_dir}/sft"
+    """Where the warm-started Hugging Face folder is written."""
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -296,6 +308,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
     derived: dict[str, Any] = field(default_factory=dict)
     """Values computed by validate(); never set by hand."""
 
@@ -338,7 +351,11 @@ _RULES: list[tuple[str, Any, str]] = [
     ("data.min_pixels", _positive, "a positive pixel count"),
     ("data.rollout_batch_size", _positive, "a positive number of prompts"),
     ("model.dtype", _one_of("float32", "bfloat16", "float16"), "float32 | bfloat16 | float16"),
-    ("model.attn_implementation", _one_of("auto", "sdpa", "eager", "flash_attention_2"), "auto|sdpa|eager|flash_attention_2"),
+    (
+        "model.attn_implementation",
+        _one_of("auto", "sdpa", "eager", "flash_attention_2"),
+        "auto|sdpa|eager|flash_attention_2",
+    ),
     ("model.lora.rank", lambda v: v >= 0, "rank >= 0"),
     ("rollout.engine", _one_of("vllm", "hf"), "vllm | hf"),
     ("rollout.n", _positive, "a positive group size (>= 2 for a learning signal)"),
@@ -376,6 +393,9 @@ _RULES: list[tuple[str, Any, str]] = [
     ("trainer.total_epochs", _positive, "a positive number of epochs"),
     ("trainer.device", _one_of("auto", "cpu", "cuda"), "auto | cpu | cuda"),
     ("trainer.resume", lambda v: bool(v), "auto | none | a checkpoint path"),
+    ("sft.epochs", lambda v: v >= 0, "epochs >= 0"),
+    ("sft.lr", lambda v: 0 < v < 1, "0 < lr < 1"),
+    ("sft.batch_size", _positive, "a positive integer"),
     ("checkpoint.save_limit", lambda v: v == -1 or v > 0, "-1 or a positive count"),
 ]
 
@@ -398,6 +418,20 @@ def valid_keys(schema: type = Config, prefix: str = "") -> list[str]:
     return keys
 
 
+def _field_type(dotted: str) -> str:
+    """The declared type of a dotted key, as written in the schema (``int``, ``list[str]``, ...)."""
+    schema: Any = Config
+    annotation = "the declared type"
+    for part in dotted.split("."):
+        match = {f.name: f for f in fields(schema)}.get(part) if is_dataclass(schema) else None
+        if match is None:
+            return annotation
+        annotation = str(match.type)
+        default = match.default_factory() if callable(match.default_factory) else None  # type: ignore[misc]
+        schema = type(default) if is_dataclass(default) else None
+    return annotation
+
+
 def _did_you_mean(bad_key: str) -> str:
     matches = difflib.get_close_matches(bad_key, valid_keys(), n=1, cutoff=0.5)
     if not matches:  # a bad leaf under a good section: match the leaf name alone within that section
@@ -409,23 +443,23 @@ def _did_you_mean(bad_key: str) -> str:
     return f" (did you mean {matches[0]}?)" if matches else ""
 
 
-def _explain(error: OmegaConfBaseException, source: str) -> ConfigError:
+def _explain(error: OmegaConfBaseException, source: str, override_key: str | None = None) -> ConfigError:
     key = getattr(error, "full_key", None) or "?"
+    if override_key and isinstance(error, ConfigKeyError | ConfigAttributeError):
+        key = override_key  # the whole dotted key the user typed, so the suggestion is a whole key too
     if isinstance(error, ConfigKeyError | ConfigAttributeError):
         return ConfigError(f"{source}: unknown config key '{key}'{_did_you_mean(key)}")
     if isinstance(error, ValidationError):
-        expected = getattr(error, "ref_type", None) or "the declared type"
         value = getattr(error, "value", None)
-        msg = str(error).splitlines()[0]
-        return ConfigError(f"{source}: bad value {value!r} for '{key}': {msg} (expected {expected})")
+        return ConfigError(f"{source}: bad value {value!r} for '{key}': expected {_field_type(key)}")
     return ConfigError(f"{source}: {str(error).splitlines()[0]} (key '{key}')")
 
 
-def _merge(base: DictConfig, other: DictConfig, source: str) -> DictConfig:
+def _merge(base: DictConfig, other: DictConfig, source: str, override_key: str | None = None) -> DictConfig:
     try:
         return OmegaConf.merge(base, other)  # type: ignore[return-value]
     except OmegaConfBaseException as error:
-        raise _explain(error, source) from None
+        raise _explain(error, source, override_key) from None
 
 
 def load_config(yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -449,7 +483,7 @@ def load_config(yaml_path: str | Path | None = None, overrides: list[str] | None
             dot = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as error:
             raise ConfigError(f"override '{item}': {str(error).splitlines()[0]}") from None
-        merged = _merge(merged, dot, f"override '{item}'")
+        merged = _merge(merged, dot, f"override '{item}'", item.split("=", 1)[0].strip())
     try:
         config: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as error:
@@ -467,4 +501,3 @@ def save_config(config: Config, path: str | Path) -> None:
     from rexthinker_rl.utils import atomic_write_text
 
     atomic_write_text(Path(path), to_yaml(config))
-

@@ -56,12 +56,12 @@ _CORPUS_LINES = [
     "Please detect {referring} in the image.",
     "There is no such thing in the image.",
     "<think>Planning: find the box hints of the category. Action: check each hint. Summary: the matching boxes are "
-    "listed.</think><answer>```json\n[{\"bbox_2d\": [12, 34, 56, 78], \"label\": \"red circle\"}]\n```</answer>",
+    'listed.</think><answer>```json\n[{"bbox_2d": [12, 34, 56, 78], "label": "red circle"}]\n```</answer>',
     "Box 1 matches. Box 2 does not match. Box 3 matches. So the answer is boxes 1 and 3. None of the hints match.",
     "the leftmost rightmost topmost bottommost largest smallest left right top bottom middle all every each one",
     "red green blue yellow purple orange white black gray cyan magenta pink brown",
     "circle square triangle ellipse star rectangle diamond shape shapes object objects person man woman shirt hat",
-    "0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 [ ] { } , : \" ` json bbox_2d label",
+    '0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 [ ] { } , : " ` json bbox_2d label',
     "planning action summary check the hint region candidate category referring expression image coordinates",
 ]
 

@@ -37,7 +37,7 @@ def test_grpo_advantages_by_hand():
     expected = [a, -3 / (3 + eps), -a, 0.0, -a, 3 / (3 + eps), a, 0.0]
     advantages = alg.compute_advantages("grpo", t(SCORES), UIDS, eps=eps)
     torch.testing.assert_close(advantages, t(expected), rtol=0, atol=1e-12)
-    assert advantages[0].item() == pytest.approx(0.8660254, abs=1e-6)
+    assert advantages[0].item() == pytest.approx(0.8660239, abs=1e-7)  # eps shifts sqrt(3)/2 = 0.8660254
 
 
 def test_grpo_uses_unbiased_std():
@@ -76,6 +76,17 @@ def test_singleton_groups_get_zero(name):
     assert torch.equal(advantages, t([0.0, 0.0, 0.0]))
 
 
+def test_grpo_singletons_are_zero_even_without_eps():
+    # std is 0 for a group of one, so (r - mean) / (std + 0) would be 0 / 0.
+    advantages = alg.compute_advantages("grpo", t([3.0, 1.0, 2.0]), ["x", "y", "y"], eps=0.0)
+    torch.testing.assert_close(advantages, t([0.0, -0.5 / math.sqrt(0.5), 0.5 / math.sqrt(0.5)]))
+
+
+def test_default_eps_is_1e_minus_6():
+    advantages = alg.compute_advantages("grpo", t([0.0, 2.0]), [0, 0])
+    assert advantages[1].item() == pytest.approx(1 / (math.sqrt(2) + 1e-6), rel=1e-12)
+
+
 def test_integer_scores_are_accepted():
     advantages = alg.compute_advantages("drgrpo", torch.tensor([1, 0]), ["g", "g"])
     assert advantages.dtype == torch.float32
@@ -96,7 +107,7 @@ group_batches = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, database=None)
 @given(group_batches)
 def test_property_group_moments(rows):
     uids = [uid for uid, _ in rows]
@@ -113,11 +124,11 @@ def test_property_group_moments(rows):
             continue
         torch.testing.assert_close(rloo[members], drgrpo[members] * n / (n - 1))  # RLOO = n/(n-1) Dr. GRPO
         std = scores[members].std().item()
-        if std > 1e-3:  # unit (unbiased) std once eps is negligible
+        if std > 0.1:  # unit (unbiased) std once eps is negligible
             assert grpo[members].std().item() == pytest.approx(1.0, rel=1e-4)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, database=None)
 @given(group_batches, st.randoms(use_true_random=False))
 def test_property_advantages_follow_a_permutation(rows, rng):
     order = list(range(len(rows)))
@@ -165,7 +176,7 @@ def test_ppo_clip_per_token_values_gradients_and_flags():
     token_loss.loss[:, 0].sum().backward()
     # d(-A * ratio)/d logp = -A * ratio where the ratio is live; 0 where a clip took over.
     live = [not (case[3] or case[4]) for case in PPO_CASES]
-    expected_grad = [-a * r if is_live else 0.0 for (a, r, *_), is_live in zip(PPO_CASES, live)]
+    expected_grad = [-a * r if is_live else 0.0 for (a, r, *_), is_live in zip(PPO_CASES, live, strict=True)]
     torch.testing.assert_close(logprobs.grad[:, 0], t(expected_grad))
 
 
@@ -179,6 +190,9 @@ def test_compute_policy_loss_ppo_clip_token_mean_and_metrics():
     mean_log_ratio = sum(math.log(case[1]) for case in PPO_CASES) / 8
     assert metrics["approx_kl"] == pytest.approx(-mean_log_ratio)
     assert all(isinstance(value, float) for value in metrics.values())
+    loss.backward()
+    assert torch.equal(logprobs.grad[:, 1], torch.zeros(8, dtype=torch.float64))  # padding gets no gradient
+    assert logprobs.grad[0, 0].item() == pytest.approx(-1.1 / 8)
 
 
 def test_clip_higher_is_asymmetric():
@@ -249,7 +263,14 @@ def test_gspo_matches_autograd_of_the_sequence_objective_when_unclipped():
     mask = t([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 0]])
     advantages = t([0.5, -1.0, 2.0, -0.3])
     loss, metrics = alg.compute_policy_loss(
-        "gspo", logprobs, old_logprobs, advantages, mask, clip_low=1.0, clip_high=10.0, loss_agg_mode="seq-mean-token-mean"
+        "gspo",
+        logprobs,
+        old_logprobs,
+        advantages,
+        mask,
+        clip_low=1.0,
+        clip_high=10.0,
+        loss_agg_mode="seq-mean-token-mean",
     )
     (grad,) = torch.autograd.grad(loss, logprobs)
     seq_ratio = torch.exp(((logprobs - old_logprobs) * mask).sum(-1) / mask.sum(-1))  # (batch,)
@@ -300,17 +321,18 @@ def test_kl_registry_covers_the_config_names():
 
 
 def test_k3_is_clamped_and_has_finite_gradients():
-    logprobs = t([[-30.0, -1.0, 0.0]]).requires_grad_()
-    ref = t([[0.0, -6.0, -1e4]])
+    # float32, where exp(100) overflows: padding-like gaps must still give finite values and gradients.
+    logprobs = t([[-100.0, -1.0, 0.0]], dtype=torch.float32).requires_grad_()
+    ref = t([[0.0, -6.0, -1e4]], dtype=torch.float32)
     kl = alg.kl_penalty("k3", logprobs, ref)
-    # exp(30) - 30 - 1 and exp(-5) + 5 - 1 = 4.0067379 -> [10, 4.0067379, 10000 - 1 = 9999 -> 10]
-    torch.testing.assert_close(kl, t([[10.0, math.exp(-5) + 4.0, 10.0]]))
+    # ref - logp = [100, -5, -1e4], capped at +-20 before exp: [exp(20) - 21 -> 10, exp(-5) + 4, 19 -> 10]
+    torch.testing.assert_close(kl, t([[10.0, math.exp(-5) + 4.0, 10.0]], dtype=torch.float32))
     kl.sum().backward()
     assert torch.isfinite(logprobs.grad).all()
     assert logprobs.grad[0, 1].item() == pytest.approx(1 - math.exp(-5))  # d/d logp of exp(ref-logp) + logp
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, database=None)
 @given(
     st.lists(st.floats(-15, 0, allow_nan=False), min_size=1, max_size=8),
     st.lists(st.floats(-15, 0, allow_nan=False), min_size=1, max_size=8),
@@ -383,7 +405,9 @@ def accumulation_batch():
 
 def per_token_objective(logprobs, old_logprobs, advantages, mask, rows, name):
     if name == "aggregate-only":  # a non-linear per-token loss, aggregated directly
-        return lambda **kwargs: alg.aggregate_loss(torch.sin(3 * logprobs[rows]) * advantages[rows, None], mask[rows], **kwargs)
+        return lambda **kwargs: alg.aggregate_loss(
+            torch.sin(3 * logprobs[rows]) * advantages[rows, None], mask[rows], **kwargs
+        )
     return lambda mode, **kwargs: alg.compute_policy_loss(
         name, logprobs[rows], old_logprobs[rows], advantages[rows], mask[rows], loss_agg_mode=mode, **kwargs
     )[0]
@@ -398,7 +422,9 @@ def accumulate(name, mode, use_global_counts):
     counts = {"global_tokens": tokens, "global_seqs": seqs} if use_global_counts else {}
     total = torch.zeros(())
     for rows in MICRO_BATCHES:
-        micro = per_token_objective(logprobs, old_logprobs, advantages, mask, rows, name)(mode=mode, norm_len=8, **counts)
+        micro = per_token_objective(logprobs, old_logprobs, advantages, mask, rows, name)(
+            mode=mode, norm_len=8, **counts
+        )
         micro.backward()  # accumulates into logprobs.grad like optimizer micro-steps
         total += micro.detach()
     return full.detach(), full_grad, total, logprobs.grad

@@ -1,0 +1,277 @@
+"""A synthetic referring dataset: coloured shapes on a plain background, in the Rex-Thinker schema.
+
+Each image holds 2-4 objects of one category (circle, square or triangle) and 0-2 distractors of other categories. The
+box hints are exactly the boxes of every object of the referred category (what a perfect detector would give), in
+random order. Referring expressions pick one object by colour ("the red circle") or position ("the leftmost square"),
+several by colour ("all blue triangles"), or none ("the yellow circle" when no circle is yellow: the answer is the
+rejection sentence). Answer boxes are always exactly hint boxes (same integers, resized frame).
+
+Every row also carries a short chain-of-thought ``sft_target`` in the Rex-Thinker shape (planning, one verdict per
+hint, summary, answer), short enough for a tiny model to learn on a CPU in minutes. Output is deterministic in the
+arguments: the same seed gives byte-identical parquet files.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw
+
+from rexthinker_rl.data import REJECTION_TEXT, boxes_to_resized, check_fixed_point, resized_size
+from rexthinker_rl.utils import atomic_write_bytes
+
+SHAPES = ("circle", "square", "triangle")
+COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (240, 210, 40)}
+BACKGROUND = (128, 128, 128)
+POSITIONS = {"leftmost": (0, min), "rightmost": (0, max), "topmost": (1, min), "bottommost": (1, max)}
+HINT_PREFIX = "Hint: Object and its coordinates in this image: "
+MIN_IMAGE_SIZE = 56
+_GAP = 2  # pixels kept free between objects
+_POSITION_MARGIN = 3  # the referred extreme object must beat the runner-up by this many pixels
+
+FEATURES = datasets.Features(
+    {
+        "id": datasets.Value("string"),
+        "images": datasets.List(datasets.Image()),
+        "problem": datasets.Value("string"),
+        "answer": datasets.Value("string"),
+        "image_size": datasets.List(datasets.Value("int32")),
+        "resized_size": datasets.List(datasets.Value("int32")),
+        "hints": datasets.Value("string"),
+        "referring": datasets.Value("string"),
+        "category": datasets.Value("string"),
+        "sft_target": datasets.Value("string"),
+        "answer_boxes": datasets.Value("string"),
+    }
+)
+
+
+@dataclass
+class ShapeObject:
+    """One drawn object; ``box`` is ``[x0, y0, x1, y1]`` in original pixels (x1, y1 exclusive)."""
+
+    shape: str
+    colour: str
+    box: list[int]
+
+
+@dataclass
+class Scene:
+    """A generated image's objects and what the referring expression picks among the category's objects."""
+
+    category: str
+    kind: str  # colour | position | multi | rejection
+    referring: str
+    hinted: list[ShapeObject]  # the category's objects, in hint order
+    targets: list[int]  # indices into ``hinted``
+    distractors: list[ShapeObject]
+    position_axis: int | None = None  # 0: x, 1: y, for position expressions
+
+
+def format_answer(boxes: list[list[int]], label: str) -> str:
+    """Ground-truth answer text: fenced JSON boxes, or the rejection sentence when there are none."""
+    if not boxes:
+        return REJECTION_TEXT
+    items = [{"bbox_2d": list(box), "label": label} for box in boxes]
+    return f"```json\n{json.dumps(items)}\n```"
+
+
+def _pick_kind(rng: np.random.Generator, rejection_fraction: float, multi_fraction: float) -> str:
+    draw = rng.random()
+    if draw < rejection_fraction:
+        return "rejection"
+    if draw < rejection_fraction + multi_fraction:
+        return "multi"
+    return str(rng.choice(["colour", "position"]))
+
+
+def _colours(rng: np.random.Generator, kind: str, count: int) -> tuple[list[str], str | None, int]:
+    """Colours of the category's objects, the referred colour, and how many objects carry it (first in the list)."""
+    names = list(COLOURS)
+    if kind == "position":
+        return [str(rng.choice(names)) for _ in range(count)], None, 0
+    colour = str(rng.choice(names))
+    others = [name for name in names if name != colour]
+    matching = {"colour": 1, "rejection": 0, "multi": int(rng.integers(2, count + 1))}[kind]
+    return [colour] * matching + [str(rng.choice(others)) for _ in range(count - matching)], colour, matching
+
+
+def _place(rng: np.random.Generator, count: int, image_size: int) -> list[list[int]] | None:
+    """``count`` square boxes that keep ``_GAP`` pixels apart, or None when random placement got stuck."""
+    low, high = max(8, image_size // 8), max(9, image_size // 4)
+    boxes: list[list[int]] = []
+    for _ in range(count):
+        for _attempt in range(100):
+            side = int(rng.integers(low, high + 1))
+            x0, y0 = (int(value) for value in rng.integers(0, image_size - side + 1, size=2))
+            box = [x0, y0, x0 + side, y0 + side]
+            if all(_apart(box, other) for other in boxes):
+                boxes.append(box)
+                break
+        else:
+            return None
+    return boxes
+
+
+def _apart(box: list[int], other: list[int]) -> bool:
+    return (
+        box[2] + _GAP <= other[0]
+        or other[2] + _GAP <= box[0]
+        or box[3] + _GAP <= other[1]
+        or other[3] + _GAP <= box[1]
+    )
+
+
+def _centre(box: list[int], axis: int) -> float:
+    return (box[axis] + box[axis + 2]) / 2
+
+
+def make_scene(rng: np.random.Generator, image_size: int, rejection_fraction: float, multi_fraction: float) -> Scene:
+    """Draw the objects and the referring expression of one image (random, but reproducible from ``rng``)."""
+    kind = _pick_kind(rng, rejection_fraction, multi_fraction)
+    category = str(rng.choice(SHAPES))
+    count, num_distractors = int(rng.integers(2, 5)), int(rng.integers(0, 3))
+    colours, colour, matching = _colours(rng, kind, count)
+    direction = str(rng.choice(list(POSITIONS))) if kind == "position" else ""
+    for _attempt in range(200):
+        boxes = _place(rng, count + num_distractors, image_size)
+        if boxes is None:
+            continue
+        objects = [ShapeObject(category, name, box) for name, box in zip(colours, boxes[:count], strict=True)]
+        targets = list(range(matching))  # _colours puts the matching objects first
+        if kind == "position":
+            axis, extreme = POSITIONS[direction]
+            centres = [_centre(obj.box, axis) for obj in objects]
+            best = centres.index(extreme(centres))
+            runner_up = extreme(value for i, value in enumerate(centres) if i != best)
+            if abs(centres[best] - runner_up) < _POSITION_MARGIN:
+                continue
+            targets = [best]
+        break
+    else:
+        raise RuntimeError(f"could not place {count + num_distractors} objects apart in a {image_size}px image")
+    others = [shape for shape in SHAPES if shape != category]
+    distractors = [ShapeObject(str(rng.choice(others)), str(rng.choice(list(COLOURS))), box) for box in boxes[count:]]
+    order = [int(i) for i in rng.permutation(count)]
+    hinted = [objects[i] for i in order]
+    targets = sorted(order.index(target) for target in targets)
+    if kind == "multi":
+        referring = f"all {colour} {category}s"
+    elif kind == "position":
+        referring = f"the {direction} {category}"
+    else:
+        referring = f"the {colour} {category}"
+    axis = POSITIONS[direction][0] if kind == "position" else None
+    return Scene(category, kind, referring, hinted, targets, distractors, axis)
+
+
+def draw_scene(scene: Scene, image_size: int) -> Image.Image:
+    """The RGB image of a scene."""
+    image = Image.new("RGB", (image_size, image_size), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for obj in scene.hinted + scene.distractors:
+        x0, y0, x1, y1 = obj.box
+        corners = [x0, y0, x1 - 1, y1 - 1]  # PIL includes the end pixel; our boxes exclude it
+        fill = COLOURS[obj.colour]
+        if obj.shape == "circle":
+            draw.ellipse(corners, fill=fill)
+        elif obj.shape == "square":
+            draw.rectangle(corners, fill=fill)
+        else:
+            draw.polygon([(x0, y1 - 1), (x1 - 1, y1 - 1), ((x0 + x1 - 1) / 2, y0)], fill=fill)
+    return image
+
+
+def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str) -> str:
+    """A short Rex-Thinker-shaped completion: planning, one verdict per hint, summary, then the answer."""
+    verdicts = []
+    for number, (obj, box) in enumerate(zip(scene.hinted, hint_boxes, strict=True), start=1):
+        where = (
+            ""
+            if scene.position_axis is None
+            else f" at {'xy'[scene.position_axis]} {round(_centre(box, scene.position_axis))}"
+        )
+        verdict = "yes" if number - 1 in scene.targets else "no"
+        verdicts.append(f"Box {number} {obj.colour} {obj.shape}{where}: {verdict}.")
+    matches = len(scene.targets)
+    summary = "none match." if not matches else "1 match." if matches == 1 else f"{matches} matches."
+    planning = f"Planning: find {scene.referring} among the {len(scene.hinted)} {scene.category} hints."
+    think = f"{planning} Action: {' '.join(verdicts)} Summary: {summary}"
+    return f"<think>{think}</think><answer>{answer}</answer>"
+
+
+def make_row(scene: Scene, row_id: str, image_size: int, resized: tuple[int, int]) -> dict:
+    """One dataset row (Rex-Thinker columns plus our metadata) for a scene."""
+    original = (image_size, image_size)
+    hint_boxes = boxes_to_resized([obj.box for obj in scene.hinted], original, resized)
+    answer_boxes = [hint_boxes[i] for i in scene.targets]
+    hints = {scene.category: hint_boxes}
+    answer = format_answer(answer_boxes, scene.referring)
+    buffer = io.BytesIO()
+    draw_scene(scene, image_size).save(buffer, format="PNG")
+    return {
+        "id": row_id,
+        "images": [{"bytes": buffer.getvalue(), "path": None}],
+        "problem": f"{HINT_PREFIX}{json.dumps(hints)}\nPlease detect {scene.referring} in the image.",
+        "answer": answer,
+        "image_size": list(original),
+        "resized_size": list(resized),
+        "hints": json.dumps(hints),
+        "referring": scene.referring,
+        "category": scene.category,
+        "sft_target": sft_target(scene, hint_boxes, answer),
+        "answer_boxes": json.dumps(answer_boxes),
+    }
+
+
+def write_parquet(rows: list[dict], path: Path) -> None:
+    """Write rows with the Hugging Face feature metadata (``datasets`` loads ``images`` as images), atomically."""
+    table = pa.Table.from_pylist(rows, schema=FEATURES.arrow_schema)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def make_synthetic_dataset(
+    out_dir: str | Path,
+    num_train: int = 512,
+    num_val: int = 64,
+    seed: int = 0,
+    image_size: int = 112,
+    min_pixels: int = 112 * 112,
+    max_pixels: int = 112 * 112,
+    rejection_fraction: float = 0.15,
+    multi_fraction: float = 0.2,
+) -> dict[str, Path]:
+    """Write ``train.parquet`` and ``val.parquet`` under ``out_dir``; returns ``{"train": path, "val": path}``."""
+    if image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"--image-size {image_size} is too small to hold 6 objects apart (at least {MIN_IMAGE_SIZE})")
+    if num_train < 0 or num_val < 0:
+        raise ValueError(f"--num-train {num_train} and --num-val {num_val} must be >= 0")
+    if not (rejection_fraction >= 0 and multi_fraction >= 0 and rejection_fraction + multi_fraction <= 1):
+        raise ValueError(
+            f"--rejection-fraction {rejection_fraction} and --multi-fraction {multi_fraction} must be >= 0 "
+            "and sum to at most 1"
+        )
+    if not 0 < min_pixels <= max_pixels:
+        raise ValueError(f"--min-pixels {min_pixels} and --max-pixels {max_pixels} need 0 < min <= max")
+    resized = resized_size(image_size, image_size, min_pixels, max_pixels)
+    check_fixed_point(resized, min_pixels, max_pixels)
+    out = Path(out_dir)
+    paths = {}
+    for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
+        rng = np.random.default_rng([seed, split_index])  # separate streams: val does not shift when train grows
+        rows = []
+        for index in range(count):
+            scene = make_scene(rng, image_size, rejection_fraction, multi_fraction)
+            rows.append(make_row(scene, f"synth-{split}-{index:06d}", image_size, resized))
+        paths[split] = out / f"{split}.parquet"
+        write_parquet(rows, paths[split])
+    return paths

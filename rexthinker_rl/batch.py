@@ -1,0 +1,138 @@
+"""The typed record that crosses the Ray boundary between controller and workers: a batch of prompt+response sequences.
+
+Layout (verl-style): prompts left-padded to a common length P, responses right-padded to R, so the response of every
+row sits at columns [P, P + R) and its log-probabilities come from the logits at [P - 1, P + R - 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+
+@dataclass
+class SequenceBatch:
+    input_ids: torch.Tensor  # (batch, P + R)
+    attention_mask: torch.Tensor  # (batch, P + R)
+    mm_token_type_ids: torch.Tensor  # (batch, P + R), 1 on image tokens (Qwen2.5-VL's mRoPE needs it)
+    response_mask: torch.Tensor  # (batch, R), 1 on real response tokens
+    pixel_values: torch.Tensor  # (sum of patches, patch_dim), sequences in row order
+    image_grid_thw: torch.Tensor  # (batch, 3)
+    prompt_length: int  # P
+    old_logprobs: torch.Tensor | None = None  # (batch, R)
+    ref_logprobs: torch.Tensor | None = None  # (batch, R)
+    advantages: torch.Tensor | None = None  # (batch,)
+    extras: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    @property
+    def response_length(self) -> int:
+        return self.response_mask.shape[1]
+
+    def num_tokens(self) -> int:
+        return int(self.response_mask.sum().item())
+
+    def select(self, rows: list[int] | range) -> SequenceBatch:
+        """The sub-batch of ``rows``, pixel rows included (each sequence owns t*h*w patch rows)."""
+        rows = list(rows)
+        patches = self.image_grid_thw.prod(dim=1)  # (batch,)
+        starts = torch.cumsum(patches, 0) - patches
+        pixel_rows = torch.cat([torch.arange(starts[r], starts[r] + patches[r]) for r in rows])
+        index = torch.tensor(rows, dtype=torch.long)
+
+        def pick(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor[index]
+
+        return replace(
+            self,
+            input_ids=self.input_ids[index],
+            attention_mask=self.attention_mask[index],
+            mm_token_type_ids=self.mm_token_type_ids[index],
+            response_mask=self.response_mask[index],
+            pixel_values=self.pixel_values[pixel_rows],
+            image_grid_thw=self.image_grid_thw[index],
+            old_logprobs=pick(self.old_logprobs),
+            ref_logprobs=pick(self.ref_logprobs),
+            advantages=pick(self.advantages),
+        )
+
+    def to_device(self, device: torch.device | str) -> SequenceBatch:
+        def move(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.to(device, non_blocking=True)
+
+        return replace(
+            self,
+            **{name: move(getattr(self, name)) for name in _TENSOR_FIELDS},
+        )
+
+    def chunks(self, size: int) -> list[SequenceBatch]:
+        return [self.select(range(start, min(start + size, len(self)))) for start in range(0, len(self), size)]
+
+    def model_inputs(self) -> dict[str, torch.Tensor]:
+        return {
+            "input_ids": self.input_ids,
+            "attention_mask": self.attention_mask,
+            "mm_token_type_ids": self.mm_token_type_ids,
+            "pixel_values": self.pixel_values,
+            "image_grid_thw": self.image_grid_thw,
+        }
+
+
+_TENSOR_FIELDS = (
+    "input_ids",
+    "attention_mask",
+    "mm_token_type_ids",
+    "response_mask",
+    "pixel_values",
+    "image_grid_thw",
+    "old_logprobs",
+    "ref_logprobs",
+    "advantages",
+)
+
+
+def encode_prompts(processor, prompt_texts: list[str], images: list) -> list[dict[str, torch.Tensor]]:
+    """Processor outputs for each prompt alone (image placeholders expanded), computed once per prompt."""
+    encoded = []
+    for text, image in zip(prompt_texts, images, strict=True):
+        out = processor(text=[text], images=[image], return_tensors="pt")
+        if "mm_token_type_ids" not in out:  # older transformers: derive it from the image token id
+            out["mm_token_type_ids"] = (out["input_ids"] == processor.image_token_id).to(torch.int32)
+        encoded.append({key: out[key] for key in ("input_ids", "mm_token_type_ids", "pixel_values", "image_grid_thw")})
+    return encoded
+
+
+def build_sequence_batch(
+    encoded_prompts: list[dict[str, torch.Tensor]],
+    prompt_indices: list[int],
+    responses: list[list[int]],
+    pad_token_id: int,
+) -> SequenceBatch:
+    """One row per response: its prompt (left-padded) followed by the response (right-padded)."""
+    prompts = [encoded_prompts[i]["input_ids"][0] for i in prompt_indices]
+    prompt_length = max(len(p) for p in prompts)
+    response_length = max(1, max(len(r) for r in responses))
+    rows = len(responses)
+    input_ids = torch.full((rows, prompt_length + response_length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    mm_types = torch.zeros_like(input_ids, dtype=torch.int32)
+    response_mask = torch.zeros((rows, response_length), dtype=torch.long)
+    for row, (prompt_index, prompt, response) in enumerate(zip(prompt_indices, prompts, responses, strict=True)):
+        start = prompt_length - len(prompt)
+        input_ids[row, start:prompt_length] = prompt
+        mm_types[row, start:prompt_length] = encoded_prompts[prompt_index]["mm_token_type_ids"][0]
+        input_ids[row, prompt_length : prompt_length + len(response)] = torch.tensor(response, dtype=torch.long)
+        attention_mask[row, start : prompt_length + len(response)] = 1
+        response_mask[row, : len(response)] = 1
+    return SequenceBatch(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        mm_token_type_ids=mm_types,
+        response_mask=response_mask,
+        pixel_values=torch.cat([encoded_prompts[i]["pixel_values"] for i in prompt_indices]),
+        image_grid_thw=torch.cat([encoded_prompts[i]["image_grid_thw"] for i in prompt_indices]),
+        prompt_length=prompt_length,
+    )

@@ -1,0 +1,196 @@
+"""The trainable policy: log-probabilities of response tokens and the GRPO update, on one device.
+
+This is the math the actor worker runs; it knows nothing about Ray. ``actor.strategy=torch`` uses it as is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import torch
+
+from rexthinker_rl import algorithms
+from rexthinker_rl.batch import SequenceBatch
+from rexthinker_rl.config import Config
+from rexthinker_rl.modeling import load_model
+
+
+class NonFiniteUpdateError(RuntimeError):
+    """Too many consecutive updates with a NaN/inf loss or gradient."""
+
+
+def _vision_tower(model):
+    inner = getattr(model, "model", model)
+    return getattr(inner, "visual", None) or getattr(model, "visual", None)
+
+
+def response_logprobs(
+    model, batch: SequenceBatch, temperature: float = 1.0, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probabilities (batch, R) of the response tokens under ``model``, and optionally their entropy (batch, R)."""
+    response_length = batch.response_length
+    # Logits for the last R + 1 positions only: the response tokens are predicted from positions [P-1, P+R-1).
+    output = model(**batch.model_inputs(), logits_to_keep=response_length + 1, use_cache=False)
+    logits = output.logits[:, :-1, :].float()  # (batch, R, vocab)
+    if temperature != 1.0:
+        logits = logits / temperature
+    targets = batch.input_ids[:, batch.prompt_length :]  # (batch, R)
+    logprobs = algorithms.logprobs_from_logits(logits, targets)  # (batch, R)
+    entropy = algorithms.entropy_from_logits(logits) if with_entropy else None
+    return logprobs, entropy
+
+
+def lr_lambda(warmup_steps: int, total_steps: int, schedule: str):
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "cosine" and total_steps > warmup_steps:
+            progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return factor
+
+
+class Policy:
+    """A Qwen2.5-VL policy with its optimizer (trainable) or frozen (reference)."""
+
+    def __init__(self, config: Config, model_path: str, trainable: bool, total_updates: int = 1) -> None:
+        self.config = config
+        self.device = "cuda" if config.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
+        torch.manual_seed(config.trainer.seed)
+        self.model = load_model(
+            model_path,
+            config.model.dtype,
+            config.model.attn_implementation,
+            self.device,
+            config.model.trust_remote_code,
+        )
+        self.trainable = trainable
+        self.optimizer = self.scheduler = None
+        self.nonfinite_streak = 0
+        if not trainable:
+            self.model.requires_grad_(False)
+            return
+        if config.model.freeze_vision_tower and _vision_tower(self.model) is not None:
+            _vision_tower(self.model).requires_grad_(False)
+        if config.model.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        actor = config.actor
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            params, lr=actor.lr, betas=tuple(actor.betas), weight_decay=actor.weight_decay
+        )
+        warmup = int(actor.lr_warmup_ratio * total_updates)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(warmup, total_updates, actor.lr_scheduler)
+        )
+
+    @torch.no_grad()
+    def compute_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
+        """(batch, R) log-probabilities in micro-batches of micro_batch_size_per_device_for_experience, no grad."""
+        self.model.eval()
+        size = self.config.actor.micro_batch_size_per_device_for_experience
+        temperature = self.config.rollout.temperature or 1.0
+        parts = [
+            response_logprobs(self.model, chunk.to_device(self.device), temperature)[0] for chunk in batch.chunks(size)
+        ]
+        return _pad_cat(parts, batch.response_length).cpu()
+
+    def update(self, batch: SequenceBatch) -> dict[str, float]:
+        """One GRPO update pass over ``batch`` (needs old_logprobs, advantages; ref_logprobs for the KL loss)."""
+        actor, algo = self.config.actor, self.config.algorithm
+        self.model.train()
+        per_update = actor.global_batch_size * self.config.rollout.n
+        metrics: dict[str, list[float]] = defaultdict(list)
+        for _ in range(actor.ppo_epochs):
+            for mini_batch in batch.chunks(per_update):
+                for key, value in self._update_mini_batch(mini_batch, actor, algo).items():
+                    metrics[key].append(value)
+        return {key: sum(values) / len(values) for key, values in metrics.items()}
+
+    def _update_mini_batch(self, mini_batch: SequenceBatch, actor, algo) -> dict[str, float]:
+        global_tokens, global_seqs = algorithms.count_tokens_and_seqs(mini_batch.response_mask)
+        temperature = self.config.rollout.temperature or 1.0
+        stats: dict[str, float] = defaultdict(float)
+        use_kl_loss = algo.kl_mode == "loss" and algo.kl_coef > 0 and mini_batch.ref_logprobs is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        for micro in mini_batch.chunks(actor.micro_batch_size_per_device_for_update):
+            micro = micro.to_device(self.device)
+            share = len(micro) / len(mini_batch)
+            logprobs, entropy = response_logprobs(self.model, micro, temperature, with_entropy=True)
+            mask = micro.response_mask
+            aggregate = {
+                "mode": actor.loss_agg_mode,
+                "global_tokens": global_tokens,
+                "global_seqs": global_seqs,
+                "norm_len": self.config.data.max_response_length,
+            }
+            pg_loss, pg_metrics = algorithms.compute_policy_loss(
+                actor.policy_loss,
+                logprobs,
+                micro.old_logprobs,
+                micro.advantages,
+                mask,
+                clip_low=actor.clip_ratio_low,
+                clip_high=actor.clip_ratio_high,
+                clip_ratio_c=actor.clip_ratio_dual,
+                loss_agg_mode=aggregate["mode"],
+                global_tokens=global_tokens,
+                global_seqs=global_seqs,
+                norm_len=aggregate["norm_len"],
+            )
+            entropy_loss = algorithms.aggregate_loss(entropy, mask, **aggregate)
+            loss = pg_loss - actor.entropy_coef * entropy_loss
+            if use_kl_loss:
+                kl = algorithms.kl_penalty(algo.kl_estimator, logprobs, micro.ref_logprobs)
+                kl_loss = algorithms.aggregate_loss(kl, mask, **aggregate)
+                loss = loss + algo.kl_coef * kl_loss
+                stats["actor/kl_loss"] += kl_loss.item()
+            loss.backward()
+            stats["actor/pg_loss"] += pg_loss.item()
+            stats["actor/entropy"] += entropy_loss.item()
+            for key, value in pg_metrics.items():
+                stats[f"actor/{key}"] += value * share
+        stats.update(self._step())
+        return dict(stats)
+
+    def _step(self) -> dict[str, float]:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.actor.max_grad_norm)
+        if not torch.isfinite(grad_norm):
+            # A NaN/inf gradient would poison the weights and the optimizer moments: skip this step, count it.
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_streak += 1
+            if self.nonfinite_streak >= self.config.actor.max_consecutive_nonfinite:
+                raise NonFiniteUpdateError(
+                    f"{self.nonfinite_streak} consecutive updates had a non-finite gradient norm; aborting "
+                    "(lower actor.lr, check the reward scale, or raise actor.max_consecutive_nonfinite)"
+                )
+            return {"actor/grad_norm": float("nan"), "actor/skipped_updates": 1.0, "actor/lr": self._lr()}
+        self.nonfinite_streak = 0
+        self.optimizer.step()
+        self.scheduler.step()
+        return {"actor/grad_norm": grad_norm.item(), "actor/skipped_updates": 0.0, "actor/lr": self._lr()}
+
+    def _lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Hugging Face-named weights on CPU (what the rollout engine loads)."""
+        return {name: tensor.detach().cpu() for name, tensor in self.model.state_dict().items()}
+
+    def load(self, weights: dict[str, torch.Tensor], train_state: dict[str, Any] | None = None) -> None:
+        self.model.load_state_dict(weights)
+        if train_state and self.optimizer is not None:
+            self.optimizer.load_state_dict(train_state["optimizer"])
+            self.scheduler.load_state_dict(train_state["scheduler"])
+
+    def train_state(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+
+def _pad_cat(parts: list[torch.Tensor], length: int) -> torch.Tensor:
+    return torch.cat([torch.nn.functional.pad(p, (0, length - p.shape[1])) for p in parts])

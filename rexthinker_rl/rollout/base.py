@@ -1,0 +1,90 @@
+"""The rollout protocol: records in and out, and the factory that picks an engine by name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from rexthinker_rl.config import Config
+
+
+@dataclass
+class RolloutPrompt:
+    """What an engine needs of a prompt: the chat-templated text (one unexpanded image placeholder) and the image,
+    already resized to the frame the boxes live in."""
+
+    prompt_text: str
+    image: Image.Image
+
+
+@dataclass
+class SamplingSpec:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_tokens: int = 256
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class RolloutResult:
+    """One sampled response. ``logprobs[i]`` is the engine's log-probability of ``response_ids[i]`` under the raw
+    (temperature 1, unfiltered) distribution, so it is comparable with the actor's."""
+
+    prompt_index: int
+    response_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: str
+
+
+class RolloutEngine(Protocol):
+    def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
+        """``len(prompts) * sampling.n`` results, grouped by prompt in prompt order."""
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Replace the weights (Hugging Face names) and drop every cache computed with the old ones."""
+
+    def weight_checksums(self) -> dict[str, float]:
+        """Sum and sum of squares over all parameters, to check a weight sync (fused layouts keep both)."""
+
+    def sleep(self) -> None:
+        """Free accelerator memory while the actor trains (no-op where unsupported)."""
+
+    def wake(self) -> None:
+        """Undo sleep()."""
+
+
+def tensor_checksums(tensors: Iterable[torch.Tensor]) -> dict[str, float]:
+    """Order- and layout-independent fingerprint of a set of weights (float64 sums)."""
+    total, squares, seen = 0.0, 0.0, set()
+    for tensor in tensors:
+        if tensor.data_ptr() in seen:  # tied weights count once
+            continue
+        seen.add(tensor.data_ptr())
+        values = tensor.detach().to(torch.float64)
+        total += values.sum().item()
+        squares += values.square().sum().item()
+    return {"sum": total, "sum_sq": squares}
+
+
+def make_engine(config: Config, model_path: str) -> RolloutEngine:
+    """Build the engine named by ``config.rollout.engine`` for the checkpoint at ``model_path``."""
+    if config.rollout.engine == "vllm":
+        from rexthinker_rl.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(config, model_path)
+    from rexthinker_rl.rollout.hf_engine import HFEngine
+
+    return HFEngine(config, model_path)

@@ -1,0 +1,250 @@
+"""The single controller: ``GRPOTrainer.fit()`` reads as the algorithm, one timer per phase.
+
+generate -> reward (off the critical path) -> old/ref log-probs -> advantages -> update -> sync -> log
+-> validate / checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from rexthinker_rl import algorithms
+from rexthinker_rl.batch import build_sequence_batch, encode_prompts
+from rexthinker_rl.config import Config, save_config
+from rexthinker_rl.logging import MetricsLogger
+from rexthinker_rl.rewarding import RewardRunner, reward_inputs
+from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
+from rexthinker_rl.utils import PhaseTimer, atomic_write_text, seed_everything
+
+
+class GRPOTrainer:
+    def __init__(self, config: Config) -> None:
+        from rexthinker_rl.data import ResumableSampler, RLDataset
+        from rexthinker_rl.modeling import load_processor
+
+        self.config = config
+        seed_everything(config.trainer.seed)
+        self.run_dir = Path(config.trainer.output_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        model = config.model
+        # Everything cheap that can be wrong is checked before any worker starts: data, reward function, model folder.
+        self.processor = load_processor(
+            model.tokenizer_path or model.path, config.data.min_pixels, config.data.max_pixels, model.trust_remote_code
+        )
+        self.train_set = RLDataset(config.data.train_files, self.processor, config.data)
+        self.val_set = (
+            RLDataset(config.data.val_files, self.processor, config.data, max_samples=config.data.val_max_samples)
+            if config.data.val_files
+            else None
+        )
+        self.rewards = RewardRunner(config.reward)
+        self.sampler = ResumableSampler(
+            len(self.train_set), config.data.rollout_batch_size, config.data.shuffle, config.data.seed
+        )
+        if self.sampler.batches_per_epoch == 0:
+            raise ValueError(
+                f"data.train_files={config.data.train_files} has {len(self.train_set)} usable rows, fewer than "
+                f"data.rollout_batch_size={config.data.rollout_batch_size}"
+            )
+        steps = config.trainer.total_epochs * self.sampler.batches_per_epoch
+        self.total_steps = config.trainer.total_steps if config.trainer.total_steps > 0 else steps
+        self.timer = PhaseTimer()
+        self.workers = None
+        self.history: list[dict[str, float]] = []
+        save_config(config, self.run_dir / "config.yaml")
+
+    # ------------------------------------------------------------------ the algorithm
+    def fit(self) -> dict[str, float]:
+        self._start_workers()
+        logger = self._logger()
+        try:
+            if self.config.trainer.val_before_train and self.val_set is not None:
+                logger.log(0, self.validate())
+            for step in range(1, self.total_steps + 1):
+                metrics = self.train_step(step)
+                if self._due(step, self.config.trainer.val_freq) and self.val_set is not None:
+                    metrics.update(self.validate())
+                self.history.append({"step": step, **metrics})
+                logger.log(step, metrics)
+            summary = self._finish()
+        finally:
+            logger.close()
+        return summary
+
+    def train_step(self, step: int) -> dict[str, float]:
+        import ray
+
+        workers, timer = self.workers, self.timer
+        step_start = time.perf_counter()
+        with timer("generate"):
+            prompts = [self.train_set[i] for i in self.sampler.next_batch()]
+            results = self._generate(prompts, self._train_sampling(step))
+        with timer("reward_launch"):
+            inputs = reward_inputs(prompts, results)
+            scores_ref = self.rewards.score_async(inputs)  # runs while the log-probs are computed
+        with timer("prepare"):
+            batch = self._sequence_batch(prompts, results)
+        with timer("logprobs"):
+            old_ref = workers.actor.compute_logprobs.remote(batch)
+            ref_ref = workers.reference.compute_logprobs.remote(batch) if workers.reference else None
+            batch.old_logprobs = ray.get(old_ref)
+            batch.ref_logprobs = ray.get(ref_ref) if ref_ref is not None else None
+        with timer("reward_wait"):
+            scores, reward_metrics = self.rewards.collect(scores_ref, inputs)
+        with timer("advantages"):
+            batch, adv_metrics = self._advantages(batch, scores, results)
+        with timer("update"):
+            update_metrics = ray.get(workers.actor.update.remote(batch)) if batch is not None else {}
+        with timer("sync"):
+            if batch is not None:
+                ray.get(workers.rollout.load_weights.remote(workers.actor.get_weights.remote()))
+        timings = timer.pop()
+        timings["timing/step"] = time.perf_counter() - step_start
+        return {**reward_metrics, **adv_metrics, **update_metrics, **_length_metrics(results), **timings}
+
+    def _advantages(self, batch, scores: torch.Tensor, results: list[RolloutResult]):
+        algo = self.config.algorithm
+        uids = [result.prompt_index for result in results]
+        if algo.kl_mode == "reward" and batch.ref_logprobs is not None:
+            kl = algorithms.kl_penalty(algo.kl_estimator, batch.old_logprobs, batch.ref_logprobs)
+            scores = algorithms.kl_reward_penalty(scores, kl, batch.response_mask, algo.kl_coef)
+        batch.advantages = algorithms.compute_advantages(algo.adv_estimator, scores, uids, algo.adv_eps)
+        metrics = {"advantages/mean": batch.advantages.mean().item(), "advantages/max": batch.advantages.max().item()}
+        if not algo.online_filtering:
+            return batch, metrics
+        keep = _informative_rows(scores, uids)
+        metrics["filter/kept_fraction"] = len(keep) / len(uids)
+        return (batch.select(keep) if keep else None), metrics
+
+    def validate(self) -> dict[str, float]:
+        """Greedy decoding on the validation set; mean reward and its components."""
+        with self.timer("validate"):
+            prompts = [self.val_set[i] for i in range(len(self.val_set))]
+            results = self._generate(prompts, self._val_sampling())
+            inputs = reward_inputs(prompts, results)
+            _, metrics = self.rewards.collect(self.rewards.score_async(inputs), inputs)
+        # reward/overall -> val/reward, reward/<component> -> val/<component>
+        return {"val/" + key.removeprefix("reward/").replace("overall", "reward"): v for key, v in metrics.items()}
+
+    # ------------------------------------------------------------------ helpers
+    def _generate(self, prompts, sampling: SamplingSpec) -> list[RolloutResult]:
+        import ray
+
+        requests = [RolloutPrompt(p.prompt_text, p.image) for p in prompts]
+        return ray.get(self.workers.rollout.generate.remote(requests, sampling))
+
+    def _train_sampling(self, step: int) -> SamplingSpec:
+        r = self.config.rollout
+        return SamplingSpec(
+            n=r.n,
+            temperature=r.temperature,
+            top_p=r.top_p,
+            top_k=r.top_k,
+            max_tokens=self.config.data.max_response_length,
+            seed=r.seed * 100_003 + step,  # a fresh, reproducible sample stream every step
+        )
+
+    def _val_sampling(self) -> SamplingSpec:
+        r = self.config.rollout
+        return SamplingSpec(
+            n=1, temperature=r.val_temperature, top_p=1.0, max_tokens=self.config.data.max_response_length
+        )
+
+    def _sequence_batch(self, prompts, results: list[RolloutResult]):
+        encoded = encode_prompts(self.processor, [p.prompt_text for p in prompts], [p.image for p in prompts])
+        return build_sequence_batch(
+            encoded,
+            [r.prompt_index for r in results],
+            [r.response_ids for r in results],
+            self.processor.tokenizer.pad_token_id,
+        )
+
+    def _due(self, step: int, freq: int) -> bool:
+        return step == self.total_steps or (freq > 0 and step % freq == 0)
+
+    def _start_workers(self) -> None:
+        import ray
+
+        from rexthinker_rl.workers import spawn_workers, worker_env
+
+        if not ray.is_initialized():
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            address = self.config.trainer.ray_address or None
+            init_kwargs = (
+                {"address": address}
+                if address
+                else {
+                    "num_cpus": max(2, os.cpu_count() or 2),
+                    "object_store_memory": 300 * 2**20,
+                    "include_dashboard": False,
+                }
+            )
+            ray.init(**init_kwargs, runtime_env={"env_vars": worker_env(str(self.run_dir))}, log_to_driver=True)
+        updates = self.total_steps * self.config.derived["updates_per_step"]
+        self.workers = spawn_workers(self.config, self.config.model.path, updates, str(self.run_dir))
+
+    def _logger(self) -> MetricsLogger:
+        cfg = self.config
+        return MetricsLogger(
+            cfg.logging.sinks,
+            self.run_dir,
+            self.total_steps,
+            cfg.trainer.project_name,
+            cfg.trainer.experiment_name,
+            cfg.logging.wandb_mode,
+        )
+
+    def _finish(self) -> dict[str, float]:
+        import ray
+
+        final = self.run_dir / "final"
+        ray.get(self.workers.actor.save_pretrained.remote(str(final)))
+        self.processor.save_pretrained(str(final))
+        summary = summarize(self.history)
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        return summary
+
+    def shutdown(self) -> None:
+        import ray
+
+        self.workers = None
+        if ray.is_initialized():
+            ray.shutdown()
+
+
+def _informative_rows(scores: torch.Tensor, uids: list[int]) -> list[int]:
+    """Rows of groups whose rewards are not all equal (an all-equal group has zero advantage: no signal)."""
+    groups: dict[int, list[int]] = {}
+    for row, uid in enumerate(uids):
+        groups.setdefault(uid, []).append(row)
+    return [row for rows in groups.values() if scores[rows].max() > scores[rows].min() for row in rows]
+
+
+def _length_metrics(results: list[RolloutResult]) -> dict[str, float]:
+    lengths = torch.tensor([len(r.response_ids) for r in results], dtype=torch.float32)
+    clipped = sum(r.finish_reason == "length" for r in results) / max(1, len(results))
+    return {
+        "response_length/mean": lengths.mean().item(),
+        "response_length/max": lengths.max().item(),
+        "response_length/clip_ratio": clipped,
+        "throughput/generated_tokens": lengths.sum().item(),
+    }
+
+
+def summarize(history: list[dict[str, float]]) -> dict[str, float]:
+    """First/last validation reward and the training-reward trend, written to summary.json."""
+    val = [h["val/reward"] for h in history if "val/reward" in h and math.isfinite(h["val/reward"])]
+    train = [h["reward/overall"] for h in history if "reward/overall" in h]
+    quarter = max(1, len(train) // 4)
+    return {
+        "steps": len(history),
+        "val_reward_last": val[-1] if val else float("nan"),
+        "train_reward_first_quarter": sum(train[:quarter]) / quarter if train else float("nan"),
+        "train_reward_last_quarter": sum(train[-quarter:]) / quarter if train else float("nan"),
+    }

@@ -1,0 +1,115 @@
+"""Config loader: precedence, one-line errors naming the key, YAML round trip, the shipped experiment files."""
+
+from pathlib import Path
+
+import pytest
+
+from rexthinker_rl.config import ConfigError, load_config, to_yaml, valid_keys
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_defaults_are_the_rex_thinker_recipe():
+    config = load_config()
+    assert (config.data.rollout_batch_size, config.rollout.n, config.actor.global_batch_size) == (64, 16, 64)
+    assert config.actor.lr == 1e-6 and config.actor.weight_decay == 1e-2
+    assert (config.actor.clip_ratio_low, config.actor.clip_ratio_high, config.actor.clip_ratio_dual) == (0.2, 0.3, 3.0)
+    assert (config.algorithm.kl_mode, config.algorithm.kl_estimator, config.algorithm.kl_coef) == (
+        "loss",
+        "low_var_kl",
+        1e-2,
+    )
+    assert (config.data.min_pixels, config.data.max_pixels) == (16 * 28 * 28, 1280 * 28 * 28)
+    assert (config.rollout.tensor_parallel_size, config.rollout.gpu_memory_utilization) == (2, 0.6)
+    assert (config.rollout.temperature, config.rollout.top_p) == (1.0, 0.99)
+    assert config.derived["sequences_per_step"] == 64 * 16
+
+
+def test_precedence_defaults_yaml_overrides(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("actor:\n  lr: 3.0e-6\ntrainer:\n  total_steps: 7\n")
+    config = load_config(path, ["actor.lr=2e-6"])
+    assert config.actor.lr == 2e-6  # override beats YAML
+    assert config.trainer.total_steps == 7  # YAML beats default
+    assert config.actor.weight_decay == 1e-2  # default kept
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["actor.lrr=1e-6"], "unknown config key 'actor.lrr' (did you mean actor.lr?)"),
+        (["trainer.total_step=3"], "did you mean trainer.total_steps?"),
+        (["acter.lr=1e-6"], "did you mean actor.lr?"),
+    ],
+)
+def test_typo_names_the_nearest_key(overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    assert expected in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_typo_in_yaml_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("rollout:\n  temprature: 0.7\n")
+    with pytest.raises(
+        ConfigError, match=r"bad.yaml: unknown config key 'rollout.temprature' \(did you mean rollout.temperature\?\)"
+    ):
+        load_config(path)
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["rollout.n=sixteen"])
+    message = str(info.value)
+    assert "rollout.n" in message and "sixteen" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("rollout.top_p=1.5", "rollout.top_p"),
+        ("actor.lr=-1", "actor.lr"),
+        ("rollout.engine=sglang", "rollout.engine"),
+        ("algorithm.kl_estimator=k9", "algorithm.kl_estimator"),
+        ("data.max_prompt_length=0", "data.max_prompt_length"),
+    ],
+)
+def test_bad_value_names_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_cross_section_rule():
+    with pytest.raises(ConfigError, match="multiple of actor.global_batch_size"):
+        load_config(None, ["data.rollout_batch_size=48", "actor.global_batch_size=32"])
+
+
+def test_malformed_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("actor: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["actor.lr"])
+
+
+def test_round_trip_through_yaml(tmp_path):
+    config = load_config(None, ["actor.lr=5e-6", "reward.components=[]", "reward.function=rewards.box:iou_f1"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(to_yaml(config))
+    again = load_config(path)
+    assert again == config
+
+
+@pytest.mark.parametrize("name", ["grpo_tiny.yaml", "grpo_refcocog.yaml"])
+def test_shipped_configs_load(name):
+    config = load_config(CONFIGS / name)
+    assert config.derived["sequences_per_step"] == config.data.rollout_batch_size * config.rollout.n
+
+
+def test_valid_keys_cover_nested_sections():
+    keys = valid_keys()
+    assert "model.lora.rank" in keys and "actor.clip_ratio_dual" in keys and "sft.lr" in keys
