@@ -34,7 +34,7 @@ POSITIONS = {"leftmost": (0, min), "rightmost": (0, max), "topmost": (1, min), "
 HINT_PREFIX = "Hint: Object and its coordinates in this image: "
 MIN_IMAGE_SIZE = 56
 _GAP = 2  # pixels kept free between objects
-_POSITION_MARGIN = 3  # the referred extreme object must beat the runner-up by this many pixels
+_POSITION_MARGIN = 3  # resized pixels by which the referred extreme object must beat the runner-up
 
 FEATURES = datasets.Features(
     {
@@ -133,8 +133,17 @@ def _centre(box: list[int], axis: int) -> float:
     return (box[axis] + box[axis + 2]) / 2
 
 
-def make_scene(rng: np.random.Generator, image_size: int, rejection_fraction: float, multi_fraction: float) -> Scene:
-    """Draw the objects and the referring expression of one image (random, but reproducible from ``rng``)."""
+def make_scene(
+    rng: np.random.Generator,
+    image_size: int,
+    rejection_fraction: float,
+    multi_fraction: float,
+    position_margin: float = _POSITION_MARGIN,
+) -> Scene:
+    """Draw the objects and the referring expression of one image (random, but reproducible from ``rng``).
+
+    ``position_margin``: original pixels by which the referred extreme object must beat the runner-up.
+    """
     kind = _pick_kind(rng, rejection_fraction, multi_fraction)
     category = str(rng.choice(SHAPES))
     count, num_distractors = int(rng.integers(2, 5)), int(rng.integers(0, 3))
@@ -151,7 +160,7 @@ def make_scene(rng: np.random.Generator, image_size: int, rejection_fraction: fl
             centres = [_centre(obj.box, axis) for obj in objects]
             best = centres.index(extreme(centres))
             runner_up = extreme(value for i, value in enumerate(centres) if i != best)
-            if abs(centres[best] - runner_up) < _POSITION_MARGIN:
+            if abs(centres[best] - runner_up) < position_margin:
                 continue
             targets = [best]
         break
@@ -264,13 +273,14 @@ def make_synthetic_dataset(
         raise ValueError(f"--min-pixels {min_pixels} and --max-pixels {max_pixels} need 0 < min <= max")
     resized = resized_size(image_size, image_size, min_pixels, max_pixels)
     check_fixed_point(resized, min_pixels, max_pixels)
+    margin = _POSITION_MARGIN * image_size / resized[0]  # so "leftmost" stays clear-cut after resizing
     out = Path(out_dir)
     paths = {}
     for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
         rng = np.random.default_rng([seed, split_index])  # separate streams: val does not shift when train grows
         rows = []
         for index in range(count):
-            scene = make_scene(rng, image_size, rejection_fraction, multi_fraction)
+            scene = make_scene(rng, image_size, rejection_fraction, multi_fraction, margin)
             rows.append(make_row(scene, f"synth-{split}-{index:06d}", image_size, resized))
         paths[split] = out / f"{split}.parquet"
         write_parquet(rows, paths[split])

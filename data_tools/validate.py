@@ -22,6 +22,7 @@ from rexthinker_rl.data import (
     decode_image,
     hints_from_problem,
     image_payload,
+    is_box,
     parse_hints,
     read_rows,
     resized_size,
@@ -74,18 +75,10 @@ def parse_answer_boxes(answer: str) -> list[list[float]]:
     boxes = []
     for item in items:
         box = item.get("bbox_2d") if isinstance(item, dict) else None
-        if not _is_numeric_box(box):
+        if not is_box(box):
             raise ValueError(f"answer item {item!r} has no bbox_2d of 4 numbers")
         boxes.append(box)
     return boxes
-
-
-def _is_numeric_box(box) -> bool:
-    return (
-        isinstance(box, list)
-        and len(box) == 4
-        and all(isinstance(value, int | float) and not isinstance(value, bool) for value in box)
-    )
 
 
 def _box_problem(box: list[float], width: int, height: int) -> str | None:

@@ -70,12 +70,7 @@ def _scale_boxes(boxes, source: Sequence[int], target: Sequence[int]) -> list[li
 
 
 def _clip(box: list[float], width: float, height: float) -> list[float]:
-    return [
-        min(max(box[0], 0), width),
-        min(max(box[1], 0), height),
-        min(max(box[2], 0), width),
-        min(max(box[3], 0), height),
-    ]
+    return [min(max(value, 0), limit) for value, limit in zip(box, (width, height, width, height), strict=True)]
 
 
 def boxes_to_resized(boxes, original_size: Sequence[int], resized_size: Sequence[int]) -> list[list[int]]:
@@ -102,8 +97,8 @@ def check_fixed_point(size: Sequence[int], min_pixels: int, max_pixels: int) -> 
     again = resized_size(size[0], size[1], min_pixels, max_pixels)
     if tuple(again) != tuple(size):
         raise DataError(
-            f"pixel bounds min_pixels={min_pixels}, max_pixels={max_pixels} resize {size[0]}x{size[1]} images to "
-            f"{size[0]}x{size[1]} then again to {again[0]}x{again[1]}: widen the bounds"
+            f"with min_pixels={min_pixels}, max_pixels={max_pixels} the processor would resize an image already "
+            f"resized to {size[0]}x{size[1]} again to {again[0]}x{again[1]}: widen the bounds"
         )
 
 
@@ -118,7 +113,7 @@ def parse_hints(value: Any, where: str = "") -> dict[str, list[list[float]]]:
     if not isinstance(value, dict):
         raise DataError(f"{where}: hints must be a JSON object {{category: [[x0, y0, x1, y1], ...]}}, got {value!r}")
     for category, boxes in value.items():
-        if not isinstance(boxes, list) or not all(_is_box(box) for box in boxes):
+        if not isinstance(boxes, list) or not all(is_box(box) for box in boxes):
             raise DataError(f"{where}: hints[{category!r}] must be a list of [x0, y0, x1, y1] boxes, got {boxes!r}")
     return value
 
@@ -136,7 +131,8 @@ def hints_from_problem(problem: str, where: str = "") -> dict[str, list[list[flo
     return parse_hints(value, where)
 
 
-def _is_box(box: Any) -> bool:
+def is_box(box: Any) -> bool:
+    """``[x0, y0, x1, y1]``: a list of 4 numbers (booleans are not numbers here)."""
     return (
         isinstance(box, list)
         and len(box) == 4
@@ -301,11 +297,6 @@ class PromptSample:
     sft_target: str | None = None
 
 
-def collate_prompts(samples: list[PromptSample]) -> list[PromptSample]:
-    """DataLoader ``collate_fn``: a batch is a list of samples (images stay PIL, the engines process them)."""
-    return list(samples)
-
-
 class RLDataset(torch.utils.data.Dataset):
     """Prompts of a Rex-Thinker-style dataset; images are decoded per item, over-long prompts dropped up front.
 
@@ -319,6 +310,7 @@ class RLDataset(torch.utils.data.Dataset):
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.image_token = getattr(processor, "image_token", "<|image_pad|>")
+        self._processor_bounds = _processor_bounds(processor)
         for key in (data_cfg.prompt_key, data_cfg.answer_key):
             if key not in self.rows.column_names:
                 raise DataError(f"{path}: no column {key!r} (columns: {', '.join(self.rows.column_names)})")
@@ -343,19 +335,19 @@ class RLDataset(torch.utils.data.Dataset):
                 break
             where = self.rows.where(index)
             payload = image_payload(row, cfg.image_key, self.rows.locate(index)[0].parent, where)
-            original = image_header_size(payload, where)
-            pending.append((index, self._frame(row, original, where), self._prompt(row, where)[2]))
+            sizes = self._frame(row, image_header_size(payload, where), where)
+            problem, _, prompt_text = self._prompt(row, where)
+            _metadata(row, problem, *sizes, "", where)  # malformed hints fail here, not mid-training
+            pending.append((index, sizes, prompt_text))
             # Tokenise in batches; near max_samples, only as many rows as could still be kept.
             if len(pending) >= (256 if max_samples < 0 else min(256, max_samples - len(self._kept))):
                 self._count_tokens(pending, max_samples)
                 pending = []
         self._count_tokens(pending, max_samples)
         if self._num_filtered:
+            path, count, limit = self.rows.sources[0].path, self._num_filtered, cfg.max_prompt_length
             logger.warning(
-                "%s: dropped %d prompts longer than max_prompt_length=%d tokens (image tokens included)",
-                self.rows.sources[0].path,
-                self._num_filtered,
-                cfg.max_prompt_length,
+                "%s: dropped %d prompts over max_prompt_length=%d tokens (image tokens included)", path, count, limit
             )
         if not self._kept:
             raise DataError(f"{self.rows.sources[0].path}: no prompts left (rows: {len(self.rows)})")
@@ -374,7 +366,7 @@ class RLDataset(torch.utils.data.Dataset):
                 f"{where}: resized_size column {row['resized_size']} but min_pixels={cfg.min_pixels}, "
                 f"max_pixels={cfg.max_pixels} give {list(resized)}: the set was built with other min/max pixels"
             )
-        bounds = _processor_bounds(self.processor)
+        bounds = self._processor_bounds
         try:
             check_fixed_point(resized, cfg.min_pixels, cfg.max_pixels)
             if bounds is not None and bounds != (cfg.min_pixels, cfg.max_pixels):
@@ -475,10 +467,8 @@ class ResumableSampler:
     """
 
     def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool = True):
-        if num_samples <= 0 or batch_size <= 0:
-            raise ValueError(f"num_samples={num_samples} and batch_size={batch_size} must be positive")
-        if drop_last and num_samples < batch_size:
-            raise ValueError(f"{num_samples} samples make no full batch of {batch_size} (drop_last=True)")
+        if num_samples < 0 or batch_size <= 0:
+            raise ValueError(f"num_samples={num_samples} must be >= 0 and batch_size={batch_size} positive")
         self.num_samples, self.batch_size, self.shuffle, self.seed = num_samples, batch_size, shuffle, seed
         self.drop_last = drop_last
         self._epoch, self._batch_in_epoch = 0, 0
@@ -509,6 +499,10 @@ class ResumableSampler:
 
     def next_batch(self) -> list[int]:
         """The next batch of indices; crosses into the next epoch after the last batch of this one."""
+        if self.batches_per_epoch == 0:
+            raise ValueError(
+                f"{self.num_samples} samples make no batch of {self.batch_size} (drop_last={self.drop_last})"
+            )
         start = self._batch_in_epoch * self.batch_size
         batch = self._epoch_order()[start : start + self.batch_size].tolist()
         self._batch_in_epoch += 1

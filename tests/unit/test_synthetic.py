@@ -1,0 +1,164 @@
+"""data_tools.synthetic: the coloured-shapes referring set is deterministic, valid and means what it says."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from data_tools.cli import main
+from data_tools.synthetic import COLOURS, HINT_PREFIX, make_synthetic_dataset
+from data_tools.validate import parse_answer_boxes, validate_file
+from rexthinker_rl.data import REJECTION_TEXT, boxes_to_original, hints_from_problem
+
+COLUMNS = [
+    "id",
+    "images",
+    "problem",
+    "answer",
+    "image_size",
+    "resized_size",
+    "hints",
+    "referring",
+    "category",
+    "sft_target",
+    "answer_boxes",
+]
+
+
+@pytest.fixture(scope="module")
+def rows(synthetic_data_dir):
+    return pq.read_table(synthetic_data_dir / "train.parquet").to_pylist()
+
+
+def _image(row) -> Image.Image:
+    return Image.open(io.BytesIO(row["images"][0]["bytes"])).convert("RGB")
+
+
+def _colour_at_centre(image: Image.Image, box) -> str | None:
+    pixel = image.getpixel((int((box[0] + box[2]) / 2), int((box[1] + box[3]) / 2 + 2)))  # +2: inside a triangle
+    return next((name for name, rgb in COLOURS.items() if rgb == pixel), None)
+
+
+def test_same_arguments_give_same_bytes(tmp_path):
+    first = make_synthetic_dataset(tmp_path / "a", num_train=20, num_val=5, seed=7)
+    second = make_synthetic_dataset(tmp_path / "b", num_train=20, num_val=5, seed=7)
+    other = make_synthetic_dataset(tmp_path / "c", num_train=20, num_val=5, seed=8)
+    for split in ("train", "val"):
+        assert first[split].read_bytes() == second[split].read_bytes()
+        assert first[split].read_bytes() != other[split].read_bytes()
+    assert not list((tmp_path / "a").glob(".*tmp"))  # no temp files left behind
+
+
+def test_layout_and_schema(rows, synthetic_data_dir):
+    table = pq.read_table(synthetic_data_dir / "train.parquet")
+    assert table.column_names == COLUMNS
+    assert b"huggingface" in table.schema.metadata  # `datasets` loads `images` as Image features
+    assert len(rows) == 64 and len({row["id"] for row in rows}) == 64
+    for row in rows:
+        assert len(row["images"]) == 1 and _image(row).size == (112, 112)
+        assert row["image_size"] == [112, 112] and row["resized_size"] == [112, 112]
+        assert row["problem"].startswith(HINT_PREFIX)
+        assert row["problem"].endswith(f"\nPlease detect {row['referring']} in the image.")
+        assert hints_from_problem(row["problem"]) == json.loads(row["hints"])
+        assert list(json.loads(row["hints"])) == [row["category"]]
+
+
+def test_answers_are_exactly_hint_boxes_and_match_the_picture(rows):
+    kinds = set()
+    for row in rows:
+        hints = json.loads(row["hints"])[row["category"]]
+        boxes = json.loads(row["answer_boxes"])
+        assert parse_answer_boxes(row["answer"]) == boxes
+        assert all(box in hints for box in boxes)
+        assert 2 <= len(hints) <= 4
+        image, referring = _image(row), row["referring"]
+        colours = [_colour_at_centre(image, box) for box in hints]
+        assert None not in colours, row["id"]
+        words = referring.split()
+        if words[1] in ("leftmost", "rightmost", "topmost", "bottommost"):
+            kinds.add("position")
+            axis = 0 if words[1] in ("leftmost", "rightmost") else 1
+            centres = [box[axis] + box[axis + 2] for box in hints]
+            pick = min if words[1] in ("leftmost", "topmost") else max
+            assert boxes == [hints[centres.index(pick(centres))]]
+        else:
+            colour = words[1]
+            named = [box for box, found in zip(hints, colours, strict=True) if found == colour]
+            if words[0] == "all":
+                kinds.add("multi")
+                assert len(named) >= 2 and referring.endswith("s")
+            else:
+                kinds.add("rejection" if not named else "colour")
+                assert len(named) <= 1
+            assert boxes == named
+            assert (row["answer"] == REJECTION_TEXT) == (not named)
+    assert kinds == {"position", "colour", "multi", "rejection"}
+
+
+def test_sft_target_follows_the_rex_thinker_shape(rows):
+    pattern = re.compile(
+        r"<think>Planning: find (?P<referring>.+?) among the (?P<count>\d) (?P<category>\w+) hints\. "
+        r"Action: (?P<action>.+?) Summary: (?P<summary>none match|1 match|\d matches)\.</think>"
+        r"<answer>(?P<answer>.+)</answer>\Z",
+        re.DOTALL,
+    )
+    for row in rows:
+        match = pattern.match(row["sft_target"])
+        assert match, row["sft_target"]
+        hints = json.loads(row["hints"])[row["category"]]
+        assert match["referring"] == row["referring"] and match["category"] == row["category"]
+        assert int(match["count"]) == len(hints)
+        verdicts = re.findall(r"Box (\d) \w+ \w+(?: at [xy] \d+)?: (yes|no)\.", match["action"])
+        assert [int(number) for number, _ in verdicts] == list(range(1, len(hints) + 1))
+        chosen = [hints[int(number) - 1] for number, verdict in verdicts if verdict == "yes"]
+        assert chosen == json.loads(row["answer_boxes"])
+        assert match["answer"] == row["answer"]
+
+
+def test_fractions_roughly_respected(tmp_path):
+    paths = make_synthetic_dataset(
+        tmp_path, num_train=400, num_val=0, seed=1, rejection_fraction=0.5, multi_fraction=0.3
+    )
+    rows = pq.read_table(paths["train"], columns=["answer", "referring"]).to_pylist()
+    rejections = sum(row["answer"] == REJECTION_TEXT for row in rows)
+    multis = sum(row["referring"].startswith("all ") for row in rows)
+    assert 160 <= rejections <= 240 and 80 <= multis <= 160
+    assert pq.read_table(paths["val"]).num_rows == 0
+
+
+def test_larger_images_get_hints_in_the_resized_frame(tmp_path):
+    paths = make_synthetic_dataset(tmp_path, num_train=12, num_val=0, seed=2, image_size=200)
+    report = validate_file(paths["train"], min_pixels=112 * 112, max_pixels=112 * 112)
+    assert report.ok, [problem.line() for problem in report.problems]
+    for row in pq.read_table(paths["train"]).to_pylist():
+        assert row["image_size"] == [200, 200] and row["resized_size"] == [112, 112]
+        image = _image(row)
+        hints = json.loads(row["hints"])[row["category"]]
+        # Back in the original frame, each hint still sits on a painted object.
+        assert all(_colour_at_centre(image, box) for box in boxes_to_original(hints, (200, 200), (112, 112)))
+
+
+def test_synthetic_set_passes_validate(synthetic_data_dir, capsys):
+    for split in ("train", "val"):
+        assert main(["validate", str(synthetic_data_dir / f"{split}.parquet")]) == 0
+    assert "16 rows checked, all good" in capsys.readouterr().out
+
+
+def test_synth_cli(tmp_path, capsys):
+    out = tmp_path / "set"
+    assert main(["synth", "--out", str(out), "--num-train", "6", "--num-val", "2", "--seed", "3"]) == 0
+    assert pq.read_table(out / "train.parquet").num_rows == 6
+    assert str(out / "val.parquet") in capsys.readouterr().out
+    assert main(["synth", "--out", str(out), "--image-size", "20"]) == 2
+    assert main(["synth", "--out", str(out), "--rejection-fraction", "0.9", "--multi-fraction", "0.5"]) == 2
+    # min = max = 9000 shrinks 100x100 images to 84x84, which a processor with those bounds would enlarge again.
+    assert (
+        main(["synth", "--out", str(out), "--image-size", "100", "--min-pixels", "9000", "--max-pixels", "9000"]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
