@@ -1,18 +1,25 @@
-"""``rexthinker-data``: dataset tools behind one command (``synth``, ``validate``).
+"""``rexthinker-data``: dataset tools behind one command.
+
+``synth`` (synthetic shapes set), ``validate`` (check a training set), and the preparation path for real data:
+``from-refcoco`` (RefCOCO-family files -> interchange JSON), ``add-candidates`` (detector box hints + GT-in-hints
+repair) and ``convert`` (interchange JSON -> training parquet).
 
 Bad input (a missing file, a malformed dataset, an impossible argument) prints one ``error:`` line and exits 2;
-``validate`` exits 1 when any row is bad.
+``validate`` exits 1 when any row is bad, and ``add-candidates`` / ``convert`` exit 1 when bad records stopped them
+(``--on-error fail``).
 """
 
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 
 from rexthinker_rl.config import DataConfig
 from rexthinker_rl.data import DataError
 
 _DEFAULT_SIZE = 112
+_MAX_ERROR_LINES = 20  # more go to the JSON report only
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -51,6 +58,133 @@ def _validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _from_refcoco(args: argparse.Namespace) -> int:
+    from data_tools.refcoco import from_refcoco
+
+    report = from_refcoco(
+        args.refs,
+        args.instances,
+        args.out,
+        split=args.split,
+        image_root=args.image_root,
+        max_per_image=args.max_per_image,
+        seed=args.seed,
+    )
+    for name in report.missing_images[:_MAX_ERROR_LINES]:
+        print(f"missing image: {name}")
+    print(report.summary())
+    return 0
+
+
+def _print_errors(lines: list[str], out: str) -> None:
+    from data_tools.interchange import report_path
+
+    for line in lines[:_MAX_ERROR_LINES]:
+        print(line)
+    if len(lines) > _MAX_ERROR_LINES:
+        print(f"... and {len(lines) - _MAX_ERROR_LINES} more bad records, all listed in {report_path(out)}")
+
+
+def _add_candidates(args: argparse.Namespace) -> int:
+    from data_tools.candidates import add_candidates
+    from data_tools.detectors import load_detector, parse_detector_args
+
+    report = add_candidates(
+        args.anno,
+        args.image_root,
+        load_detector(args.detector),
+        args.out,
+        detector_spec=args.detector,
+        detector_kwargs=parse_detector_args(args.detector_arg),
+        gt_policy=args.gt_policy,
+        snap_iou=args.snap_iou,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        on_error=args.on_error,
+    )
+    _print_errors(report.error_lines(), args.out)
+    print(report.summary())
+    return 1 if report.errors and args.on_error == "fail" else 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from data_tools.convert import ConvertOptions, convert_file
+
+    options = ConvertOptions(
+        image_root=args.image_root,
+        min_pixels=args.min_pixels,
+        max_pixels=args.max_pixels,
+        gt_policy=args.gt_policy,
+        snap_iou=args.snap_iou,
+        seed=args.seed,
+        embed_images=not args.no_embed_images,
+    )
+    report = convert_file(
+        args.anno, args.out, options, on_error=args.on_error, num_proc=args.num_proc, shard_size=args.shard_size
+    )
+    _print_errors(report.error_lines(), args.out)
+    print(report.summary())
+    return 1 if report.errors and args.on_error == "fail" else 0
+
+
+def _add_prep_commands(commands, defaults: DataConfig) -> None:
+    from data_tools.convert import CONVERT_POLICIES, ON_ERROR
+    from data_tools.repair import DEFAULT_SNAP_IOU, GT_POLICIES
+
+    refcoco = commands.add_parser("from-refcoco", help="RefCOCO/+/g refs pickle + instances.json -> interchange JSON")
+    refcoco.add_argument("--refs", required=True, help="refs(unc|umd|google).p (read without running any code)")
+    refcoco.add_argument("--instances", required=True, help="instances.json of the same dataset (COCO xywh boxes)")
+    refcoco.add_argument("--image-root", default=None, help="COCO image folder; images it lacks are listed")
+    refcoco.add_argument("--split", default="train", help="train, val, testA, testB, test (as the refs file has)")
+    refcoco.add_argument("--out", required=True, help="interchange file to write (.json, or .jsonl)")
+    refcoco.add_argument("--max-per-image", type=int, default=0, help="at most this many sentences an image (0: all)")
+    refcoco.add_argument("--seed", type=int, default=0, help="seed of the --max-per-image draw and candidate order")
+    refcoco.set_defaults(run=_from_refcoco)
+
+    def add_repair_args(parser, policies, default) -> None:
+        parser.add_argument(
+            "--gt-policy",
+            choices=policies,
+            default=default,
+            help="GT-in-hints repair: snap, insert or drop (see README)",
+        )
+        parser.add_argument("--snap-iou", type=float, default=DEFAULT_SNAP_IOU, help="IoU to snap a GT box (snap)")
+        parser.add_argument("--seed", type=int, default=0, help="seed of where an inserted GT box goes among hints")
+        parser.add_argument("--on-error", choices=ON_ERROR, default="fail", help="bad records: fail (write nothing)")
+
+    candidates = commands.add_parser("add-candidates", help="detector box hints for every record, then GT repair")
+    candidates.add_argument("--anno", required=True, help="interchange file (.json list or .jsonl)")
+    candidates.add_argument("--image-root", required=True, help="folder the records' image_name are relative to")
+    candidates.add_argument(
+        "--detector",
+        required=True,
+        help="module:function or file.py:function, e.g. data_tools.detectors:grounding_dino",
+    )
+    candidates.add_argument(
+        "--detector-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument of the detector (repeatable), e.g. model_path=/ckpt/gdino-tiny",
+    )
+    candidates.add_argument("--batch-size", type=int, default=16, help="images per detector call")
+    candidates.add_argument("--out", required=True, help="interchange file to write")
+    add_repair_args(candidates, GT_POLICIES, "snap")
+    candidates.set_defaults(run=_add_candidates)
+
+    convert = commands.add_parser("convert", help="interchange JSON -> training parquet (resized-frame boxes)")
+    convert.add_argument("--anno", required=True, help="interchange file with candidate_boxes")
+    convert.add_argument("--image-root", required=True, help="folder the records' image_name are relative to")
+    convert.add_argument("--out", required=True, help="parquet file; with --shard-size, a folder of shards")
+    convert.add_argument("--min-pixels", type=int, default=defaults.min_pixels)
+    convert.add_argument("--max-pixels", type=int, default=defaults.max_pixels)
+    convert.add_argument("--num-proc", type=int, default=1, help="worker processes (output does not depend on it)")
+    convert.add_argument("--shard-size", type=int, default=0, help="rows per parquet shard (0: one file)")
+    convert.add_argument("--no-embed-images", action="store_true", help="store image paths, not bytes")
+    add_repair_args(convert, CONVERT_POLICIES, "check")
+    convert.set_defaults(run=_convert)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rexthinker-data", description="Build and check Rex-Thinker RL datasets.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--prompt-key", default=defaults.prompt_key)
     validate.add_argument("--answer-key", default=defaults.answer_key)
     validate.set_defaults(run=_validate)
+    _add_prep_commands(commands, defaults)
     return parser
 
 
@@ -84,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status = args.run(args)
-    except (DataError, FileNotFoundError, ValueError) as err:
+    except (DataError, FileNotFoundError, ValueError, pickle.UnpicklingError) as err:
         print(f"error: {err}", file=sys.stderr)
         status = 2
     if argv is None:

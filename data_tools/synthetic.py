@@ -208,7 +208,8 @@ def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str) -> str:
             else f" at {'xy'[scene.position_axis]} {round(_centre(box, scene.position_axis))}"
         )
         verdict = "yes" if number - 1 in scene.targets else "no"
-        verdicts.append(f"Box {number} {obj.colour} {obj.shape}{where}: {verdict}.")
+        # Quoting each hint box in order (as Rex-Thinker's action step does) gives the answer a nearby copy source.
+        verdicts.append(f"Box {number} {obj.colour} {obj.shape} {json.dumps(box)}{where}: {verdict}.")
     matches = len(scene.targets)
     summary = "none match." if not matches else "1 match." if matches == 1 else f"{matches} matches."
     planning = f"Planning: find {scene.referring} among the {len(scene.hinted)} {scene.category} hints."

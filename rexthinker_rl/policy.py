@@ -128,10 +128,11 @@ class Policy:
                 "global_seqs": global_seqs,
                 "norm_len": self.config.data.max_response_length,
             }
+            old_logprobs = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
             pg_loss, pg_metrics = algorithms.compute_policy_loss(
                 actor.policy_loss,
                 logprobs,
-                micro.old_logprobs,
+                old_logprobs,
                 micro.advantages,
                 mask,
                 clip_low=actor.clip_ratio_low,

@@ -54,8 +54,8 @@ class RewardRunner:
 
         return ray.remote(score_all).options(num_cpus=0).remote(self.spec, inputs)
 
-    def collect(self, ref, inputs: list[RewardInput]) -> tuple[torch.Tensor, dict[str, float]]:
-        """The ``overall`` scores (batch,) and the batch mean of every component as ``reward/<name>``."""
+    def collect(self, ref) -> tuple[torch.Tensor, dict[str, float], list[RewardScore]]:
+        """The ``overall`` scores (batch,), the batch mean of every component as ``reward/<name>``, the raw scores."""
         import ray
 
         try:
@@ -67,7 +67,7 @@ class RewardRunner:
             for key, value in score.items():
                 totals[key] += float(value)
         metrics = {f"reward/{key}": value / max(1, len(scores)) for key, value in totals.items()}
-        return torch.tensor([s["overall"] for s in scores], dtype=torch.float32), metrics
+        return torch.tensor([s["overall"] for s in scores], dtype=torch.float32), metrics, scores
 
 
 def reward_inputs(prompts, results) -> list[RewardInput]:

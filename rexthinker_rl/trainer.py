@@ -62,16 +62,22 @@ class GRPOTrainer:
     # ------------------------------------------------------------------ the algorithm
     def fit(self) -> dict[str, float]:
         self._start_workers()
+        start = self._resume()
         logger = self._logger()
         try:
-            if self.config.trainer.val_before_train and self.val_set is not None:
-                logger.log(0, self.validate())
-            for step in range(1, self.total_steps + 1):
+            if start == 0 and self.config.trainer.val_before_train and self.val_set is not None:
+                metrics = self.validate()
+                self.history.append({"step": 0, **metrics})
+                logger.log(0, metrics)
+            for step in range(start + 1, self.total_steps + 1):
                 metrics = self.train_step(step)
                 if self._due(step, self.config.trainer.val_freq) and self.val_set is not None:
                     metrics.update(self.validate())
                 self.history.append({"step": step, **metrics})
                 logger.log(step, metrics)
+                if self._due(step, self.config.checkpoint.save_freq):
+                    with self.timer("checkpoint"):
+                        self.save(step)
             summary = self._finish()
         finally:
             logger.close()
@@ -91,12 +97,15 @@ class GRPOTrainer:
         with timer("prepare"):
             batch = self._sequence_batch(prompts, results)
         with timer("logprobs"):
-            old_ref = workers.actor.compute_logprobs.remote(batch)
+            # On-policy (one update per step): the old policy IS the current one, so the update uses its own
+            # detached log-probs as old_logprobs (ratio exactly 1) and a whole forward pass is saved.
+            old_ref = None if self._on_policy() else workers.actor.compute_logprobs.remote(batch)
             ref_ref = workers.reference.compute_logprobs.remote(batch) if workers.reference else None
-            batch.old_logprobs = ray.get(old_ref)
+            batch.old_logprobs = ray.get(old_ref) if old_ref is not None else None
             batch.ref_logprobs = ray.get(ref_ref) if ref_ref is not None else None
         with timer("reward_wait"):
-            scores, reward_metrics = self.rewards.collect(scores_ref, inputs)
+            scores, reward_metrics, raw_scores = self.rewards.collect(scores_ref)
+            self._log_rollouts(step, prompts, results, raw_scores)
         with timer("advantages"):
             batch, adv_metrics = self._advantages(batch, scores, results)
         with timer("update"):
@@ -128,9 +137,50 @@ class GRPOTrainer:
             prompts = [self.val_set[i] for i in range(len(self.val_set))]
             results = self._generate(prompts, self._val_sampling())
             inputs = reward_inputs(prompts, results)
-            _, metrics = self.rewards.collect(self.rewards.score_async(inputs), inputs)
+            _, metrics, _ = self.rewards.collect(self.rewards.score_async(inputs))
         # reward/overall -> val/reward, reward/<component> -> val/<component>
         return {"val/" + key.removeprefix("reward/").replace("overall", "reward"): v for key, v in metrics.items()}
+
+    # ------------------------------------------------------------------ checkpoints
+    def save(self, step: int) -> Path:
+        import ray
+
+        from rexthinker_rl.checkpoint import save_checkpoint
+        from rexthinker_rl.config import to_yaml
+
+        actor = self.workers.actor
+        weights = ray.get(actor.get_weights.remote())
+        train_state = ray.get(actor.get_train_state.remote()) if self.config.checkpoint.save_optimizer else None
+        state = {"step": step, "sampler": self.sampler.state_dict(), "history": self.history}
+        return save_checkpoint(
+            self.run_dir / "checkpoints",
+            step,
+            weights,
+            train_state,
+            state,
+            to_yaml(self.config),
+            self.config.checkpoint.save_limit,
+        )
+
+    def _resume(self) -> int:
+        """Restore actor, rollout weights, data position and history from a checkpoint; the step to continue after."""
+        import ray
+
+        from rexthinker_rl.checkpoint import load_checkpoint, resolve_resume
+
+        folder = resolve_resume(self.config.trainer.resume, self.run_dir / "checkpoints")
+        if folder is None:
+            _truncate_metrics(self.run_dir / "metrics.jsonl", keep_through=-1)
+            return 0
+        ckpt = load_checkpoint(folder)
+        ray.get(self.workers.actor.load_train_state.remote(ckpt.weights, ckpt.train_state))
+        ray.get(self.workers.rollout.load_weights.remote(ckpt.weights))
+        self.sampler.load_state_dict(ckpt.trainer_state["sampler"])
+        self.history = ckpt.trainer_state["history"]
+        # Steps logged after this checkpoint (before a crash) will be run again: drop them so nothing is doubled.
+        _truncate_metrics(self.run_dir / "metrics.jsonl", keep_through=ckpt.step)
+        print(f"resumed from {folder} (step {ckpt.step})", flush=True)
+        return ckpt.step
 
     # ------------------------------------------------------------------ helpers
     def _generate(self, prompts, sampling: SamplingSpec) -> list[RolloutResult]:
@@ -164,6 +214,33 @@ class GRPOTrainer:
             [r.response_ids for r in results],
             self.processor.tokenizer.pad_token_id,
         )
+
+    def _on_policy(self) -> bool:
+        derived, algo = self.config.derived, self.config.algorithm
+        return derived["updates_per_step"] == 1 and not (algo.kl_mode == "reward" and algo.kl_coef > 0)
+
+    def _log_rollouts(self, step: int, prompts, results: list[RolloutResult], scores) -> None:
+        """A few rollouts per step (text, ground truth, reward breakdown) to rollouts.jsonl, for reading and viewers."""
+        count = self.config.logging.log_rollouts
+        if count <= 0:
+            return
+        lines = []
+        for result, score in list(zip(results, scores, strict=True))[:count]:
+            prompt = prompts[result.prompt_index]
+            lines.append(
+                json.dumps(
+                    {
+                        "step": step,
+                        "uid": prompt.uid,
+                        "prompt": prompt.messages[-1]["content"][-1]["text"],
+                        "response": result.text,
+                        "ground_truth": prompt.ground_truth,
+                        "reward": {k: float(v) for k, v in score.items()},
+                    }
+                )
+            )
+        with (self.run_dir / "rollouts.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
 
     def _due(self, step: int, freq: int) -> bool:
         return step == self.total_steps or (freq > 0 and step % freq == 0)
@@ -216,6 +293,15 @@ class GRPOTrainer:
         self.workers = None
         if ray.is_initialized():
             ray.shutdown()
+
+
+def _truncate_metrics(path: Path, keep_through: int) -> None:
+    if not path.is_file():
+        return
+    kept = [
+        line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= keep_through
+    ]
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _informative_rows(scores: torch.Tensor, uids: list[int]) -> list[int]:

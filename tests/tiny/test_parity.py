@@ -19,7 +19,11 @@ LOGPROB_TOLERANCE = 1e-4  # fp32; measured differences are ~1e-6
 def _prompts(model_dir) -> list[RolloutPrompt]:
     processor = load_processor(str(model_dir), TINY_PIXELS, TINY_PIXELS)
     out = []
-    for text, colour in [("the red circle", "red"), ("all blue squares", "blue"), ("the leftmost one, please", "green")]:
+    for text, colour in [
+        ("the red circle", "red"),
+        ("all blue squares", "blue"),
+        ("the leftmost one, please", "green"),
+    ]:
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
         prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         image = Image.new("RGB", (112, 112), colour)

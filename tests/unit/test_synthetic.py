@@ -113,9 +113,10 @@ def test_sft_target_follows_the_rex_thinker_shape(rows):
         hints = json.loads(row["hints"])[row["category"]]
         assert match["referring"] == row["referring"] and match["category"] == row["category"]
         assert int(match["count"]) == len(hints)
-        verdicts = re.findall(r"Box (\d) \w+ \w+(?: at [xy] \d+)?: (yes|no)\.", match["action"])
-        assert [int(number) for number, _ in verdicts] == list(range(1, len(hints) + 1))
-        chosen = [hints[int(number) - 1] for number, verdict in verdicts if verdict == "yes"]
+        verdicts = re.findall(r"Box (\d) \w+ \w+ (\[[\d, ]+\])(?: at [xy] \d+)?: (yes|no)\.", match["action"])
+        assert [int(number) for number, _, _ in verdicts] == list(range(1, len(hints) + 1))
+        assert [json.loads(quoted) for _, quoted, _ in verdicts] == hints
+        chosen = [hints[int(number) - 1] for number, _, verdict in verdicts if verdict == "yes"]
         assert chosen == json.loads(row["answer_boxes"])
         assert match["answer"] == row["answer"]
 

@@ -1,0 +1,330 @@
+"""Interchange records (original-image pixels) -> training parquet (resized frame), with every bad record reported.
+
+Each record becomes one row of the training schema (:data:`data_tools.synthetic.FEATURES`): the image (embedded bytes
+by default), ``problem`` (box-hint text and the referring expression), ``answer`` (fenced JSON boxes or the rejection
+sentence) and the metadata columns the rewards read. Boxes move to the resized frame through
+:func:`rexthinker_rl.data.boxes_to_resized`, and ground truth stays *exactly* among the hints after rounding: each
+candidate box is converted once and each ground-truth box takes the converted box of the candidate it equals (converting
+the two separately can round them apart, and rounding can merge two close candidates, which are then listed once).
+
+Rows are mapped in parallel with ``datasets`` (``num_proc``) in file order, so the output does not depend on the number
+of processes. A bad record (missing or unreadable image, box outside the image, malformed or unknown field, ground truth
+not among the candidates) is reported as ``"<file> record <i>: <reason>"``; ``on_error="skip"`` writes the good rows,
+``"fail"`` writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from data_tools.interchange import Record, RecordError, check_inside, parse_record, read_raw_records, write_report
+from data_tools.repair import DEFAULT_SNAP_IOU, GT_POLICIES, RepairCounts, missing_ground_truth, repair_record
+from data_tools.synthetic import FEATURES, HINT_PREFIX, format_answer
+from rexthinker_rl.config import DataConfig
+from rexthinker_rl.data import DataError, boxes_to_resized, check_fixed_point, decode_image, resized_size
+
+ON_ERROR = ("fail", "skip")
+CONVERT_POLICIES = ("check", *GT_POLICIES)
+_STATUS = datasets.Features(
+    {
+        "record_index": datasets.Value("int64"),
+        "error": datasets.Value("string"),
+        "outcome": datasets.Value("string"),
+        "snapped": datasets.Value("int32"),
+        "inserted": datasets.Value("int32"),
+        "merged": datasets.Value("int32"),
+        "degenerate": datasets.Value("int32"),
+    }
+)
+
+
+@dataclass
+class ConvertOptions:
+    """How records become rows; everything a worker process needs (plain values, so it pickles)."""
+
+    image_root: str
+    min_pixels: int = DataConfig.min_pixels
+    max_pixels: int = DataConfig.max_pixels
+    gt_policy: str = "check"  # check: a ground-truth box not among the candidates is a bad record
+    snap_iou: float = DEFAULT_SNAP_IOU
+    seed: int = 0
+    embed_images: bool = True
+    image_path_base: str = ""  # folder that stored image paths are relative to (the output's folder)
+    id_prefix: str = ""  # ids of records without one: "<id_prefix>-<index>"; empty: the annotation file's stem
+
+    def check(self) -> None:
+        if self.gt_policy not in CONVERT_POLICIES:
+            raise ValueError(f"--gt-policy {self.gt_policy!r}: choose one of {', '.join(CONVERT_POLICIES)}")
+        if not 0 < self.min_pixels <= self.max_pixels:
+            raise ValueError(f"--min-pixels {self.min_pixels} and --max-pixels {self.max_pixels} need 0 < min <= max")
+        if not Path(self.image_root).is_dir():
+            raise FileNotFoundError(f"--image-root {self.image_root} is not a folder")
+
+
+@dataclass
+class ConvertReport:
+    """Counts and bad records of one conversion (written as JSON beside the output)."""
+
+    anno: str
+    out: str
+    records: int = 0
+    written: int = 0
+    shards: int = 0
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (record index, reason)
+    repair: RepairCounts = field(default_factory=RepairCounts)
+    candidates_merged: int = 0  # candidates that rounded onto another candidate's box and are listed once
+    candidates_degenerate: int = 0  # candidates too small to keep x1 > x0 in the resized frame, left out
+
+    def error_lines(self) -> list[str]:
+        name = Path(self.anno).name
+        return [f"{name} record {index}: {reason}" for index, reason in self.errors]
+
+    def summary(self) -> str:
+        action = f"wrote {self.written} rows to {self.out}" if self.written else "wrote nothing"
+        return (
+            f"convert: {self.records} records, {len(self.errors)} bad, {self.repair.dropped} dropped by the GT policy; "
+            f"{action}. {self.repair.line()}; {self.candidates_merged} candidates merged by rounding, "
+            f"{self.candidates_degenerate} too small for the resized frame"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["errors"] = [{"record": index, "reason": reason} for index, reason in self.errors]
+        return data
+
+
+# ------------------------------------------------------------------------------------------------------- one record
+def load_image(record: Record, image_root: str) -> tuple[bytes, tuple[int, int]]:
+    """The record's encoded image bytes and ``(w, h)``, fully decoded once to catch truncated files."""
+    path = Path(image_root) / record.image_name
+    if not path.is_file():
+        raise RecordError(record.index, f"image file {record.image_name!r} not found under {image_root}")
+    data = path.read_bytes()
+    try:
+        size = decode_image(data, record.image_name).size
+    except DataError as err:
+        raise RecordError(record.index, str(err)) from None
+    return data, size
+
+
+def build_row(record: Record, size: tuple[int, int], options: ConvertOptions) -> tuple[dict[str, Any], int, int]:
+    """``(row without images, candidates merged, candidates dropped as degenerate)`` for a repaired record."""
+    try:
+        resized = resized_size(size[0], size[1], options.min_pixels, options.max_pixels)
+        check_fixed_point(resized, options.min_pixels, options.max_pixels)
+    except ValueError as err:
+        raise RecordError(record.index, f"{size[0]}x{size[1]} image: {err}") from None
+    candidates = record.candidate_boxes or []
+    converted = boxes_to_resized([candidate.bbox for candidate in candidates], size, resized)  # each candidate once
+    hints: dict[str, list[list[int]]] = {record.category: []}
+    merged = degenerate = 0
+    for candidate, box in zip(candidates, converted, strict=True):
+        category_hints = hints.setdefault(candidate.category, [])
+        if not (box[2] > box[0] and box[3] > box[1]):
+            degenerate += 1
+        elif box in category_hints:
+            merged += 1
+        else:
+            category_hints.append(box)
+    answers: list[list[int]] = []
+    for gt in record.answer_boxes:
+        position = next(i for i, c in enumerate(candidates) if c.category == record.category and c.bbox == gt)
+        box = converted[position]
+        if box not in hints[record.category]:
+            raise RecordError(
+                record.index,
+                f"answer box {gt} becomes {box} in the {resized[0]}x{resized[1]} resized frame, too small to keep "
+                "x1 > x0 and y1 > y0 (raise --min-pixels, or remove the record)",
+            )
+        if box not in answers:  # two targets that rounding made one box are one target in this frame
+            answers.append(box)
+    row = {
+        "problem": f"{HINT_PREFIX}{json.dumps(hints)}\nPlease detect {record.referring} in the image.",
+        "answer": format_answer(answers, record.referring),
+        "image_size": list(size),
+        "resized_size": list(resized),
+        "hints": json.dumps(hints),
+        "referring": record.referring,
+        "category": record.category,
+        "sft_target": None,
+        "answer_boxes": json.dumps(answers),
+    }
+    return row, merged, degenerate
+
+
+def convert_record(raw: Any, index: int, options: ConvertOptions) -> dict[str, Any]:
+    """One raw record -> a row plus status columns (``error`` set and the row empty when the record is bad)."""
+    status = {"record_index": index, "error": None, "outcome": None, "snapped": 0, "inserted": 0}
+    status |= {"merged": 0, "degenerate": 0}
+    empty = dict.fromkeys(FEATURES, None)
+    try:
+        record = parse_record(raw, index)
+        data, size = load_image(record, options.image_root)
+        check_inside(record, *size)
+        if options.gt_policy == "check":
+            if record.candidate_boxes is None:
+                raise RecordError(
+                    index,
+                    "no 'candidate_boxes' (run `rexthinker-data add-candidates`, or convert "
+                    "with --gt-policy snap|insert)",
+                )
+            missing = missing_ground_truth(record)
+            if missing:
+                raise RecordError(
+                    index,
+                    f"answer box {missing[0]} is not exactly one of the {record.category!r} "
+                    "candidate boxes (convert with --gt-policy snap|insert|drop to repair)",
+                )
+            outcome_kind, snapped, inserted = "exact", 0, 0
+        else:
+            outcome = repair_record(record, options.gt_policy, options.snap_iou, options.seed)
+            outcome_kind, snapped, inserted = outcome.kind, outcome.snapped, outcome.inserted
+            if outcome.record is None:
+                return empty | status | {"outcome": "dropped"}
+            record = outcome.record
+        row, merged, degenerate = build_row(record, size, options)
+    except RecordError as err:
+        return empty | status | {"error": err.reason}
+    if options.embed_images:
+        image = {"bytes": data, "path": record.image_name}
+    else:
+        image = {"bytes": None, "path": _relative_path(record.image_name, options)}
+    row_id = record.id if record.id is not None else f"{options.id_prefix}-{index:06d}"
+    status |= {"outcome": outcome_kind, "snapped": snapped, "inserted": inserted}
+    return row | {"id": row_id, "images": [image]} | status | {"merged": merged, "degenerate": degenerate}
+
+
+def _relative_path(image_name: str, options: ConvertOptions) -> str:
+    """Image path relative to the output folder (how ``read_rows`` resolves a stored path)."""
+    absolute = (Path(options.image_root) / image_name).resolve()
+    return os.path.relpath(absolute, Path(options.image_path_base).resolve())
+
+
+def _convert_example(example: dict[str, Any], options: ConvertOptions) -> dict[str, Any]:
+    return convert_record(json.loads(example["raw"]), example["record_index"], options)
+
+
+# ------------------------------------------------------------------------------------------------------------ a file
+def convert_file(
+    anno: str | Path,
+    out: str | Path,
+    options: ConvertOptions,
+    on_error: str = "fail",
+    num_proc: int = 1,
+    shard_size: int = 0,
+) -> ConvertReport:
+    """Convert an interchange file to ``out``: one parquet file, or with ``shard_size > 0`` a folder of shards.
+
+    Writes a JSON report beside ``out`` (counts and every bad record). With ``on_error="fail"`` and any bad record,
+    nothing but the report is written.
+    """
+    options.check()
+    if on_error not in ON_ERROR:
+        raise ValueError(f"--on-error {on_error!r}: choose one of {', '.join(ON_ERROR)}")
+    if num_proc < 1 or shard_size < 0:
+        raise ValueError(f"--num-proc {num_proc} must be >= 1 and --shard-size {shard_size} >= 0")
+    anno, out = Path(anno), Path(out)
+    if shard_size and out.suffix == ".parquet":
+        raise ValueError(f"with --shard-size, --out names a folder of shards, not a .parquet file: {out}")
+    raws = read_raw_records(anno)
+    report = ConvertReport(str(anno), str(out), records=len(raws))
+    options = replace(
+        options,
+        id_prefix=options.id_prefix or anno.stem,
+        image_path_base=options.image_path_base or str(out if shard_size else out.parent),
+    )
+    report.errors.extend(_duplicate_ids(raws))
+    duplicates = {index for index, _ in report.errors}
+    source = datasets.Dataset.from_dict(
+        {
+            "record_index": [index for index in range(len(raws)) if index not in duplicates],
+            "raw": [json.dumps(raw) for index, raw in enumerate(raws) if index not in duplicates],
+        }
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.work-") as work:
+        converted = source.map(
+            _convert_example,
+            fn_kwargs={"options": options},
+            remove_columns=["raw"],
+            features=datasets.Features({**FEATURES, **_STATUS}),
+            num_proc=num_proc if len(source) > 1 else None,
+            cache_file_name=str(Path(work) / "converted.arrow"),
+            desc="convert",
+        )
+        _tally(converted, report)
+        report.errors.sort()
+        if report.errors and on_error == "fail":
+            write_report(out, report.as_dict())
+            return report
+        kept = converted.filter(
+            lambda error, outcome: error is None and outcome != "dropped",
+            input_columns=["error", "outcome"],
+            cache_file_name=str(Path(work) / "kept.arrow"),
+        ).select_columns(list(FEATURES))
+        if len(kept) == 0:
+            raise DataError(f"{anno}: no rows left to write ({len(report.errors)} bad records, see the report)")
+        report.written = len(kept)
+        report.shards = _write(kept, out, shard_size, Path(work), options.embed_images)
+    write_report(out, report.as_dict())
+    return report
+
+
+def _duplicate_ids(raws: list[Any]) -> list[tuple[int, str]]:
+    """Records whose id repeats an earlier one (the trainer groups rollouts by row id)."""
+    first: dict[str, int] = {}
+    errors = []
+    for index, raw in enumerate(raws):
+        record_id = raw.get("id") if isinstance(raw, dict) else None
+        if record_id is None:
+            continue
+        if str(record_id) in first:
+            errors.append((index, f"id {record_id!r} already used by record {first[str(record_id)]}"))
+        else:
+            first[str(record_id)] = index
+    return errors
+
+
+def _tally(converted: datasets.Dataset, report: ConvertReport) -> None:
+    status = converted.select_columns(list(_STATUS)).to_dict()
+    for index, error, outcome, snapped, inserted, merged, degenerate in zip(*status.values(), strict=True):
+        if error is not None:
+            report.errors.append((index, error))
+            continue
+        report.repair.add_kind(outcome, snapped, inserted)
+        report.candidates_merged += merged
+        report.candidates_degenerate += degenerate
+
+
+def _write(rows: datasets.Dataset, out: Path, shard_size: int, work: Path, embedded: bool) -> int:
+    """Write one parquet file, or a folder of shards, atomically (built in ``work``, then renamed into place)."""
+    # Row-group size: datasets estimates it from the data, and for path-only images it would stat the paths relative
+    # to the working directory (where they are not); such rows are small, so a fixed size is fine.
+    batch_size = None if embedded else 1000
+    if not shard_size:
+        staged = work / out.name
+        rows.to_parquet(str(staged), batch_size=batch_size)
+        os.replace(staged, out)
+        return 1
+    num_shards = -(-len(rows) // shard_size)
+    staged = work / "shards"
+    staged.mkdir()
+    for shard in range(num_shards):
+        part = rows.select(range(shard * shard_size, min((shard + 1) * shard_size, len(rows))))
+        part.to_parquet(str(staged / f"part-{shard:05d}-of-{num_shards:05d}.parquet"), batch_size=batch_size)
+    if out.exists():
+        # A folder cannot be swapped in one rename: the old one is removed just before the new one takes its place.
+        if out.is_dir():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
+    os.replace(staged, out)
+    return num_shards

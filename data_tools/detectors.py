@@ -1,0 +1,168 @@
+"""Detectors that propose candidate (hint) boxes, behind one plain-function protocol, and how to load one.
+
+The protocol (the same one the inference CLI uses for hints)::
+
+    def detect(images: list[PIL.Image.Image], categories: list[str], **kwargs) -> list[list[dict]]
+
+``categories[i]`` names what to find in ``images[i]``; the result holds, per image, dicts ``{"bbox": [x0, y0, x1, y1],
+"score": float}`` in that image's own (original) pixels. Keyword arguments come from the command line
+(``--detector-arg key=value``). :func:`grounding_dino` is the shipped adapter, on the Grounding DINO implementation
+inside ``transformers`` (a local checkpoint folder; no clone and no CUDA op build).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import importlib.util
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from rexthinker_rl.data import DataError
+
+DetectFunction = Callable[..., list[list[dict[str, Any]]]]
+
+
+# ------------------------------------------------------------------------------------------------------------ loading
+def load_detector(spec: str) -> DetectFunction:
+    """Resolve ``"package.module:function"`` or ``"path/to/file.py:function"`` to a detector function."""
+    module_part, _, name = spec.rpartition(":") if isinstance(spec, str) else ("", "", "")
+    if not module_part or not name:
+        raise ValueError(f"--detector must be 'module:function' or 'path/to/file.py:function', got {spec!r}")
+    if module_part.endswith(".py") or "/" in module_part:
+        path = Path(module_part).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"--detector {spec!r}: file {path} does not exist")
+        module_name = f"_detector_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
+        module_spec = importlib.util.spec_from_file_location(module_name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise ValueError(f"--detector {spec!r}: cannot load {path} as a Python module")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_name] = module  # dataclasses and pickling look the module up by name
+        module_spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(module_part)
+        except ModuleNotFoundError as err:
+            raise ValueError(f"--detector {spec!r}: cannot import {module_part!r} ({err})") from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        public = sorted(key for key, value in vars(module).items() if callable(value) and not key.startswith("_"))
+        raise ValueError(f"--detector {spec!r}: {module_part} has no function {name!r} (it has: {', '.join(public)})")
+    return function
+
+
+def parse_detector_args(pairs: list[str]) -> dict[str, Any]:
+    """``["key=value", ...]`` -> kwargs; a value that parses as JSON (numbers, true, null, lists) is taken as such."""
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"--detector-arg {pair!r} must be key=value with a Python identifier as key")
+        try:
+            kwargs[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            kwargs[key.strip()] = text
+    return kwargs
+
+
+def check_detections(output: Any, sizes: list[tuple[int, int]], spec: str) -> list[list[dict[str, Any]]]:
+    """Validate a detector's output for images of ``sizes``; boxes clipped into the image, empty ones left out."""
+    if not isinstance(output, list) or len(output) != len(sizes):
+        got = f"a list of {len(output)}" if isinstance(output, list) else type(output).__name__
+        raise DataError(f"detector {spec}: must return one list of detections per image ({len(sizes)}), got {got}")
+    checked = []
+    for image_index, (detections, (width, height)) in enumerate(zip(output, sizes, strict=True)):
+        kept = []
+        for detection in detections if isinstance(detections, list) else [None]:
+            bbox = detection.get("bbox") if isinstance(detection, dict) else None
+            score = detection.get("score") if isinstance(detection, dict) else None
+            numbers = [*bbox, score] if isinstance(bbox, list | tuple) and len(bbox) == 4 else []
+            if not numbers or not all(isinstance(v, int | float) and math.isfinite(v) for v in numbers):
+                raise DataError(
+                    f"detector {spec}: image {image_index} of the batch: expected a list of "
+                    f"{{'bbox': [x0, y0, x1, y1], 'score': number}}, got {detection!r}"
+                )
+            x0, y0, x1, y1 = (
+                min(max(float(v), 0.0), limit) for v, limit in zip(bbox, (width, height) * 2, strict=True)
+            )
+            if x1 > x0 and y1 > y0:
+                kept.append({"bbox": [round(v, 2) for v in (x0, y0, x1, y1)], "score": round(float(score), 4)})
+        checked.append(kept)
+    return checked
+
+
+# ---------------------------------------------------------------------------------------------------- Grounding DINO
+@functools.lru_cache(maxsize=2)  # add-candidates calls the detector batch after batch: load the checkpoint once
+def _load_grounding_dino(model_path: str, device: str):
+    # rexthinker_rl, imported at the top of this module, has installed the torchvision shim this import needs.
+    from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+    if not Path(model_path).is_dir():
+        raise FileNotFoundError(f"Grounding DINO checkpoint folder {model_path} does not exist")
+    processor = AutoProcessor.from_pretrained(model_path)
+    model = AutoModelForZeroShotObjectDetection.from_pretrained(model_path).to(device).eval()
+    return processor, model
+
+
+def _device(device: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def grounding_dino(
+    images: list[Image.Image],
+    categories: list[str],
+    *,
+    model_path: str,
+    box_threshold: float = 0.35,
+    text_threshold: float = 0.25,
+    batch_size: int = 8,
+    max_detections: int = 100,
+    device: str = "auto",
+) -> list[list[dict[str, Any]]]:
+    """Boxes of ``categories[i]`` in ``images[i]`` from a Grounding DINO checkpoint (e.g. IDEA-Research/grounding-dino-
+    tiny, downloaded to ``model_path``), in original-image pixels, best first.
+
+    A box is kept when its best token score beats ``box_threshold`` and some word of the category (not a special
+    token or the closing ".") beats ``text_threshold``; at most ``max_detections`` per image.
+    """
+    import torch
+
+    if len(images) != len(categories):
+        raise ValueError(f"grounding_dino: {len(images)} images but {len(categories)} categories")
+    if batch_size < 1:
+        raise ValueError(f"grounding_dino: batch_size={batch_size} must be >= 1")
+    processor, model = _load_grounding_dino(str(model_path), _device(device))
+    special = set(processor.tokenizer.all_special_tokens)
+    results: list[list[dict[str, Any]]] = []
+    for start in range(0, len(images), batch_size):
+        batch = [image.convert("RGB") for image in images[start : start + batch_size]]
+        prompts = [f"{category.strip().lower().rstrip('.')}." for category in categories[start : start + batch_size]]
+        inputs = processor(images=batch, text=prompts, padding=True, return_tensors="pt").to(model.device)
+        with torch.inference_mode():
+            outputs = model(**inputs)
+        processed = processor.post_process_grounded_object_detection(
+            outputs,
+            inputs["input_ids"],
+            threshold=box_threshold,
+            text_threshold=text_threshold,
+            target_sizes=[(image.height, image.width) for image in batch],
+        )
+        for result in processed:
+            detections = [
+                {"bbox": [float(v) for v in box.tolist()], "score": float(score)}
+                for box, score, label in zip(result["boxes"], result["scores"], result["text_labels"], strict=True)
+                if any(word.strip(".") and word not in special for word in label.split())
+            ]
+            detections.sort(key=lambda detection: -detection["score"])
+            results.append(detections[:max_detections])
+    return results

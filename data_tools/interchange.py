@@ -1,0 +1,234 @@
+"""The interchange format: referring records in original-image pixels, before box hints are in the resized frame.
+
+A file is a JSON list of records, or JSONL with one record a line::
+
+    {"id": "cat-0",                                   # optional; convert assigns "<file stem>-<index>" otherwise
+     "image_name": "000123.jpg",                      # path relative to --image-root
+     "referring": "the cat on the left",
+     "category": "cat",
+     "answer_boxes": [[10, 20, 110, 220]],            # [x0, y0, x1, y1]; [] = nothing in the image matches
+     "candidate_boxes": [{"bbox": [10, 20, 110, 220], "category": "cat", "score": 0.91}, ...]}   # optional
+
+Rex-Thinker's variant with ``"ans": [x0, y0, x1, y1]`` (a single box) in place of ``answer_boxes`` is accepted too, and
+candidates may be bare boxes (category defaults to the record's). Records are numbered from 0 in file order; every
+error says ``"<file> record <i>: <reason>"``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rexthinker_rl.data import DataError
+from rexthinker_rl.utils import atomic_write_text
+
+Box = list[float]
+KNOWN_FIELDS = ("id", "image_name", "referring", "category", "answer_boxes", "ans", "candidate_boxes")
+_CANDIDATE_FIELDS = ("bbox", "category", "score")
+
+
+class RecordError(ValueError):
+    """One record is unusable; ``index`` is its position in the file and ``reason`` says what is wrong."""
+
+    def __init__(self, index: int, reason: str):
+        super().__init__(f"record {index}: {reason}")
+        self.index = index
+        self.reason = reason
+
+
+@dataclass
+class Candidate:
+    """One candidate (hint) box in original-image pixels."""
+
+    bbox: Box
+    category: str
+    score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        item: dict[str, Any] = {"bbox": self.bbox, "category": self.category}
+        if self.score is not None:
+            item["score"] = self.score
+        return item
+
+
+@dataclass
+class Record:
+    """One referring expression on one image; boxes in original-image pixels."""
+
+    index: int  # position in the source file
+    image_name: str
+    referring: str
+    category: str
+    answer_boxes: list[Box]
+    candidate_boxes: list[Candidate] | None = None
+    id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        item: dict[str, Any] = {} if self.id is None else {"id": self.id}
+        item |= {
+            "image_name": self.image_name,
+            "referring": self.referring,
+            "category": self.category,
+            "answer_boxes": self.answer_boxes,
+        }
+        if self.candidate_boxes is not None:
+            item["candidate_boxes"] = [candidate.to_dict() for candidate in self.candidate_boxes]
+        return item
+
+    def category_candidates(self) -> list[Box]:
+        """The candidate boxes of the record's own category, in order (the ones ground truth is matched against)."""
+        return [candidate.bbox for candidate in self.candidate_boxes or [] if candidate.category == self.category]
+
+
+# ------------------------------------------------------------------------------------------------------------ reading
+def read_raw_records(path: str | Path) -> list[Any]:
+    """The records of a JSON list file or a JSONL file (``.jsonl``), unparsed; DataError for a malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"annotation file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        records = []
+        for line_number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path.name} line {line_number}: invalid JSON ({err})") from None
+        return records
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as err:
+        hint = " (one record a line? name the file .jsonl)" if text.lstrip().startswith("{") else ""
+        raise DataError(f"{path.name}: invalid JSON ({err}){hint}") from None
+    if not isinstance(records, list):
+        raise DataError(f"{path.name}: expected a JSON list of records, got {type(records).__name__}")
+    return records
+
+
+def parse_record(raw: Any, index: int) -> Record:
+    """A checked :class:`Record` from one raw record; :class:`RecordError` with the first thing wrong."""
+    if not isinstance(raw, dict):
+        raise RecordError(index, f"expected a JSON object, got {type(raw).__name__}")
+    unknown = [key for key in raw if key not in KNOWN_FIELDS]
+    if unknown:
+        raise RecordError(index, f"unknown field {_describe_unknown(unknown[0], KNOWN_FIELDS)}")
+    for key in ("image_name", "referring", "category"):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            raise RecordError(index, f"{key!r} must be a non-empty string, got {raw.get(key)!r}")
+    if ("answer_boxes" in raw) == ("ans" in raw):
+        raise RecordError(index, "give exactly one of 'answer_boxes' (list of boxes) and 'ans' (one box)")
+    answers = raw["answer_boxes"] if "answer_boxes" in raw else _ans_boxes(raw["ans"], index)
+    if not isinstance(answers, list):
+        raise RecordError(index, f"'answer_boxes' must be a list of [x0, y0, x1, y1] boxes, got {answers!r}")
+    answer_boxes = [_box(box, index, f"answer box {number}") for number, box in enumerate(answers)]
+    for number, box in enumerate(answer_boxes):
+        if box in answer_boxes[:number]:
+            raise RecordError(index, f"answer box {box} is listed twice")
+    record_id = raw.get("id")
+    if record_id is not None and (not isinstance(record_id, str | int) or isinstance(record_id, bool)):
+        raise RecordError(index, f"'id' must be a string or an integer, got {record_id!r}")
+    candidates = None
+    if raw.get("candidate_boxes") is not None:
+        candidates = _candidates(raw["candidate_boxes"], raw["category"], index)
+    return Record(
+        index=index,
+        image_name=raw["image_name"],
+        referring=raw["referring"].strip(),
+        category=raw["category"].strip(),
+        answer_boxes=answer_boxes,
+        candidate_boxes=candidates,
+        id=None if record_id is None else str(record_id),
+    )
+
+
+def _describe_unknown(key: str, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    suggestion = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{key!r} (known fields: {', '.join(known)}){suggestion}"
+
+
+def _ans_boxes(ans: Any, index: int) -> list[Any]:
+    """Rex-Thinker's ``ans``: one box, or (leniently) a list of boxes, or [] for no target."""
+    if isinstance(ans, list) and len(ans) == 4 and all(_is_number(value) for value in ans):
+        return [ans]
+    if isinstance(ans, list):
+        return ans
+    raise RecordError(index, f"'ans' must be one [x0, y0, x1, y1] box, got {ans!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _box(value: Any, index: int, what: str) -> Box:
+    if not (isinstance(value, list | tuple) and len(value) == 4 and all(_is_number(item) for item in value)):
+        raise RecordError(index, f"{what} {value!r} is not [x0, y0, x1, y1] (4 finite numbers)")
+    box = [float(item) if isinstance(item, float) else int(item) for item in value]
+    if not (box[2] > box[0] and box[3] > box[1]):
+        raise RecordError(index, f"{what} {box} has x1 <= x0 or y1 <= y0 (boxes are [x0, y0, x1, y1], not xywh)")
+    return box
+
+
+def _candidates(value: Any, category: str, index: int) -> list[Candidate]:
+    if not isinstance(value, list):
+        raise RecordError(index, f"'candidate_boxes' must be a list, got {type(value).__name__}")
+    candidates = []
+    for number, item in enumerate(value):
+        what = f"candidate box {number}"
+        if not isinstance(item, dict):
+            candidates.append(Candidate(_box(item, index, what), category.strip()))
+            continue
+        unknown = [key for key in item if key not in _CANDIDATE_FIELDS]
+        if unknown:
+            raise RecordError(index, f"{what}: unknown field {_describe_unknown(unknown[0], _CANDIDATE_FIELDS)}")
+        item_category = item.get("category", category)
+        if not isinstance(item_category, str) or not item_category.strip():
+            raise RecordError(index, f"{what}: 'category' must be a non-empty string, got {item_category!r}")
+        score = item.get("score")
+        if score is not None and not _is_number(score):
+            raise RecordError(index, f"{what}: 'score' must be a number, got {score!r}")
+        candidates.append(Candidate(_box(item.get("bbox"), index, what), item_category.strip(), score))
+    return candidates
+
+
+def box_outside(box: Box, width: int, height: int) -> bool:
+    """True when ``box`` reaches outside a ``width x height`` image (coordinates run from 0 to the size)."""
+    return box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height
+
+
+def check_inside(record: Record, width: int, height: int) -> None:
+    """RecordError when an answer or candidate box reaches outside the image."""
+    boxes = [("answer box", box) for box in record.answer_boxes]
+    boxes += [("candidate box", candidate.bbox) for candidate in record.candidate_boxes or []]
+    for what, box in boxes:
+        if box_outside(box, width, height):
+            raise RecordError(record.index, f"{what} {box} lies outside the {width}x{height} image")
+
+
+# ------------------------------------------------------------------------------------------------------------ writing
+def write_records(path: str | Path, records: list[Record]) -> None:
+    """Write records atomically: JSONL for a ``.jsonl`` path, else a JSON list with one record a line."""
+    path = Path(path)
+    lines = [json.dumps(record.to_dict(), ensure_ascii=False) for record in records]
+    if path.suffix == ".jsonl":
+        text = "".join(f"{line}\n" for line in lines)
+    else:
+        text = "[\n" + ",\n".join(lines) + "\n]\n" if lines else "[]\n"
+    atomic_write_text(path, text)
+
+
+def report_path(out: str | Path) -> Path:
+    """Where a tool writes its JSON report (counts and bad records) beside ``out``: ``<out minus suffix>.report.json``."""
+    out = Path(out)
+    return out.with_name(f"{out.stem if out.suffix else out.name}.report.json")
+
+
+def write_report(out: str | Path, report: dict[str, Any]) -> Path:
+    path = report_path(out)
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+    return path

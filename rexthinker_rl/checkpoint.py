@@ -1,0 +1,170 @@
+"""Atomic checkpoints with a manifest, a tracker file, save_limit, and discovery of the newest complete one.
+
+Layout of ``<output_dir>/checkpoints``::
+
+    global_step_N/
+        actor/model.safetensors     weights (Hugging Face names)
+        actor/train_state.pt        optimizer + scheduler (loaded with weights_only=True)
+        trainer_state.json          step, data-sampler position, metric history
+        config.yaml                 the resolved config
+        manifest.json               sha256 and size of every file above (written last inside the folder)
+    latest_checkpointed_iteration.txt   the newest complete step (updated after the folder is in place)
+
+A checkpoint is written into a hidden temp folder and renamed into place, so a crash leaves either the previous state or
+the new one, never half a checkpoint under a real name; loading re-checks the manifest and skips a corrupt folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from rexthinker_rl.utils import atomic_write_text
+
+TRACKER = "latest_checkpointed_iteration.txt"
+STEP_DIR = re.compile(r"^global_step_(\d+)$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read; the message says which file and why."""
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    weights: dict[str, torch.Tensor]
+    train_state: dict[str, Any] | None
+    trainer_state: dict[str, Any]
+    path: Path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    weights: dict[str, torch.Tensor],
+    train_state: dict[str, Any] | None,
+    trainer_state: dict[str, Any],
+    config_yaml: str,
+    save_limit: int = -1,
+) -> Path:
+    """Write ``global_step_<step>`` atomically, update the tracker, then prune to ``save_limit``."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"global_step_{step}"
+    tmp = root / f".tmp_global_step_{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        (tmp / "actor").mkdir(parents=True)
+        # Tied weights share storage; safetensors refuses shared tensors, so each name gets its own copy.
+        save_file(
+            {k: v.detach().cpu().contiguous().clone() for k, v in weights.items()}, tmp / "actor" / "model.safetensors"
+        )
+        if train_state is not None:
+            torch.save(train_state, tmp / "actor" / "train_state.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state))
+        (tmp / "config.yaml").write_text(config_yaml)
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        manifest = {str(p.relative_to(tmp)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files}
+        (tmp / "manifest.json").write_text(json.dumps({"step": step, "files": manifest}, indent=1))
+        _fsync_tree(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        atomic_write_text(root / TRACKER, str(step))
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(
+            f"could not save checkpoint {final}: {error} (the previous checkpoint is intact)"
+        ) from error
+    _prune(root, save_limit)
+    return final
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def _prune(root: Path, save_limit: int) -> None:
+    if save_limit <= 0:
+        return
+    for old in list_checkpoints(root)[save_limit:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Checkpoint folders under ``root``, newest step first (temp folders excluded)."""
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def verify(folder: Path) -> str | None:
+    """None when every file in the manifest is present with its checksum; else what is wrong."""
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        return "no manifest.json (incomplete write)"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as error:
+        return f"manifest.json is not valid JSON ({error})"
+    for name, entry in manifest.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def find_resumable(root: Path) -> Path | None:
+    """The newest checkpoint that verifies; corrupt or half-written ones are skipped with a warning."""
+    for folder in list_checkpoints(root):
+        problem = verify(folder)
+        if problem is None:
+            return folder
+        warnings.warn(f"skipping checkpoint {folder}: {problem}", stacklevel=2)
+    return None
+
+
+def load_checkpoint(folder: Path) -> Checkpoint:
+    problem = verify(folder)
+    if problem is not None:
+        raise CheckpointError(f"checkpoint {folder} is not usable: {problem}")
+    train_state_path = folder / "actor" / "train_state.pt"
+    train_state = torch.load(train_state_path, weights_only=True) if train_state_path.is_file() else None
+    trainer_state = json.loads((folder / "trainer_state.json").read_text())
+    weights = load_file(folder / "actor" / "model.safetensors")
+    return Checkpoint(trainer_state["step"], weights, train_state, trainer_state, folder)
+
+
+def resolve_resume(resume: str, root: Path) -> Path | None:
+    """``auto`` -> newest complete checkpoint under root (or None); ``none`` -> None; else that path, which must verify."""
+    if resume == "none":
+        return None
+    if resume == "auto":
+        return find_resumable(root)
+    folder = Path(resume)
+    if not folder.is_dir():
+        raise CheckpointError(f"trainer.resume={resume}: no such checkpoint folder")
+    return folder

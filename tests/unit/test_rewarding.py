@@ -1,0 +1,41 @@
+"""The controller's reward runner: loads the reward before training, names the row a reward crashes on."""
+
+from pathlib import Path
+
+import pytest
+
+from rexthinker_rl.config import load_config
+from rexthinker_rl.rewarding import RewardError, RewardRunner, _spec, score_all
+
+GT = '```json\n[{"bbox_2d": [10, 10, 50, 50], "label": "the red circle"}]\n```'
+
+
+def _input(response, row_id):
+    return {"response": response, "ground_truth": GT, "metadata": {"row_id": row_id, "resized_size": [112, 112]}}
+
+
+def test_default_reward_scores_a_perfect_answer_fully():
+    spec = _spec(load_config().reward)
+    perfect = (
+        f"<think>Planning: find it. Action: Box 1 red circle: yes. Summary: 1 match.</think><answer>{GT}</answer>"
+    )
+    scores = score_all(spec, [_input(perfect, "a"), _input("no idea", "b")])
+    assert scores[0]["overall"] == pytest.approx(1.0)
+    assert scores[1]["overall"] == 0.0
+    assert {"accuracy", "format"} <= set(scores[0])
+
+
+def test_a_crashing_reward_names_the_row(tmp_path: Path):
+    plugin = tmp_path / "fragile.py"
+    plugin.write_text(
+        "def fragile(inputs):\n    return [{'overall': 1.0 / (len(i['response']) - 3)} for i in inputs]\n"
+    )
+    spec = {"function": f"{plugin}:fragile", "kwargs": {}}
+    with pytest.raises(RewardError, match=r"reward failed on row row-7 \(batch index 1\).*ZeroDivisionError"):
+        score_all(spec, [_input("long enough", "row-0"), _input("abc", "row-7")])
+
+
+def test_bad_reward_function_fails_before_training(tmp_path: Path):
+    config = load_config(None, ["reward.components=[]", "reward.function=rewards.box:no_such_function"])
+    with pytest.raises(AttributeError, match="no_such_function"):
+        RewardRunner(config.reward)
