@@ -82,15 +82,8 @@ def add_candidates(
     With ``on_error="fail"`` and any bad record (malformed, image missing or unreadable, box outside the image), only
     the report is written.
     """
-    if gt_policy not in GT_POLICIES:
-        raise ValueError(f"--gt-policy {gt_policy!r}: choose one of {', '.join(GT_POLICIES)}")
-    if on_error not in ("fail", "skip"):
-        raise ValueError(f"--on-error {on_error!r}: choose fail or skip")
-    if batch_size < 1:
-        raise ValueError(f"--batch-size {batch_size} must be >= 1")
-    image_root = Path(image_root)
-    if not image_root.is_dir():
-        raise FileNotFoundError(f"--image-root {image_root} is not a folder")
+    image_root, kwargs = Path(image_root), detector_kwargs or {}
+    _check_arguments(image_root, detect, detector_spec, kwargs, gt_policy, on_error, batch_size)
     raws = read_raw_records(anno)
     report = CandidatesReport(str(anno), str(out), detector_spec, records=len(raws))
     records: list[Record] = []
@@ -101,13 +94,6 @@ def add_candidates(
             report.errors.append((index, err.reason))
     pairs = list(dict.fromkeys((record.image_name, record.category) for record in records))
     report.pairs = len(pairs)
-    kwargs = detector_kwargs or {}
-    try:
-        inspect.signature(detect).bind([], [], **kwargs)
-    except TypeError as err:
-        raise ValueError(
-            f"detector {detector_spec}: {err} (detector arguments are --detector-arg key=value)"
-        ) from None
     found, pair_errors, report.detector_calls = _detect_pairs(
         pairs, image_root, detect, detector_spec, kwargs, batch_size
     )
@@ -137,6 +123,29 @@ def add_candidates(
         report.written = len(kept)
     write_report(out, report.as_dict())
     return report
+
+
+def _check_arguments(
+    image_root: Path,
+    detect: DetectFunction,
+    spec: str,
+    kwargs: dict[str, Any],
+    gt_policy: str,
+    on_error: str,
+    batch_size: int,
+) -> None:
+    if gt_policy not in GT_POLICIES:
+        raise ValueError(f"--gt-policy {gt_policy!r}: choose one of {', '.join(GT_POLICIES)}")
+    if on_error not in ("fail", "skip"):
+        raise ValueError(f"--on-error {on_error!r}: choose fail or skip")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size} must be >= 1")
+    if not image_root.is_dir():
+        raise FileNotFoundError(f"--image-root {image_root} is not a folder")
+    try:  # a missing or misspelt detector argument fails here, before any image is read
+        inspect.signature(detect).bind([], [], **kwargs)
+    except TypeError as err:
+        raise ValueError(f"detector {spec}: {err} (detector arguments are --detector-arg key=value)") from None
 
 
 def _detect_pairs(

@@ -26,7 +26,14 @@ from typing import Any
 import datasets
 
 from data_tools.interchange import Record, RecordError, check_inside, parse_record, read_raw_records, write_report
-from data_tools.repair import DEFAULT_SNAP_IOU, GT_POLICIES, RepairCounts, missing_ground_truth, repair_record
+from data_tools.repair import (
+    DEFAULT_SNAP_IOU,
+    GT_POLICIES,
+    RepairCounts,
+    RepairOutcome,
+    missing_ground_truth,
+    repair_record,
+)
 from data_tools.synthetic import FEATURES, HINT_PREFIX, format_answer
 from rexthinker_rl.config import DataConfig
 from rexthinker_rl.data import DataError, boxes_to_resized, check_fixed_point, decode_image, resized_size
@@ -160,6 +167,25 @@ def build_row(record: Record, size: tuple[int, int], options: ConvertOptions) ->
     return row, merged, degenerate
 
 
+def check_or_repair(record: Record, options: ConvertOptions) -> RepairOutcome:
+    """GT-in-hints at convert time: with ``gt_policy="check"`` a RecordError unless it already holds, else a repair."""
+    if options.gt_policy != "check":
+        return repair_record(record, options.gt_policy, options.snap_iou, options.seed)
+    if record.candidate_boxes is None:
+        raise RecordError(
+            record.index,
+            "no 'candidate_boxes' (run `rexthinker-data add-candidates`, or convert with --gt-policy snap)",
+        )
+    missing = missing_ground_truth(record)
+    if missing:
+        raise RecordError(
+            record.index,
+            f"answer box {missing[0]} is not exactly one of the {record.category!r} candidate boxes (run "
+            "add-candidates, or convert with --gt-policy snap|insert|drop to repair)",
+        )
+    return RepairOutcome(record)
+
+
 def convert_record(raw: Any, index: int, options: ConvertOptions) -> dict[str, Any]:
     """One raw record -> a row plus status columns (``error`` set and the row empty when the record is bad)."""
     status = {"record_index": index, "error": None, "outcome": None, "snapped": 0, "inserted": 0}
@@ -169,27 +195,11 @@ def convert_record(raw: Any, index: int, options: ConvertOptions) -> dict[str, A
         record = parse_record(raw, index)
         data, size = load_image(record, options.image_root)
         check_inside(record, *size)
-        if options.gt_policy == "check":
-            if record.candidate_boxes is None:
-                raise RecordError(
-                    index,
-                    "no 'candidate_boxes' (run `rexthinker-data add-candidates`, or convert "
-                    "with --gt-policy snap|insert)",
-                )
-            missing = missing_ground_truth(record)
-            if missing:
-                raise RecordError(
-                    index,
-                    f"answer box {missing[0]} is not exactly one of the {record.category!r} "
-                    "candidate boxes (convert with --gt-policy snap|insert|drop to repair)",
-                )
-            outcome_kind, snapped, inserted = "exact", 0, 0
-        else:
-            outcome = repair_record(record, options.gt_policy, options.snap_iou, options.seed)
-            outcome_kind, snapped, inserted = outcome.kind, outcome.snapped, outcome.inserted
-            if outcome.record is None:
-                return empty | status | {"outcome": "dropped"}
-            record = outcome.record
+        outcome = check_or_repair(record, options)
+        status |= {"outcome": outcome.kind, "snapped": outcome.snapped, "inserted": outcome.inserted}
+        if outcome.record is None:
+            return empty | status
+        record = outcome.record
         row, merged, degenerate = build_row(record, size, options)
     except RecordError as err:
         return empty | status | {"error": err.reason}
@@ -198,7 +208,6 @@ def convert_record(raw: Any, index: int, options: ConvertOptions) -> dict[str, A
     else:
         image = {"bytes": None, "path": _relative_path(record.image_name, options)}
     row_id = record.id if record.id is not None else f"{options.id_prefix}-{index:06d}"
-    status |= {"outcome": outcome_kind, "snapped": snapped, "inserted": inserted}
     return row | {"id": row_id, "images": [image]} | status | {"merged": merged, "degenerate": degenerate}
 
 
@@ -256,7 +265,7 @@ def convert_file(
             fn_kwargs={"options": options},
             remove_columns=["raw"],
             features=datasets.Features({**FEATURES, **_STATUS}),
-            num_proc=num_proc if len(source) > 1 else None,
+            num_proc=num_proc if num_proc > 1 and len(source) > 1 else None,  # 1: in this process
             cache_file_name=str(Path(work) / "converted.arrow"),
             desc="convert",
         )

@@ -129,8 +129,8 @@ def grounding_dino(
     max_detections: int = 100,
     device: str = "auto",
 ) -> list[list[dict[str, Any]]]:
-    """Boxes of ``categories[i]`` in ``images[i]`` from a Grounding DINO checkpoint (e.g. IDEA-Research/grounding-dino-
-    tiny, downloaded to ``model_path``), in original-image pixels, best first.
+    """Boxes of ``categories[i]`` in ``images[i]``, in original-image pixels, best first, from the Grounding DINO
+    checkpoint folder ``model_path`` (e.g. ``IDEA-Research/grounding-dino-tiny``, downloaded).
 
     A box is kept when its best token score beats ``box_threshold`` and some word of the category (not a special
     token or the closing ".") beats ``text_threshold``; at most ``max_detections`` per image.
@@ -158,6 +158,9 @@ def grounding_dino(
             target_sizes=[(image.height, image.width) for image in batch],
         )
         for result in processed:
+            if len(result["boxes"]) == 0:  # the post-processor then returns one (empty) label all the same
+                results.append([])
+                continue
             detections = [
                 {"bbox": [float(v) for v in box.tolist()], "score": float(score)}
                 for box, score, label in zip(result["boxes"], result["scores"], result["text_labels"], strict=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -179,5 +179,5 @@ def from_refcoco(
         names = dict.fromkeys(record.image_name for record in records)
         report.missing_images = [name for name in names if not (Path(image_root) / name).is_file()]
     write_records(out, records)
-    write_report(out, report.__dict__)
+    write_report(out, asdict(report))
     return report

@@ -100,16 +100,10 @@ class RepairCounts:
     boxes_inserted: int = 0
 
     def add(self, outcome: RepairOutcome) -> None:
-        self.rows += 1
-        self.dropped += outcome.record is None
-        self.exact += outcome.kind == "exact"
-        self.snapped += outcome.snapped > 0
-        self.inserted += outcome.inserted > 0
-        self.boxes_snapped += outcome.snapped
-        self.boxes_inserted += outcome.inserted
+        self.add_kind(outcome.kind, outcome.snapped, outcome.inserted)
 
     def add_kind(self, kind: str, snapped: int = 0, inserted: int = 0) -> None:
-        """Count an outcome known only by its kind and box counts (as it comes back from a parallel map)."""
+        """Count an outcome known by its kind and box counts (as it comes back from a parallel map)."""
         self.rows += 1
         self.dropped += kind == "dropped"
         self.exact += kind == "exact"
@@ -139,7 +133,7 @@ def repair_record(record: Record, policy: str, snap_iou: float = DEFAULT_SNAP_IO
     matches = match_ground_truth(record.answer_boxes, [candidates[index].bbox for index in same_category])
     answers, to_insert, snapped = [], [], 0
     for box, (match, iou) in zip(record.answer_boxes, matches, strict=True):
-        if match is not None and iou == 1.0 and list(candidates[same_category[match]].bbox) == list(box):
+        if match is not None and list(candidates[same_category[match]].bbox) == list(box):
             answers.append(box)
         elif policy == "drop":
             return RepairOutcome(None)

@@ -1,6 +1,6 @@
 """The Rex-Thinker reward, reproduced exactly, for runs that must be comparable with the paper.
 
-Behaviour (every quirk kept on purpose; see ``rewards/DEPARTURES.md`` for where our default differs):
+Behaviour (every quirk kept on purpose; see the README, "Departures and fix-ups", for where our default differs):
 
 1. Whitespace around every ``<``, ``>`` and ``/`` in the prediction is removed.
 2. ``format`` is 1.0 if the whole prediction matches ``<think>.*?</think>\\s*<answer>.*?</answer>`` (dot
