@@ -1,0 +1,63 @@
+"""Checkpoint files: round trip, tracker, save_limit, and skipping a truncated or half-written checkpoint."""
+
+import pytest
+import torch
+
+from rexthinker_rl.checkpoint import (
+    TRACKER,
+    CheckpointError,
+    find_resumable,
+    list_checkpoints,
+    load_checkpoint,
+    resolve_resume,
+    save_checkpoint,
+)
+
+
+def _save(root, step, limit=-1):
+    weights = {"w": torch.full((3, 2), float(step)), "b": torch.arange(4.0)}
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.ones(2))], lr=0.1)
+    train_state = {"optimizer": optimizer.state_dict(), "scheduler": {"last_epoch": step}}
+    state = {"step": step, "sampler": {"epoch": 0, "batch_in_epoch": step}, "history": [{"step": step}]}
+    return save_checkpoint(root, step, weights, train_state, state, "actor:\n  lr: 0.1\n", limit)
+
+
+def test_round_trip_and_tracker(tmp_path):
+    folder = _save(tmp_path, 3)
+    assert (tmp_path / TRACKER).read_text() == "3"
+    ckpt = load_checkpoint(folder)
+    assert ckpt.step == 3 and torch.equal(ckpt.weights["w"], torch.full((3, 2), 3.0))
+    assert ckpt.trainer_state["sampler"] == {"epoch": 0, "batch_in_epoch": 3}
+    assert ckpt.train_state["scheduler"] == {"last_epoch": 3}
+    assert not list(tmp_path.glob(".tmp_*"))
+
+
+def test_save_limit_keeps_the_newest(tmp_path):
+    for step in (1, 2, 3, 4):
+        _save(tmp_path, step, limit=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["global_step_4", "global_step_3"]
+
+
+def test_truncated_and_half_written_checkpoints_are_skipped(tmp_path):
+    _save(tmp_path, 1)
+    newest = _save(tmp_path, 2)
+    weights = newest / "actor" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])  # truncated
+    (tmp_path / "global_step_3").mkdir()  # a folder without a manifest: a write that never finished
+    with pytest.warns(UserWarning) as record:
+        chosen = find_resumable(tmp_path)
+    messages = [str(w.message) for w in record]
+    assert any("global_step_3: no manifest.json" in m for m in messages)
+    assert any("global_step_2: actor/model.safetensors does not match its checksum" in m for m in messages)
+    assert chosen.name == "global_step_1"
+    with pytest.raises(CheckpointError, match="not usable"):
+        load_checkpoint(newest)
+
+
+def test_resume_modes(tmp_path):
+    assert resolve_resume("none", tmp_path) is None
+    assert resolve_resume("auto", tmp_path / "empty") is None
+    folder = _save(tmp_path, 5)
+    assert resolve_resume("auto", tmp_path) == folder
+    with pytest.raises(CheckpointError, match="no such checkpoint folder"):
+        resolve_resume(str(tmp_path / "missing"), tmp_path)
