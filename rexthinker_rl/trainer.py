@@ -324,13 +324,17 @@ def _length_metrics(results: list[RolloutResult]) -> dict[str, float]:
 
 
 def summarize(history: list[dict[str, float]]) -> dict[str, float]:
-    """First/last validation reward and the training-reward trend, written to summary.json."""
-    val = [h["val/reward"] for h in history if "val/reward" in h and math.isfinite(h["val/reward"])]
+    """Validation reward before training (step 0) and at the end, and the training-reward trend: summary.json."""
+    val = [(h["step"], h["val/reward"]) for h in history if "val/reward" in h and math.isfinite(h["val/reward"])]
     train = [h["reward/overall"] for h in history if "reward/overall" in h]
     quarter = max(1, len(train) // 4)
+    before = next((reward for step, reward in val if step == 0), float("nan"))
+    last = val[-1][1] if val else float("nan")
     return {
-        "steps": len(history),
-        "val_reward_last": val[-1] if val else float("nan"),
+        "steps": sum(1 for h in history if "reward/overall" in h),
+        "val_reward_before": before,
+        "val_reward_last": last,
+        "val_reward_gain": last - before,
         "train_reward_first_quarter": sum(train[:quarter]) / quarter if train else float("nan"),
         "train_reward_last_quarter": sum(train[-quarter:]) / quarter if train else float("nan"),
     }

@@ -99,6 +99,6 @@ def test_metrics_finite_and_logged(finished_run):
             assert math.isfinite(record[key]), key
         assert record["actor/skipped_updates"] == 0.0
     assert "val/reward" in steps[-1]
-    assert summary["steps"] == 3
+    assert summary["steps"] == 3 and math.isfinite(summary["val_reward_last"])
     assert (run_dir / "config.yaml").is_file() and list((run_dir / "tensorboard").iterdir())
     assert len((run_dir / "rollouts.jsonl").read_text().splitlines()) >= 3
