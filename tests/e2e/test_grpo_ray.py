@@ -101,4 +101,5 @@ def test_metrics_finite_and_logged(finished_run):
     assert "val/reward" in steps[-1]
     assert summary["steps"] == 3 and math.isfinite(summary["val_reward_last"])
     assert (run_dir / "config.yaml").is_file() and list((run_dir / "tensorboard").iterdir())
+    assert (run_dir / "checkpoints" / "global_step_3" / "manifest.json").is_file()  # saved at the end
     assert len((run_dir / "rollouts.jsonl").read_text().splitlines()) >= 3
