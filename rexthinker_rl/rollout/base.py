@@ -56,27 +56,11 @@ class RolloutEngine(Protocol):
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Replace the weights (Hugging Face names) and drop every cache computed with the old ones."""
 
-    def weight_checksums(self) -> dict[str, float]:
-        """Sum and sum of squares over all parameters, to check a weight sync (fused layouts keep both)."""
-
     def sleep(self) -> None:
         """Free accelerator memory while the actor trains (no-op where unsupported)."""
 
     def wake(self) -> None:
         """Undo sleep()."""
-
-
-def tensor_checksums(tensors: Iterable[torch.Tensor]) -> dict[str, float]:
-    """Order- and layout-independent fingerprint of a set of weights (float64 sums)."""
-    total, squares, seen = 0.0, 0.0, set()
-    for tensor in tensors:
-        if tensor.data_ptr() in seen:  # tied weights count once
-            continue
-        seen.add(tensor.data_ptr())
-        values = tensor.detach().to(torch.float64)
-        total += values.sum().item()
-        squares += values.square().sum().item()
-    return {"sum": total, "sum_sq": squares}
 
 
 def make_engine(config: Config, model_path: str) -> RolloutEngine:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec, tensor_checksums
+from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
 
 
 class HFEngine:
@@ -60,7 +60,7 @@ class HFEngine:
         results = []
         for row in range(sampling.n):
             ids = out.sequences[row, prompt_len:].tolist()
-            length = _response_length(ids, self.eos_ids, self.processor.tokenizer.pad_token_id)
+            length = _response_length(ids, self.eos_ids)
             ids = ids[:length]
             logprobs = raw[row, torch.arange(length), torch.tensor(ids, dtype=torch.long)].tolist()
             finish = "stop" if length and ids[-1] in self.eos_ids else "length"
@@ -73,9 +73,6 @@ class HFEngine:
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         if unexpected:
             raise KeyError(f"load_weights: unknown parameter names {unexpected[:5]}")
-
-    def weight_checksums(self) -> dict[str, float]:
-        return tensor_checksums(self.model.parameters())
 
     def sleep(self) -> None:
         """Nothing to release: the HF engine holds no KV cache between calls."""
@@ -90,7 +87,7 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return sorted(set(ids) | {tokenizer.eos_token_id} - {None})
 
 
-def _response_length(ids: list[int], eos_ids: list[int], pad_id: int) -> int:
+def _response_length(ids: list[int], eos_ids: list[int]) -> int:
     """Tokens up to and including the first EOS (the rest is padding from batched generation)."""
     for position, token in enumerate(ids):
         if token in eos_ids:

@@ -12,17 +12,13 @@ from collections.abc import Iterable
 
 import torch
 
-from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec, tensor_checksums
+from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
 
 CPU_DEFAULT_KV_CACHE_BYTES = 256 * 2**20
 
 
 def _on_cpu(device: str) -> bool:
     return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-
-
-def _model_checksums(worker) -> dict[str, float]:  # runs inside the vLLM worker (collective_rpc)
-    return tensor_checksums(worker.model_runner.model.parameters())
 
 
 class VLLMEngine:
@@ -101,9 +97,6 @@ class VLLMEngine:
         # KV blocks and vision-encoder outputs cached under the old weights would otherwise be reused.
         self.llm.reset_prefix_cache()
         self.llm.llm_engine.reset_encoder_cache()
-
-    def weight_checksums(self) -> dict[str, float]:
-        return self.llm.collective_rpc(_model_checksums)[0]
 
     def sleep(self) -> None:
         if self.sleep_enabled and not self.asleep:
