@@ -1,0 +1,65 @@
+"""Checkpoint -> standard Hugging Face folder: ``rexthinker-convert CHECKPOINT OUT``.
+
+The output holds model.safetensors, config.json, generation config, tokenizer, processor and chat template, and loads
+with ``from_pretrained`` (and vLLM) like any Qwen2.5-VL checkpoint. No network. The folder is written under a temp
+name and renamed into place. (LoRA merging and gathering of sharded checkpoints come with those backends.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from rexthinker_rl.checkpoint import CheckpointError, verify
+from rexthinker_rl.config import ConfigError, load_config
+from rexthinker_rl.modeling import load_model, load_processor
+
+
+def convert_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write the actor of ``checkpoint`` (a global_step_N folder) as a Hugging Face folder at ``out``."""
+    folder, target = Path(checkpoint), Path(out)
+    problem = verify(folder)
+    if problem is not None:
+        raise CheckpointError(f"{folder}: not a usable checkpoint ({problem})")
+    config = load_config(folder / "config.yaml")
+    model_cfg, data = config.model, config.data
+    # The base folder supplies the architecture, tokenizer and processor; the checkpoint supplies every weight.
+    model = load_model(model_cfg.path, model_cfg.dtype, "sdpa", "cpu", model_cfg.trust_remote_code)
+    weights = load_file(folder / "actor" / "model.safetensors")
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or [name for name in missing if not name.endswith("lm_head.weight")]:
+        raise CheckpointError(
+            f"{folder}: weights do not fit {model_cfg.path} (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    processor = load_processor(
+        model_cfg.tokenizer_path or model_cfg.path, data.min_pixels, data.max_pixels, model_cfg.trust_remote_code
+    )
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    processor.save_pretrained(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Convert a training checkpoint to a Hugging Face folder.")
+    parser.add_argument("checkpoint", help="a checkpoints/global_step_N folder")
+    parser.add_argument("out", help="output folder")
+    args = parser.parse_args(argv)
+    try:
+        path = convert_checkpoint(args.checkpoint, args.out)
+    except (CheckpointError, ConfigError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(f"Hugging Face folder written to {path}")
+
+
+if __name__ == "__main__":
+    main()
