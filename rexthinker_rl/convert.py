@@ -8,7 +8,6 @@ name and renamed into place. (LoRA merging and gathering of sharded checkpoints 
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from safetensors.torch import load_file
 
 from rexthinker_rl.checkpoint import CheckpointError, verify
 from rexthinker_rl.config import ConfigError, load_config
-from rexthinker_rl.modeling import load_model, load_processor
+from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder
 
 
 def convert_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
@@ -38,14 +37,7 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     processor = load_processor(
         model_cfg.tokenizer_path or model_cfg.path, data.min_pixels, data.max_pixels, model_cfg.trust_remote_code
     )
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    processor.save_pretrained(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
-    return target
+    return save_hf_folder(model, processor, target)
 
 
 def main(argv: list[str] | None = None) -> None:

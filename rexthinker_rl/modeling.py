@@ -6,6 +6,7 @@ The tiny offline model and a user's Qwen2.5-VL-7B go through exactly this code.
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import torch
@@ -62,6 +63,20 @@ def load_model(
         trust_remote_code=trust_remote_code,
     )
     return model.to(device).eval()
+
+
+def save_hf_folder(model, processor, out: str | Path) -> Path:
+    """Write model + processor (tokenizer, chat template) as a Hugging Face folder: into a temp folder, then renamed
+    over ``out``, so a crash never leaves a half-written model under the real name."""
+    target = Path(out)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    processor.save_pretrained(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    return target
 
 
 def vision_token_ids(tokenizer) -> list[int]:

@@ -13,7 +13,7 @@ import torch
 
 from rexthinker_rl.batch import build_sequence_batch, encode_prompts
 from rexthinker_rl.config import Config
-from rexthinker_rl.modeling import load_model, load_processor
+from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder
 from rexthinker_rl.policy import response_logprobs
 from rexthinker_rl.utils import seed_everything
 
@@ -63,13 +63,4 @@ def run_sft(config: Config) -> Path:
             optimizer.step()
             losses.append(loss.item())
         print(f"sft epoch {epoch + 1}/{sft.epochs} | loss {sum(losses) / len(losses):.4f}", flush=True)
-    out = Path(sft.output_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    model.save_pretrained(tmp, safe_serialization=True)
-    processor.save_pretrained(tmp)
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
+    return save_hf_folder(model, processor, sft.output_dir)

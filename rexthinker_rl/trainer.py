@@ -281,8 +281,7 @@ class GRPOTrainer:
         import ray
 
         final = self.run_dir / "final"
-        ray.get(self.workers.actor.save_pretrained.remote(str(final)))
-        self.processor.save_pretrained(str(final))
+        ray.get(self.workers.actor.save_pretrained.remote(str(final), self.processor))
         summary = summarize(self.history)
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         return summary

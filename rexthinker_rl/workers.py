@@ -47,8 +47,10 @@ class ActorWorker:
     def load_train_state(self, weights: dict[str, torch.Tensor], train_state: dict[str, Any] | None) -> None:
         self.policy.load(weights, train_state)
 
-    def save_pretrained(self, folder: str) -> None:
-        self.policy.model.save_pretrained(folder, safe_serialization=True)
+    def save_pretrained(self, folder: str, processor) -> None:
+        from rexthinker_rl.modeling import save_hf_folder
+
+        save_hf_folder(self.policy.model, processor, folder)
 
 
 class ReferenceWorker:
