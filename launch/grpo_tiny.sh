@@ -16,10 +16,9 @@ export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled} TOKENIZERS_PARALLELISM=false
     data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" "$@"
 "$BIN/rexthinker-train" --config configs/grpo_tiny.yaml model.path="$RUN/sft" trainer.output_dir="$RUN/grpo" \
     data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" "$@"
-"$BIN/python" -m rexthinker_rl.plots "$RUN/grpo"
 echo
 echo "metrics:     $RUN/grpo/metrics.jsonl (TensorBoard: $RUN/grpo/tensorboard), rollouts: $RUN/grpo/rollouts.jsonl"
 echo "model:       $RUN/grpo/final (Hugging Face folder), SFT warm start: $RUN/sft"
-echo "plot:        $RUN/grpo/reward.png"
+echo "plot:        $RUN/grpo/curves.png (reward, KL, response length; redrawn at every checkpoint)"
 echo "summary:     $RUN/grpo/summary.json"
 cat "$RUN/grpo/summary.json"

@@ -4,8 +4,9 @@ Layout of ``<output_dir>/checkpoints``::
 
     global_step_N/
         actor/model.safetensors     weights (Hugging Face names)
-        actor/train_state.pt        optimizer + scheduler (loaded with weights_only=True)
+        actor/train_state.pt        optimizer, scheduler, the actor's RNG states (loaded with weights_only=True)
         trainer_state.json          step, data-sampler position, metric history
+        rng_state.pt                the controller's RNG states (weights_only=True)
         config.yaml                 the resolved config
         manifest.json               sha256 and size of every file above (written last inside the folder)
     latest_checkpointed_iteration.txt   the newest complete step (updated after the folder is in place)
@@ -46,6 +47,7 @@ class Checkpoint:
     train_state: dict[str, Any] | None
     trainer_state: dict[str, Any]
     path: Path
+    rng_state: dict[str, Any] | None = None
 
 
 def _sha256(path: Path) -> str:
@@ -64,6 +66,7 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     config_yaml: str,
     save_limit: int = -1,
+    rng_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``global_step_<step>`` atomically, update the tracker, then prune to ``save_limit``."""
     root.mkdir(parents=True, exist_ok=True)
@@ -79,6 +82,8 @@ def save_checkpoint(
         if train_state is not None:
             torch.save(train_state, tmp / "actor" / "train_state.pt")
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state))
+        if rng_state is not None:
+            torch.save(rng_state, tmp / "rng_state.pt")
         (tmp / "config.yaml").write_text(config_yaml)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = {str(p.relative_to(tmp)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files}
@@ -155,7 +160,9 @@ def load_checkpoint(folder: Path) -> Checkpoint:
     train_state = torch.load(train_state_path, weights_only=True) if train_state_path.is_file() else None
     trainer_state = json.loads((folder / "trainer_state.json").read_text())
     weights = load_file(folder / "actor" / "model.safetensors")
-    return Checkpoint(trainer_state["step"], weights, train_state, trainer_state, folder)
+    rng_path = folder / "rng_state.pt"
+    rng = torch.load(rng_path, weights_only=True) if rng_path.is_file() else None
+    return Checkpoint(trainer_state["step"], weights, train_state, trainer_state, folder, rng)
 
 
 def resolve_resume(resume: str, root: Path) -> Path | None:

@@ -2,7 +2,7 @@
 
 The output holds model.safetensors, config.json, generation config, tokenizer, processor and chat template, and loads
 with ``from_pretrained`` (and vLLM) like any Qwen2.5-VL checkpoint. No network. The folder is written under a temp
-name and renamed into place. (LoRA merging and gathering of sharded checkpoints come with those backends.)
+name and renamed into place. A LoRA checkpoint (base + adapters) is merged: the output is a plain model.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from rexthinker_rl.checkpoint import CheckpointError, verify
 from rexthinker_rl.config import ConfigError, load_config
+from rexthinker_rl.lora import is_lora_state, merge_into
 from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder
 
 
@@ -29,6 +30,12 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     # The base folder supplies the architecture, tokenizer and processor; the checkpoint supplies every weight.
     model = load_model(model_cfg.path, model_cfg.dtype, "sdpa", "cpu", model_cfg.trust_remote_code)
     weights = load_file(folder / "actor" / "model.safetensors")
+    if is_lora_state(weights):
+        try:
+            model = merge_into(model, weights, model_cfg.lora)
+        except ValueError as error:
+            raise CheckpointError(f"{folder}: {error}") from error
+        weights = model.state_dict()
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if unexpected or [name for name in missing if not name.endswith("lm_head.weight")]:
         raise CheckpointError(

@@ -1,17 +1,33 @@
-"""Training curves from a run's metrics.jsonl: ``python -m rexthinker_rl.plots RUN_DIR`` writes RUN_DIR/reward.png."""
+"""Training curves from a run's metrics.jsonl: reward, KL and response length, side by side.
+
+The trainer redraws ``RUN_DIR/curves.png`` at every checkpoint and at the end; ``python -m rexthinker_rl.plots RUN_DIR``
+redraws it by hand (e.g. while a run is going).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
+
+from rexthinker_rl.utils import atomic_write_bytes
+
+CURVES = "curves.png"
 
 
 def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def plot_rewards(run_dir: str | Path) -> Path:
+def _series(records: list[dict], key: str) -> list[tuple[int, float]]:
+    return [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+
+
+def plot_curves(run_dir: str | Path) -> Path:
+    """Draw reward (sampled train and greedy validation), KL to the reference and response length; returns the PNG."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,24 +35,43 @@ def plot_rewards(run_dir: str | Path) -> Path:
 
     run = Path(run_dir)
     records = read_metrics(run / "metrics.jsonl")
-    train = [(r["step"], r["reward/overall"]) for r in records if "reward/overall" in r]
-    val = [(r["step"], r["val/reward"]) for r in records if isinstance(r.get("val/reward"), float)]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if train:
-        ax.plot(*zip(*train, strict=True), label="train reward (sampled, mean of group)", alpha=0.8)
-    if val:
-        ax.plot(*zip(*val, strict=True), "o-", label="validation reward (greedy)")
-    ax.set_xlabel("GRPO step")
-    ax.set_ylabel("reward")
-    ax.set_title(run.name)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    out = run / "reward.png"
+    fig, (reward_ax, kl_ax, length_ax) = plt.subplots(1, 3, figsize=(15, 4))
+    panels = [
+        (
+            reward_ax,
+            "reward",
+            [("reward/overall", "train (sampled, mean of group)", "-"), ("val/reward", "validation (greedy)", "o-")],
+        ),
+        (
+            kl_ax,
+            "KL",
+            [("actor/kl_loss", "KL to reference (loss)", "-"), ("actor/approx_kl", "KL to old policy", "-")],
+        ),
+        (length_ax, "response tokens", [("response_length/mean", "mean", "-"), ("response_length/max", "max", "-")]),
+    ]
+    for ax, ylabel, lines in panels:
+        drawn = False
+        for key, label, style in lines:
+            points = _series(records, key)
+            if points:
+                ax.plot(*zip(*points, strict=True), style, label=label, alpha=0.85)
+                drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "not logged in this run", ha="center", va="center", transform=ax.transAxes)
+        else:
+            ax.legend(fontsize=8)
+        ax.set_xlabel("GRPO step")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    fig.suptitle(run.name)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+    out = run / CURVES
+    atomic_write_bytes(out, buffer.getvalue())  # a viewer never sees half a PNG
     return out
 
 
 if __name__ == "__main__":
-    print(f"plot written to {plot_rewards(sys.argv[1])}")
+    print(f"plot written to {plot_curves(sys.argv[1])}")

@@ -15,6 +15,7 @@ from rexthinker_rl import algorithms
 from rexthinker_rl.batch import SequenceBatch
 from rexthinker_rl.config import Config
 from rexthinker_rl.modeling import load_model
+from rexthinker_rl.utils import rng_state, set_rng_state
 
 
 class NonFiniteUpdateError(RuntimeError):
@@ -69,6 +70,7 @@ class Policy:
             config.model.trust_remote_code,
         )
         self.trainable = trainable
+        self.lora = False
         self.optimizer = self.scheduler = None
         self.nonfinite_streak = 0
         if not trainable:
@@ -76,6 +78,11 @@ class Policy:
             return
         if config.model.freeze_vision_tower and _vision_tower(self.model) is not None:
             _vision_tower(self.model).requires_grad_(False)
+        self.lora = config.model.lora.rank > 0
+        if self.lora:
+            from rexthinker_rl.lora import apply_lora
+
+            self.model = apply_lora(self.model, config.model.lora)  # freezes all but the adapters
         if config.model.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         actor = config.actor
@@ -98,6 +105,14 @@ class Policy:
             response_logprobs(self.model, chunk.to_device(self.device), temperature)[0] for chunk in batch.chunks(size)
         ]
         return _pad_cat(parts, batch.response_length).cpu()
+
+    @torch.no_grad()
+    def compute_ref_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
+        """The reference policy's log-probs under LoRA: this model with its adapters switched off."""
+        if not self.lora:
+            raise RuntimeError("compute_ref_logprobs needs LoRA; without it the reference is a separate worker")
+        with self.model.disable_adapter():
+            return self.compute_logprobs(batch)
 
     def update(self, batch: SequenceBatch) -> dict[str, float]:
         """One GRPO update pass over ``batch`` (needs old_logprobs, advantages; ref_logprobs for the KL loss)."""
@@ -180,17 +195,42 @@ class Policy:
         return self.optimizer.param_groups[0]["lr"]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Hugging Face-named weights on CPU (what the rollout engine loads)."""
+        """Hugging Face-named weights on CPU (what the rollout engine loads); LoRA adapters merged in."""
+        if self.lora:
+            from rexthinker_rl.lora import merged_state_dict
+
+            return merged_state_dict(self.model)
         return {name: tensor.detach().cpu() for name, tensor in self.model.state_dict().items()}
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint stores: the weights as trained (base + separate adapters under LoRA)."""
+        return {name: tensor.detach().cpu() for name, tensor in self.model.state_dict().items()}
+
+    def hf_model(self):
+        """A plain Hugging Face model of the current policy (a merged copy under LoRA), for save_pretrained."""
+        if not self.lora:
+            return self.model
+        import copy
+
+        return copy.deepcopy(self.model).merge_and_unload()
 
     def load(self, weights: dict[str, torch.Tensor], train_state: dict[str, Any] | None = None) -> None:
         self.model.load_state_dict(weights)
         if train_state and self.optimizer is not None:
             self.optimizer.load_state_dict(train_state["optimizer"])
             self.scheduler.load_state_dict(train_state["scheduler"])
+            self.nonfinite_streak = int(train_state.get("nonfinite_streak", 0))
+            if "rng" in train_state:
+                set_rng_state(train_state["rng"])
 
     def train_state(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        """Optimizer, scheduler, the non-finite streak and this process's RNG states: all an exact resume needs."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "nonfinite_streak": self.nonfinite_streak,
+            "rng": rng_state(),
+        }
 
 
 def _pad_cat(parts: list[torch.Tensor], length: int) -> torch.Tensor:

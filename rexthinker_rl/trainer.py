@@ -10,6 +10,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from rexthinker_rl.config import Config, save_config
 from rexthinker_rl.logging import MetricsLogger
 from rexthinker_rl.rewarding import RewardRunner, reward_inputs
 from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
-from rexthinker_rl.utils import PhaseTimer, atomic_write_text, seed_everything
+from rexthinker_rl.utils import PhaseTimer, atomic_write_text, rng_state, seed_everything, set_rng_state
 
 
 class GRPOTrainer:
@@ -78,7 +79,9 @@ class GRPOTrainer:
                 if self._due(step, self.config.checkpoint.save_freq):
                     with self.timer("checkpoint"):
                         self.save(step)
+                    self._plot()
             summary = self._finish()
+            self._plot()
         finally:
             logger.close()
         return summary
@@ -100,11 +103,12 @@ class GRPOTrainer:
             # On-policy (one update per step): the old policy IS the current one, so the update uses its own
             # detached log-probs as old_logprobs (ratio exactly 1) and a whole forward pass is saved.
             old_ref = None if self._on_policy() else workers.actor.compute_logprobs.remote(batch)
-            ref_ref = workers.reference.compute_logprobs.remote(batch) if workers.reference else None
+            ref_ref = self._reference_logprobs(batch)
             batch.old_logprobs = ray.get(old_ref) if old_ref is not None else None
             batch.ref_logprobs = ray.get(ref_ref) if ref_ref is not None else None
         with timer("reward_wait"):
             scores, reward_metrics, raw_scores = self.rewards.collect(scores_ref)
+            reward_metrics.update(_by_kind(prompts, results, raw_scores, "reward"))
             self._log_rollouts(step, prompts, results, raw_scores)
         with timer("advantages"):
             batch, adv_metrics = self._advantages(batch, scores, results)
@@ -115,7 +119,11 @@ class GRPOTrainer:
                 ray.get(workers.rollout.load_weights.remote(workers.actor.get_weights.remote()))
         timings = timer.pop()
         timings["timing/step"] = time.perf_counter() - step_start
-        return {**reward_metrics, **adv_metrics, **update_metrics, **_length_metrics(results), **timings}
+        lengths = _length_metrics(results)
+        tokens = lengths["throughput/generated_tokens"]
+        lengths["throughput/tokens_per_s"] = tokens / timings["timing/step"]
+        lengths["throughput/generate_tokens_per_s"] = tokens / max(timings["timing/generate"], 1e-9)
+        return {**reward_metrics, **adv_metrics, **update_metrics, **lengths, **timings}
 
     def _advantages(self, batch, scores: torch.Tensor, results: list[RolloutResult]):
         algo = self.config.algorithm
@@ -137,7 +145,8 @@ class GRPOTrainer:
             prompts = [self.val_set[i] for i in range(len(self.val_set))]
             results = self._generate(prompts, self._val_sampling())
             inputs = reward_inputs(prompts, results)
-            _, metrics, _ = self.rewards.collect(self.rewards.score_async(inputs))
+            _, metrics, raw_scores = self.rewards.collect(self.rewards.score_async(inputs))
+            metrics.update(_by_kind(prompts, results, raw_scores, "reward"))
         # reward/overall -> val/reward, reward/<component> -> val/<component>
         return {"val/" + key.removeprefix("reward/").replace("overall", "reward"): v for key, v in metrics.items()}
 
@@ -149,7 +158,7 @@ class GRPOTrainer:
         from rexthinker_rl.config import to_yaml
 
         actor = self.workers.actor
-        weights = ray.get(actor.get_weights.remote())
+        weights = ray.get(actor.get_checkpoint_weights.remote())
         train_state = ray.get(actor.get_train_state.remote()) if self.config.checkpoint.save_optimizer else None
         state = {"step": step, "sampler": self.sampler.state_dict(), "history": self.history}
         return save_checkpoint(
@@ -160,6 +169,7 @@ class GRPOTrainer:
             state,
             to_yaml(self.config),
             self.config.checkpoint.save_limit,
+            rng_state(),
         )
 
     def _resume(self) -> int:
@@ -174,9 +184,11 @@ class GRPOTrainer:
             return 0
         ckpt = load_checkpoint(folder)
         ray.get(self.workers.actor.load_train_state.remote(ckpt.weights, ckpt.train_state))
-        ray.get(self.workers.rollout.load_weights.remote(ckpt.weights))
+        ray.get(self.workers.rollout.load_weights.remote(self.workers.actor.get_weights.remote()))
         self.sampler.load_state_dict(ckpt.trainer_state["sampler"])
         self.history = ckpt.trainer_state["history"]
+        if ckpt.rng_state is not None:
+            set_rng_state(ckpt.rng_state)
         # Steps logged after this checkpoint (before a crash) will be run again: drop them so nothing is doubled.
         _truncate_metrics(self.run_dir / "metrics.jsonl", keep_through=ckpt.step)
         print(f"resumed from {folder} (step {ckpt.step})", flush=True)
@@ -214,6 +226,16 @@ class GRPOTrainer:
             [r.response_ids for r in results],
             self.processor.tokenizer.pad_token_id,
         )
+
+    def _reference_logprobs(self, batch):
+        """A Ray future of the reference log-probs: the reference worker, or the actor with adapters off under LoRA."""
+        from rexthinker_rl.workers import uses_reference
+
+        if self.workers.reference is not None:
+            return self.workers.reference.compute_logprobs.remote(batch)
+        if uses_reference(self.config):
+            return self.workers.actor.compute_ref_logprobs.remote(batch)
+        return None
 
     def _on_policy(self) -> bool:
         derived, algo = self.config.derived, self.config.algorithm
@@ -286,6 +308,15 @@ class GRPOTrainer:
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         return summary
 
+    def _plot(self) -> None:
+        """Redraw curves.png; a plotting problem is reported, never allowed to stop training."""
+        from rexthinker_rl.plots import plot_curves
+
+        try:
+            plot_curves(self.run_dir)
+        except Exception as error:  # noqa: BLE001 - matplotlib failures must not cost a training run
+            warnings.warn(f"could not draw {self.run_dir / 'curves.png'}: {error!r}", stacklevel=2)
+
     def shutdown(self) -> None:
         import ray
 
@@ -309,6 +340,28 @@ def _informative_rows(scores: torch.Tensor, uids: list[int]) -> list[int]:
     for row, uid in enumerate(uids):
         groups.setdefault(uid, []).append(row)
     return [row for rows in groups.values() if scores[rows].max() > scores[rows].min() for row in rows]
+
+
+def _by_kind(prompts, results: list[RolloutResult], scores, prefix: str) -> dict[str, float]:
+    """Reward (and the ``accuracy`` component when there is one) split by sample kind: ``present`` (the answer has
+    boxes) and ``rejection`` (nothing matches), as ``<prefix>/<name>@<kind>``. Rejection rows are easy to score on by
+    refusing everything, so the split shows whether the policy learns to ground or to refuse."""
+    from rewards.parsing import parse_ground_truth
+
+    kinds = {}
+    for result in results:
+        prompt = prompts[result.prompt_index]
+        if result.prompt_index not in kinds:
+            kinds[result.prompt_index] = (
+                "rejection" if parse_ground_truth(prompt.ground_truth).kind == "rejection" else "present"
+            )
+    sums: dict[str, list[float]] = {}
+    for result, score in zip(results, scores, strict=True):
+        kind = kinds[result.prompt_index]
+        for name in ("overall", "accuracy"):
+            if name in score:
+                sums.setdefault(f"{prefix}/{name}@{kind}", []).append(float(score[name]))
+    return {key: sum(values) / len(values) for key, values in sums.items()}
 
 
 def _length_metrics(results: list[RolloutResult]) -> dict[str, float]:

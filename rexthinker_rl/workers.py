@@ -38,8 +38,16 @@ class ActorWorker:
     def update(self, batch: SequenceBatch) -> dict[str, float]:
         return self.policy.update(batch)
 
+    def compute_ref_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
+        """Reference log-probs under LoRA (adapters disabled), so no reference worker holds a second copy."""
+        return self.policy.compute_ref_logprobs(batch)
+
     def get_weights(self) -> dict[str, torch.Tensor]:
+        """Merged, Hugging Face-named weights: what the rollout engine loads."""
         return self.policy.state_dict()
+
+    def get_checkpoint_weights(self) -> dict[str, torch.Tensor]:
+        return self.policy.checkpoint_state()
 
     def get_train_state(self) -> dict[str, Any]:
         return self.policy.train_state()
@@ -50,7 +58,7 @@ class ActorWorker:
     def save_pretrained(self, folder: str, processor) -> None:
         from rexthinker_rl.modeling import save_hf_folder
 
-        save_hf_folder(self.policy.model, processor, folder)
+        save_hf_folder(self.policy.hf_model(), processor, folder)
 
 
 class ReferenceWorker:
@@ -88,6 +96,10 @@ class RolloutWorker:
         self.engine.wake()
 
 
+def uses_reference(config: Config) -> bool:
+    return config.algorithm.kl_mode != "none" and config.algorithm.kl_coef > 0
+
+
 @dataclass
 class Workers:
     actor: Any
@@ -122,7 +134,8 @@ def spawn_workers(config: Config, model_path: str, total_updates: int, run_dir: 
     share = {"num_gpus": 1 / 3, "num_cpus": 1} if on_gpu else {"num_cpus": 0.5}
     options = {**share, "runtime_env": {"env_vars": worker_env(run_dir)}}
     actor = ray.remote(ActorWorker).options(name="actor", **options).remote(config, model_path, total_updates)
-    needs_reference = config.algorithm.kl_mode != "none" and config.algorithm.kl_coef > 0
+    # Under LoRA the actor computes reference log-probs itself (adapters disabled): no second copy of the weights.
+    needs_reference = uses_reference(config) and config.model.lora.rank == 0
     reference = (
         ray.remote(ReferenceWorker).options(name="reference", **options).remote(config, model_path)
         if needs_reference

