@@ -1,0 +1,70 @@
+"""``rexthinker-eval``: ``run`` a model over a benchmark set, or ``score`` a prediction file without the model.
+
+    rexthinker-eval run --model PATH --data annotations.jsonl --image-root images/ --out runs/eval [overrides ...]
+    rexthinker-eval score --annotations annotations.jsonl --predictions predictions.jsonl --out report.json
+
+Bad input prints one ``error:`` line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rexthinker_rl.config import ConfigError, DataConfig, load_config
+from rexthinker_rl.data import DataError
+
+USER_ERRORS = (ConfigError, DataError, FileNotFoundError, ValueError)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rexthinker-eval", description="HumanRef-style evaluation.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="greedy answers for a set, then the report")
+    run.add_argument("--model", required=True, help="Hugging Face folder of the model")
+    run.add_argument("--data", required=True, help="HumanRef annotations.jsonl, or our parquet / JSONL set")
+    run.add_argument("--image-root", default=None, help="folder of the HumanRef images (image_name is relative to it)")
+    run.add_argument("--out", required=True, help="output folder (predictions, responses, report)")
+    run.add_argument("--config", default=None, help="YAML config (data pixel bounds, rollout engine, prompts)")
+    run.add_argument("--engine", choices=("vllm", "hf"), default=None, help="rollout engine (default: the config's)")
+    run.add_argument("--max-samples", type=int, default=-1, help="evaluate the first N samples only")
+    run.add_argument("--batch-size", type=int, default=16, help="prompts per engine call")
+    run.add_argument("overrides", nargs="*", help="config overrides, e.g. data.max_pixels=1003520")
+    score = commands.add_parser("score", help="re-score a predictions file (no model)")
+    score.add_argument("--annotations", required=True, help="HumanRef annotations.jsonl, or our parquet / JSONL set")
+    score.add_argument("--predictions", required=True, help="JSONL of {id, extracted_predictions}")
+    score.add_argument("--out", required=True, help="report JSON path (the Markdown table goes beside it)")
+    score.add_argument("--min-pixels", type=int, default=DataConfig.min_pixels, help="pixel bounds of a parquet set")
+    score.add_argument("--max-pixels", type=int, default=DataConfig.max_pixels, help="pixel bounds of a parquet set")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from rexthinker_rl.eval.metrics import markdown_table
+    from rexthinker_rl.eval.run import run_eval, score_files, write_report
+
+    try:
+        if args.command == "score":
+            report = score_files(args.annotations, args.predictions, args.min_pixels, args.max_pixels)
+            write_report(args.out, report)
+            out = args.out
+        else:
+            if args.batch_size < 1:
+                raise ValueError(f"--batch-size {args.batch_size} must be >= 1")
+            overrides = list(args.overrides) + ([f"rollout.engine={args.engine}"] if args.engine else [])
+            config = load_config(args.config, overrides)
+            report = run_eval(
+                config, args.model, args.data, args.out, args.image_root, args.max_samples, args.batch_size
+            )
+            out = f"{args.out}/report.json"
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(markdown_table(report))
+    print(f"report: {out}")
+    return 0
+
+
+def console_main() -> None:
+    sys.exit(main())
