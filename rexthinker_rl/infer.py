@@ -1,0 +1,164 @@
+"""``rexthinker-infer``: one image, one referring expression, box hints -> reasoning, boxes and a picture.
+
+    rexthinker-infer --model PATH --image street.jpg --ref "the man in a red shirt" --hints hints.json
+    rexthinker-infer --model PATH --image street.jpg --ref "..." --category person \\
+        --detector data_tools.detectors:grounding_dino --detector-arg model_path=checkpoints/grounding-dino-tiny
+
+Hints are in the image's own pixels: a JSON object ``{"person": [[x0, y0, x1, y1], ...]}`` or a bare list of boxes (named
+by ``--category``), or the boxes a detector finds (the ``data_tools.detectors`` protocol, ``module:function`` or
+``file.py:function``). Output boxes are in the image's own pixels too; the model works in the resized frame and
+:class:`Predictor` maps both ways. Bad input prints one ``error:`` line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from rexthinker_rl.config import Config, ConfigError, load_config
+from rexthinker_rl.data import DataError, decode_image, is_box
+from rexthinker_rl.rollout.base import RolloutEngine, RolloutPrompt, SamplingSpec
+
+USER_ERRORS = (ConfigError, DataError, FileNotFoundError, ValueError)
+Hints = dict[str, list[list[float]]]
+
+
+@dataclass
+class Inference:
+    """A model's answer for one image; boxes in the image's own pixels (``boxes_resized``: as the model wrote them)."""
+
+    response: str
+    reasoning: str
+    kind: str  # boxes | rejection | invalid
+    boxes: list[list[float]]
+    boxes_resized: list[list[float]]
+    hints: Hints
+
+
+class Predictor:
+    """A loaded model (processor + rollout engine) that answers referring requests greedily."""
+
+    def __init__(self, config: Config, model_path: str, engine: RolloutEngine | None = None) -> None:
+        from rexthinker_rl.eval.run import build_engine
+        from rexthinker_rl.modeling import load_processor
+
+        self.config = config
+        data, model = config.data, config.model
+        self.processor = load_processor(
+            model.tokenizer_path or model_path, data.min_pixels, data.max_pixels, model.trust_remote_code
+        )
+        self.engine = engine or build_engine(config, model_path)
+
+    def predict(self, image: Image.Image, referring: str, hints: Hints) -> Inference:
+        from rewards.parsing import parse_completion
+        from rexthinker_rl.eval.prompts import make_prompt
+        from rexthinker_rl.eval.run import parse_response
+
+        if not referring.strip():
+            raise ValueError("the referring expression is empty")
+        prompt = make_prompt(self.processor, self.config.data, image, referring.strip(), hints)
+        sampling = SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=self.config.data.max_response_length)
+        text = self.engine.generate([RolloutPrompt(prompt.prompt_text, prompt.image)], sampling)[0].text
+        answer = parse_response(text, image.size, prompt.metadata["resized_size"])
+        think = parse_completion(text).think
+        reasoning = think.strip() if think is not None else text
+        return Inference(text, reasoning, answer.kind, answer.boxes_original, answer.boxes_resized, hints)
+
+
+def parse_hints_value(value, category: str, where: str) -> Hints:
+    """``{category: boxes}`` from a JSON object of that shape or a bare list of boxes (named ``category``)."""
+    if isinstance(value, list):
+        value = {category: value}
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"{where}: hints must be {{category: [[x0, y0, x1, y1], ...]}} or a list of boxes")
+    hints: Hints = {}
+    for name, boxes in value.items():
+        if not isinstance(boxes, list) or not all(is_box(box) for box in boxes):
+            raise ValueError(f"{where}: hints[{name!r}] must be a list of [x0, y0, x1, y1] boxes, got {boxes!r:.80}")
+        for box in boxes:
+            if not (box[2] > box[0] and box[3] > box[1]):
+                raise ValueError(f"{where}: hint box {box} has x1 <= x0 or y1 <= y0 (boxes are x0, y0, x1, y1)")
+        hints[str(name)] = [[float(v) for v in box] for box in boxes]
+    return hints
+
+
+def read_hints(path: str | Path, category: str) -> Hints:
+    """Hints from a JSON file (see :func:`parse_hints_value`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--hints {path} does not exist")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path.name}: not valid JSON ({err})") from None
+    return parse_hints_value(value, category, path.name)
+
+
+def detect_hints(spec: str, detector_args: list[str], image: Image.Image, category: str) -> Hints:
+    """Hints from a detector function (``data_tools.detectors`` protocol) for ``category`` in ``image``."""
+    from data_tools.detectors import check_detections, load_detector, parse_detector_args
+
+    detect = load_detector(spec)
+    output = detect([image], [category], **parse_detector_args(detector_args))
+    detections = check_detections(output, [image.size], spec)[0]
+    return {category: [detection["bbox"] for detection in detections]}
+
+
+def render(image: Image.Image, referring: str, inference: Inference) -> Image.Image:
+    """The picture the CLI saves: hints numbered, predicted boxes, the reasoning beside the image."""
+    from rexthinker_rl.visualize import render as draw
+
+    hints = [box for boxes in inference.hints.values() for box in boxes]
+    text = f"{inference.reasoning}\n\nanswer ({inference.kind}): {json.dumps(inference.boxes)}"
+    return draw(image, hints=hints, pred=inference.boxes, text=text, title=referring)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rexthinker-infer", description="Grounded referring on one image.")
+    parser.add_argument("--model", required=True, help="Hugging Face folder of the model")
+    parser.add_argument("--image", required=True, help="image file")
+    parser.add_argument("--ref", required=True, help='referring expression, e.g. "the man in a red shirt"')
+    hints = parser.add_mutually_exclusive_group(required=True)
+    hints.add_argument("--hints", help="JSON file: {category: [[x0, y0, x1, y1], ...]} or a list of boxes")
+    hints.add_argument("--detector", help="module:function or file.py:function proposing the hint boxes")
+    parser.add_argument("--detector-arg", action="append", default=[], help="key=value for the detector (repeat)")
+    parser.add_argument("--category", default="object", help="what the hints are (detector prompt, list hints)")
+    parser.add_argument("--out", default="rexthinker_infer.png", help="where to save the visualisation")
+    parser.add_argument("--config", default=None, help="YAML config (pixel bounds, engine, prompts)")
+    parser.add_argument("--engine", choices=("vllm", "hf"), default="hf", help="rollout engine (default hf)")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.max_response_length=2048")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config, [*args.overrides, f"rollout.engine={args.engine}"])
+        if not Path(args.image).is_file():
+            raise FileNotFoundError(f"--image {args.image} does not exist")
+        image = decode_image(Path(args.image), args.image)
+        if args.hints:
+            hints = read_hints(args.hints, args.category)
+        else:
+            hints = detect_hints(args.detector, args.detector_arg, image, args.category)
+        inference = Predictor(config, args.model).predict(image, args.ref, hints)
+        from rexthinker_rl.visualize import save_image
+
+        save_image(render(image, args.ref, inference), args.out)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"reasoning:\n{inference.reasoning}\n")
+    print(f"answer: {inference.kind}")
+    print(f"boxes (image pixels): {json.dumps(inference.boxes)}")
+    print(f"visualisation: {args.out}")
+    return 0
+
+
+def console_main() -> None:
+    sys.exit(main())
