@@ -2,7 +2,8 @@
 
 ``synth`` (synthetic shapes set), ``validate`` (check a training set), and the preparation path for real data:
 ``from-refcoco`` (RefCOCO-family files -> interchange JSON), ``add-candidates`` (detector box hints + GT-in-hints
-repair) and ``convert`` (interchange JSON -> training parquet).
+repair), ``convert`` (interchange JSON -> training parquet) and ``humanref-cot`` (HumanRef-CoT TSV files -> training
+parquet and pictures).
 
 Bad input (a missing file, a malformed dataset, an impossible argument) prints one ``error:`` line and exits 2;
 ``validate`` exits 1 when any row is bad, and ``add-candidates`` / ``convert`` exit 1 when bad records stopped them
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import pickle
 import sys
+from pathlib import Path
 
 from rexthinker_rl.config import DataConfig
 from rexthinker_rl.data import DataError
@@ -127,6 +129,26 @@ def _convert(args: argparse.Namespace) -> int:
     return 1 if report.errors and args.on_error == "fail" else 0
 
 
+def _humanref_cot(args: argparse.Namespace) -> int:
+    from data_tools.humanref_cot import HumanRefCoT, convert, visualise
+
+    if not args.out and not args.vis_dir:
+        raise ValueError("humanref-cot: give --out (convert to parquet) and/or --vis-dir (draw samples)")
+    with HumanRefCoT(args.images_tsv, args.annotations_tsv, args.lineidx) as reader:
+        if args.vis_dir:
+            pictures = visualise(reader, args.vis_dir, args.num_vis, args.seed)
+            print(f"humanref-cot: drew {len(pictures)} samples into {args.vis_dir}")
+        if not args.out:
+            return 0
+        report = convert(
+            reader, args.out, args.min_pixels, args.max_pixels, args.category, args.on_error, args.max_samples
+        )
+    name = Path(args.annotations_tsv).name
+    _print_errors([f"{name} sample {index}: {reason}" for index, reason in report.errors], args.out)
+    print(report.summary())
+    return 1 if report.errors and args.on_error == "fail" else 0
+
+
 def _add_prep_commands(commands, defaults: DataConfig) -> None:
     from data_tools.convert import CONVERT_POLICIES, ON_ERROR
     from data_tools.repair import DEFAULT_SNAP_IOU, GT_POLICIES
@@ -183,6 +205,21 @@ def _add_prep_commands(commands, defaults: DataConfig) -> None:
     convert.add_argument("--no-embed-images", action="store_true", help="store image paths, not bytes")
     add_repair_args(convert, CONVERT_POLICIES, "check")
     convert.set_defaults(run=_convert)
+
+    cot = commands.add_parser("humanref-cot", help="HumanRef-CoT TSV files -> training parquet and/or pictures")
+    cot.add_argument("--images-tsv", required=True, help="humanref_cot.images.tsv (id, base64 image)")
+    cot.add_argument("--annotations-tsv", required=True, help="humanref_cot.annotations.tsv (image offset, JSON)")
+    cot.add_argument("--lineidx", default=None, help="annotations line index (default: scan the annotations)")
+    cot.add_argument("--out", default=None, help="training parquet to write")
+    cot.add_argument("--vis-dir", default=None, help="folder for pictures of --num-vis random samples")
+    cot.add_argument("--num-vis", type=int, default=20, help="samples to draw")
+    cot.add_argument("--seed", type=int, default=0, help="seed of the samples drawn")
+    cot.add_argument("--category", default="person", help="category name of the hint boxes")
+    cot.add_argument("--min-pixels", type=int, default=defaults.min_pixels)
+    cot.add_argument("--max-pixels", type=int, default=defaults.max_pixels)
+    cot.add_argument("--max-samples", type=int, default=-1, help="convert the first N samples only")
+    cot.add_argument("--on-error", choices=("fail", "skip"), default="fail", help="bad samples: fail (write nothing)")
+    cot.set_defaults(run=_humanref_cot)
 
 
 def build_parser() -> argparse.ArgumentParser:

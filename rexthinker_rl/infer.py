@@ -4,8 +4,8 @@
     rexthinker-infer --model PATH --image street.jpg --ref "..." --category person \\
         --detector data_tools.detectors:grounding_dino --detector-arg model_path=checkpoints/grounding-dino-tiny
 
-Hints are in the image's own pixels: a JSON object ``{"person": [[x0, y0, x1, y1], ...]}`` or a bare list of boxes (named
-by ``--category``), or the boxes a detector finds (the ``data_tools.detectors`` protocol, ``module:function`` or
+Hints are in the image's own pixels: a JSON object ``{"person": [[x0, y0, x1, y1], ...]}`` or a bare list of boxes
+(named by ``--category``), or the boxes a detector finds (the ``data_tools.detectors`` protocol, ``module:function`` or
 ``file.py:function``). Output boxes are in the image's own pixels too; the model works in the resized frame and
 :class:`Predictor` maps both ways. Bad input prints one ``error:`` line and exits 2.
 """

@@ -68,7 +68,7 @@ def render(
     text: str = "",
     title: str = "",
 ) -> Image.Image:
-    """The image with hints (magenta, numbered from 1), ground truth (green) and prediction (red), text on the right."""
+    """The image with hints (magenta, numbered from 1), ground truth (green), prediction (red), text on the right."""
     scale = max(1.0, MIN_SIDE / max(1, min(image.size)))
     shown = image.convert("RGB")
     if scale > 1.0:

@@ -9,9 +9,9 @@ Written from the benchmark's definitions (boxes ``[x0, y0, x1, y1]`` in original
   image to catch one target is penalised even where its recall is perfect.
 - Each metric is computed per sample at IoU 0.5, 0.55, ..., 0.95; ``*_50`` is the value at 0.5 and ``*_mean`` the mean
   over the ten thresholds, both averaged over the samples of a group (domain, sub-domain, box count, overall).
-- **Rejection samples** (domain ``rejection``, or no ground-truth box) leave the box metrics out; a rejection is correct
-  when nothing is predicted. ``rejection_score`` is the share of correct rejections; HumanRef reports their count,
-  which is ``rejection_count``.
+- **Rejection samples** (domain ``rejection``, or no ground-truth box) leave the box metrics out; a rejection is
+  correct when nothing is predicted. ``rejection_score`` is the share of correct rejections; HumanRef reports their
+  count, which is ``rejection_count``.
 - **accuracy_50** (RefCOCO/+/g style): over samples with exactly one ground-truth box, the share whose first predicted
   box has IoU >= 0.5 with it.
 """

@@ -1,7 +1,8 @@
 """Prompts for images that are not rows of a training set (HumanRef annotations, the inference CLI, the demo).
 
-The text is the one ``rexthinker-data convert`` writes and the chat prompt the one :class:`rexthinker_rl.data.RLDataset`
-builds (a test holds the two equal), so a model sees at evaluation exactly what it was trained on.
+The text is the one ``rexthinker-data convert`` writes and the chat prompt the one
+:class:`rexthinker_rl.data.RLDataset` builds (a test holds the two equal), so a model sees at evaluation exactly what
+it was trained on.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""HumanRef metrics (rexthinker_rl.eval.metrics) on hand-made cases, and against a plain-Python reading of the rules."""
+"""HumanRef metrics (rexthinker_rl.eval.metrics) on hand-made cases, and against a plain-Python reading of the rule."""
 
 import numpy as np
 import pytest
