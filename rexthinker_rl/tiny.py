@@ -211,9 +211,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hidden", type=int, default=TinySpec.hidden_size)
     parser.add_argument("--layers", type=int, default=TinySpec.num_layers)
+    parser.add_argument("--heads", type=int, default=TinySpec.num_heads, help="attention heads (head_dim >= 64)")
+    parser.add_argument("--kv-heads", type=int, default=TinySpec.num_kv_heads)
+    parser.add_argument("--intermediate", type=int, default=TinySpec.intermediate_size, help="MLP width")
     parser.add_argument("--max-pixels", type=int, default=TinySpec.max_pixels)
     args = parser.parse_args(argv)
-    spec = TinySpec(hidden_size=args.hidden, num_layers=args.layers, max_pixels=args.max_pixels)
+    spec = TinySpec(
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        num_kv_heads=args.kv_heads,
+        intermediate_size=args.intermediate,
+        max_pixels=args.max_pixels,
+    )
     path = build_tiny_model(args.out_dir, seed=args.seed, spec=spec)
     print(f"tiny Qwen2.5-VL written to {path}")
 

@@ -8,6 +8,7 @@ from rexthinker_rl.checkpoint import CheckpointError, save_checkpoint
 from rexthinker_rl.config import load_config, to_yaml
 from rexthinker_rl.convert import convert_checkpoint, main
 from rexthinker_rl.modeling import load_model, load_processor
+from rexthinker_rl.rollout import SamplingSpec
 from tests.conftest import TINY_OVERRIDES, TINY_PIXELS
 
 
@@ -57,3 +58,24 @@ def test_corrupt_checkpoint_is_refused_with_one_line(checkpoint, tmp_path, capsy
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("error: ")
     assert not (tmp_path / "hf").exists()
+
+
+@pytest.mark.vllm
+def test_vllm_loads_the_converted_folder(checkpoint, tmp_path):
+    """The converted folder is a checkpoint vLLM serves: its greedy output equals transformers' on the same folder."""
+    pytest.importorskip("vllm")
+    from rexthinker_rl.rollout.hf_engine import HFEngine
+    from rexthinker_rl.rollout.vllm_engine import VLLMEngine
+    from tests.tiny.test_parity import _assert_same, _prompts
+
+    folder, _ = checkpoint
+    out = convert_checkpoint(folder, tmp_path / "hf")
+    config = load_config(None, TINY_OVERRIDES)
+    greedy = SamplingSpec(n=1, temperature=0.0, max_tokens=16)
+    prompts = _prompts(out)
+    expected = HFEngine(config, str(out)).generate(prompts, greedy)
+    engine = VLLMEngine(config, str(out))
+    try:
+        _assert_same(expected, engine.generate(prompts, greedy))
+    finally:
+        del engine
