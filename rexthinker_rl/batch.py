@@ -71,6 +71,41 @@ class SequenceBatch:
     def chunks(self, size: int) -> list[SequenceBatch]:
         return [self.select(range(start, min(start + size, len(self)))) for start in range(0, len(self), size)]
 
+    def trimmed(self) -> SequenceBatch:
+        """The same rows without the columns that are padding in every row (left of the prompts, right of the
+        responses). Positions are unchanged: Qwen2.5-VL derives (m)RoPE positions from the attention mask."""
+        prompt_real = self.attention_mask[:, : self.prompt_length].bool().any(0)
+        first = int(prompt_real.nonzero()[0]) if prompt_real.any() else self.prompt_length
+        response_real = self.response_mask.bool().any(0)
+        keep = int(response_real.nonzero()[-1]) + 1 if response_real.any() else 1
+        if first == 0 and keep == self.response_length:
+            return self
+        columns = slice(first, self.prompt_length + keep)
+
+        def cut(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor[:, :keep]
+
+        return replace(
+            self,
+            input_ids=self.input_ids[:, columns],
+            attention_mask=self.attention_mask[:, columns],
+            mm_token_type_ids=self.mm_token_type_ids[:, columns],
+            response_mask=self.response_mask[:, :keep],
+            prompt_length=self.prompt_length - first,
+            old_logprobs=cut(self.old_logprobs),
+            ref_logprobs=cut(self.ref_logprobs),
+        )
+
+    def length_sorted_chunks(self, size: int) -> list[tuple[list[int], SequenceBatch]]:
+        """Micro-batches of up to ``size`` rows of similar length, each trimmed of its shared padding, with the row
+        indices they hold. Sorting by length before chunking is what keeps padded compute close to the real tokens
+        (a GRPO batch mixes 20-token rejections with 160-token answers); the token-mean loss, scaled by global
+        counts, does not depend on how rows are grouped."""
+        lengths = self.attention_mask.sum(1).tolist()
+        order = sorted(range(len(self)), key=lambda row: -lengths[row])  # stable: ties keep their order
+        groups = [order[start : start + size] for start in range(0, len(order), size)]
+        return [(rows, self.select(rows).trimmed()) for rows in groups]
+
     def model_inputs(self) -> dict[str, torch.Tensor]:
         return {
             "input_ids": self.input_ids,

@@ -101,10 +101,11 @@ class Policy:
         self.model.eval()
         size = self.config.actor.micro_batch_size_per_device_for_experience
         temperature = self.config.rollout.temperature or 1.0
-        parts = [
-            response_logprobs(self.model, chunk.to_device(self.device), temperature)[0] for chunk in batch.chunks(size)
-        ]
-        return _pad_cat(parts, batch.response_length).cpu()
+        out = torch.zeros(len(batch), batch.response_length)
+        for rows, chunk in batch.length_sorted_chunks(size):
+            logprobs = response_logprobs(self.model, chunk.to_device(self.device), temperature)[0].cpu()
+            out[rows, : logprobs.shape[1]] = logprobs
+        return out
 
     @torch.no_grad()
     def compute_ref_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
@@ -132,7 +133,7 @@ class Policy:
         stats: dict[str, float] = defaultdict(float)
         use_kl_loss = algo.kl_mode == "loss" and algo.kl_coef > 0 and mini_batch.ref_logprobs is not None
         self.optimizer.zero_grad(set_to_none=True)
-        for micro in mini_batch.chunks(actor.micro_batch_size_per_device_for_update):
+        for _, micro in mini_batch.length_sorted_chunks(actor.micro_batch_size_per_device_for_update):
             micro = micro.to_device(self.device)
             share = len(micro) / len(mini_batch)
             logprobs, entropy = response_logprobs(self.model, micro, temperature, with_entropy=True)
@@ -231,7 +232,3 @@ class Policy:
             "nonfinite_streak": self.nonfinite_streak,
             "rng": rng_state(),
         }
-
-
-def _pad_cat(parts: list[torch.Tensor], length: int) -> torch.Tensor:
-    return torch.cat([torch.nn.functional.pad(p, (0, length - p.shape[1])) for p in parts])

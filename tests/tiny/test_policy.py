@@ -108,3 +108,21 @@ def test_non_finite_gradients_are_skipped_then_abort(tiny_model_dir):
     assert all(torch.equal(before[n], p) for n, p in policy.model.named_parameters())
     with pytest.raises(NonFiniteUpdateError, match="2 consecutive updates"):
         policy.update(batch)
+
+
+def test_length_sorted_trimmed_micro_batches_match_one_padded_pass(tiny_model_dir):
+    """compute_logprobs sorts rows by length and trims shared padding per micro-batch; a single forward over the
+    whole, fully padded batch gives the same log-probs (positions come from the attention mask)."""
+    from rexthinker_rl.policy import response_logprobs
+
+    config = load_config(None, BASE + ["actor.micro_batch_size_per_device_for_experience=2"])
+    policy = Policy(config, str(tiny_model_dir), trainable=False)
+    batch = _batch(tiny_model_dir)
+    chunks = batch.length_sorted_chunks(2)
+    assert [len(rows) for rows, _ in chunks] == [2, 2, 2]
+    assert sorted(row for rows, _ in chunks for row in rows) == list(range(len(batch)))
+    assert any(chunk.input_ids.shape[1] < batch.input_ids.shape[1] for _, chunk in chunks)  # padding was cut
+    with torch.no_grad():
+        padded, _ = response_logprobs(policy.model, batch)
+    mask = batch.response_mask.bool()
+    torch.testing.assert_close(policy.compute_logprobs(batch)[mask], padded[mask], atol=1e-5, rtol=1e-5)
