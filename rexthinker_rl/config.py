@@ -131,6 +131,11 @@ class RolloutConfig:
     """Share the KV cache of the prompt between the n samples of a group."""
     enable_sleep_mode: bool = True
     """Free vLLM's GPU memory during training (a no-op on CPU)."""
+    placement: str = "colocate"
+    """GPU only. colocate: one process per GPU hosts its actor shard, the reference and a vLLM engine that sleeps while
+    the actor trains | separate: the rollout gets its own rollout.num_gpus GPUs (no sleep/wake, weights sent over)."""
+    num_gpus: int = 0
+    """GPUs given to the rollout engines when placement=separate (a multiple of tensor_parallel_size)."""
     suppress_vision_tokens: bool = True
     """Never sample image/video/vision special tokens."""
     seed: int = 1
@@ -140,7 +145,13 @@ class RolloutConfig:
 @dataclass
 class ActorConfig:
     strategy: str = "fsdp2"
-    """Training backend: torch (one device) | fsdp2 | deepspeed."""
+    """Training backend: torch (one process, one device) | fsdp2 (torch fully_shard per decoder layer) | deepspeed
+    (ZeRO-2/3). The sharded ones run trainer.nnodes x trainer.n_gpus_per_node data-parallel ranks."""
+    zero_stage: int = 3
+    """DeepSpeed ZeRO stage: 2 (shard optimizer state and gradients) | 3 (also parameters)."""
+    mixed_precision: bool = True
+    """fsdp2/deepspeed: keep float32 master weights and optimizer state, compute in model.dtype (no effect when
+    model.dtype=float32); false keeps the weights themselves in model.dtype."""
     global_batch_size: int = 64
     """Prompts per optimizer step (each with its rollout.n responses); rollout_batch_size must be a multiple."""
     micro_batch_size_per_device_for_update: int = 4
@@ -174,11 +185,16 @@ class ActorConfig:
     entropy_coef: float = 0.0
     """Entropy bonus coefficient (0: entropy only logged)."""
     padding_free: bool = False
-    """Pack sequences without padding in the actor/reference forward."""
+    """Pack sequences without padding in the actor/reference forward (block-diagonal attention; cu_seqlens under
+    flash_attention_2)."""
+    max_tokens_per_micro_batch: int = 0
+    """Dynamic micro-batches: as many rows as fit this many tokens (real tokens when padding_free, else rows x longest
+    row); 0 uses the fixed micro_batch_size_per_device_* row counts."""
     offload_params: bool = False
-    """Keep parameters on CPU between phases (GPU)."""
+    """GPU: keep parameters (and gradients) on CPU; fsdp2 copies each layer in for its forward/backward and steps the
+    optimizer on CPU (CPUOffloadPolicy); deepspeed: ZeRO-3 offload_param."""
     offload_optimizer: bool = False
-    """Keep optimizer state on CPU between phases (GPU)."""
+    """GPU: keep optimizer state on CPU; fsdp2 moves it to the GPU only for the step; deepspeed: offload_optimizer."""
     max_consecutive_nonfinite: int = 3
     """Abort after this many consecutive updates with a NaN/inf loss or gradient (each is skipped)."""
 
@@ -245,9 +261,9 @@ class TrainerConfig:
     device: str = "auto"
     """auto | cuda | cpu."""
     nnodes: int = 1
-    """Ray nodes."""
+    """Ray nodes the actor spans (actor.strategy fsdp2 | deepspeed)."""
     n_gpus_per_node: int = 8
-    """GPUs per node (ignored on CPU)."""
+    """GPUs per node, one data-parallel actor rank each; on CPU, actor processes per node."""
     val_freq: int = 5
     """Validate every N steps (-1: never); also after the last step."""
     val_before_train: bool = True
@@ -327,12 +343,27 @@ class Config:
             raise ConfigError(f"data.min_pixels={self.data.min_pixels} exceeds data.max_pixels={self.data.max_pixels}")
         if not self.reward.function and not self.reward.components:
             raise ConfigError("reward: set reward.function or reward.components")
+        if self.model.lora.rank > 0 and self.actor.strategy == "deepspeed":
+            raise ConfigError(
+                f"model.lora.rank={self.model.lora.rank} with actor.strategy=deepspeed is not supported: "
+                "use actor.strategy=fsdp2 (or torch) for LoRA, or model.lora.rank=0"
+            )
+        tp = self.rollout.tensor_parallel_size
+        if self.rollout.placement == "separate" and (self.rollout.num_gpus <= 0 or self.rollout.num_gpus % tp):
+            raise ConfigError(
+                f"rollout.num_gpus={self.rollout.num_gpus} must be a positive multiple of "
+                f"rollout.tensor_parallel_size={self.rollout.tensor_parallel_size} with rollout.placement=separate"
+            )
         sequences = self.data.rollout_batch_size * self.rollout.n
         self.derived = {
             "sequences_per_step": sequences,
             "updates_per_step": self.data.rollout_batch_size // self.actor.global_batch_size * self.actor.ppo_epochs,
             "sequences_per_update": self.actor.global_batch_size * self.rollout.n,
             "max_total_length": self.data.max_prompt_length + self.data.max_response_length,
+            # Data-parallel actor ranks: one process for torch, nnodes x n_gpus_per_node for the sharded backends.
+            "actor_world_size": 1
+            if self.actor.strategy == "torch"
+            else self.trainer.nnodes * self.trainer.n_gpus_per_node,
         }
         return self
 
@@ -366,6 +397,12 @@ _RULES: list[tuple[str, Any, str]] = [
     ("rollout.tensor_parallel_size", _positive, "a positive integer"),
     ("actor.strategy", _one_of("torch", "fsdp2", "deepspeed"), "torch | fsdp2 | deepspeed"),
     ("actor.global_batch_size", _positive, "a positive number of prompts"),
+    ("actor.zero_stage", _one_of(2, 3), "2 | 3"),
+    ("actor.max_tokens_per_micro_batch", lambda v: v >= 0, "0 (off) or a positive token budget"),
+    ("rollout.placement", _one_of("colocate", "separate"), "colocate | separate"),
+    ("rollout.num_gpus", lambda v: v >= 0, "a GPU count >= 0"),
+    ("trainer.nnodes", _positive, "a positive number of nodes"),
+    ("trainer.n_gpus_per_node", _positive, "a positive number of GPUs (CPU: processes) per node"),
     ("actor.micro_batch_size_per_device_for_update", _positive, "a positive integer"),
     ("actor.micro_batch_size_per_device_for_experience", _positive, "a positive integer"),
     ("actor.lr", lambda v: 0 < v < 1, "0 < lr < 1"),

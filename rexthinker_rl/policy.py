@@ -1,6 +1,9 @@
 """The trainable policy: log-probabilities of response tokens and the GRPO update, on one device.
 
-This is the math the actor worker runs; it knows nothing about Ray. ``actor.strategy=torch`` uses it as is.
+This is the math the actor worker runs; it knows nothing about Ray. ``actor.strategy=torch`` uses it as is; the sharded
+backends (``rexthinker_rl.sharded``: FSDP2, DeepSpeed) subclass it and override the few hooks that differ between one
+process and a data-parallel group: sharding the model, summing counts over ranks, backward, the optimizer step and
+gathering full weights.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any
 import torch
 
 from rexthinker_rl import algorithms
-from rexthinker_rl.batch import SequenceBatch
+from rexthinker_rl.batch import SequenceBatch, token_budget_groups
 from rexthinker_rl.config import Config
 from rexthinker_rl.modeling import load_model
 from rexthinker_rl.utils import rng_state, set_rng_state
@@ -58,15 +61,19 @@ def lr_lambda(warmup_steps: int, total_steps: int, schedule: str):
 class Policy:
     """A Qwen2.5-VL policy with its optimizer (trainable) or frozen (reference)."""
 
+    rank = 0
+    world_size = 1
+
     def __init__(self, config: Config, model_path: str, trainable: bool, total_updates: int = 1) -> None:
         self.config = config
-        self.device = "cuda" if config.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
+        self.model_path = model_path
+        self.device = self._device()
         torch.manual_seed(config.trainer.seed)
         self.model = load_model(
             model_path,
-            config.model.dtype,
+            self._load_dtype(),
             config.model.attn_implementation,
-            self.device,
+            self._load_device(),
             config.model.trust_remote_code,
         )
         self.trainable = trainable
@@ -75,6 +82,7 @@ class Policy:
         self.nonfinite_streak = 0
         if not trainable:
             self.model.requires_grad_(False)
+            self._shard()
             return
         if config.model.freeze_vision_tower and _vision_tower(self.model) is not None:
             _vision_tower(self.model).requires_grad_(False)
@@ -85,26 +93,77 @@ class Policy:
             self.model = apply_lora(self.model, config.model.lora)  # freezes all but the adapters
         if config.model.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        actor = config.actor
+        self._shard()
+        self._build_optimizer(total_updates)
+
+    # ------------------------------------------------------------------ hooks the sharded backends override
+    def _device(self) -> str:
+        return "cuda" if self.config.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
+
+    def _load_dtype(self) -> str:
+        return self.config.model.dtype
+
+    def _load_device(self) -> str:
+        return self.device
+
+    def _shard(self) -> None:
+        """Wrap the loaded model for the backend (nothing on one device)."""
+
+    def _build_optimizer(self, total_updates: int) -> None:
+        actor = self.config.actor
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             params, lr=actor.lr, betas=tuple(actor.betas), weight_decay=actor.weight_decay
         )
-        warmup = int(actor.lr_warmup_ratio * total_updates)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lr_lambda(warmup, total_updates, actor.lr_scheduler)
-        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_lambda(total_updates))
+
+    def _lr_lambda(self, total_updates: int):
+        actor = self.config.actor
+        return lr_lambda(int(actor.lr_warmup_ratio * total_updates), total_updates, actor.lr_scheduler)
+
+    def _sum_over_ranks(self, values: list[float]) -> list[float]:
+        """Element-wise sum of ``values`` over data-parallel ranks (one process: unchanged)."""
+        return values
+
+    def _max_over_ranks(self, value: int) -> int:
+        return value
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    # ------------------------------------------------------------------ micro-batches and forward
+    def _micro_batches(self, batch: SequenceBatch, size: int) -> list[tuple[list[int], SequenceBatch]]:
+        """Micro-batches of ``batch`` (by rows, or by ``actor.max_tokens_per_micro_batch``), as many on every rank."""
+        actor = self.config.actor
+        budget, packed = actor.max_tokens_per_micro_batch, actor.padding_free
+        if batch.is_placeholder:
+            needed = 1
+        elif budget > 0:
+            needed = len(token_budget_groups(batch.real_lengths(), budget, packed))
+        else:
+            needed = math.ceil(len(batch) / size)
+        return batch.micro_batches(size, budget, self._max_over_ranks(needed), packed)
+
+    def _response_logprobs(
+        self, micro: SequenceBatch, with_entropy: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        temperature = self.config.rollout.temperature or 1.0
+        if self.config.actor.padding_free:
+            from rexthinker_rl.packing import packed_response_logprobs
+
+            return packed_response_logprobs(self.model, micro, temperature, with_entropy)
+        return response_logprobs(self.model, micro, temperature, with_entropy)
 
     @torch.no_grad()
     def compute_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
         """(batch, R) log-probabilities in micro-batches of micro_batch_size_per_device_for_experience, no grad."""
         self.model.eval()
         size = self.config.actor.micro_batch_size_per_device_for_experience
-        temperature = self.config.rollout.temperature or 1.0
         out = torch.zeros(len(batch), batch.response_length)
-        for rows, chunk in batch.length_sorted_chunks(size):
-            logprobs = response_logprobs(self.model, chunk.to_device(self.device), temperature)[0].cpu()
-            out[rows, : logprobs.shape[1]] = logprobs
+        for rows, chunk in self._micro_batches(batch, size):
+            logprobs = self._response_logprobs(chunk.to_device(self.device))[0].cpu()
+            if rows:
+                out[rows, : logprobs.shape[1]] = logprobs
         return out
 
     @torch.no_grad()
@@ -117,26 +176,33 @@ class Policy:
 
     def update(self, batch: SequenceBatch) -> dict[str, float]:
         """One GRPO update pass over ``batch`` (needs old_logprobs, advantages; ref_logprobs for the KL loss)."""
+        per_update = self.config.actor.global_batch_size * self.config.rollout.n
+        return self.update_mini_batches(batch.chunks(per_update))
+
+    def update_mini_batches(self, mini_batches: list[SequenceBatch]) -> dict[str, float]:
+        """One optimizer step per mini-batch (``actor.ppo_epochs`` passes). Data-parallel ranks each get their share
+        of every mini-batch (a placeholder where they have none), so all ranks step together."""
         actor, algo = self.config.actor, self.config.algorithm
         self.model.train()
-        per_update = actor.global_batch_size * self.config.rollout.n
         metrics: dict[str, list[float]] = defaultdict(list)
         for _ in range(actor.ppo_epochs):
-            for mini_batch in batch.chunks(per_update):
+            for mini_batch in mini_batches:
                 for key, value in self._update_mini_batch(mini_batch, actor, algo).items():
                     metrics[key].append(value)
         return {key: sum(values) / len(values) for key, values in metrics.items()}
 
     def _update_mini_batch(self, mini_batch: SequenceBatch, actor, algo) -> dict[str, float]:
-        global_tokens, global_seqs = algorithms.count_tokens_and_seqs(mini_batch.response_mask)
-        temperature = self.config.rollout.temperature or 1.0
+        # Normalisers of the whole mini-batch, over every rank: the token-mean of one process, however it is split.
+        tokens, seqs = algorithms.count_tokens_and_seqs(mini_batch.response_mask)
+        rows = 0 if mini_batch.is_placeholder else len(mini_batch)
+        global_tokens, global_seqs, global_rows = self._sum_over_ranks([tokens, seqs, rows])
         stats: dict[str, float] = defaultdict(float)
         use_kl_loss = algo.kl_mode == "loss" and algo.kl_coef > 0 and mini_batch.ref_logprobs is not None
         self.optimizer.zero_grad(set_to_none=True)
-        for _, micro in mini_batch.length_sorted_chunks(actor.micro_batch_size_per_device_for_update):
+        for _, micro in self._micro_batches(mini_batch, actor.micro_batch_size_per_device_for_update):
             micro = micro.to_device(self.device)
-            share = len(micro) / len(mini_batch)
-            logprobs, entropy = response_logprobs(self.model, micro, temperature, with_entropy=True)
+            share = 0.0 if micro.is_placeholder else len(micro) / global_rows
+            logprobs, entropy = self._response_logprobs(micro, with_entropy=True)
             mask = micro.response_mask
             aggregate = {
                 "mode": actor.loss_agg_mode,
@@ -166,17 +232,28 @@ class Policy:
                 kl_loss = algorithms.aggregate_loss(kl, mask, **aggregate)
                 loss = loss + algo.kl_coef * kl_loss
                 stats["actor/kl_loss"] += kl_loss.item()
-            loss.backward()
+            self._backward(loss)
             stats["actor/pg_loss"] += pg_loss.item()
             stats["actor/entropy"] += entropy_loss.item()
             for key, value in pg_metrics.items():
                 stats[f"actor/{key}"] += value * share
+        # Each rank holds its part of every sum (losses over global counts, metrics weighted by global rows).
+        names = sorted(stats)
+        stats = dict(zip(names, self._sum_over_ranks([stats[name] for name in names]), strict=True))
         stats.update(self._step())
-        return dict(stats)
+        return stats
+
+    def _clip_grad_norm(self) -> torch.Tensor:
+        """Clip the gradients in place; their total norm before clipping (a plain scalar tensor)."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.nn.utils.clip_grad_norm_(params, self.config.actor.max_grad_norm)
+
+    def _optimizer_step(self) -> None:
+        self.optimizer.step()
+        self.scheduler.step()
 
     def _step(self) -> dict[str, float]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.actor.max_grad_norm)
+        grad_norm = self._clip_grad_norm()
         if not torch.isfinite(grad_norm):
             # A NaN/inf gradient would poison the weights and the optimizer moments: skip this step, count it.
             self.optimizer.zero_grad(set_to_none=True)
@@ -188,8 +265,7 @@ class Policy:
                 )
             return {"actor/grad_norm": float("nan"), "actor/skipped_updates": 1.0, "actor/lr": self._lr()}
         self.nonfinite_streak = 0
-        self.optimizer.step()
-        self.scheduler.step()
+        self._optimizer_step()
         return {"actor/grad_norm": grad_norm.item(), "actor/skipped_updates": 0.0, "actor/lr": self._lr()}
 
     def _lr(self) -> float:
