@@ -44,8 +44,10 @@ def run_ranks(fn, world_size: int, args: tuple, tmp_path: Path) -> None:
 
 
 def train_two_steps(rank: int, world_size: int, model_dir: str, overrides: list[str], out: str) -> None:
-    """Each rank: its share of the old log-probs, then two updates on its share of each mini-batch; rank 0 saves the
-    gathered full weights, the metrics and the log-probs (rows in batch order)."""
+    """Each rank: its share of the old log-probs, then two updates on its share of each mini-batch, with a checkpoint
+    round trip between the steps (full weights and every rank's train state through ``torch.save`` and a
+    ``weights_only`` load, as checkpoint.py does) into a fresh policy. Rank 0 saves the gathered full weights, the
+    merged weights, the metrics and the log-probs (rows in batch order)."""
     from rexthinker_rl.config import load_config
     from rexthinker_rl.distributed import split_mini_batches, split_rows
     from rexthinker_rl.sharded import make_policy
@@ -55,6 +57,8 @@ def train_two_steps(rank: int, world_size: int, model_dir: str, overrides: list[
     policy = make_policy(config, model_dir, trainable=True, total_updates=4, rank=rank, world_size=world_size)
     results = {"metrics": [], "logprobs": []}
     for step in range(2):
+        if step == 1:
+            policy = _checkpoint_round_trip(policy, config, model_dir, rank, world_size)
         batch = step_batch(model_dir, step)
         groups, parts = split_rows(batch, world_size)
         mine = policy.compute_logprobs(parts[rank])
@@ -72,3 +76,23 @@ def train_two_steps(rank: int, world_size: int, model_dir: str, overrides: list[
     merged = policy.state_dict()
     if rank == 0:
         torch.save({**results, "weights": weights, "merged": merged}, out)
+
+
+def _checkpoint_round_trip(policy, config, model_dir: str, rank: int, world_size: int):
+    """What a resume does: rank 0's full weights and the combined train state, saved and loaded back (weights_only),
+    into a freshly built policy."""
+    import io
+
+    from rexthinker_rl.sharded import combine_train_states, make_policy
+
+    weights, state = policy.checkpoint_state(), policy.train_state()
+    states, all_weights = [None] * world_size, [None] * world_size
+    torch.distributed.all_gather_object(states, state)
+    torch.distributed.all_gather_object(all_weights, weights)
+    buffer = io.BytesIO()
+    torch.save({"weights": all_weights[0], "train_state": combine_train_states(states, config.actor.strategy)}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    fresh = make_policy(config, model_dir, trainable=True, total_updates=4, rank=rank, world_size=world_size)
+    fresh.load(saved["weights"], saved["train_state"])
+    return fresh
