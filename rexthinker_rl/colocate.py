@@ -156,6 +156,17 @@ class HybridWorker(ShardWorker):
             full = get_model_state_dict(self.policy.model, options=StateDictOptions(full_state_dict=True))
             yield from ((n, t.to(dtype)) for n, t in merge_lora_weights(full, self.config.model.lora).items())
             return
+        if self.config.actor.strategy == "deepspeed":
+            from deepspeed import zero
+
+            module, params, buffers = self.policy._named_full_parameters()
+            for name in module.state_dict():
+                if name in params:
+                    with zero.GatheredParameters([params[name]], modifier_rank=None):
+                        yield name, params[name].detach().to(dtype, copy=True)  # the gathered storage is freed
+                else:
+                    yield name, buffers[name].to(dtype)
+            return
         for name, tensor in self.policy.model.state_dict().items():
             full = tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
             yield name, full.to(dtype)

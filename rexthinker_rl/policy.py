@@ -184,12 +184,19 @@ class Policy:
         of every mini-batch (a placeholder where they have none), so all ranks step together."""
         actor, algo = self.config.actor, self.config.algorithm
         self.model.train()
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         metrics: dict[str, list[float]] = defaultdict(list)
         for _ in range(actor.ppo_epochs):
             for mini_batch in mini_batches:
                 for key, value in self._update_mini_batch(mini_batch, actor, algo).items():
                     metrics[key].append(value)
-        return {key: sum(values) / len(values) for key, values in metrics.items()}
+        averaged = {key: sum(values) / len(values) for key, values in metrics.items()}
+        if self.device == "cuda":  # this rank's peak during the update, and the whole device's use after it
+            free, total = torch.cuda.mem_get_info()
+            averaged["perf/max_memory_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
+            averaged["perf/device_memory_used_gb"] = (total - free) / 2**30
+        return averaged
 
     def _update_mini_batch(self, mini_batch: SequenceBatch, actor, algo) -> dict[str, float]:
         # Normalisers of the whole mini-batch, over every rank: the token-mean of one process, however it is split.
