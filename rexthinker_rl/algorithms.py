@@ -59,12 +59,16 @@ def logprobs_from_logits(logits: Tensor, token_ids: Tensor) -> Tensor:
     return logprobs.gather(-1, token_ids.long().unsqueeze(-1)).squeeze(-1)  # (batch, seq)
 
 
-def entropy_from_logits(logits: Tensor) -> Tensor:
+def entropy_from_logits(logits: Tensor, grad: bool = True) -> Tensor:
     """Entropy of the categorical distribution at each position, in float32.
 
     logits: (batch, seq, vocab) -> (batch, seq). Uses H = logsumexp(z) - sum(softmax(z) * z), which stays
-    finite for large or peaked logits (no log of a zero probability).
+    finite for large or peaked logits (no log of a zero probability). ``grad=False`` computes it as a metric only:
+    no autograd graph over the (batch, seq, vocab) softmax, so no backward pass through it (entropy_coef == 0).
     """
+    if not grad:
+        with torch.no_grad():
+            return entropy_from_logits(logits.detach())
     logits = logits.float()
     probs = torch.softmax(logits, dim=-1)  # (batch, seq, vocab)
     return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)  # (batch, seq)

@@ -55,7 +55,7 @@ def pack(model, batch: SequenceBatch) -> PackedInputs:
 
 
 def packed_response_logprobs(
-    model, batch: SequenceBatch, temperature: float = 1.0, with_entropy: bool = False
+    model, batch: SequenceBatch, temperature: float = 1.0, with_entropy: bool = False, entropy_grad: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Like ``policy.response_logprobs``: (batch, R) log-probs of the response tokens (0 where the response mask is
     0) and optionally their entropy, from one padding-free forward."""
@@ -76,5 +76,7 @@ def packed_response_logprobs(
     logprobs = logprobs.masked_scatter(mask, algorithms.logprobs_from_logits(logits, packed.targets))  # (batch, R)
     if not with_entropy:
         return logprobs, None
-    entropy = torch.zeros_like(logprobs).masked_scatter(mask, algorithms.entropy_from_logits(logits))  # (batch, R)
+    entropy = torch.zeros_like(logprobs).masked_scatter(
+        mask, algorithms.entropy_from_logits(logits, grad=entropy_grad)
+    )
     return logprobs, entropy

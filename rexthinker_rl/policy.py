@@ -31,9 +31,10 @@ def _vision_tower(model):
 
 
 def response_logprobs(
-    model, batch: SequenceBatch, temperature: float = 1.0, with_entropy: bool = False
+    model, batch: SequenceBatch, temperature: float = 1.0, with_entropy: bool = False, entropy_grad: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probabilities (batch, R) of the response tokens under ``model``, and optionally their entropy (batch, R)."""
+    """Log-probabilities (batch, R) of the response tokens under ``model``, and optionally their entropy (batch, R),
+    differentiable unless ``entropy_grad`` is False (then a metric only)."""
     response_length = batch.response_length
     # Logits for the last R + 1 positions only: the response tokens are predicted from positions [P-1, P+R-1).
     output = model(**batch.model_inputs(), logits_to_keep=response_length + 1, use_cache=False)
@@ -42,7 +43,7 @@ def response_logprobs(
         logits = logits / temperature
     targets = batch.input_ids[:, batch.prompt_length :]  # (batch, R)
     logprobs = algorithms.logprobs_from_logits(logits, targets)  # (batch, R)
-    entropy = algorithms.entropy_from_logits(logits) if with_entropy else None
+    entropy = algorithms.entropy_from_logits(logits, grad=entropy_grad) if with_entropy else None
     return logprobs, entropy
 
 
@@ -148,11 +149,13 @@ class Policy:
         self, micro: SequenceBatch, with_entropy: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         temperature = self.config.rollout.temperature or 1.0
+        # Without an entropy bonus the entropy is only logged: no backward pass through the vocabulary softmax.
+        entropy_grad = self.config.actor.entropy_coef != 0
         if self.config.actor.padding_free:
             from rexthinker_rl.packing import packed_response_logprobs
 
-            return packed_response_logprobs(self.model, micro, temperature, with_entropy)
-        return response_logprobs(self.model, micro, temperature, with_entropy)
+            return packed_response_logprobs(self.model, micro, temperature, with_entropy, entropy_grad)
+        return response_logprobs(self.model, micro, temperature, with_entropy, entropy_grad)
 
     @torch.no_grad()
     def compute_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
