@@ -62,6 +62,7 @@ def main() -> None:
                 f"data.min_pixels={PIXELS}",
                 f"data.max_pixels={PIXELS}",
                 f"data.max_response_length={args.max_tokens}",
+                "data.max_prompt_length=512",
                 "rollout.kv_cache_memory_bytes=268435456",
                 "rollout.max_num_seqs=128",
                 "rollout.max_num_batched_tokens=65536",
