@@ -33,6 +33,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("RAY_worker_niceness", "0")  # same priority as the standalone engine in this process
     import ray
     from vllm import SamplingParams
 
