@@ -12,7 +12,8 @@ Layout of ``<output_dir>/checkpoints``::
     latest_checkpointed_iteration.txt   the newest complete step (updated after the folder is in place)
 
 A checkpoint is written into a hidden temp folder and renamed into place, so a crash leaves either the previous state or
-the new one, never half a checkpoint under a real name; loading re-checks the manifest and skips a corrupt folder.
+the new one, never half a checkpoint under a real name (a pruned one is renamed away before it is deleted); loading
+re-checks the manifest and skips a corrupt folder, and reads ``.pt`` files as tensors and plain data only.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
 import warnings
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from rexthinker_rl.utils import atomic_write_text
@@ -72,7 +75,8 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"global_step_{step}"
     tmp = root / f".tmp_global_step_{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in [*root.glob(".tmp_global_step_*"), *root.glob(".trash_*")]:  # left by a crash mid-save or mid-delete
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         (tmp / "actor").mkdir(parents=True)
         # Tied weights share storage; safetensors refuses shared tensors, so each name gets its own copy.
@@ -90,16 +94,25 @@ def save_checkpoint(
         (tmp / "manifest.json").write_text(json.dumps({"step": step, "files": manifest}, indent=1))
         _fsync_tree(tmp)
         if final.exists():
-            shutil.rmtree(final)
+            _discard(final)
         os.replace(tmp, final)
         atomic_write_text(root / TRACKER, str(step))
-    except OSError as error:
+    except (OSError, RuntimeError, SafetensorError) as error:
+        # torch.save reports a failed write as RuntimeError and safetensors as SafetensorError, not OSError.
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(
-            f"could not save checkpoint {final}: {error} (the previous checkpoint is intact)"
+            f"could not save checkpoint {final}: {error} ({_free_space(root)}); the previous checkpoints and "
+            f"{TRACKER} are unchanged"
         ) from error
     _prune(root, save_limit)
     return final
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free on that disk"
+    except OSError:
+        return "free space unknown"
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -109,11 +122,20 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(handle.fileno())
 
 
+def _discard(folder: Path) -> None:
+    """Delete a checkpoint folder, renaming it out of the ``global_step_*`` names first: a crash mid-delete must not
+    leave half a checkpoint under a real name."""
+    trash = folder.with_name(f".trash_{folder.name}")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(folder, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def _prune(root: Path, save_limit: int) -> None:
     if save_limit <= 0:
         return
     for old in list_checkpoints(root)[save_limit:]:
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
 
 
 def list_checkpoints(root: Path) -> list[Path]:
@@ -156,13 +178,26 @@ def load_checkpoint(folder: Path) -> Checkpoint:
     problem = verify(folder)
     if problem is not None:
         raise CheckpointError(f"checkpoint {folder} is not usable: {problem}")
-    train_state_path = folder / "actor" / "train_state.pt"
-    train_state = torch.load(train_state_path, weights_only=True) if train_state_path.is_file() else None
+    train_state = _load_tensors_only(folder / "actor" / "train_state.pt")
     trainer_state = json.loads((folder / "trainer_state.json").read_text())
     weights = load_file(folder / "actor" / "model.safetensors")
-    rng_path = folder / "rng_state.pt"
-    rng = torch.load(rng_path, weights_only=True) if rng_path.is_file() else None
+    rng = _load_tensors_only(folder / "rng_state.pt")
     return Checkpoint(trainer_state["step"], weights, train_state, trainer_state, folder, rng)
+
+
+def _load_tensors_only(path: Path) -> Any:
+    """``torch.load`` restricted to tensors and plain data: a pickle that names any other callable is refused, unrun."""
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's own message ends by suggesting weights_only=False; for a file that may be tampered with, never.
+        reason = str(error).strip().splitlines()[0]
+        raise CheckpointError(
+            f"{path}: refused to load: it holds objects other than tensors and plain data ({reason}); "
+            "it was not written by this trainer or has been tampered with"
+        ) from None
 
 
 def resolve_resume(resume: str, root: Path) -> Path | None:

@@ -328,9 +328,14 @@ class GRPOTrainer:
 def _truncate_metrics(path: Path, keep_through: int) -> None:
     if not path.is_file():
         return
-    kept = [
-        line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= keep_through
-    ]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a crash or a full disk mid-write; that step is run again anyway
+        if record["step"] <= keep_through:
+            kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
