@@ -1,7 +1,9 @@
 """Command-line entry points: ``rexthinker-train`` (GRPO) and ``rexthinker-sft`` (warm start).
 
-Both take ``--config YAML`` followed by any number of ``section.key=value`` overrides. Bad input prints one clear line
-(no traceback) and exits with status 2.
+Both take ``--config YAML`` followed by any number of ``section.key=value`` overrides. Bad input (config, data, model
+folder, reward function), found before any worker starts, prints one clear line (no traceback) and exits with status 2.
+A run that fails later for a known reason (a worker died, a reward raised, non-finite updates, a checkpoint could not
+be written) prints one line naming it and exits with status 1; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +17,22 @@ from rexthinker_rl.config import ConfigError, load_config
 USER_ERRORS = (ConfigError, FileNotFoundError, ValueError)
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    from rexthinker_rl.rewarding import RewardError
+
+    return (*USER_ERRORS, RewardError)
+
+
+def _run_errors() -> tuple[type[Exception], ...]:
+    from rexthinker_rl.checkpoint import CheckpointError
+    from rexthinker_rl.data import DataError
+    from rexthinker_rl.policy import NonFiniteUpdateError
+    from rexthinker_rl.rewarding import RewardError
+    from rexthinker_rl.trainer import WorkerDiedError
+
+    return (WorkerDiedError, RewardError, NonFiniteUpdateError, CheckpointError, DataError)
+
+
 def _parse(argv: list[str] | None, description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default=None, help="YAML experiment file (configs/*.yaml)")
@@ -22,9 +40,12 @@ def _parse(argv: list[str] | None, description: str) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _fail(error: Exception) -> None:
-    print(f"error: {error}", file=sys.stderr)
-    sys.exit(2)
+def _fail(error: Exception, status: int = 2) -> None:
+    # An error raised inside a Ray worker arrives wrapped with the remote traceback; its cause holds the message.
+    cause = getattr(error, "cause", None)
+    message = " ".join(str(cause if isinstance(cause, Exception) else error).split())
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)
 
 
 def train_main(argv: list[str] | None = None) -> None:
@@ -34,10 +55,12 @@ def train_main(argv: list[str] | None = None) -> None:
         from rexthinker_rl.trainer import GRPOTrainer
 
         trainer = GRPOTrainer(config)
-    except USER_ERRORS as error:
+    except _user_errors() as error:
         _fail(error)
     try:
         summary = trainer.fit()
+    except _run_errors() as error:
+        _fail(error, status=1)
     finally:
         trainer.shutdown()
     print(json.dumps(summary, indent=2))

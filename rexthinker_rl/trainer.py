@@ -6,9 +6,11 @@ generate -> reward (off the critical path) -> old/ref log-probs -> advantages ->
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -22,6 +24,25 @@ from rexthinker_rl.logging import MetricsLogger
 from rexthinker_rl.rewarding import RewardRunner, reward_inputs
 from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
 from rexthinker_rl.utils import PhaseTimer, atomic_write_text, rng_state, seed_everything, set_rng_state
+
+
+class WorkerDiedError(RuntimeError):
+    """A Ray worker process died mid-run; the message names the worker, the step and how to resume."""
+
+
+def _names_dead_workers(fit):
+    """Decorator: a Ray worker process that dies surfaces as a :class:`WorkerDiedError` naming worker and step."""
+
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        from ray.exceptions import RayActorError, WorkerCrashedError
+
+        try:
+            return fit(self, *args, **kwargs)
+        except (RayActorError, WorkerCrashedError) as error:
+            raise self._worker_died(error) from error
+
+    return wrapper
 
 
 class GRPOTrainer:
@@ -57,10 +78,12 @@ class GRPOTrainer:
         self.total_steps = config.trainer.total_steps if config.trainer.total_steps > 0 else steps
         self.timer = PhaseTimer()
         self.workers = None
+        self.step = 0  # the step in progress (0: start-up and the validation before training), for error messages
         self.history: list[dict[str, float]] = []
         save_config(config, self.run_dir / "config.yaml")
 
     # ------------------------------------------------------------------ the algorithm
+    @_names_dead_workers
     def fit(self) -> dict[str, float]:
         self._start_workers()
         start = self._resume()
@@ -71,6 +94,7 @@ class GRPOTrainer:
                 self.history.append({"step": 0, **metrics})
                 logger.log(0, metrics)
             for step in range(start + 1, self.total_steps + 1):
+                self.step = step
                 metrics = self.train_step(step)
                 if self._due(step, self.config.trainer.val_freq) and self.val_set is not None:
                     metrics.update(self.validate())
@@ -195,6 +219,31 @@ class GRPOTrainer:
         return ckpt.step
 
     # ------------------------------------------------------------------ helpers
+    def _worker_died(self, error: Exception) -> WorkerDiedError:
+        """Ray's report of a dead worker process, as one line naming the worker, the step and how to resume."""
+        from rexthinker_rl.checkpoint import list_checkpoints
+
+        when = f"step {self.step}" if self.step else "start-up (step 0)"
+        detail = "its actor failed to start" if getattr(error, "actor_init_failed", False) else "its process died"
+        pid = re.search(r"\bpid[:=]\s*(\d+)", str(error))
+        checkpoints = list_checkpoints(self.run_dir / "checkpoints")
+        since = f"from {checkpoints[0]}" if checkpoints else "from the start (no checkpoint yet)"
+        return WorkerDiedError(
+            f"{self._worker_role(error)} worker died during {when} ({detail}{f', pid {pid.group(1)}' if pid else ''});"
+            f" the run stopped; rerun the same command with trainer.resume=auto to continue {since}"
+        )
+
+    def _worker_role(self, error) -> str:
+        """``actor``, ``reference`` or ``rollout`` for the Ray actor an error is about; ``reward`` for a task."""
+        actor_id = getattr(error, "actor_id", None)
+        if actor_id is None:
+            return "reward" if type(error).__name__ == "WorkerCrashedError" else "a Ray"
+        for role in ("actor", "reference", "rollout"):
+            handle = getattr(self.workers, role, None) if self.workers is not None else None
+            if handle is not None and handle._actor_id.hex() == actor_id:
+                return role
+        return f"Ray actor {actor_id}"
+
     def _generate(self, prompts, sampling: SamplingSpec) -> list[RolloutResult]:
         import ray
 

@@ -1,0 +1,134 @@
+"""Shared by the fault tests: real ``rexthinker-train`` processes, each in a session of its own, and their processes.
+
+A run started here can be killed as a crash or a pre-empted node would kill it: SIGKILL to every process of its
+session (driver, Ray's gcs/raylet and the worker processes, which Ray puts in process groups of their own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+from tests.conftest import TINY_OVERRIDES
+
+LENGTH_REWARD = Path(__file__).resolve().parents[1] / "e2e" / "length_reward.py"
+# Wall-clock quantities differ between any two runs; everything else in metrics.jsonl must match exactly.
+NONDETERMINISTIC = ("timing/", "throughput/tokens_per_s", "throughput/generate_tokens_per_s")
+
+
+def run_overrides(model_dir: Path, data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
+    """A small GRPO run on the tiny model: 4 prompts x 4 samples, 24 tokens, the length reward, no KL reference,
+    metrics to jsonl."""
+    return [
+        *TINY_OVERRIDES,
+        f"model.path={model_dir}",
+        f"data.train_files={data_dir / 'train.parquet'}",
+        f"data.val_files={data_dir / 'val.parquet'}",
+        "data.format_prompt=''",
+        "data.max_response_length=24",
+        "data.rollout_batch_size=4",
+        "data.val_max_samples=4",
+        "actor.global_batch_size=4",
+        "actor.strategy=torch",
+        "actor.lr=1e-3",
+        "rollout.n=4",
+        "algorithm.kl_mode=none",  # no reference worker: one process less per run
+        "trainer.resume=auto",
+        f"trainer.output_dir={run_dir}",
+        "logging.sinks=[jsonl]",
+        "reward.components=[]",
+        f"reward.function={LENGTH_REWARD}:shorter_is_better",
+        *extra,
+    ]
+
+
+def train_command(overrides: list[str]) -> list[str]:
+    return [sys.executable, "-c", "from rexthinker_rl.cli import train_main; train_main()", *overrides]
+
+
+def start(command: list[str], log: Path, ray_tmp: Path, **env: str) -> subprocess.Popen:
+    """Start ``command`` in a new session (its pid is the session id), stdout and stderr to ``log``."""
+    ray_tmp.mkdir(parents=True, exist_ok=True)
+    environ = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "TOKENIZERS_PARALLELISM": "false",
+        "RAY_TMPDIR": str(ray_tmp),  # Ray's session files in the test's folder, not /tmp/ray
+        **env,
+    }
+    environ.pop("RAY_ADDRESS", None)
+    with log.open("w") as handle:
+        return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environ, start_new_session=True)
+
+
+def session_processes(session: int) -> list[psutil.Process]:
+    """Live (not zombie) processes of a session: the driver, Ray's services and the worker processes."""
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
+            if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found
+
+
+def kill_session(process: subprocess.Popen) -> None:
+    """SIGKILL every process of the run's session at once, as a node crash would, and reap the driver."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # driver, gcs_server, raylet, agents
+    for survivor in session_processes(process.pid):  # Ray's workers sit in process groups of their own
+        with contextlib.suppress(psutil.Error):
+            survivor.kill()
+    process.wait(timeout=30)
+
+
+def wait_until_gone(session: int, timeout: float = 20.0) -> list[str]:
+    """Wait for a session's processes to exit; kill and name any still there after ``timeout`` (a leak)."""
+    deadline = time.monotonic() + timeout
+    while (left := session_processes(session)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    names = []
+    for process in left:
+        with contextlib.suppress(psutil.Error):
+            names.append(" ".join(process.cmdline())[:120] or process.name())
+            process.kill()
+    return names
+
+
+def finish(process: subprocess.Popen, log: Path, timeout: float = 420) -> int:
+    """Wait for the run to exit by itself (killing its session on timeout); its exit status."""
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_session(process)
+        raise AssertionError(f"run did not finish in {timeout} s:\n{log.read_text()[-3000:]}") from None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Complete lines of a JSONL file being written by another process (a torn last line is not yet a record)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            records.append(json.loads(line))
+    return records
+
+
+def metric_history(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock quantities."""
+    return [
+        {k: v for k, v in record.items() if k != "time" and not k.startswith(NONDETERMINISTIC)}
+        for record in read_jsonl(run_dir / "metrics.jsonl")
+    ]
+
+
+def error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error:")]
