@@ -136,14 +136,19 @@ def _check_frame(row: dict, size: tuple[int, int], cfg: DataConfig, reasons: lis
     except ValueError as err:
         reasons.append(str(err))
         return None
-    if row.get("image_size") is not None and list(row["image_size"]) != list(size):
+    if row.get("image_size") is not None and _as_list(row["image_size"]) != list(size):
         reasons.append(f"image_size column {row['image_size']} but the image is {list(size)}")
-    if row.get("resized_size") is not None and list(row["resized_size"]) != list(resized):
+    if row.get("resized_size") is not None and _as_list(row["resized_size"]) != list(resized):
         reasons.append(
             f"resized_size column {row['resized_size']} but min_pixels={cfg.min_pixels}, max_pixels={cfg.max_pixels}"
             f" give {list(resized)} (built with other pixel bounds? pass --min-pixels/--max-pixels)"
         )
     return resized
+
+
+def _as_list(value):
+    """A size column as a list; a value of another type (a number, a string) is returned as is, so it compares unequal."""
+    return list(value) if isinstance(value, list | tuple) else value
 
 
 def _check_hints(row: dict, problem: str, where: str, reasons: list[str]) -> dict | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -497,6 +498,19 @@ def _merge(base: DictConfig, other: DictConfig, source: str, override_key: str |
         return OmegaConf.merge(base, other)  # type: ignore[return-value]
     except OmegaConfBaseException as error:
         raise _explain(error, source, override_key) from None
+    except (TypeError, ValueError, OverflowError) as error:  # OmegaConf lets a few raw errors through
+        where = f"'{override_key}'" if override_key else "a key"
+        hint = f": expected {_field_type(override_key)}" if override_key in valid_keys() else ""
+        raise ConfigError(f"{source}: {str(error).splitlines()[0]} at {where}{hint}") from None
+
+
+def _yaml_problem(error: Exception) -> str:
+    """What the YAML parser objects to and where (1-based line:column), on one line."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    what = getattr(error, "problem", None) or str(error).splitlines()[0]
+    context = getattr(error, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{what}{where}" + (f" ({context})" if context else "")
 
 
 def load_config(yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -509,7 +523,7 @@ def load_config(yaml_path: str | Path | None = None, overrides: list[str] | None
         try:
             loaded = OmegaConf.load(path)
         except Exception as error:  # yaml's scanner/parser errors: report them as config errors with the file
-            raise ConfigError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from None
+            raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
         merged = _merge(merged, loaded, str(path))
@@ -520,11 +534,15 @@ def load_config(yaml_path: str | Path | None = None, overrides: list[str] | None
             dot = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as error:
             raise ConfigError(f"override '{item}': {str(error).splitlines()[0]}") from None
+        except yaml.YAMLError as error:  # the value is parsed as YAML: "[1, 2" or "'text" do not parse
+            raise ConfigError(f"override '{item}': the value is not valid YAML: {_yaml_problem(error)}") from None
         merged = _merge(merged, dot, f"override '{item}'", item.split("=", 1)[0].strip())
     try:
         config: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except OmegaConfBaseException as error:
         raise _explain(error, "config") from None
+    except (TypeError, ValueError, OverflowError) as error:
+        raise ConfigError(f"config: {str(error).splitlines()[0]}") from None
     return config.validate()
 
 

@@ -338,6 +338,7 @@ class RLDataset(torch.utils.data.Dataset):
             sizes = self._frame(row, image_header_size(payload, where), where)
             problem, _, prompt_text = self._prompt(row, where)
             _metadata(row, problem, *sizes, "", where)  # malformed hints fail here, not mid-training
+            _check_ground_truth(row[cfg.answer_key], sizes[1], where)
             pending.append((index, sizes, prompt_text))
             # Tokenise in batches; near max_samples, only as many rows as could still be kept.
             if len(pending) >= (256 if max_samples < 0 else min(256, max_samples - len(self._kept))):
@@ -349,6 +350,12 @@ class RLDataset(torch.utils.data.Dataset):
             logger.warning(
                 "%s: dropped %d prompts over max_prompt_length=%d tokens (image tokens included)", path, count, limit
             )
+        if not self._kept and self._num_filtered:
+            raise DataError(
+                f"{self.rows.sources[0].path}: no prompts left: all {self._num_filtered} are over "
+                f"data.max_prompt_length={cfg.max_prompt_length} tokens (image tokens included); raise it or lower "
+                "data.max_pixels"
+            )
         if not self._kept:
             raise DataError(f"{self.rows.sources[0].path}: no prompts left (rows: {len(self.rows)})")
 
@@ -359,9 +366,9 @@ class RLDataset(torch.utils.data.Dataset):
             resized = resized_size(original[0], original[1], cfg.min_pixels, cfg.max_pixels)
         except ValueError as err:
             raise DataError(f"{where}: {err}") from None
-        if row.get("image_size") is not None and tuple(row["image_size"]) != original:
+        if row.get("image_size") is not None and _size(row["image_size"]) != original:
             raise DataError(f"{where}: image_size column {row['image_size']} but the image is {list(original)}")
-        if row.get("resized_size") is not None and tuple(row["resized_size"]) != resized:
+        if row.get("resized_size") is not None and _size(row["resized_size"]) != resized:
             raise DataError(
                 f"{where}: resized_size column {row['resized_size']} but min_pixels={cfg.min_pixels}, "
                 f"max_pixels={cfg.max_pixels} give {list(resized)}: the set was built with other min/max pixels"
@@ -430,6 +437,22 @@ class RLDataset(torch.utils.data.Dataset):
             num_prompt_tokens=self._num_tokens[i],
             sft_target=row.get("sft_target") or None,
         )
+
+
+def _size(value: Any) -> Any:
+    """A size column as a tuple, to compare with ``(w, h)``; a value of another type is returned as is (unequal)."""
+    return tuple(value) if isinstance(value, list | tuple) else value
+
+
+def _check_ground_truth(answer: str, resized: tuple[int, int], where: str) -> None:
+    """The answer parses and its boxes lie in the resized frame (what the rewards will check, found before training)."""
+    from rewards.parsing import parse_ground_truth
+
+    try:
+        parse_ground_truth(answer, {"resized_size": resized, "row_id": where})
+    except ValueError as err:
+        reason = str(err).split(": ", 1)[-1]  # drop the reward's own "row '...'" label; `where` says it better
+        raise DataError(f"{where}: {reason}") from None
 
 
 def _metadata(row: dict, problem: str, original, resized, uid: str, where: str) -> dict:

@@ -29,6 +29,8 @@ def check_model_path(path: str) -> None:
         raise ValueError("model.path is empty: set it to a Qwen2.5-VL folder (e.g. model.path=/models/Qwen2.5-VL-7B)")
     if folder.exists() and not (folder / "config.json").is_file():
         raise FileNotFoundError(f"model.path={path}: folder has no config.json (not a Hugging Face checkpoint folder)")
+    if not folder.exists() and (folder.is_absolute() or path.startswith(".")):  # a local path, not a hub id
+        raise FileNotFoundError(f"model.path={path}: no such folder; point it at a Hugging Face checkpoint folder")
 
 
 def load_processor(path: str, min_pixels: int, max_pixels: int, trust_remote_code: bool = False):

@@ -1,7 +1,8 @@
 """Scoring rollouts with the configured reward, in a Ray task so it overlaps the log-prob passes.
 
-The reward function is loaded (and its signature checked) when the runner is built, before any worker starts. A reward
-that raises stops the run with the row that caused it.
+The reward function is loaded (and its signature checked) when the runner is built, and :meth:`RewardRunner.check`
+scores a few training rows before any worker starts. A reward that raises, or returns anything but one finite
+``overall`` per input, stops the run with the row that caused it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from rewards.types import RewardInput, RewardScore
 
 class RewardError(RuntimeError):
     """The reward function failed or returned something unusable; the message names the row."""
+
+
+def _key(reward_cfg) -> str:
+    return "reward.components" if reward_cfg.components else f"reward.function={reward_cfg.function}"
 
 
 def _spec(reward_cfg) -> dict:
@@ -45,9 +50,26 @@ def score_all(spec: dict, inputs: list[RewardInput]) -> list[RewardScore]:
 class RewardRunner:
     def __init__(self, reward_cfg) -> None:
         from rewards.composite import build_reward
+        from rexthinker_rl.config import ConfigError
 
         self.spec = _spec(reward_cfg)
-        build_reward(**self.spec)  # fail now, not after the first rollout, on a bad function name or signature
+        self.key = _key(reward_cfg)
+        try:  # fail now, not after the first rollout, on a bad file, function name, signature or keyword
+            build_reward(**self.spec)
+        except Exception as error:  # noqa: BLE001 - whatever importing the user's file raised, re-raised as config
+            raise ConfigError(f"{self.key}: {_one_line(error)}") from error
+
+    def check(self, inputs: list[RewardInput]) -> None:
+        """Score ``inputs`` here and now (before workers start): the reward must not raise and must return one finite
+        ``overall`` per input."""
+        try:
+            score_all(self.spec, inputs)
+        except RewardError as error:
+            raise RewardError(
+                f"{self.key} fails before training, on sample completions (each row's ground truth and an empty one): "
+                f"{error}; fix the function: it must return one {{'overall': float, ...}} per input and never raise "
+                "on a completion"
+            ) from error
 
     def score_async(self, inputs: list[RewardInput]):
         import ray
@@ -68,6 +90,21 @@ class RewardRunner:
                 totals[key] += float(value)
         metrics = {f"reward/{key}": value / max(1, len(scores)) for key, value in totals.items()}
         return torch.tensor([s["overall"] for s in scores], dtype=torch.float32), metrics, scores
+
+
+def probe_inputs(dataset, rows: int = 4) -> list[RewardInput]:
+    """Inputs for :meth:`RewardRunner.check`: for the first ``rows`` prompts, the ground truth as a well-formed
+    completion and an empty completion (what a policy emits when it stops at once)."""
+    inputs = []
+    for index in range(min(rows, len(dataset))):
+        sample = dataset[index]
+        for response in (f"<think>check</think><answer>{sample.ground_truth}</answer>", ""):
+            inputs.append(RewardInput(response=response, ground_truth=sample.ground_truth, metadata=sample.metadata))
+    return inputs
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def reward_inputs(prompts, results) -> list[RewardInput]:

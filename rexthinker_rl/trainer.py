@@ -21,7 +21,7 @@ from rexthinker_rl import algorithms
 from rexthinker_rl.batch import build_sequence_batch, encode_prompts
 from rexthinker_rl.config import Config, save_config
 from rexthinker_rl.logging import MetricsLogger
-from rexthinker_rl.rewarding import RewardRunner, reward_inputs
+from rexthinker_rl.rewarding import RewardRunner, probe_inputs, reward_inputs
 from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
 from rexthinker_rl.utils import PhaseTimer, atomic_write_text, rng_state, seed_everything, set_rng_state
 
@@ -66,6 +66,7 @@ class GRPOTrainer:
             else None
         )
         self.rewards = RewardRunner(config.reward)
+        self.rewards.check(probe_inputs(self.train_set))
         self.sampler = ResumableSampler(
             len(self.train_set), config.data.rollout_batch_size, config.data.shuffle, config.data.seed
         )

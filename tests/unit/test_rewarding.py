@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rexthinker_rl.config import load_config
+from rexthinker_rl.config import ConfigError, load_config
 from rexthinker_rl.rewarding import RewardError, RewardRunner, _spec, score_all
 
 GT = '```json\n[{"bbox_2d": [10, 10, 50, 50], "label": "the red circle"}]\n```'
@@ -37,5 +37,5 @@ def test_a_crashing_reward_names_the_row(tmp_path: Path):
 
 def test_bad_reward_function_fails_before_training(tmp_path: Path):
     config = load_config(None, ["reward.components=[]", "reward.function=rewards.box:no_such_function"])
-    with pytest.raises(AttributeError, match="no_such_function"):
+    with pytest.raises(ConfigError, match=r"reward\.function=rewards\.box:no_such_function: .*no attribute"):
         RewardRunner(config.reward)
