@@ -324,6 +324,9 @@ class GRPOTrainer:
 
         if not ray.is_initialized():
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            # Ray starts workers at nice 15; the driver only waits on them, so any other load on a laptop would
+            # starve the processes doing the work. Workers of a local cluster run at the driver's priority.
+            os.environ.setdefault("RAY_worker_niceness", "0")
             address = self.config.trainer.ray_address or None
             init_kwargs = (
                 {"address": address}
