@@ -179,3 +179,21 @@ def test_bad_hints_json_names_the_row(bad, synthetic_data_dir, tiny_model_dir, t
     assert (
         "bad_hints.parquet row 7: hints['square'] must be a list of [x0, y0, x1, y1] boxes" in capsys.readouterr().err
     )
+
+
+def test_truncated_image_data_is_named_when_its_row_is_loaded(synthetic_data_dir, tiny_model_dir, tmp_path):
+    """The known limit: the scan reads headers only, so pixel data cut short is found on loading, naming the row."""
+    from rexthinker_rl.config import DataConfig
+    from rexthinker_rl.data import DataError, RLDataset
+    from rexthinker_rl.modeling import load_processor
+
+    table = pq.read_table(synthetic_data_dir / "train.parquet")
+    rows = table.to_pylist()
+    png = rows[4]["images"][0]["bytes"]
+    rows[4]["images"] = [{**rows[4]["images"][0], "bytes": png[: len(png) // 2]}]  # header intact, data cut
+    path = tmp_path / "truncated.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    cfg = DataConfig(min_pixels=112 * 112, max_pixels=112 * 112)
+    dataset = RLDataset(str(path), load_processor(str(tiny_model_dir), cfg.min_pixels, cfg.max_pixels), cfg)
+    with pytest.raises(DataError, match=r"truncated\.parquet row 4: image does not decode"):
+        dataset[4]
