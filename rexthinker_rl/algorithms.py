@@ -164,9 +164,12 @@ def kl_k2(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
 
 
 def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
-    """k3 / low_var_kl: exp(ref - logp) - (ref - logp) - 1 (>= 0), clamped to [-10, 10]. (batch, seq) -> same."""
+    """k3 / low_var_kl: exp(ref - logp) - (ref - logp) - 1 (>= 0), clamped to [-10, 10]. (batch, seq) -> same.
+
+    Written as expm1(x) - x: exp(x) - x - 1 cancels catastrophically near x = 0 and can come out slightly negative
+    in float32."""
     log_ratio = (ref_logprobs - logprobs).clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)  # keeps exp() and its grad finite
-    return (torch.exp(log_ratio) - log_ratio - 1).clamp(-K3_BOUND, K3_BOUND)
+    return (torch.expm1(log_ratio) - log_ratio).clamp(-K3_BOUND, K3_BOUND)
 
 
 def kl_abs(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
