@@ -9,6 +9,7 @@ once, in the string under it. ``load_config`` returns a validated :class:`Config
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -546,9 +547,26 @@ def load_config(yaml_path: str | Path | None = None, overrides: list[str] | None
     return config.validate()
 
 
+SECRET_ENV_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+REDACTED = "<redacted: from a secret environment variable>"
+
+
+def _secret_values() -> set[str]:
+    """Values of environment variables whose names look like credentials (WANDB_API_KEY, HF_TOKEN, ...)."""
+    return {
+        value
+        for name, value in os.environ.items()
+        if len(value) >= 8 and any(marker in name.upper() for marker in SECRET_ENV_MARKERS)
+    }
+
+
 def to_yaml(config: Config) -> str:
-    """The resolved config as YAML; ``load_config`` of it gives back an equal config."""
-    return OmegaConf.to_yaml(OmegaConf.structured(config))
+    """The resolved config as YAML; ``load_config`` of it gives back an equal config. A value that came from a
+    credential-like environment variable (e.g. ``${oc.env:WANDB_API_KEY}``) is written as a placeholder, never as is."""
+    text = OmegaConf.to_yaml(OmegaConf.structured(config))
+    for secret in _secret_values():
+        text = text.replace(secret, REDACTED)
+    return text
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -227,3 +227,16 @@ def test_no_secret_reaches_the_files_a_run_writes(tmp_path, monkeypatch):
     assert len(written) >= 6  # config, metrics, tensorboard events, plot, checkpoint files
     leaked = [str(p.relative_to(tmp_path)) for p in written if secret.encode() in p.read_bytes()]
     assert not leaked, f"the wandb key was written to {leaked}"
+
+
+def test_a_secret_interpolated_into_the_config_is_not_saved(tmp_path, monkeypatch):
+    """``${oc.env:WANDB_API_KEY}`` resolves at load time (the run may need it) but the saved config holds a placeholder."""
+    from rexthinker_rl.config import REDACTED, save_config
+
+    secret = "wandb-key-" + os.urandom(8).hex()
+    monkeypatch.setenv("WANDB_API_KEY", secret)
+    config = load_config(None, ["trainer.experiment_name=${oc.env:WANDB_API_KEY}"])
+    assert config.trainer.experiment_name == secret
+    save_config(config, tmp_path / "config.yaml")
+    saved = (tmp_path / "config.yaml").read_text()
+    assert secret not in saved and REDACTED in saved
