@@ -26,27 +26,20 @@ def _set_threads(config: Config) -> None:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
 
 
-class ActorWorker:
-    """The policy being trained."""
+class _PolicyVerbs:
+    """The verbs every actor process answers the same way, whatever holds the policy (one process or one rank)."""
 
-    def __init__(self, config: Config, model_path: str, total_updates: int) -> None:
-        from rexthinker_rl.policy import Policy
-
-        _set_threads(config)
-        self.policy = Policy(config, model_path, trainable=True, total_updates=total_updates)
+    policy: Any
 
     def compute_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
         return self.policy.compute_logprobs(batch)
-
-    def update(self, batch: SequenceBatch) -> dict[str, float]:
-        return self.policy.update(batch)
 
     def compute_ref_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
         """Reference log-probs under LoRA (adapters disabled), so no reference worker holds a second copy."""
         return self.policy.compute_ref_logprobs(batch)
 
     def get_weights(self) -> dict[str, torch.Tensor]:
-        """Merged, Hugging Face-named weights: what the rollout engine loads."""
+        """Merged, Hugging Face-named weights: what the rollout engine loads (a sharded rank 0 only; {} elsewhere)."""
         return self.policy.state_dict()
 
     def get_checkpoint_weights(self) -> dict[str, torch.Tensor]:
@@ -61,10 +54,25 @@ class ActorWorker:
     def save_pretrained(self, folder: str, processor) -> None:
         from rexthinker_rl.modeling import save_hf_folder
 
-        save_hf_folder(self.policy.hf_model(), processor, folder)
+        model = self.policy.hf_model()  # collective when sharded: a model on rank 0 only
+        if model is not None:
+            save_hf_folder(model, processor, folder)
 
 
-class ShardWorker:
+class ActorWorker(_PolicyVerbs):
+    """The policy being trained."""
+
+    def __init__(self, config: Config, model_path: str, total_updates: int) -> None:
+        from rexthinker_rl.policy import Policy
+
+        _set_threads(config)
+        self.policy = Policy(config, model_path, trainable=True, total_updates=total_updates)
+
+    def update(self, batch: SequenceBatch) -> dict[str, float]:
+        return self.policy.update(batch)
+
+
+class ShardWorker(_PolicyVerbs):
     """One data-parallel rank of a sharded actor (FSDP2 or DeepSpeed): its own process, its shard of the model.
     Every verb is collective: the :class:`ActorGroup` calls it on all ranks at once."""
 
@@ -97,33 +105,8 @@ class ShardWorker:
             self.config, self.model_path, True, self.total_updates, rank=self.rank, world_size=self.world_size
         )
 
-    def compute_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
-        return self.policy.compute_logprobs(batch)
-
-    def compute_ref_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
-        return self.policy.compute_ref_logprobs(batch)
-
     def update(self, mini_batches: list[SequenceBatch]) -> dict[str, float]:
         return self.policy.update_mini_batches(mini_batches)
-
-    def get_weights(self) -> dict[str, torch.Tensor]:
-        return self.policy.state_dict()  # full on rank 0, {} elsewhere
-
-    def get_checkpoint_weights(self) -> dict[str, torch.Tensor]:
-        return self.policy.checkpoint_state()
-
-    def get_train_state(self) -> dict[str, Any]:
-        return self.policy.train_state()
-
-    def load_train_state(self, weights: dict[str, torch.Tensor], train_state: dict[str, Any] | None) -> None:
-        self.policy.load(weights, train_state)
-
-    def save_pretrained(self, folder: str, processor) -> None:
-        from rexthinker_rl.modeling import save_hf_folder
-
-        model = self.policy.hf_model()  # collective; a model on rank 0 only
-        if model is not None:
-            save_hf_folder(model, processor, folder)
 
 
 class ActorGroup:
