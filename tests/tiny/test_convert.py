@@ -1,5 +1,7 @@
 """A checkpoint converts to a Hugging Face folder whose model gives the checkpoint's logits exactly."""
 
+import os
+
 import pytest
 import torch
 from PIL import Image
@@ -62,20 +64,37 @@ def test_corrupt_checkpoint_is_refused_with_one_line(checkpoint, tmp_path, capsy
 
 @pytest.mark.vllm
 def test_vllm_loads_the_converted_folder(checkpoint, tmp_path):
-    """The converted folder is a checkpoint vLLM serves: its greedy output equals transformers' on the same folder."""
+    """The converted folder is a checkpoint vLLM serves: its greedy output equals transformers' on the same folder.
+
+    vLLM runs in a child process: an in-process engine torn down here would take vLLM's global parallel state with
+    it, under the session's shared engine."""
     pytest.importorskip("vllm")
+    import json
+    import subprocess
+    import sys
+
     from rexthinker_rl.rollout.hf_engine import HFEngine
-    from rexthinker_rl.rollout.vllm_engine import VLLMEngine
-    from tests.tiny.test_parity import _assert_same, _prompts
+    from tests.tiny.test_parity import _prompts
 
     folder, _ = checkpoint
     out = convert_checkpoint(folder, tmp_path / "hf")
     config = load_config(None, TINY_OVERRIDES)
     greedy = SamplingSpec(n=1, temperature=0.0, max_tokens=16)
-    prompts = _prompts(out)
-    expected = HFEngine(config, str(out)).generate(prompts, greedy)
-    engine = VLLMEngine(config, str(out))
-    try:
-        _assert_same(expected, engine.generate(prompts, greedy))
-    finally:
-        del engine
+    expected = [r.response_ids for r in HFEngine(config, str(out)).generate(_prompts(out), greedy)]
+    child = f"""
+import json, os
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+from rexthinker_rl.config import load_config
+from rexthinker_rl.rollout import SamplingSpec
+from rexthinker_rl.rollout.vllm_engine import VLLMEngine
+from tests.conftest import TINY_OVERRIDES
+from tests.tiny.test_parity import _prompts
+engine = VLLMEngine(load_config(None, TINY_OVERRIDES), {str(out)!r})
+results = engine.generate(_prompts({str(out)!r}), SamplingSpec(n=1, temperature=0.0, max_tokens=16))
+print("IDS=" + json.dumps([r.response_ids for r in results]))
+"""
+    env = {**os.environ, "VLLM_CACHE_ROOT": str(tmp_path / "vllm_cache")}
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=300, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("IDS=")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    assert json.loads(lines[-1][4:]) == expected
