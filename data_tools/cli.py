@@ -37,6 +37,8 @@ def _synth(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         rejection_fraction=args.rejection_fraction,
         multi_fraction=args.multi_fraction,
+        hints=tuple(args.hints),
+        distractors=tuple(args.distractors),
     )
     for split, path in paths.items():
         print(f"{split}: {path}")
@@ -236,6 +238,22 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--max-pixels", type=int, default=_DEFAULT_SIZE**2)
     synth.add_argument("--rejection-fraction", type=float, default=0.15, help="share of rows with no target")
     synth.add_argument("--multi-fraction", type=float, default=0.2, help="share of rows with several targets")
+    synth.add_argument(
+        "--hints",
+        type=int,
+        nargs=2,
+        default=[2, 4],
+        metavar=("MIN", "MAX"),
+        help="objects of the referred category per image (the box hints), inclusive",
+    )
+    synth.add_argument(
+        "--distractors",
+        type=int,
+        nargs=2,
+        default=[0, 2],
+        metavar=("MIN", "MAX"),
+        help="objects of other categories per image, inclusive",
+    )
     synth.set_defaults(run=_synth)
 
     defaults = DataConfig()

@@ -1,6 +1,7 @@
 """A synthetic referring dataset: coloured shapes on a plain background, in the Rex-Thinker schema.
 
-Each image holds 2-4 objects of one category (circle, square or triangle) and 0-2 distractors of other categories. The
+Each image holds 2-4 objects of one category (circle, square or triangle) and 0-2 distractors of other categories
+(both ranges can be set). The
 box hints are exactly the boxes of every object of the referred category (what a perfect detector would give), in
 random order. Referring expressions pick one object by colour ("the red circle") or position ("the leftmost square"),
 several by colour ("all blue triangles"), or none ("the yellow circle" when no circle is yellow: the answer is the
@@ -99,7 +100,8 @@ def _colours(rng: np.random.Generator, kind: str, count: int) -> tuple[list[str]
         return [str(rng.choice(names)) for _ in range(count)], None, 0
     colour = str(rng.choice(names))
     others = [name for name in names if name != colour]
-    matching = {"colour": 1, "rejection": 0, "multi": int(rng.integers(2, count + 1))}[kind]
+    several = int(rng.integers(2, count + 1)) if count > 1 else 1  # drawn for every kind: same stream as before
+    matching = {"colour": 1, "rejection": 0, "multi": several}[kind]
     return [colour] * matching + [str(rng.choice(others)) for _ in range(count - matching)], colour, matching
 
 
@@ -139,14 +141,23 @@ def make_scene(
     rejection_fraction: float,
     multi_fraction: float,
     position_margin: float = _POSITION_MARGIN,
+    hints: tuple[int, int] = (2, 4),
+    distractors: tuple[int, int] = (0, 2),
 ) -> Scene:
     """Draw the objects and the referring expression of one image (random, but reproducible from ``rng``).
 
     ``position_margin``: original pixels by which the referred extreme object must beat the runner-up.
+    ``hints``/``distractors``: inclusive ranges of the category's objects and of the other categories' objects.
+    With a single object of the category, "multi" and "position" rows become "colour" rows.
     """
     kind = _pick_kind(rng, rejection_fraction, multi_fraction)
     category = str(rng.choice(SHAPES))
-    count, num_distractors = int(rng.integers(2, 5)), int(rng.integers(0, 3))
+    count, num_distractors = (
+        int(rng.integers(hints[0], hints[1] + 1)),
+        int(rng.integers(distractors[0], distractors[1] + 1)),
+    )
+    if count == 1 and kind in ("multi", "position"):
+        kind = "colour"
     colours, colour, matching = _colours(rng, kind, count)
     direction = str(rng.choice(list(POSITIONS))) if kind == "position" else ""
     for _attempt in range(200):
@@ -259,8 +270,14 @@ def make_synthetic_dataset(
     max_pixels: int = 112 * 112,
     rejection_fraction: float = 0.15,
     multi_fraction: float = 0.2,
+    hints: tuple[int, int] = (2, 4),
+    distractors: tuple[int, int] = (0, 2),
 ) -> dict[str, Path]:
-    """Write ``train.parquet`` and ``val.parquet`` under ``out_dir``; returns ``{"train": path, "val": path}``."""
+    """Write ``train.parquet`` and ``val.parquet`` under ``out_dir``; returns ``{"train": path, "val": path}``.
+
+    ``hints``: inclusive range of objects of the referred category (the box hints) per image; ``distractors``: of
+    objects of other categories. At most 6 objects in all.
+    """
     if image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"--image-size {image_size} is too small to hold 6 objects apart (at least {MIN_IMAGE_SIZE})")
     if num_train < 0 or num_val < 0:
@@ -272,6 +289,11 @@ def make_synthetic_dataset(
         )
     if not 0 < min_pixels <= max_pixels:
         raise ValueError(f"--min-pixels {min_pixels} and --max-pixels {max_pixels} need 0 < min <= max")
+    for name, (low, high), floor in (("--hints", hints, 1), ("--distractors", distractors, 0)):
+        if not floor <= low <= high:
+            raise ValueError(f"{name} {low} {high}: need {floor} <= MIN <= MAX")
+    if hints[1] + distractors[1] > 6:
+        raise ValueError(f"--hints max {hints[1]} + --distractors max {distractors[1]} is over 6 objects per image")
     resized = resized_size(image_size, image_size, min_pixels, max_pixels)
     check_fixed_point(resized, min_pixels, max_pixels)
     margin = _POSITION_MARGIN * image_size / resized[0]  # so "leftmost" stays clear-cut after resizing
@@ -281,7 +303,7 @@ def make_synthetic_dataset(
         rng = np.random.default_rng([seed, split_index])  # separate streams: val does not shift when train grows
         rows = []
         for index in range(count):
-            scene = make_scene(rng, image_size, rejection_fraction, multi_fraction, margin)
+            scene = make_scene(rng, image_size, rejection_fraction, multi_fraction, margin, hints, distractors)
             rows.append(make_row(scene, f"synth-{split}-{index:06d}", image_size, resized))
         paths[split] = out / f"{split}.parquet"
         write_parquet(rows, paths[split])

@@ -163,3 +163,48 @@ def test_synth_cli(tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+
+
+def test_hint_and_distractor_ranges(tmp_path):
+    paths = make_synthetic_dataset(tmp_path / "one", num_train=60, num_val=0, seed=4, hints=(1, 1), distractors=(0, 0))
+    rows = pq.read_table(paths["train"]).to_pylist()
+    kinds = set()
+    for row in rows:
+        hints = json.loads(row["hints"])[row["category"]]
+        assert len(hints) == 1
+        # With one object of the category there is no "leftmost" or "all": colour or rejection rows only.
+        words = set(row["referring"].split())
+        kinds.add(
+            "rejection"
+            if row["answer"] == REJECTION_TEXT
+            else "all"
+            if "all" in words
+            else "position"
+            if words & {"leftmost", "rightmost", "topmost", "bottommost"}
+            else "colour"
+        )
+        assert row["sft_target"].count("Box ") == 1
+        # No distractors: every painted pixel lies inside the single hint box.
+        image, box = _image(row), hints[0]
+        painted = [
+            (x, y)
+            for x in range(0, image.width, 2)
+            for y in range(0, image.height, 2)
+            if image.getpixel((x, y)) != (128, 128, 128)
+        ]
+        assert painted and all(box[0] <= x < box[2] and box[1] <= y < box[3] for x, y in painted)
+    assert kinds == {"colour", "rejection"}
+    mixed = make_synthetic_dataset(tmp_path / "mixed", num_train=80, num_val=0, seed=4, hints=(1, 3))
+    counts = {len(json.loads(r["hints"])[r["category"]]) for r in pq.read_table(mixed["train"]).to_pylist()}
+    assert counts == {1, 2, 3}
+
+
+@pytest.mark.parametrize(
+    ("flag", "values"),
+    [("--hints", ["0", "2"]), ("--hints", ["3", "2"]), ("--distractors", ["-1", "1"]), ("--hints", ["4", "5"])],
+)
+def test_synth_cli_rejects_bad_ranges(tmp_path, capsys, flag, values):
+    assert main(["synth", "--out", str(tmp_path / "x"), flag, *values]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and err.count("\n") == 0 and ("--hints" in err or "--distractors" in err)
+    assert not (tmp_path / "x").exists()
