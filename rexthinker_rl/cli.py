@@ -63,7 +63,10 @@ def train_main(argv: list[str] | None = None) -> None:
         _fail(error, status=1)
     finally:
         trainer.shutdown()
+    from rexthinker_rl.trainer import describe_summary
+
     print(json.dumps(summary, indent=2))
+    print(describe_summary(summary), flush=True)
 
 
 def sft_main(argv: list[str] | None = None) -> None:

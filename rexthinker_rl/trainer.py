@@ -81,6 +81,8 @@ class GRPOTrainer:
         self.workers = None
         self.step = 0  # the step in progress (0: start-up and the validation before training), for error messages
         self.history: list[dict[str, float]] = []
+        # Greedy validation reward of every prompt, by step ("0" = before training): the paired gain and its noise.
+        self.val_rewards: dict[str, list[float]] = {}
         save_config(config, self.run_dir / "config.yaml")
 
     # ------------------------------------------------------------------ the algorithm
@@ -170,8 +172,9 @@ class GRPOTrainer:
             prompts = [self.val_set[i] for i in range(len(self.val_set))]
             results = self._generate(prompts, self._val_sampling())
             inputs = reward_inputs(prompts, results)
-            _, metrics, raw_scores = self.rewards.collect(self.rewards.score_async(inputs))
+            rewards, metrics, raw_scores = self.rewards.collect(self.rewards.score_async(inputs))
             metrics.update(_by_kind(prompts, results, raw_scores, "reward"))
+            self.val_rewards[str(self.step)] = rewards.tolist()
         # reward/overall -> val/reward, reward/<component> -> val/<component>
         return {"val/" + key.removeprefix("reward/").replace("overall", "reward"): v for key, v in metrics.items()}
 
@@ -185,7 +188,12 @@ class GRPOTrainer:
         actor = self.workers.actor
         weights = ray.get(actor.get_checkpoint_weights.remote())
         train_state = ray.get(actor.get_train_state.remote()) if self.config.checkpoint.save_optimizer else None
-        state = {"step": step, "sampler": self.sampler.state_dict(), "history": self.history}
+        state = {
+            "step": step,
+            "sampler": self.sampler.state_dict(),
+            "history": self.history,
+            "val_rewards": self.val_rewards,
+        }
         return save_checkpoint(
             self.run_dir / "checkpoints",
             step,
@@ -212,6 +220,7 @@ class GRPOTrainer:
         ray.get(self.workers.rollout.load_weights.remote(self.workers.actor.get_weights.remote()))
         self.sampler.load_state_dict(ckpt.trainer_state["sampler"])
         self.history = ckpt.trainer_state["history"]
+        self.val_rewards = ckpt.trainer_state.get("val_rewards", {})
         if ckpt.rng_state is not None:
             set_rng_state(ckpt.rng_state)
         # Steps logged after this checkpoint (before a crash) will be run again: drop them so nothing is doubled.
@@ -357,7 +366,8 @@ class GRPOTrainer:
 
         final = self.run_dir / "final"
         ray.get(self.workers.actor.save_pretrained.remote(str(final), self.processor))
-        summary = summarize(self.history)
+        summary = summarize(self.history, self.val_rewards)
+        atomic_write_text(self.run_dir / "val_rewards.json", json.dumps(self.val_rewards))
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         return summary
 
@@ -433,14 +443,18 @@ def _length_metrics(results: list[RolloutResult]) -> dict[str, float]:
     }
 
 
-def summarize(history: list[dict[str, float]]) -> dict[str, float]:
-    """Validation reward before training (step 0) and at the end, and the training-reward trend: summary.json."""
+def summarize(history: list[dict[str, float]], val_rewards: dict[str, list[float]] | None = None) -> dict[str, float]:
+    """Validation reward before training (step 0) and at the end, and the training-reward trend: summary.json.
+
+    With the per-prompt validation rewards (``{step: [reward per prompt]}``), the gain also gets its paired standard
+    error over prompts, ``std(after - before) / sqrt(n)``: how much the gain would move on another draw of prompts.
+    """
     val = [(h["step"], h["val/reward"]) for h in history if "val/reward" in h and math.isfinite(h["val/reward"])]
     train = [h["reward/overall"] for h in history if "reward/overall" in h]
     quarter = max(1, len(train) // 4)
     before = next((reward for step, reward in val if step == 0), float("nan"))
     last = val[-1][1] if val else float("nan")
-    return {
+    summary = {
         "steps": sum(1 for h in history if "reward/overall" in h),
         "val_reward_before": before,
         "val_reward_last": last,
@@ -448,3 +462,37 @@ def summarize(history: list[dict[str, float]]) -> dict[str, float]:
         "train_reward_first_quarter": sum(train[:quarter]) / quarter if train else float("nan"),
         "train_reward_last_quarter": sum(train[-quarter:]) / quarter if train else float("nan"),
     }
+    first, final = (val_rewards or {}).get("0"), (val_rewards or {}).get(str(val[-1][0])) if val else None
+    if first and final and len(first) == len(final) and len(first) > 1 and val[-1][0] != 0:
+        diffs = [b - a for a, b in zip(first, final, strict=True)]
+        mean = sum(diffs) / len(diffs)
+        std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+        summary["val_prompts"] = len(diffs)
+        summary["val_reward_gain_se"] = std / math.sqrt(len(diffs))
+        summary["val_prompts_improved"] = sum(d > 0 for d in diffs)
+        summary["val_prompts_worse"] = sum(d < 0 for d in diffs)
+    return summary
+
+
+def describe_summary(summary: dict[str, float]) -> str:
+    """The end-of-run lines: validation reward before -> after (with its paired noise) and the training-reward trend."""
+    lines = []
+    if math.isfinite(summary.get("val_reward_gain", float("nan"))):
+        line = (
+            f"validation reward (greedy): before {summary['val_reward_before']:.3f} -> after "
+            f"{summary['val_reward_last']:.3f}, gain {summary['val_reward_gain']:+.3f}"
+        )
+        if "val_reward_gain_se" in summary:
+            se = summary["val_reward_gain_se"]
+            ratio = f", {summary['val_reward_gain'] / se:.1f} SE" if se > 0 else ""
+            line += (
+                f" (paired standard error over {summary['val_prompts']} prompts {se:.3f}{ratio}; "
+                f"{summary['val_prompts_improved']} prompts better, {summary['val_prompts_worse']} worse)"
+            )
+        lines.append(line)
+    if math.isfinite(summary.get("train_reward_first_quarter", float("nan"))):
+        lines.append(
+            f"training reward (sampled): first quarter of steps {summary['train_reward_first_quarter']:.3f} -> "
+            f"last quarter {summary['train_reward_last_quarter']:.3f}"
+        )
+    return "\n".join(lines)
