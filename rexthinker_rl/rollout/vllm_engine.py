@@ -57,6 +57,7 @@ class VLLMEngine:
             "enforce_eager": rollout.enforce_eager,
             "trust_remote_code": config.model.trust_remote_code,
             "limit_mm_per_prompt": {"image": 1, "video": 0},
+            "mm_processor_cache_gb": rollout.mm_processor_cache_gb,
             "mm_processor_kwargs": {"size": {"shortest_edge": data.min_pixels, "longest_edge": data.max_pixels}},
         }
         if self.on_cpu:
