@@ -135,8 +135,8 @@ class RolloutConfig:
     """Free vLLM's GPU memory during training (a no-op on CPU)."""
     mm_processor_cache_gb: float = 0.0
     """vLLM's cache of processed images, GiB per engine (vLLM's own default is 4). GRPO meets a training image once per
-    epoch, so the cache only fills host memory (it grew a CPU rollout worker by ~100 MB per 100 steps); raise it when
-    the same images come back often (many validation rounds on one small set)."""
+    epoch, so the cache mostly holds images that will not come back; raise it when the same images come back often
+    (many validation rounds on one small set)."""
     placement: str = "colocate"
     """GPU only. colocate: one process per GPU hosts its actor shard, the reference and a vLLM engine that sleeps while
     the actor trains | separate: the rollout gets its own rollout.num_gpus GPUs (no sleep/wake, weights sent over)."""
