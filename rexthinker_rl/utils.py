@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import random
 import tempfile
@@ -32,6 +34,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@functools.cache
+def _libc_malloc_trim():
+    """glibc's ``malloc_trim``, or None on other C libraries (macOS, musl) and platforms."""
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_heap() -> bool:
+    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim(0)``); True if it ran.
+
+    A vLLM engine on CPU allocates and frees batches of varying shape every generate call; glibc keeps the freed pages,
+    so a CPU engine's resident memory grew ~8 MB per call of 128 samples without this and ~3 MB with it (40 calls; the
+    README's "Scaling" section has the 200-step figures).
+    """
+    trim = _libc_malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 def seed_everything(seed: int) -> None:

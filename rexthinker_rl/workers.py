@@ -18,6 +18,7 @@ import torch
 from rexthinker_rl.batch import SequenceBatch
 from rexthinker_rl.config import Config
 from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
+from rexthinker_rl.utils import release_free_heap
 
 
 def _set_threads(config: Config) -> None:
@@ -193,7 +194,9 @@ class RolloutWorker:
         self.engine = make_engine(config, model_path)
 
     def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
-        return self.engine.generate(prompts, sampling)
+        results = self.engine.generate(prompts, sampling)
+        release_free_heap()  # else the worker's memory creeps up with every batch (README "Scaling")
+        return results
 
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
         self.engine.load_weights(weights.items())
