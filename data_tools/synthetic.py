@@ -1,9 +1,8 @@
 """A synthetic referring dataset: coloured shapes on a plain background, in the Rex-Thinker schema.
 
 Each image holds 2-4 objects of one category (circle, square or triangle) and 0-2 distractors of other categories
-(both ranges can be set). The
-box hints are exactly the boxes of every object of the referred category (what a perfect detector would give), in
-random order. Referring expressions pick one object by colour ("the red circle") or position ("the leftmost square"),
+(both ranges can be set). The box hints are exactly the boxes of every object of the referred category (what a
+perfect detector would give), in random order. Referring expressions pick one object by colour ("the red circle") or position ("the leftmost square"),
 several by colour ("all blue triangles"), or none ("the yellow circle" when no circle is yellow: the answer is the
 rejection sentence). Answer boxes are always exactly hint boxes (same integers, resized frame).
 
