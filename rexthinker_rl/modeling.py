@@ -69,15 +69,23 @@ def load_model(
 
 def save_hf_folder(model, processor, out: str | Path) -> Path:
     """Write model + processor (tokenizer, chat template) as a Hugging Face folder: into a temp folder, then renamed
-    over ``out``, so a crash never leaves a half-written model under the real name."""
+    over ``out``, so a crash never leaves a half-written model under the real name. A failed write (disk full)
+    removes its temp folder and leaves an existing ``out`` as it was."""
     target = Path(out)
     tmp = target.with_name(f".{target.name}.tmp")
+    old = target.with_name(f".{target.name}.old")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    processor.save_pretrained(tmp)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
     if target.exists():
-        shutil.rmtree(target)
+        target.rename(old)  # two renames: some complete folder is always in place
     tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
     return target
 
 

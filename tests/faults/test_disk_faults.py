@@ -75,6 +75,11 @@ def test_failed_hf_folder_write_keeps_the_previous_model(tmp_path, tiny_model_di
     with file_size_limit(64 * 1024), pytest.raises(Exception, match="File too large"):
         save_hf_folder(model, processor, final)
     assert {p.name: p.read_bytes() for p in final.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]  # the half-written temp folder is gone
+    # A successful write replaces the folder and leaves nothing beside it.
+    save_hf_folder(model, processor, final)
+    assert {p.name: p.read_bytes() for p in final.iterdir()} != before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
 
 
 def test_failed_plot_write_keeps_the_previous_plot(tmp_path):
