@@ -24,6 +24,15 @@ def _series(records: list[dict], key: str) -> list[tuple[int, float]]:
     return [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
 
 
+def rolling_mean(points: list[tuple[int, float]], window: int) -> list[tuple[int, float]]:
+    """Trailing mean over the last ``window`` points (fewer at the start), at each point's step."""
+    out = []
+    for index, (step, _) in enumerate(points):
+        values = [value for _, value in points[max(0, index - window + 1) : index + 1]]
+        out.append((step, sum(values) / len(values)))
+    return out
+
+
 def plot_curves(run_dir: str | Path) -> Path:
     """Draw reward (sampled train and greedy validation), KL to the reference and response length; returns the PNG."""
     import io
@@ -56,6 +65,13 @@ def plot_curves(run_dir: str | Path) -> Path:
             if points:
                 ax.plot(*zip(*points, strict=True), style, label=label, alpha=0.85)
                 drawn = True
+            if key == "reward/overall" and len(points) >= 8:
+                # A few prompts a step make the sampled reward jumpy: the trend is in its running mean.
+                window = min(10, len(points) // 4)
+                smooth = rolling_mean(points, window)
+                ax.plot(
+                    *zip(*smooth, strict=True), "-", color="black", lw=2, label=f"train, mean of last {window} steps"
+                )
         if not drawn:
             ax.text(0.5, 0.5, "not logged in this run", ha="center", va="center", transform=ax.transAxes)
         else:

@@ -1,4 +1,4 @@
-"""summary.json: the validation gain and its paired standard error over prompts."""
+"""summary.json (the validation gain and its paired standard error) and the curves' running mean."""
 
 from __future__ import annotations
 
@@ -42,3 +42,11 @@ def test_end_of_run_lines_name_both_numbers():
     assert "paired standard error over 4 prompts 0.215, 1.6 SE; 2 prompts better, 0 worse" in text
     assert "first quarter of steps 0.100 -> last quarter 0.300" in text
     assert describe_summary({"val_reward_gain": float("nan"), "train_reward_first_quarter": float("nan")}) == ""
+
+
+def test_rolling_mean_by_hand():
+    from rexthinker_rl.plots import rolling_mean
+
+    points = [(1, 0.0), (2, 1.0), (3, 2.0), (4, 6.0)]
+    assert rolling_mean(points, 2) == [(1, 0.0), (2, 0.5), (3, 1.5), (4, 4.0)]
+    assert rolling_mean(points, 10) == [(1, 0.0), (2, 0.5), (3, 1.0), (4, 2.25)]
