@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchutil import prepare_model
+
 PIXELS = 112 * 112
 
 
@@ -46,11 +48,7 @@ def main() -> None:
     from rexthinker_rl.workers import ActorWorker, RolloutWorker, worker_env
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model
-        if not model_dir:
-            from rexthinker_rl.tiny import build_tiny_model
-
-            model_dir = str(build_tiny_model(Path(tmp) / "tiny", seed=0))
+        model_dir = str(prepare_model(args.model, Path(tmp)))
         data = make_synthetic_dataset(Path(tmp) / "data", num_train=args.prompts, num_val=0, seed=0)
         config = load_config(
             None,

@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchutil import prepare_model
+
 PIXELS = 112 * 112
 REPO = Path(__file__).resolve().parents[1]
 MB = 2**20
@@ -235,12 +237,7 @@ def main() -> None:
         work = Path(tmp)
         from data_tools.synthetic import make_synthetic_dataset
 
-        if args.model:
-            os.symlink(Path(args.model).resolve(), work / "model")
-        else:
-            from rexthinker_rl.tiny import build_tiny_model
-
-            build_tiny_model(work / "model", seed=0)
+        prepare_model(args.model, work)
         make_synthetic_dataset(work / "data", 256, 0, 0, 112, PIXELS, PIXELS)  # long runs go round it in epochs
         if not args.skip_time:
             runs: dict[str, list[list[dict]]] = {name: [] for name in shapes}

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from benchutil import prepare_model
 from PIL import Image
 
 from rexthinker_rl.batch import SequenceBatch, build_sequence_batch, encode_prompts
@@ -88,11 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model
-        if not model_dir:
-            from rexthinker_rl.tiny import build_tiny_model
-
-            model_dir = str(build_tiny_model(Path(tmp) / "tiny", seed=0))
+        model_dir = str(prepare_model(args.model, Path(tmp)))
         config = load_config(
             None,
             [

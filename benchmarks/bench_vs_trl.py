@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchutil import prepare_model
+
 PIXELS = 112 * 112
 REPO = Path(__file__).resolve().parents[1]
 TRL_ROLLOUTS = ("transformers", "vllm")
@@ -334,12 +336,7 @@ def main() -> None:
         work = Path(tmp)
         from data_tools.synthetic import make_synthetic_dataset
 
-        if args.model:
-            os.symlink(Path(args.model).resolve(), work / "model")
-        else:
-            from rexthinker_rl.tiny import build_tiny_model
-
-            build_tiny_model(work / "model", seed=0)
+        prepare_model(args.model, work)
         make_synthetic_dataset(
             work / "data", args.prompts * (args.warmup + args.steps), 0, 0, 112, PIXELS, PIXELS
         )  # every step sees fresh prompts on both sides
