@@ -13,10 +13,10 @@ from rexthinker_rl.data import RLDataset
 from rexthinker_rl.eval import cli
 from rexthinker_rl.eval.annotations import dataset_records, derive_domain, write_humanref
 from rexthinker_rl.eval.metrics import METRIC_KEYS, evaluate
-from rexthinker_rl.eval.prompts import HINT_PREFIX as EVAL_HINT_PREFIX
 from rexthinker_rl.eval.prompts import make_prompt
 from rexthinker_rl.eval.run import HumanRefPrompts, parse_response, run_eval
 from rexthinker_rl.modeling import load_processor
+from rexthinker_rl.prompts import DEFAULT_PRESET, load_preset
 from tests.conftest import TINY_OVERRIDES, TINY_PIXELS
 
 NUM_SAMPLES = 4
@@ -52,7 +52,7 @@ def hf_engine(tiny_model_dir):
 
 
 def test_hint_prefix_matches_the_data_tools():
-    assert EVAL_HINT_PREFIX == HINT_PREFIX
+    assert load_preset(DEFAULT_PRESET).problem_text({"circle": [[1, 2, 3, 4]]}, "x").startswith(HINT_PREFIX)
 
 
 def test_derived_domains():
