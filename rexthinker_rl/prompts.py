@@ -58,7 +58,8 @@ class PromptPreset:
     def problem_text(self, hints: dict[str, list], referring: str, category: str | None = None) -> str:
         """The ``problem`` text for hints already in the resized frame (``{category: [[x0, y0, x1, y1], ...]}``)."""
         category = category if category is not None else next(iter(hints), "")
-        return self._render("problem", hints=json.dumps(hints), referring=referring, category=category)
+        boxes = json.dumps([box for category_boxes in hints.values() for box in category_boxes])
+        return self._render("problem", hints=json.dumps(hints), boxes=boxes, referring=referring, category=category)
 
     def user_text(self, problem: str) -> str:
         """The user message's text, ``<image>`` marking the image."""
