@@ -511,7 +511,8 @@ def _explain(error: OmegaConfBaseException, source: str, override_key: str | Non
     if override_key and isinstance(error, ConfigKeyError | ConfigAttributeError):
         key = override_key  # the whole dotted key the user typed, so the suggestion is a whole key too
     if isinstance(error, ConfigKeyError | ConfigAttributeError):
-        return ConfigError(f"{source}: unknown config key '{key}'{_did_you_mean(key)}")
+        # repr: a key holding a line break (a YAML key can) still makes a one-line message
+        return ConfigError(f"{source}: unknown config key {key!r}{_did_you_mean(key)}")
     if isinstance(error, ValidationError):
         value = getattr(error, "value", None)
         return ConfigError(f"{source}: bad value {value!r} for '{key}': expected {_field_type(key)}")
