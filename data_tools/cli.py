@@ -202,7 +202,6 @@ def _humanref_cot(args: argparse.Namespace) -> int:
 def _add_prep_commands(commands, defaults: DataConfig) -> None:
     from data_tools.convert import CONVERT_POLICIES, ON_ERROR
     from data_tools.repair import DEFAULT_SNAP_IOU, GT_POLICIES
-    from rexthinker_rl.prompts import BOX_ROUNDINGS, DEFAULT_PRESET
 
     refcoco = commands.add_parser("from-refcoco", help="RefCOCO/+/g refs pickle + instances.json -> interchange JSON")
     refcoco.add_argument("--refs", required=True, help="refs(unc|umd|google).p (read without running any code)")
@@ -250,15 +249,7 @@ def _add_prep_commands(commands, defaults: DataConfig) -> None:
     convert.add_argument("--anno", required=True, help="interchange file with candidate_boxes")
     convert.add_argument("--image-root", required=True, help="folder the records' image_name are relative to")
     convert.add_argument("--out", required=True, help="parquet file; with --shard-size, a folder of shards")
-    convert.add_argument("--prompt-preset", "--preset", default=DEFAULT_PRESET, help="preset writing the problem text")
-    convert.add_argument("--min-pixels", type=int, default=None, help="default: the preset's (12544 for ours)")
-    convert.add_argument("--max-pixels", type=int, default=None, help="default: the preset's (1003520 for ours)")
-    convert.add_argument(
-        "--box-rounding",
-        choices=BOX_ROUNDINGS,
-        default=None,
-        help="round (ours) | original (Rex-Thinker: int() truncation, clamped to size - 1); default: the preset's",
-    )
+    _add_frame_arguments(convert)
     convert.add_argument("--num-proc", type=int, default=1, help="worker processes (output does not depend on it)")
     convert.add_argument("--shard-size", type=int, default=0, help="rows per parquet shard (0: one file)")
     convert.add_argument("--no-embed-images", action="store_true", help="store image paths, not bytes")
@@ -279,6 +270,21 @@ def _add_prep_commands(commands, defaults: DataConfig) -> None:
     cot.add_argument("--max-samples", type=int, default=-1, help="convert the first N samples only")
     cot.add_argument("--on-error", choices=("fail", "skip"), default="fail", help="bad samples: fail (write nothing)")
     cot.set_defaults(run=_humanref_cot)
+
+
+def _add_frame_arguments(convert) -> None:
+    """``convert``'s prompt preset, box rounding and pixel bounds (the last two default to the preset's)."""
+    from rexthinker_rl.prompts import BOX_ROUNDINGS, DEFAULT_PRESET
+
+    convert.add_argument("--prompt-preset", "--preset", default=DEFAULT_PRESET, help="preset writing the problem text")
+    convert.add_argument("--min-pixels", type=int, default=None, help="default: the preset's (12544 for ours)")
+    convert.add_argument("--max-pixels", type=int, default=None, help="default: the preset's (1003520 for ours)")
+    convert.add_argument(
+        "--box-rounding",
+        choices=BOX_ROUNDINGS,
+        default=None,
+        help="round (ours) | original (Rex-Thinker: int() truncation, clamped to size - 1); default: the preset's",
+    )
 
 
 def _add_fidelity_commands(commands, defaults: DataConfig) -> None:
