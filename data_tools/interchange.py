@@ -1,6 +1,6 @@
 """The interchange format: referring records in original-image pixels, before box hints are in the resized frame.
 
-A file is a JSON list of records, or JSONL with one record a line::
+A file is a JSON list of records, or JSON lines (one record a line, whatever the file is called)::
 
     {"id": "cat-0",                                   # optional; convert assigns "<file stem>-<index>" otherwise
      "image_name": "000123.jpg",                      # path relative to --image-root
@@ -9,8 +9,9 @@ A file is a JSON list of records, or JSONL with one record a line::
      "answer_boxes": [[10, 20, 110, 220]],            # [x0, y0, x1, y1]; [] = nothing in the image matches
      "candidate_boxes": [{"bbox": [10, 20, 110, 220], "category": "cat", "score": 0.91}, ...]}   # optional
 
-Rex-Thinker's variant with ``"ans": [x0, y0, x1, y1]`` (a single box) in place of ``answer_boxes`` is accepted too, and
-candidates may be bare boxes (category defaults to the record's). Records are numbered from 0 in file order; every
+Rex-Thinker's records are read as its tools write them: ``"ans": [x0, y0, x1, y1]`` (a single box) in place of
+``answer_boxes``, its ``image_id`` (kept), ``{"bbox", "category"}`` candidates. Candidates may also be bare boxes
+(category defaults to the record's). Records are numbered from 0 in file order; every
 error says ``"<file> record <i>: <reason>"``.
 """
 
