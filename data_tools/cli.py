@@ -1,6 +1,7 @@
 """``rexthinker-data``: dataset tools behind one command.
 
-``synth`` (synthetic shapes set), ``validate`` (check a training set), and the preparation path for real data:
+``synth`` (synthetic shapes set), ``validate`` (check a training set), ``repair`` (fix a training set's GT-not-in-hints
+rows), ``show-prompt`` (the chat text a prompt preset gives the model), and the preparation path for real data:
 ``from-refcoco`` (RefCOCO-family files -> interchange JSON), ``add-candidates`` (detector box hints + GT-in-hints
 repair), ``convert`` (interchange JSON -> training parquet) and ``humanref-cot`` (HumanRef-CoT TSV files -> training
 parquet and pictures).
@@ -73,6 +74,7 @@ def _from_refcoco(args: argparse.Namespace) -> int:
         image_root=args.image_root,
         max_per_image=args.max_per_image,
         seed=args.seed,
+        limit=args.limit,
     )
     for name in report.missing_images[:_MAX_ERROR_LINES]:
         print(f"missing image: {name}")
@@ -113,22 +115,68 @@ def _add_candidates(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from data_tools.convert import ConvertOptions, convert_file
+    from rexthinker_rl.prompts import load_preset
 
+    preset = load_preset(args.prompt_preset)  # its pixel bounds and box rounding, unless given
     options = ConvertOptions(
         image_root=args.image_root,
-        min_pixels=args.min_pixels,
-        max_pixels=args.max_pixels,
+        min_pixels=preset.min_pixels if args.min_pixels is None else args.min_pixels,
+        max_pixels=preset.max_pixels if args.max_pixels is None else args.max_pixels,
         gt_policy=args.gt_policy,
         snap_iou=args.snap_iou,
         seed=args.seed,
         embed_images=not args.no_embed_images,
+        prompt_preset=args.prompt_preset,
+        box_rounding=args.box_rounding or preset.box_rounding,
     )
     report = convert_file(
         args.anno, args.out, options, on_error=args.on_error, num_proc=args.num_proc, shard_size=args.shard_size
     )
     _print_errors(report.error_lines(), args.out)
     print(report.summary())
+    if options.box_rounding == "original" and (report.candidates_merged or report.candidates_degenerate):
+        print("box rounding 'original': those candidates stay in the hints, as Rex-Thinker's convert leaves them")
     return 1 if report.errors and args.on_error == "fail" else 0
+
+
+def _repair(args: argparse.Namespace) -> int:
+    from data_tools.repair_rows import repair_file
+
+    report = repair_file(
+        args.file, args.out, args.gt_policy, args.snap_iou, args.seed, args.prompt_key, args.answer_key
+    )
+    for change in report.changed[:_MAX_ERROR_LINES]:
+        print(f"{Path(args.file).name} row {change['row']}: {change['outcome']}")
+    if len(report.changed) > _MAX_ERROR_LINES:
+        print(f"... and {len(report.changed) - _MAX_ERROR_LINES} more rows, all listed in the report")
+    print(report.summary())
+    return 0
+
+
+def _show_prompt(args: argparse.Namespace) -> int:
+    import json
+
+    from rexthinker_rl.prompts import load_preset, render_chat
+
+    try:
+        hints = json.loads(args.hints)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--hints is not valid JSON ({err}); give {{category: [[x0, y0, x1, y1], ...]}}") from None
+    if not isinstance(hints, dict):
+        raise ValueError(f"--hints must be a JSON object {{category: [[x0, y0, x1, y1], ...]}}, got {args.hints!r}")
+    preset = load_preset(args.preset)
+    messages = preset.messages(preset.problem_text(hints, args.referring))
+    if args.model:
+        from rexthinker_rl.modeling import load_processor
+
+        processor = load_processor(args.model, preset.min_pixels, preset.max_pixels, False)
+        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        from rexthinker_rl.tiny import CHAT_TEMPLATE
+
+        text = render_chat(messages, CHAT_TEMPLATE)
+    sys.stdout.write(text)
+    return 0
 
 
 def _humanref_cot(args: argparse.Namespace) -> int:
@@ -163,6 +211,7 @@ def _add_prep_commands(commands, defaults: DataConfig) -> None:
     refcoco.add_argument("--out", required=True, help="interchange file to write (.json, or .jsonl)")
     refcoco.add_argument("--max-per-image", type=int, default=0, help="at most this many sentences an image (0: all)")
     refcoco.add_argument("--seed", type=int, default=0, help="seed of the --max-per-image draw and candidate order")
+    refcoco.add_argument("--limit", type=int, default=0, help="a seeded sample of at most N records (0: all)")
     refcoco.set_defaults(run=_from_refcoco)
 
     def add_repair_args(parser, policies, default) -> None:
@@ -200,8 +249,7 @@ def _add_prep_commands(commands, defaults: DataConfig) -> None:
     convert.add_argument("--anno", required=True, help="interchange file with candidate_boxes")
     convert.add_argument("--image-root", required=True, help="folder the records' image_name are relative to")
     convert.add_argument("--out", required=True, help="parquet file; with --shard-size, a folder of shards")
-    convert.add_argument("--min-pixels", type=int, default=defaults.min_pixels)
-    convert.add_argument("--max-pixels", type=int, default=defaults.max_pixels)
+    _add_frame_arguments(convert)
     convert.add_argument("--num-proc", type=int, default=1, help="worker processes (output does not depend on it)")
     convert.add_argument("--shard-size", type=int, default=0, help="rows per parquet shard (0: one file)")
     convert.add_argument("--no-embed-images", action="store_true", help="store image paths, not bytes")
@@ -222,6 +270,46 @@ def _add_prep_commands(commands, defaults: DataConfig) -> None:
     cot.add_argument("--max-samples", type=int, default=-1, help="convert the first N samples only")
     cot.add_argument("--on-error", choices=("fail", "skip"), default="fail", help="bad samples: fail (write nothing)")
     cot.set_defaults(run=_humanref_cot)
+
+
+def _add_frame_arguments(convert) -> None:
+    """``convert``'s prompt preset, box rounding and pixel bounds (the last two default to the preset's)."""
+    from rexthinker_rl.prompts import BOX_ROUNDINGS, DEFAULT_PRESET
+
+    convert.add_argument("--prompt-preset", "--preset", default=DEFAULT_PRESET, help="preset writing the problem text")
+    convert.add_argument("--min-pixels", type=int, default=None, help="default: the preset's (12544 for ours)")
+    convert.add_argument("--max-pixels", type=int, default=None, help="default: the preset's (1003520 for ours)")
+    convert.add_argument(
+        "--box-rounding",
+        choices=BOX_ROUNDINGS,
+        default=None,
+        help="round (ours) | original (Rex-Thinker: int() truncation, clamped to size - 1); default: the preset's",
+    )
+
+
+def _add_fidelity_commands(commands, defaults: DataConfig) -> None:
+    """``repair`` (a training set's GT-not-in-hints rows) and ``show-prompt`` (a preset's chat text)."""
+    from data_tools.repair import DEFAULT_SNAP_IOU, GT_POLICIES
+    from rexthinker_rl.prompts import DEFAULT_PRESET
+
+    repair = commands.add_parser("repair", help="fix GT-not-in-hints rows of a training parquet (e.g. Rex-Thinker's)")
+    repair.add_argument("file", help="parquet file in the training schema (images, problem, answer)")
+    repair.add_argument("--out", required=True, help="parquet file to write (the input is left as it is)")
+    repair.add_argument("--gt-policy", choices=GT_POLICIES, default="snap", help="snap, insert or drop (see README)")
+    repair.add_argument("--snap-iou", type=float, default=DEFAULT_SNAP_IOU, help="IoU to snap a GT box (snap)")
+    repair.add_argument("--seed", type=int, default=0, help="seed of where an inserted GT box goes among hints")
+    repair.add_argument("--prompt-key", default=defaults.prompt_key)
+    repair.add_argument("--answer-key", default=defaults.answer_key)
+    repair.set_defaults(run=_repair)
+
+    show = commands.add_parser("show-prompt", help="print exactly the chat text a preset gives the model")
+    show.add_argument("--preset", default=DEFAULT_PRESET, help="prompt preset name or .yaml file")
+    show.add_argument(
+        "--hints", required=True, help="hint JSON in the resized frame, e.g. '{\"person\": [[1, 2, 3, 4]]}'"
+    )
+    show.add_argument("--referring", required=True, help="the referring expression")
+    show.add_argument("--model", default=None, help="use this model folder's chat template (default: Qwen2.5-VL's)")
+    show.set_defaults(run=_show_prompt)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--answer-key", default=defaults.answer_key)
     validate.set_defaults(run=_validate)
     _add_prep_commands(commands, defaults)
+    _add_fidelity_commands(commands, defaults)
     return parser
 
 

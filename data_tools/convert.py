@@ -34,9 +34,11 @@ from data_tools.repair import (
     missing_ground_truth,
     repair_record,
 )
-from data_tools.synthetic import FEATURES, HINT_PREFIX, format_answer
+from data_tools.synthetic import FEATURES, format_answer
 from rexthinker_rl.config import DataConfig
 from rexthinker_rl.data import DataError, boxes_to_resized, check_fixed_point, decode_image, resized_size
+from rexthinker_rl.parquet_meta import write_frame_metadata
+from rexthinker_rl.prompts import BOX_ROUNDINGS, DEFAULT_PRESET, load_preset
 
 ON_ERROR = ("fail", "skip")
 CONVERT_POLICIES = ("check", *GT_POLICIES)
@@ -66,12 +68,26 @@ class ConvertOptions:
     embed_images: bool = True
     image_path_base: str = ""  # folder that stored image paths are relative to (the output's folder)
     id_prefix: str = ""  # ids of records without one: "<id_prefix>-<index>"; empty: the annotation file's stem
+    prompt_preset: str = DEFAULT_PRESET  # writes the problem text (rexthinker_rl/assets/prompt_presets.yaml)
+    box_rounding: str = "round"  # round (ours) | original (Rex-Thinker's int() truncation, clamped to size - 1)
+
+    def frame_record(self) -> dict[str, Any]:
+        """What the written parquet records about the frame its boxes are in (rexthinker_rl.parquet_meta)."""
+        return {
+            "box_rounding": self.box_rounding,
+            "min_pixels": self.min_pixels,
+            "max_pixels": self.max_pixels,
+            "prompt_preset": self.prompt_preset,
+        }
 
     def check(self) -> None:
         if self.gt_policy not in CONVERT_POLICIES:
             raise ValueError(f"--gt-policy {self.gt_policy!r}: choose one of {', '.join(CONVERT_POLICIES)}")
         if not 0 < self.min_pixels <= self.max_pixels:
             raise ValueError(f"--min-pixels {self.min_pixels} and --max-pixels {self.max_pixels} need 0 < min <= max")
+        if self.box_rounding not in BOX_ROUNDINGS:
+            raise ValueError(f"--box-rounding {self.box_rounding!r}: choose one of {', '.join(BOX_ROUNDINGS)}")
+        load_preset(self.prompt_preset)  # an unknown preset fails here, before any record is read
         if not Path(self.image_root).is_dir():
             raise FileNotFoundError(f"--image-root {self.image_root} is not a folder")
 
@@ -130,15 +146,20 @@ def build_row(record: Record, size: tuple[int, int], options: ConvertOptions) ->
     except ValueError as err:
         raise RecordError(record.index, f"{size[0]}x{size[1]} image: {err}") from None
     candidates = record.candidate_boxes or []
-    converted = boxes_to_resized([candidate.bbox for candidate in candidates], size, resized)  # each candidate once
+    boxes = [candidate.bbox for candidate in candidates]
+    converted = boxes_to_resized(boxes, size, resized, options.box_rounding)  # each candidate once
     hints: dict[str, list[list[int]]] = {record.category: []}
     merged = degenerate = 0
     for candidate, box in zip(candidates, converted, strict=True):
         category_hints = hints.setdefault(candidate.category, [])
         if not (box[2] > box[0] and box[3] > box[1]):
             degenerate += 1
+            if options.box_rounding == "original":  # Rex-Thinker's convert lists every candidate as it maps
+                category_hints.append(box)
         elif box in category_hints:
             merged += 1
+            if options.box_rounding == "original":
+                category_hints.append(box)
         else:
             category_hints.append(box)
     answers: list[list[int]] = []
@@ -154,7 +175,7 @@ def build_row(record: Record, size: tuple[int, int], options: ConvertOptions) ->
         if box not in answers:  # two targets that rounding made one box are one target in this frame
             answers.append(box)
     row = {
-        "problem": f"{HINT_PREFIX}{json.dumps(hints)}\nPlease detect {record.referring} in the image.",
+        "problem": load_preset(options.prompt_preset).problem_text(hints, record.referring, record.category),
         "answer": format_answer(answers, record.referring),
         "image_size": list(size),
         "resized_size": list(resized),
@@ -283,7 +304,8 @@ def convert_file(
             raise DataError(f"{anno}: no rows left to write ({len(report.errors)} bad records, see the report)")
         report.written = len(kept)
         report.shards = _write(kept, out, shard_size, Path(work), options.embed_images)
-    write_report(out, report.as_dict())
+    write_frame_metadata(out, options.frame_record())
+    write_report(out, report.as_dict() | {"frame": options.frame_record()})
     return report
 
 

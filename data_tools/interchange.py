@@ -1,6 +1,6 @@
 """The interchange format: referring records in original-image pixels, before box hints are in the resized frame.
 
-A file is a JSON list of records, or JSONL with one record a line::
+A file is a JSON list of records, or JSON lines (one record a line, whatever the file is called)::
 
     {"id": "cat-0",                                   # optional; convert assigns "<file stem>-<index>" otherwise
      "image_name": "000123.jpg",                      # path relative to --image-root
@@ -9,8 +9,9 @@ A file is a JSON list of records, or JSONL with one record a line::
      "answer_boxes": [[10, 20, 110, 220]],            # [x0, y0, x1, y1]; [] = nothing in the image matches
      "candidate_boxes": [{"bbox": [10, 20, 110, 220], "category": "cat", "score": 0.91}, ...]}   # optional
 
-Rex-Thinker's variant with ``"ans": [x0, y0, x1, y1]`` (a single box) in place of ``answer_boxes`` is accepted too, and
-candidates may be bare boxes (category defaults to the record's). Records are numbered from 0 in file order; every
+Rex-Thinker's records are read as its tools write them: ``"ans": [x0, y0, x1, y1]`` (a single box) in place of
+``answer_boxes``, its ``image_id`` (kept), ``{"bbox", "category"}`` candidates. Candidates may also be bare boxes
+(category defaults to the record's). Records are numbered from 0 in file order; every
 error says ``"<file> record <i>: <reason>"``.
 """
 
@@ -27,7 +28,7 @@ from rexthinker_rl.data import DataError
 from rexthinker_rl.utils import atomic_write_text
 
 Box = list[float]
-KNOWN_FIELDS = ("id", "image_name", "referring", "category", "answer_boxes", "ans", "candidate_boxes")
+KNOWN_FIELDS = ("id", "image_name", "image_id", "referring", "category", "answer_boxes", "ans", "candidate_boxes")
 _CANDIDATE_FIELDS = ("bbox", "category", "score")
 
 
@@ -66,11 +67,12 @@ class Record:
     answer_boxes: list[Box]
     candidate_boxes: list[Candidate] | None = None
     id: str | None = None
+    image_id: int | str | None = None  # Rex-Thinker's records carry the COCO image id; kept, not used
 
     def to_dict(self) -> dict[str, Any]:
         item: dict[str, Any] = {} if self.id is None else {"id": self.id}
+        item |= {"image_name": self.image_name} | ({} if self.image_id is None else {"image_id": self.image_id})
         item |= {
-            "image_name": self.image_name,
             "referring": self.referring,
             "category": self.category,
             "answer_boxes": self.answer_boxes,
@@ -86,27 +88,35 @@ class Record:
 
 # ------------------------------------------------------------------------------------------------------------ reading
 def read_raw_records(path: str | Path) -> list[Any]:
-    """The records of a JSON list file or a JSONL file (``.jsonl``), unparsed; DataError for a malformed file."""
+    """The records of a JSON list file or of JSON lines (one record a line, whatever the file is called: Rex-Thinker's
+    tools write ``anno.json`` that way), unparsed; DataError for a malformed file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"annotation file {path} does not exist")
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        records = []
-        for line_number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path.name} line {line_number}: invalid JSON ({err})") from None
-        return records
+        return _json_lines(path, text)
     try:
         records = json.loads(text)
     except json.JSONDecodeError as err:
-        hint = " (one record a line? name the file .jsonl)" if text.lstrip().startswith("{") else ""
-        raise DataError(f"{path.name}: invalid JSON ({err}){hint}") from None
+        if text.lstrip().startswith("{"):
+            return _json_lines(path, text)
+        raise DataError(f"{path.name}: invalid JSON ({err})") from None
+    if isinstance(records, dict):
+        return [records]  # JSON lines holding one record
     if not isinstance(records, list):
         raise DataError(f"{path.name}: expected a JSON list of records, got {type(records).__name__}")
+    return records
+
+
+def _json_lines(path: Path, text: str) -> list[Any]:
+    records = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path.name} line {line_number}: invalid JSON ({err})") from None
     return records
 
 
@@ -143,6 +153,7 @@ def parse_record(raw: Any, index: int) -> Record:
         answer_boxes=answer_boxes,
         candidate_boxes=candidates,
         id=None if record_id is None else str(record_id),
+        image_id=raw.get("image_id"),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +43,15 @@ class RefcocoReport:
     sentences: int = 0  # records written: one per kept sentence
     images: int = 0
     capped: int = 0  # sentences left out by --max-per-image
+    limited: int = 0  # records left out by --limit
     missing_images: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         missing = f"; {len(self.missing_images)} images missing under --image-root" if self.missing_images else ""
+        limited = f", {self.limited} records over --limit" if self.limited else ""
         return (
             f"from-refcoco: split {self.split!r}: {self.refs_in_split} refs, {self.images} images -> {self.sentences} "
-            f"records ({self.capped} sentences over --max-per-image left out){missing}; wrote {self.out}"
+            f"records ({self.capped} sentences over --max-per-image left out{limited}){missing}; wrote {self.out}"
         )
 
 
@@ -93,9 +95,15 @@ def coco_to_xyxy(bbox: list[float], width: int, height: int) -> list[float]:
 
 
 def refcoco_records(
-    refs: list[dict[str, Any]], instances: _Instances, split: str, max_per_image: int = 0, seed: int = 0
+    refs: list[dict[str, Any]],
+    instances: _Instances,
+    split: str,
+    max_per_image: int = 0,
+    seed: int = 0,
+    limit: int = 0,
 ) -> tuple[list[Record], RefcocoReport]:
-    """Records for every sentence of ``split`` (at most ``max_per_image`` sentences an image, drawn with ``seed``)."""
+    """Records for every sentence of ``split`` (at most ``max_per_image`` sentences an image, drawn with ``seed``);
+    with ``limit``, a sample of that many records drawn with ``seed`` (the paper trains on 20,000 of RefCOCOg train)."""
     in_split = [ref for ref in refs if ref["split"] == split]
     if not in_split:
         splits = sorted({str(ref["split"]) for ref in refs})
@@ -114,6 +122,11 @@ def refcoco_records(
             report.capped += len(pairs) - max_per_image
             pairs = [pairs[i] for i in chosen]
         records.extend(_record(ref, sentence, instances, len(records), rng) for ref, sentence in pairs)
+    if 0 < limit < len(records):
+        # Its own generator, so that --limit draws a subset of the very records a run without it writes.
+        chosen = sorted(random.Random(f"{seed}:limit").sample(range(len(records)), limit))
+        report.limited = len(records) - limit
+        records = [replace(records[i], index=position) for position, i in enumerate(chosen)]
     report.sentences = len(records)
     return records, report
 
@@ -165,13 +178,14 @@ def from_refcoco(
     image_root: str | Path | None = None,
     max_per_image: int = 0,
     seed: int = 0,
+    limit: int = 0,
 ) -> RefcocoReport:
     """Write the interchange file for one split; with ``image_root``, list the images it lacks in the report."""
-    if max_per_image < 0:
-        raise ValueError(f"--max-per-image {max_per_image} must be >= 0 (0: no cap)")
+    if max_per_image < 0 or limit < 0:
+        raise ValueError(f"--max-per-image {max_per_image} and --limit {limit} must be >= 0 (0: no cap)")
     refs = load_refs(refs_path)
     instances = load_instances(instances_path)
-    records, report = refcoco_records(refs, instances, split, max_per_image, seed)
+    records, report = refcoco_records(refs, instances, split, max_per_image, seed, limit)
     report.refs, report.out = str(refs_path), str(out)
     if image_root is not None:
         if not Path(image_root).is_dir():

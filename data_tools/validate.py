@@ -114,7 +114,7 @@ def check_row(row: dict, where: str, base_dir: Path, cfg: DataConfig) -> list[st
     hint_boxes = [list(box) for category_boxes in (hints or {}).values() for box in category_boxes]
     for box in boxes:
         if hints is not None and list(box) not in hint_boxes:
-            reasons.append(f"ground-truth box {box} is not among the hint boxes")
+            reasons.append(f"ground-truth box {box} is not among the hint boxes (`rexthinker-data repair` fixes it)")
     if resized is not None:
         for box in hint_boxes + [box for box in boxes if list(box) not in hint_boxes]:
             if (box_problem := _box_problem(box, *resized)) is not None:

@@ -5,7 +5,8 @@ A reward function is a plain function::
     def my_reward(inputs: list[RewardInput], **kwargs) -> list[RewardScore]: ...
 
 It returns one score per input, never raises on a malformed completion (it scores it low), and raises
-``ValueError`` naming ``metadata["row_id"]`` on a malformed ground truth.
+``ValueError`` naming ``metadata["row_id"]`` on a malformed ground truth (except ``rewards.rexthinker``, which
+reproduces Rex-Thinker's reward and so scores it 0).
 
 Metadata keys the data pipeline provides (every one is optional for a reward; use ``.get``):
 
@@ -17,6 +18,8 @@ Metadata keys the data pipeline provides (every one is optional for a reward; us
 - ``referring``: the referring expression, e.g. ``"the man in a red shirt"``.
 - ``category``: the object category the hints were drawn for, e.g. ``"person"``.
 - ``row_id``: the dataset row's id; rewards put it in error messages.
+- ``box_rounding``: how the set's boxes were rounded into the resized frame (``round`` or ``original``), when the
+  parquet file records it.
 """
 
 from __future__ import annotations

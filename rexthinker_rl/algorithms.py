@@ -222,14 +222,24 @@ def _normaliser(value: Count, local: float | Tensor, like: Tensor) -> Tensor:
 
 
 def _token_mean(
-    loss: Tensor, mask: Tensor, global_tokens: Count, global_seqs: Count, norm_len: float | None
+    loss: Tensor,
+    mask: Tensor,
+    global_tokens: Count,
+    global_seqs: Count,
+    norm_len: float | None,
+    micro_batches: Count,
 ) -> Tensor:
     """sum(loss * mask) / tokens."""
     return (loss * mask).sum() / _normaliser(global_tokens, mask.sum(), loss)
 
 
 def _seq_mean_token_sum(
-    loss: Tensor, mask: Tensor, global_tokens: Count, global_seqs: Count, norm_len: float | None
+    loss: Tensor,
+    mask: Tensor,
+    global_tokens: Count,
+    global_seqs: Count,
+    norm_len: float | None,
+    micro_batches: Count,
 ) -> Tensor:
     """sum over sequences of the per-sequence token sums / sequences."""
     seq_sums = (loss * mask).sum(-1)  # (batch,)
@@ -237,7 +247,12 @@ def _seq_mean_token_sum(
 
 
 def _seq_mean_token_mean(
-    loss: Tensor, mask: Tensor, global_tokens: Count, global_seqs: Count, norm_len: float | None
+    loss: Tensor,
+    mask: Tensor,
+    global_tokens: Count,
+    global_seqs: Count,
+    norm_len: float | None,
+    micro_batches: Count,
 ) -> Tensor:
     """sum over sequences of the per-sequence token means / sequences."""
     seq_means = (loss * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (batch,)
@@ -245,11 +260,32 @@ def _seq_mean_token_mean(
 
 
 def _seq_mean_token_sum_norm(
-    loss: Tensor, mask: Tensor, global_tokens: Count, global_seqs: Count, norm_len: float | None
+    loss: Tensor,
+    mask: Tensor,
+    global_tokens: Count,
+    global_seqs: Count,
+    norm_len: float | None,
+    micro_batches: Count,
 ) -> Tensor:
     """Dr. GRPO: sum(loss * mask) / (sequences * a constant length; default the padded length, mask.shape[-1])."""
     seqs = _normaliser(global_seqs, (mask.sum(-1) > 0).sum(), loss)
     return (loss * mask).sum() / (seqs * (mask.shape[-1] if norm_len is None else norm_len))
+
+
+def _micro_batch_token_mean(
+    loss: Tensor,
+    mask: Tensor,
+    global_tokens: Count,
+    global_seqs: Count,
+    norm_len: float | None,
+    micro_batches: Count,
+) -> Tensor:
+    """EasyR1's (and so Rex-Thinker's) aggregation: this micro-batch's own token mean, divided by the number of
+    micro-batches the mini-batch was split into (gradient accumulation steps x data-parallel ranks, since ranks here
+    sum gradients). Tokens of a short micro-batch weigh more than those of a long one: a biased estimator of the
+    mini-batch token mean, kept to reproduce the paper's runs. The 1e-8 is EasyR1's masked_mean epsilon."""
+    token_mean = (loss * mask).sum() / (mask.sum() + 1e-8)
+    return token_mean / _normaliser(micro_batches, 1, loss)
 
 
 LOSS_AGGREGATIONS: dict[str, Callable[..., Tensor]] = {
@@ -257,6 +293,7 @@ LOSS_AGGREGATIONS: dict[str, Callable[..., Tensor]] = {
     "seq-mean-token-sum": _seq_mean_token_sum,
     "seq-mean-token-mean": _seq_mean_token_mean,
     "seq-mean-token-sum-norm": _seq_mean_token_sum_norm,
+    "micro-batch-token-mean": _micro_batch_token_mean,
 }
 
 
@@ -267,16 +304,18 @@ def aggregate_loss(
     global_tokens: Count = None,
     global_seqs: Count = None,
     norm_len: float | None = None,
+    micro_batches: Count = None,
 ) -> Tensor:
     """Reduce a per-token loss (batch, seq) over the response tokens in ``mask`` (batch, seq) to a scalar.
 
     mode: a key of LOSS_AGGREGATIONS. global_tokens / global_seqs: normalisers for the whole mini-batch
     (None: this batch's own counts from ``count_tokens_and_seqs``). norm_len: the constant length of
     ``seq-mean-token-sum-norm`` (None: mask.shape[-1]; pass the max response length so that micro-batches
-    padded to different lengths still add up).
+    padded to different lengths still add up). micro_batches: how many micro-batches (over every rank) the
+    mini-batch was split into, for ``micro-batch-token-mean`` (None: 1).
     """
     aggregate = _lookup(LOSS_AGGREGATIONS, mode, "loss aggregation mode")
-    return aggregate(loss, mask.to(loss.dtype), global_tokens, global_seqs, norm_len)
+    return aggregate(loss, mask.to(loss.dtype), global_tokens, global_seqs, norm_len, micro_batches)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -369,6 +408,7 @@ def compute_policy_loss(
     global_tokens: Count = None,
     global_seqs: Count = None,
     norm_len: float | None = None,
+    micro_batches: Count = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Policy-gradient loss (scalar) and metrics for one (micro-)batch.
 
@@ -379,7 +419,9 @@ def compute_policy_loss(
     """
     policy_loss = _lookup(POLICY_LOSSES, name, "policy loss")
     token_loss = policy_loss(logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, clip_ratio_c)
-    loss = aggregate_loss(token_loss.loss, response_mask, loss_agg_mode, global_tokens, global_seqs, norm_len)
+    loss = aggregate_loss(
+        token_loss.loss, response_mask, loss_agg_mode, global_tokens, global_seqs, norm_len, micro_batches
+    )
     with torch.no_grad():
         metrics = {
             "clipfrac": masked_mean(token_loss.clipped.to(logprobs.dtype), response_mask).item(),

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from rexthinker_rl.config import ConfigError, load_config
+from rexthinker_rl.config import Config, ConfigError, load_config, to_yaml
 
 USER_ERRORS = (ConfigError, FileNotFoundError, ValueError)
 
@@ -36,8 +37,45 @@ def _run_errors() -> tuple[type[Exception], ...]:
 def _parse(argv: list[str] | None, description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default=None, help="YAML experiment file (configs/*.yaml)")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config (defaults < YAML < overrides) and exit; starts no worker, needs no GPU",
+    )
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. actor.lr=2e-6")
     return parser.parse_args(argv)
+
+
+def describe_config(config: Config, source: str | None) -> str:
+    """The resolved config as YAML, headed by what it implies: derived sizes, the prompt preset, the step count."""
+    from rexthinker_rl.prompts import preset_for
+
+    preset = preset_for(config.data)
+    derived = ", ".join(f"{key}={value}" for key, value in config.derived.items())
+    system = "none (the chat template's default)" if not preset.system else f"{preset.system[:40]!r}..."
+    lines = [
+        f"# resolved config of {source or 'the defaults'} with the given overrides (nothing started)",
+        f"# derived: {derived}",
+        f"# prompt preset {preset.name}: system {system}; its boxes rounded {preset.box_rounding!r} (convert the data "
+        f"with it); its own pixels {preset.min_pixels}..{preset.max_pixels}; eval/infer read {preset.answer_parsing}",
+        f"# steps: {_steps(config)}",
+    ]
+    return "\n".join(lines) + "\n" + to_yaml(config)
+
+
+def _steps(config: Config) -> str:
+    """The GRPO step count, from the training file's row count when it is on this machine."""
+    trainer, batch = config.trainer, config.data.rollout_batch_size
+    if trainer.total_steps > 0:
+        return f"trainer.total_steps={trainer.total_steps}"
+    path = Path(config.data.train_files)
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    if not config.data.train_files or not all(file.suffix == ".parquet" and file.is_file() for file in files):
+        return f"{trainer.total_epochs} epoch(s) x (training rows // {batch}), counted at start"
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.read_metadata(file).num_rows for file in files)
+    return f"{trainer.total_epochs} epoch(s) x ({rows} rows // {batch}) = {trainer.total_epochs * (rows // batch)}"
 
 
 def _fail(error: Exception, status: int = 2) -> None:
@@ -52,6 +90,9 @@ def train_main(argv: list[str] | None = None) -> None:
     args = _parse(argv, "GRPO training of Qwen2.5-VL (Rex-Thinker recipe).")
     try:
         config = load_config(args.config, args.overrides)
+        if args.print_config:
+            print(describe_config(config, args.config), end="", flush=True)
+            return
         from rexthinker_rl.trainer import GRPOTrainer
 
         trainer = GRPOTrainer(config)
@@ -73,6 +114,9 @@ def sft_main(argv: list[str] | None = None) -> None:
     args = _parse(argv, "Supervised warm start on chain-of-thought targets.")
     try:
         config = load_config(args.config, args.overrides)
+        if args.print_config:
+            print(describe_config(config, args.config), end="", flush=True)
+            return
         from rexthinker_rl.sft import run_sft
 
         out = run_sft(config)

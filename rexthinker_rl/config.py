@@ -18,10 +18,13 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
-R1_FORMAT_PROMPT = (
-    "First think about the reasoning process in the mind and then provide the answer. The reasoning process and "
-    "answer are enclosed within <think> </think> and <answer> </answer> tags, respectively, i.e., "
-    "<think> reasoning process here </think><answer> answer here </answer>."
+# Keys of algorithms.LOSS_AGGREGATIONS (listed here so that loading a config does not import torch).
+LOSS_AGG_MODES = (
+    "token-mean",
+    "seq-mean-token-sum",
+    "seq-mean-token-mean",
+    "seq-mean-token-sum-norm",
+    "micro-batch-token-mean",
 )
 
 
@@ -41,10 +44,14 @@ class DataConfig:
     """Column holding the user prompt (referring expression and box-hint text)."""
     answer_key: str = "answer"
     """Column holding the ground-truth answer text (fenced JSON boxes or the rejection sentence)."""
-    format_prompt: str = R1_FORMAT_PROMPT
-    """Reasoning instruction appended to every prompt; empty to use the dataset prompt as is."""
-    system_prompt: str = "You are a helpful assistant."
-    """System message of the chat template."""
+    prompt_preset: str = "rexthinker-rl"
+    """Prompt preset (rexthinker_rl/assets/prompt_presets.yaml, or a .yaml file of one): system message and templates
+    that turn a row's problem into the chat prompt; rexthinker-grpo | rexthinker-infer | humanref-eval |
+    rexthinker-plain reproduce Rex-Thinker's texts byte for byte (README, "Prompt presets")."""
+    format_prompt: str | None = None
+    """Reasoning instruction of the preset's user template (null: the preset's own; "": none)."""
+    system_prompt: str | None = None
+    """System message (null: the preset's own; "": no system message, so the chat template's default applies)."""
     max_prompt_length: int = 4096
     """Longest prompt in tokens, image tokens included; longer prompts are filtered (or rejected, see below)."""
     max_response_length: int = 4096
@@ -187,7 +194,9 @@ class ActorConfig:
     clip_ratio_dual: float = 3.0
     """Dual-clip bound c for negative advantages."""
     loss_agg_mode: str = "token-mean"
-    """token-mean | seq-mean-token-sum | seq-mean-token-mean | seq-mean-token-sum-norm."""
+    """token-mean (over every response token of the mini-batch) | seq-mean-token-sum | seq-mean-token-mean |
+    seq-mean-token-sum-norm | micro-batch-token-mean (EasyR1 / Rex-Thinker: each micro-batch's token mean divided by
+    the number of micro-batches)."""
     entropy_coef: float = 0.0
     """Entropy bonus coefficient (0: entropy only logged)."""
     padding_free: bool = False
@@ -347,6 +356,7 @@ class Config:
             )
         if self.data.min_pixels > self.data.max_pixels:
             raise ConfigError(f"data.min_pixels={self.data.min_pixels} exceeds data.max_pixels={self.data.max_pixels}")
+        _check_preset(self.data)
         if not self.reward.function and not self.reward.components:
             raise ConfigError("reward: set reward.function or reward.components")
         if self.model.lora.rank > 0 and self.actor.strategy == "deepspeed":
@@ -372,6 +382,15 @@ class Config:
             else self.trainer.nnodes * self.trainer.n_gpus_per_node,
         }
         return self
+
+
+def _check_preset(data: DataConfig) -> None:
+    from rexthinker_rl.prompts import PresetError, preset_for
+
+    try:
+        preset_for(data)
+    except (PresetError, FileNotFoundError) as err:
+        raise ConfigError(f"data.prompt_preset={data.prompt_preset!r}: {err}") from None
 
 
 def _positive(value: Any) -> bool:
@@ -423,8 +442,8 @@ _RULES: list[tuple[str, Any, str]] = [
     ("actor.clip_ratio_dual", lambda v: v > 1, "a dual-clip bound > 1"),
     (
         "actor.loss_agg_mode",
-        _one_of("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"),
-        "token-mean | seq-mean-token-sum | seq-mean-token-mean | seq-mean-token-sum-norm",
+        _one_of(*LOSS_AGG_MODES),
+        " | ".join(LOSS_AGG_MODES),
     ),
     ("algorithm.adv_estimator", _one_of("grpo", "drgrpo", "rloo"), "grpo | drgrpo | rloo"),
     ("algorithm.kl_mode", _one_of("loss", "reward", "none"), "loss | reward | none"),
@@ -492,7 +511,8 @@ def _explain(error: OmegaConfBaseException, source: str, override_key: str | Non
     if override_key and isinstance(error, ConfigKeyError | ConfigAttributeError):
         key = override_key  # the whole dotted key the user typed, so the suggestion is a whole key too
     if isinstance(error, ConfigKeyError | ConfigAttributeError):
-        return ConfigError(f"{source}: unknown config key '{key}'{_did_you_mean(key)}")
+        # repr: a key holding a line break (a YAML key can) still makes a one-line message
+        return ConfigError(f"{source}: unknown config key {key!r}{_did_you_mean(key)}")
     if isinstance(error, ValidationError):
         value = getattr(error, "value", None)
         return ConfigError(f"{source}: bad value {value!r} for '{key}': expected {_field_type(key)}")

@@ -27,13 +27,17 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from rexthinker_rl.config import DataConfig
+from rexthinker_rl.parquet_meta import FrameMismatch, check_made_with
+from rexthinker_rl.prompts import BOX_ROUNDINGS, PresetError, chat_prompt, preset_for
 
 logger = logging.getLogger(__name__)
 
 REJECTION_TEXT = "There is no such thing in the image."
 IMAGE_FACTOR = 28  # Qwen2.5-VL: 14-pixel patches merged 2x2, so one image token per 28x28 cell
 HINT_MARKER = "coordinates in this image:"
-_REFERRING = re.compile(r"Please detect (.+?) in the image\.")
+# The referring expression in a problem text: ours and Rex-Thinker's demo ("in the image."), its convert ("in this
+# image.") and its HumanRef evaluation ("Locate ... in the image and answer").
+_REFERRING = re.compile(r"(?:Please detect (.+?) in (?:the|this) image\.|Locate (.+?) in the image and answer)")
 
 
 class DataError(ValueError):
@@ -73,13 +77,30 @@ def _clip(box: list[float], width: float, height: float) -> list[float]:
     return [min(max(value, 0), limit) for value, limit in zip(box, (width, height, width, height), strict=True)]
 
 
-def boxes_to_resized(boxes, original_size: Sequence[int], resized_size: Sequence[int]) -> list[list[int]]:
-    """Original-image boxes ``[x0, y0, x1, y1]`` -> integer boxes in the resized frame, clipped into the image."""
+def boxes_to_resized(
+    boxes, original_size: Sequence[int], resized_size: Sequence[int], rounding: str = "round"
+) -> list[list[int]]:
+    """Original-image boxes ``[x0, y0, x1, y1]`` -> integer boxes in the resized frame.
+
+    ``rounding``: ``round`` (ours: nearest integer, clipped to [0, size]) or ``original`` (Rex-Thinker's tools:
+    ``int()`` of ``x / width * resized_width``, truncation, then clamped to [0, size - 1])."""
+    if rounding == "original":
+        return [_truncated(box, original_size, resized_size) for box in boxes]
+    if rounding != "round":
+        raise ValueError(f"box rounding {rounding!r}: expected one of {', '.join(BOX_ROUNDINGS)}")
     width, height = resized_size
     return [
         [round(value) for value in _clip(box, width, height)]
         for box in _scale_boxes(boxes, original_size, resized_size)
     ]
+
+
+def _truncated(box, original: Sequence[int], resized: Sequence[int]) -> list[int]:
+    if len(box) != 4:
+        raise ValueError(f"box {list(box)} must have 4 numbers [x0, y0, x1, y1]")
+    # Same operations in the same order as the original (divide, then multiply), so float results truncate alike.
+    values = [int(float(value) / original[i % 2] * resized[i % 2]) for i, value in enumerate(box)]
+    return [max(0, min(value, resized[i % 2] - 1)) for i, value in enumerate(values)]
 
 
 def boxes_to_original(boxes, original_size: Sequence[int], resized_size: Sequence[int]) -> list[list[float]]:
@@ -129,6 +150,12 @@ def hints_from_problem(problem: str, where: str = "") -> dict[str, list[list[flo
     except json.JSONDecodeError as err:
         raise DataError(f"{where}: the hint JSON after {HINT_MARKER!r} does not parse ({err})") from None
     return parse_hints(value, where)
+
+
+def referring_from_problem(problem: str) -> str | None:
+    """The referring expression of a problem text written by one of the prompt presets, or None."""
+    match = _REFERRING.search(problem)
+    return (match.group(1) or match.group(2)) if match else None
 
 
 def is_box(box: Any) -> bool:
@@ -311,9 +338,15 @@ class RLDataset(torch.utils.data.Dataset):
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.image_token = getattr(processor, "image_token", "<|image_pad|>")
         self._processor_bounds = _processor_bounds(processor)
+        self.preset = preset_for(data_cfg)
         for key in (data_cfg.prompt_key, data_cfg.answer_key):
             if key not in self.rows.column_names:
                 raise DataError(f"{path}: no column {key!r} (columns: {', '.join(self.rows.column_names)})")
+        try:  # the frame the set was made in must be the configured one; its box rounding goes to the rewards
+            made = check_made_with(self.rows.sources[0].path, data_cfg.min_pixels, data_cfg.max_pixels)
+        except FrameMismatch as err:
+            raise DataError(str(err)) from None
+        self.made_with = {"box_rounding": made["box_rounding"]} if "box_rounding" in made else {}
         self._kept: list[int] = []
         self._num_tokens: list[int] = []
         self._sizes: list[tuple[tuple[int, int], tuple[int, int]]] = []
@@ -391,12 +424,11 @@ class RLDataset(torch.utils.data.Dataset):
         answer = row.get(cfg.answer_key)
         if not isinstance(answer, str) or not answer.strip():
             raise DataError(f"{where}: {cfg.answer_key!r} is missing or empty")
-        problem = problem.replace("<image>", "").strip()
-        text = f"{problem}\n{cfg.format_prompt}" if cfg.format_prompt else problem
-        messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
-        messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]})
-        prompt_text = self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return problem, messages, prompt_text
+        try:
+            messages, prompt_text = chat_prompt(self.processor, self.preset, problem)
+        except PresetError as err:
+            raise DataError(f"{where}: {err}") from None
+        return problem.replace("<image>", "").strip(), messages, prompt_text
 
     def _count_tokens(self, pending: list, max_samples: int) -> None:
         if not pending:
@@ -433,7 +465,7 @@ class RLDataset(torch.utils.data.Dataset):
             prompt_text=prompt_text,
             image=image,
             ground_truth=row[self.cfg.answer_key],
-            metadata=_metadata(row, problem, original, resized, uid, where),
+            metadata=_metadata(row, problem, original, resized, uid, where) | self.made_with,
             num_prompt_tokens=self._num_tokens[i],
             sft_target=row.get("sft_target") or None,
         )
@@ -460,8 +492,7 @@ def _metadata(row: dict, problem: str, original, resized, uid: str, where: str) 
     hints = parse_hints(row["hints"], where) if row.get("hints") is not None else hints_from_problem(problem, where)
     if hints is not None:
         metadata["hints"] = hints
-    match = _REFERRING.search(problem)
-    referring = row.get("referring") or (match.group(1) if match else None)
+    referring = row.get("referring") or referring_from_problem(problem)
     if referring:
         metadata["referring"] = referring
     category = row.get("category") or (next(iter(hints)) if hints and len(hints) == 1 else None)

@@ -17,6 +17,7 @@ import sys
 
 from rexthinker_rl.config import load_config
 from rexthinker_rl.infer import USER_ERRORS, Predictor, detect_hints, parse_hints_value, render
+from rexthinker_rl.prompts import add_preset_argument, preset_overrides
 
 
 def answer_request(predictor: Predictor, image, referring: str, category: str, hints_text: str, detector: str | None,
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--detector-arg", action="append", default=[], help="key=value for the detector (repeat)")
     parser.add_argument("--config", default=None, help="YAML config (pixel bounds, engine, prompts)")
     parser.add_argument("--engine", choices=("vllm", "hf"), default="hf", help="rollout engine (default hf)")
+    add_preset_argument(parser)
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.max_response_length=2048")
     args = parser.parse_args(argv)
     try:
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             from data_tools.detectors import load_detector
 
             load_detector(args.detector)  # a wrong spec fails now, not at the first request
-        config = load_config(args.config, [*args.overrides, f"rollout.engine={args.engine}"])
+        overrides = [*preset_overrides(args.prompt_preset), *args.overrides, f"rollout.engine={args.engine}"]
+        config = load_config(args.config, overrides)
         predictor = Predictor(config, args.model)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)

@@ -22,6 +22,7 @@ from PIL import Image
 
 from rexthinker_rl.config import Config, ConfigError, load_config
 from rexthinker_rl.data import DataError, decode_image, is_box
+from rexthinker_rl.prompts import add_preset_argument, clean_up_spaces, preset_for, preset_overrides
 from rexthinker_rl.rollout.base import RolloutEngine, RolloutPrompt, SamplingSpec
 
 USER_ERRORS = (ConfigError, DataError, FileNotFoundError, ValueError)
@@ -53,6 +54,7 @@ class Predictor:
             model.tokenizer_path or model_path, data.min_pixels, data.max_pixels, model.trust_remote_code
         )
         self.engine = engine or build_engine(config, model_path)
+        self.preset = preset_for(data)
 
     def predict(self, image: Image.Image, referring: str, hints: Hints) -> Inference:
         from rewards.parsing import parse_completion
@@ -64,7 +66,8 @@ class Predictor:
         prompt = make_prompt(self.processor, self.config.data, image, referring.strip(), hints)
         sampling = SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=self.config.data.max_response_length)
         text = self.engine.generate([RolloutPrompt(prompt.prompt_text, prompt.image)], sampling)[0].text
-        answer = parse_response(text, image.size, prompt.metadata["resized_size"])
+        text = clean_up_spaces(text) if self.preset.decode_cleanup else text
+        answer = parse_response(text, image.size, prompt.metadata["resized_size"], self.preset.answer_parsing)
         think = parse_completion(text).think
         reasoning = think.strip() if think is not None else text
         return Inference(text, reasoning, answer.kind, answer.boxes_original, answer.boxes_resized, hints)
@@ -131,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="rexthinker_infer.png", help="where to save the visualisation")
     parser.add_argument("--config", default=None, help="YAML config (pixel bounds, engine, prompts)")
     parser.add_argument("--engine", choices=("vllm", "hf"), default="hf", help="rollout engine (default hf)")
+    add_preset_argument(parser)
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.max_response_length=2048")
     return parser
 
@@ -138,7 +142,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config, [*args.overrides, f"rollout.engine={args.engine}"])
+        overrides = [*preset_overrides(args.prompt_preset), *args.overrides, f"rollout.engine={args.engine}"]
+        config = load_config(args.config, overrides)
         if not Path(args.image).is_file():
             raise FileNotFoundError(f"--image {args.image} does not exist")
         image = decode_image(Path(args.image), args.image)

@@ -205,21 +205,23 @@ class Policy:
         # Normalisers of the whole mini-batch, over every rank: the token-mean of one process, however it is split.
         tokens, seqs = algorithms.count_tokens_and_seqs(mini_batch.response_mask)
         rows = 0 if mini_batch.is_placeholder else len(mini_batch)
-        global_tokens, global_seqs, global_rows = self._sum_over_ranks([tokens, seqs, rows])
+        global_tokens, global_seqs, global_rows, ranks = self._sum_over_ranks([tokens, seqs, rows, 1])
         stats: dict[str, float] = defaultdict(float)
         use_kl_loss = algo.kl_mode == "loss" and algo.kl_coef > 0 and mini_batch.ref_logprobs is not None
         self.optimizer.zero_grad(set_to_none=True)
-        for _, micro in self._micro_batches(mini_batch, actor.micro_batch_size_per_device_for_update):
+        micro_batches = self._micro_batches(mini_batch, actor.micro_batch_size_per_device_for_update)
+        aggregate = {
+            "mode": actor.loss_agg_mode,
+            "global_tokens": global_tokens,
+            "global_seqs": global_seqs,
+            "norm_len": self.config.data.max_response_length,
+            "micro_batches": len(micro_batches) * ranks,  # every rank runs as many
+        }
+        for _, micro in micro_batches:
             micro = micro.to_device(self.device)
             share = 0.0 if micro.is_placeholder else len(micro) / global_rows
             logprobs, entropy = self._response_logprobs(micro, with_entropy=True)
             mask = micro.response_mask
-            aggregate = {
-                "mode": actor.loss_agg_mode,
-                "global_tokens": global_tokens,
-                "global_seqs": global_seqs,
-                "norm_len": self.config.data.max_response_length,
-            }
             old_logprobs = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
             pg_loss, pg_metrics = algorithms.compute_policy_loss(
                 actor.policy_loss,
@@ -234,6 +236,7 @@ class Policy:
                 global_tokens=global_tokens,
                 global_seqs=global_seqs,
                 norm_len=aggregate["norm_len"],
+                micro_batches=aggregate["micro_batches"],
             )
             entropy_loss = algorithms.aggregate_loss(entropy, mask, **aggregate)
             loss = pg_loss - actor.entropy_coef * entropy_loss

@@ -28,6 +28,7 @@ from rexthinker_rl.data import (
     is_box,
     parse_hints,
     read_rows,
+    referring_from_problem,
     resized_size,
 )
 from rexthinker_rl.eval.metrics import REJECTION_DOMAIN, GroundTruth
@@ -38,7 +39,6 @@ _COLOURS = "red|green|blue|yellow|purple|orange|white|black|gray|grey|pink|brown
 _POSITIONS = "leftmost|rightmost|topmost|bottommost|left|right|top|bottom|middle|centre|center"
 _COLOUR_WORD = re.compile(rf"\b({_COLOURS})\b", re.IGNORECASE)
 _POSITION_WORD = re.compile(rf"\b({_POSITIONS})\b", re.IGNORECASE)
-_REFERRING = re.compile(r"Please detect (.+?) in the image\.")
 
 
 @dataclass
@@ -195,8 +195,7 @@ def dataset_records(
         hints = (
             parse_hints(row["hints"], where) if row.get("hints") is not None else hints_from_problem(problem, where)
         )
-        match = _REFERRING.search(problem)
-        referring = row.get("referring") or (match.group(1) if match else "")
+        referring = row.get("referring") or referring_from_problem(problem) or ""
         answers = boxes_to_original([list(box) for box in parsed.boxes], original, resized)
         derived = derive_domain(referring, not answers)
         records.append(

@@ -1,6 +1,7 @@
 """``rexthinker-eval``: ``run`` a model over a benchmark set, or ``score`` a prediction file without the model.
 
     rexthinker-eval run --model PATH --data annotations.jsonl --image-root images/ --out runs/eval [overrides ...]
+    rexthinker-eval run --preset humanref-eval ...   (Rex-Thinker's evaluation: prompt, pixel bounds, length, parsing)
     rexthinker-eval score --annotations annotations.jsonl --predictions predictions.jsonl --out report.json
 
 Bad input prints one ``error:`` line and exits 2.
@@ -13,6 +14,7 @@ import sys
 
 from rexthinker_rl.config import ConfigError, DataConfig, load_config
 from rexthinker_rl.data import DataError
+from rexthinker_rl.prompts import add_preset_argument, preset_overrides
 
 USER_ERRORS = (ConfigError, DataError, FileNotFoundError, ValueError)
 
@@ -27,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="output folder (predictions, responses, report)")
     run.add_argument("--config", default=None, help="YAML config (data pixel bounds, rollout engine, prompts)")
     run.add_argument("--engine", choices=("vllm", "hf"), default=None, help="rollout engine (default: the config's)")
+    add_preset_argument(run)
     run.add_argument("--max-samples", type=int, default=-1, help="evaluate the first N samples only")
     run.add_argument("--batch-size", type=int, default=16, help="prompts per engine call")
     run.add_argument("overrides", nargs="*", help="config overrides, e.g. data.max_pixels=1003520")
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.batch_size < 1:
                 raise ValueError(f"--batch-size {args.batch_size} must be >= 1")
             overrides = list(args.overrides) + ([f"rollout.engine={args.engine}"] if args.engine else [])
-            config = load_config(args.config, overrides)
+            config = load_config(args.config, preset_overrides(args.prompt_preset) + overrides)
             report = run_eval(
                 config, args.model, args.data, args.out, args.image_root, args.max_samples, args.batch_size
             )

@@ -32,6 +32,7 @@ from rexthinker_rl.eval.annotations import (
 )
 from rexthinker_rl.eval.metrics import evaluate, markdown_table
 from rexthinker_rl.eval.prompts import make_prompt
+from rexthinker_rl.prompts import clean_up_spaces, preset_for
 from rexthinker_rl.rollout.base import RolloutEngine, RolloutPrompt, SamplingSpec
 from rexthinker_rl.utils import atomic_write_text
 
@@ -48,14 +49,40 @@ class Answer:
     error: str | None = None
 
 
-def parse_response(response: str, image_size: Sequence[int], frame: Sequence[int]) -> Answer:
-    """The ``<answer>`` boxes of a completion (resized frame) and the same boxes in original-image pixels."""
+def parse_response(
+    response: str, image_size: Sequence[int], frame: Sequence[int], parsing: str = "answer-block"
+) -> Answer:
+    """A completion's boxes (resized frame) and the same boxes in original-image pixels.
+
+    ``parsing``: ``answer-block`` (ours: the final ``<answer>`` block, mapped back clipped into the image) or
+    ``all-lists`` (Rex-Thinker's evaluation and demo: every bracketed number list anywhere in the text, each scaled by
+    original / resized size, unclipped; one list that is not 4 numbers voids the whole answer)."""
+    if parsing == "all-lists":
+        return _parse_all_lists(response, image_size, frame)
     from rewards.parsing import parse_completion
 
     answer = parse_completion(response).answer
     boxes = [list(box) for box in answer.boxes] if answer.kind == "boxes" else []
     original = [[round(v, 2) for v in box] for box in boxes_to_original(boxes, image_size, frame)]
     return Answer(boxes, original, answer.kind, answer.error)
+
+
+def _parse_all_lists(response: str, image_size: Sequence[int], frame: Sequence[int]) -> Answer:
+    from rewards.rexthinker import number_lists
+
+    try:
+        boxes = [list(numbers) for numbers in number_lists(response)]
+    except ValueError as err:
+        return Answer([], [], "invalid", f"a number list does not parse ({err})")
+    wrong = next((box for box in boxes if len(box) != 4), None)
+    if wrong is not None:
+        return Answer([], [], "invalid", f"{wrong} is not a box [x0, y0, x1, y1]; the answer counts as no box")
+    (width, height), (frame_w, frame_h) = image_size, frame
+    scales = (frame_w, frame_h, frame_w, frame_h)
+    sizes = (width, height, width, height)
+    # x / resized * original, in the original's order of operations, so the floats come out identical.
+    original = [[v / scale * size for v, scale, size in zip(box, scales, sizes, strict=True)] for box in boxes]
+    return Answer(boxes, original, "boxes" if boxes else "rejection")
 
 
 class HumanRefPrompts:
@@ -151,12 +178,14 @@ def run_eval(
         config.model.trust_remote_code,
     )
     prompts, records = load_prompts(data, config, processor, image_root, max_samples)
+    preset = preset_for(config.data)
     engine = engine or build_engine(config, model_path)
     answered = generate_answers(engine, prompts, config.data.max_response_length, batch_size, progress)
     predictions, responses = [], []
     for sample, text in answered:
         meta = sample.metadata
-        answer = parse_response(text, meta["image_size"], meta["resized_size"])
+        text = clean_up_spaces(text) if preset.decode_cleanup else text
+        answer = parse_response(text, meta["image_size"], meta["resized_size"], preset.answer_parsing)
         predictions.append((sample.uid, answer.boxes_original))
         responses.append(
             {"id": sample.uid, "response": text, "kind": answer.kind, "boxes": answer.boxes_resized}
@@ -167,7 +196,7 @@ def run_eval(
     atomic_write_text(out / "responses.jsonl", "".join(json.dumps(item) + "\n" for item in responses))
     report = evaluate([record.ground_truth() for record in records], dict(predictions))
     report["unparsed_answers"] = sum(item["kind"] == "invalid" for item in responses)
-    report |= {"model": str(model_path), "data": str(data)}
+    report |= {"model": str(model_path), "data": str(data), "prompt_preset": preset.name}
     write_report(out / "report.json", report)
     return report
 

@@ -83,3 +83,30 @@ def test_list_hints_take_the_category(tmp_path):
     hints_file = tmp_path / "list.json"
     hints_file.write_text(json.dumps([[1, 2, 30, 40]]))
     assert read_hints(hints_file, "cup") == {"cup": [[1.0, 2.0, 30.0, 40.0]]}
+
+
+def test_rexthinker_infer_preset_asks_as_the_demo_does(scene, tiny_model_dir):
+    """`--prompt-preset rexthinker-infer`: the demo's messages (tests/rexthinker_original.py) with its pixel bounds,
+    hints rounded its way, and a run that reads every bracketed list as the demo does."""
+    from rexthinker_rl.eval.prompts import make_prompt
+    from rexthinker_rl.prompts import load_preset
+    from tests import rexthinker_original as original
+
+    image_path, category, hints, referring = scene
+    preset = load_preset("rexthinker-infer")
+    cpu = [o for o in TINY_OVERRIDES if not o.startswith(("data.min_pixels", "data.max_pixels"))]
+    config = load_config(None, [*preset.config_overrides(), *cpu, "rollout.engine=hf", "data.max_response_length=8"])
+    predictor = Predictor(config, str(tiny_model_dir))
+    big = Image.open(image_path).resize((224, 168))  # 224 x 168 is already a multiple of 28 within the bounds
+    original_hints = {category: [[2.3 * v for v in box] for box in hints]}
+    prompt = make_prompt(predictor.processor, config.data, big, referring, original_hints)
+    expected_hints = {category: original.map_boxes(original_hints[category], 224, 168)}
+    expected = predictor.processor.tokenizer.apply_chat_template(
+        original.original_infer_messages(expected_hints, referring),
+        chat_template=original.QWEN25VL_CHAT_TEMPLATE,
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    assert prompt.prompt_text == expected and prompt.metadata["box_rounding"] == "original"
+    result = predictor.predict(big, referring, original_hints)
+    assert result.kind in {"boxes", "rejection", "invalid"}

@@ -13,10 +13,10 @@ from rexthinker_rl.data import RLDataset
 from rexthinker_rl.eval import cli
 from rexthinker_rl.eval.annotations import dataset_records, derive_domain, write_humanref
 from rexthinker_rl.eval.metrics import METRIC_KEYS, evaluate
-from rexthinker_rl.eval.prompts import HINT_PREFIX as EVAL_HINT_PREFIX
 from rexthinker_rl.eval.prompts import make_prompt
 from rexthinker_rl.eval.run import HumanRefPrompts, parse_response, run_eval
 from rexthinker_rl.modeling import load_processor
+from rexthinker_rl.prompts import DEFAULT_PRESET, load_preset
 from tests.conftest import TINY_OVERRIDES, TINY_PIXELS
 
 NUM_SAMPLES = 4
@@ -52,7 +52,7 @@ def hf_engine(tiny_model_dir):
 
 
 def test_hint_prefix_matches_the_data_tools():
-    assert EVAL_HINT_PREFIX == HINT_PREFIX
+    assert load_preset(DEFAULT_PRESET).problem_text({"circle": [[1, 2, 3, 4]]}, "x").startswith(HINT_PREFIX)
 
 
 def test_derived_domains():
@@ -184,3 +184,46 @@ def test_eval_with_the_vllm_engine(eval_set, tiny_model_dir, vllm_engine, tmp_pa
     )
     assert report["num_samples"] == NUM_SAMPLES
     assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == NUM_SAMPLES
+
+
+def test_humanref_eval_preset_reproduces_the_originals_run(humanref_set, tiny_model_dir, tmp_path):
+    """`--preset humanref-eval`: evaluation/eval.py's prompt through Qwen2.5-VL's chat template, its pixel bounds (the
+    224 px images grow to the 256-token minimum) and its box mapping (tests/rexthinker_original.py); then a run."""
+    from rexthinker_rl.eval.annotations import read_humanref
+    from tests import rexthinker_original as original
+
+    preset = load_preset("humanref-eval")
+    config = load_config(None, [*TINY_OVERRIDES, *preset.config_overrides()])
+    processor = load_processor(str(tiny_model_dir), config.data.min_pixels, config.data.max_pixels)
+    records = read_humanref(humanref_set / "annotations.jsonl")[:3]
+    prompts = HumanRefPrompts(records, humanref_set / "images", processor, config)
+    for index, record in enumerate(records):
+        width, height = Image.open(humanref_set / "images" / str(record.image_name)).size
+        boxes = original.map_boxes(record.candidate_boxes, width, height, 200704, 1003520)
+        assert record.category != "person"  # the original names every hint "person"; so does the preset
+        expected = processor.tokenizer.apply_chat_template(
+            original.original_eval_messages(boxes, record.referring),
+            chat_template=original.QWEN25VL_CHAT_TEMPLATE,
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        assert prompts[index].prompt_text == expected
+        assert prompts[index].image.size == (448, 448)
+    out = tmp_path / "eval"
+    tiny = [o for o in TINY_OVERRIDES if not o.startswith(("data.min_pixels", "data.max_pixels", "data.max_resp"))]
+    args = ["run", "--model", str(tiny_model_dir), "--data", str(humanref_set / "annotations.jsonl")]
+    args += ["--image-root", str(humanref_set / "images"), "--out", str(out), "--preset", "humanref-eval"]
+    args += [
+        "--engine",
+        "hf",
+        "--max-samples",
+        "2",
+        *tiny,
+        "data.max_prompt_length=1024",
+        "data.max_response_length=8",
+    ]
+    assert cli.main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["prompt_preset"] == "humanref-eval" and report["num_samples"] == 2
+    for response in (json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()):
+        assert response["resized_size"] == [448, 448] and response["kind"] in ("boxes", "rejection", "invalid")

@@ -126,3 +126,31 @@ def test_length_sorted_trimmed_micro_batches_match_one_padded_pass(tiny_model_di
         padded, _ = response_logprobs(policy.model, batch)
     mask = batch.response_mask.bool()
     torch.testing.assert_close(policy.compute_logprobs(batch)[mask], padded[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_micro_batch_token_mean_is_easyr1s_accumulation(tiny_model_dir):
+    """actor.loss_agg_mode=micro-batch-token-mean on three micro-batches of 2 gives the gradient of EasyR1's loss,
+    written out here: for each micro-batch the policy forms (length-sorted rows), its own token mean of the PPO loss,
+    divided by the number of micro-batches (rexthinker/verl/workers/actor/dp_actor.py update_policy)."""
+    from rexthinker_rl.policy import response_logprobs
+
+    overrides = ["actor.micro_batch_size_per_device_for_update=2", "algorithm.kl_mode=none"]
+    policy, _, _ = _updated(tiny_model_dir, [*overrides, "actor.loss_agg_mode=micro-batch-token-mean"])
+    reference = Policy(load_config(None, BASE + overrides), str(tiny_model_dir), trainable=True, total_updates=4)
+    batch = _batch(tiny_model_dir)
+    logprobs, _ = response_logprobs(reference.model, batch)  # (6, R) with grad; old = current: ratio 1
+    ratio = torch.exp(logprobs - logprobs.detach())
+    token_loss = -batch.advantages[:, None] * ratio
+    groups = [rows for rows, _ in batch.length_sorted_chunks(2)]
+    mask = batch.response_mask.to(token_loss.dtype)
+    loss = sum((token_loss[rows] * mask[rows]).sum() / (mask[rows].sum() + 1e-8) for rows in groups) / len(groups)
+    loss.backward()
+    compared = 0
+    for (name, ours), theirs in zip(policy.model.named_parameters(), reference.model.parameters(), strict=True):
+        if ours.grad is not None:
+            torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-6, rtol=1e-4, msg=name)
+            compared += 1
+    assert compared > 10
+    token_mean, _, _ = _updated(tiny_model_dir, overrides)  # the default: a different gradient on this batch
+    name, grad = next((n, p.grad) for n, p in token_mean.model.named_parameters() if p.grad is not None)
+    assert not torch.allclose(grad, dict(policy.model.named_parameters())[name].grad, atol=1e-6, rtol=1e-4)

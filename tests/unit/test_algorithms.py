@@ -10,9 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rexthinker_rl import algorithms as alg
+from rexthinker_rl.config import LOSS_AGG_MODES
 
 torch.set_num_threads(1)
 
+# The modes whose micro-batch losses add up to the mini-batch loss (micro-batch-token-mean, EasyR1's, does not).
 AGG_MODES = ["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 
 
@@ -382,7 +384,52 @@ def test_aggregate_loss_of_an_empty_mask_is_zero(mode):
 
 
 def test_aggregation_registry_covers_the_config_names():
-    assert sorted(alg.LOSS_AGGREGATIONS) == sorted(AGG_MODES)
+    assert sorted(alg.LOSS_AGGREGATIONS) == sorted(LOSS_AGG_MODES) == sorted([*AGG_MODES, "micro-batch-token-mean"])
+
+
+def test_micro_batch_token_mean_by_hand():
+    # EasyR1 (rexthinker/verl/workers/actor/dp_actor.py update_policy: loss = masked_mean(...) / gradient_accumulation,
+    # with masked_mean = sum / (mask.sum() + 1e-8) from verl/utils/torch_functional.py): AGG_LOSS's two rows as two
+    # micro-batches of one row each -> (1 + 2 + 3) / 3 / 2 + 4 / 1 / 2 = 1 + 2 = 3 (the token mean would be 10 / 4).
+    loss, mask = t(AGG_LOSS), t(AGG_MASK)
+    parts = [
+        alg.aggregate_loss(loss[i : i + 1], mask[i : i + 1], "micro-batch-token-mean", micro_batches=2) for i in (0, 1)
+    ]
+    assert [part.item() for part in parts] == pytest.approx([1.0, 2.0], rel=1e-7)
+    assert sum(part.item() for part in parts) == pytest.approx(3.0, rel=1e-7)
+    # One micro-batch is the plain token mean; the other normalisers play no part.
+    whole = alg.aggregate_loss(loss, mask, "micro-batch-token-mean", global_tokens=99, global_seqs=7, norm_len=5)
+    assert whole.item() == pytest.approx(10 / 4, rel=1e-7)
+    assert alg.aggregate_loss(loss, torch.zeros(2, 3), "micro-batch-token-mean", micro_batches=4).item() == 0.0
+
+
+def test_micro_batch_token_mean_accumulates_like_easyr1():
+    """Gradient accumulation over MICRO_BATCHES equals EasyR1's loop written out: per micro-batch masked mean of the
+    PPO loss (clip 0.2 / 0.3, dual clip 3) divided by the number of micro-batches, backward, summed."""
+    logprobs, old_logprobs, advantages, mask = accumulation_batch()
+    ours = torch.zeros(())
+    for rows in MICRO_BATCHES:
+        loss, _ = alg.compute_policy_loss(
+            "ppo_clip", logprobs[rows], old_logprobs[rows], advantages[rows], mask[rows],
+            loss_agg_mode="micro-batch-token-mean", global_tokens=123, global_seqs=45, micro_batches=3,
+        )  # fmt: skip
+        loss.backward()
+        ours += loss.detach()
+    ours_grad, logprobs.grad = logprobs.grad.clone(), None
+    reference = torch.zeros(())
+    for rows in MICRO_BATCHES:  # EasyR1's core_algos.compute_policy_loss, token level, then its masked_mean / GA
+        log_ratio = logprobs[rows] - old_logprobs[rows]
+        adv = advantages[rows, None]
+        clipped = torch.exp(torch.clamp(log_ratio, math.log(0.8), math.log(1.3)))
+        higher = torch.max(-adv * torch.exp(log_ratio), -adv * clipped)
+        token_loss = torch.where(adv < 0, torch.min(higher, -adv * 3.0), higher)
+        micro = (token_loss * mask[rows]).sum() / (mask[rows].sum() + 1e-8) / len(MICRO_BATCHES)
+        micro.backward()
+        reference += micro.detach()
+    torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(ours_grad, logprobs.grad, rtol=1e-6, atol=1e-7)
+    full, _, _, _ = accumulate("ppo_clip", "token-mean", use_global_counts=True)
+    assert abs(ours.item() - full.item()) > 1e-3  # a different estimator from the global token mean
 
 
 def test_count_tokens_and_seqs_skips_empty_rows():

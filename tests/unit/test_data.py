@@ -27,6 +27,7 @@ from rexthinker_rl.data import (
     resized_size,
 )
 from rexthinker_rl.modeling import load_processor
+from rexthinker_rl.prompts import load_preset
 
 SYNTH_PIXELS = 112 * 112
 
@@ -207,7 +208,7 @@ def test_prompt_tokens_match_the_processor(synthetic_data_dir, tiny_processor):
         user = sample.messages[-1]
         assert sample.messages[0] == {"role": "system", "content": "You are a helpful assistant."}
         assert user["content"][0] == {"type": "image"}
-        assert user["content"][1]["text"] == row["problem"] + "\n" + DataConfig.format_prompt
+        assert user["content"][1]["text"] == row["problem"] + "\n" + load_preset("rexthinker-rl").instruction
 
 
 def test_jsonl_image_is_resized_once_and_metadata_parsed_from_text(tmp_path, tiny_model_dir):

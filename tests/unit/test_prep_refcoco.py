@@ -149,6 +149,20 @@ def test_max_per_image_is_seeded(coco, tmp_path, capsys):
     assert "(3 sentences over --max-per-image left out)" in capsys.readouterr().out
 
 
+def test_limit_is_a_seeded_subset(coco, tmp_path, capsys):
+    assert from_refcoco(coco, tmp_path / "all.json") == 0
+    everything = [json.dumps(record, sort_keys=True) for record in json.loads((tmp_path / "all.json").read_text())]
+    outputs = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 5)):
+        assert from_refcoco(coco, tmp_path / f"{name}.json", "--limit", "4", "--seed", str(seed)) == 0
+        outputs.append([json.dumps(r, sort_keys=True) for r in json.loads((tmp_path / f"{name}.json").read_text())])
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 4
+    assert set(outputs[0]) <= set(everything)  # the very records the same seed writes without --limit
+    ids = [[json.loads(record)["id"] for record in output] for output in outputs]
+    assert set(ids[2]) <= {json.loads(record)["id"] for record in everything} and ids[0] != ids[2]  # the seed decides
+    assert "3 records over --limit" in capsys.readouterr().out
+
+
 def test_unknown_split_and_missing_images(coco, tmp_path, capsys):
     assert from_refcoco(coco, tmp_path / "x.json", "--split", "testC") == 2
     assert "no refs in split 'testC'; this refs file has splits testA, train, val" in capsys.readouterr().err

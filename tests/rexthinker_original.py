@@ -1,0 +1,207 @@
+"""Rex-Thinker's data and evaluation code paths, re-implemented for the tests from reading the original
+(IDEA-Research/Rex-Thinker; files and lines cited). The tests hold our tools equal to these. Written here, not copied;
+nothing outside the tests imports this module.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+
+import jinja2
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+
+def smart_resize(height: int, width: int, min_pixels: int, max_pixels: int, factor: int = 28) -> tuple[int, int]:
+    """qwen-vl-utils' smart_resize, which convert_dataset.py and eval.py import: ``(height, width)``; both sides
+    rounded to the factor (at least one factor), then scaled down (floor) or up (ceil) into the pixel bounds."""
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def map_boxes(boxes, width: int, height: int, min_pixels: int = 16 * 28 * 28, max_pixels: int = 1280 * 28 * 28):
+    """convert_dataset.py lines 61-100 (also tools/inference_tools.py 282-317, evaluation/eval.py 99-123): each
+    coordinate becomes int(x / width * resized_width) (truncation), then is clamped to [0, resized size - 1]."""
+    resized_height, resized_width = smart_resize(height, width, min_pixels, max_pixels)
+    out = []
+    for x0, y0, x1, y1 in boxes:
+        x0 = int(x0 / width * resized_width)
+        x1 = int(x1 / width * resized_width)
+        y0 = int(y0 / height * resized_height)
+        y1 = int(y1 / height * resized_height)
+        out.append(
+            [
+                max(0, min(x0, resized_width - 1)),
+                max(0, min(y0, resized_height - 1)),
+                max(0, min(x1, resized_width - 1)),
+                max(0, min(y1, resized_height - 1)),
+            ]
+        )
+    return out
+
+
+def convert_row(record: dict, image_bytes: bytes) -> dict:
+    """One parquet row of convert_dataset.py for a record with candidates: lines 199-217 (hint under the first
+    candidate's category, every candidate box mapped, the single ``ans`` box as the answer, the problem text), 103-150
+    (the answer: fenced ``json.dumps`` of [{"bbox_2d", "label"}]), 16-31 and 51-55 (the image as RGB PNG bytes, and
+    "<image>" before the problem)."""
+    image = Image.open(io.BytesIO(image_bytes)).convert("RGB")
+    width, height = image.size
+    candidates = record["candidate_boxes"]
+    hint = json.dumps({f"{candidates[0]['category']}": map_boxes([c["bbox"] for c in candidates], width, height)})
+    answer = [{"bbox_2d": box, "label": record["referring"]} for box in map_boxes([record["ans"]], width, height)]
+    problem = (
+        f"Hint: Object and its coordinates in this image: {hint}\nPlease detect {record['referring']} in this image."
+    )
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    return {"images": png.getvalue(), "problem": "<image>" + problem, "answer": f"```json\n{json.dumps(answer)}\n```"}
+
+
+def write_parquet(rows: list[dict], path) -> None:
+    """The original's parquet (convert_dataset.py lines 242-244: pandas -> pyarrow): images as raw binary."""
+    table = pa.table(
+        {
+            "images": pa.array([row["images"] for row in rows], pa.binary()),
+            "problem": pa.array([row["problem"] for row in rows], pa.string()),
+            "answer": pa.array([row["answer"] for row in rows], pa.string()),
+        }
+    )
+    pq.write_table(table, path)
+
+
+def eval_predictions(output: str, input_width: int, input_height: int, width: int, height: int) -> list:
+    """evaluation/eval.py lines 84-96 (every bracketed list, numbers with a dot as floats, others as ints) and 184-210
+    (each list unpacked as x0, y0, x1, y1 and scaled by original / input size; any failure -> no boxes at all)."""
+    try:
+        lists = [
+            [float(num) if "." in num else int(num) for num in match.split(",")]
+            for match in re.findall(r"\[([0-9\.]+(?:, ?[0-9\.]+)*)\]", output)
+        ]
+        boxes = []
+        for box in lists:
+            x0, y0, x1, y1 = box
+            boxes.append(
+                [
+                    x0 / input_width * width,
+                    y0 / input_height * height,
+                    x1 / input_width * width,
+                    y1 / input_height * height,
+                ]
+            )
+        return boxes
+    except Exception:
+        return []
+
+
+def clean_up_tokenization(text: str) -> str:
+    """What eval.py's ``batch_decode(..., clean_up_tokenization_spaces=True)`` (line 74-76) did in the transformers
+    4.x it ran on: transformers' PreTrainedTokenizerBase.clean_up_tokenization."""
+    for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                          (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):  # fmt: skip
+        text = text.replace(before, after)
+    return text
+
+
+# ------------------------------------------------------------------------------------------------- prompts
+# chat_template.json of the Hugging Face model Qwen/Qwen2.5-VL-7B-Instruct (the template Rex-Thinker-GRPO-7B ships
+# with): a fact to reproduce, kept here to hold our rendering to it.
+QWEN25VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "<|im_end|>\n{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in "
+    "content or 'image_url' in content %}{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+    "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] "
+    "== 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
+    "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content "
+    "%}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
+    "<|im_start|>assistant\n{% endif %}"
+)
+
+# The reasoning instruction as the original's files hold it.
+# rexthinker/scripts/r1v_format.jinja, the whole file (one line and a newline):
+R1V_FORMAT_FILE = (
+    "{{ content | trim }} A conversation between User and Assistant. The user asks a question, and the Assistant "
+    "solves it. The assistant first thinks about the reasoning process in the mind and then provides the user with the "
+    "answer. The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, "
+    "respectively, i.e., <think> reasoning process here </think><answer> answer here </answer>\n"
+)
+# demo/inference_single_image.py line 17 (SYSTEM_PROMPT), evaluation/eval.py line 12 (THINK_PROMPT) and the system
+# prompt box of demo/gradio_demo.py line 389 are this same string: the format file's sentence plus a final period.
+THINK_PROMPT = R1V_FORMAT_FILE.removeprefix("{{ content | trim }} ").rstrip("\n") + "."
+# The Plain model's system prompt, as its authors give it (IDEA-Research/Rex-Thinker issue 21).
+PLAIN_SYSTEM = "You are a helpful assistant. Directly answer the question without thinking."
+
+
+def original_grpo_messages(hints: dict, referring: str) -> list[dict]:
+    # rexthinker/tools/dataset_tools/convert_dataset.py lines 209-217: the hint JSON (json.dumps) and the problem;
+    # line 53: process_line prefixes "<image>".
+    problem = "<image>" + (
+        f"Hint: Object and its coordinates in this image: {json.dumps(hints)}\nPlease detect {referring} in this image."
+    )
+    # EasyR1 as vendored in rexthinker/verl/utils/dataset.py lines 120-123 and 131-146: the format file, stripped, is a
+    # jinja Template rendered with content=problem; the text is split at "<image>" into an image part and non-empty
+    # text parts; one user message, no system message.
+    prompt = jinja2.Template(R1V_FORMAT_FILE.strip()).render(content=problem)
+    content = []
+    for index, piece in enumerate(prompt.split("<image>")):
+        if index != 0:
+            content.append({"type": "image"})
+        if piece:
+            content.append({"type": "text", "text": piece})
+    return [{"role": "user", "content": content}]
+
+
+def original_infer_messages(hints: dict, referring: str) -> list[dict]:
+    # demo/inference_single_image.py lines 110-133 (and demo/gradio_demo.py lines 106-127, the same text).
+    question = (
+        f"Hint: Object and its coordinates in this image: {json.dumps(hints)}\nPlease detect {referring} in the image."
+    )
+    return [
+        {"role": "system", "content": THINK_PROMPT},
+        {"role": "user", "content": [{"type": "image", "image": None}, {"type": "text", "text": question}]},
+    ]
+
+
+def original_eval_messages(boxes: list, referring: str, system: str = THINK_PROMPT) -> list[dict]:
+    # evaluation/eval.py lines 148-149 (the template), 166-169 (the record's candidate boxes, mapped, under "person"),
+    # 175-176 (the two replacements, in that order) and 50-60 (the messages; THINK_PROMPT replaces whatever system
+    # prompt is passed to inference()).
+    prompt_w_candidate = "<CANDIDATES>\nLocate <REFERRING> in the image and answer the question in json format."
+    prompt = prompt_w_candidate.replace("<REFERRING>", referring)
+    prompt = prompt.replace("<CANDIDATES>", f"Hint: {json.dumps({'person': boxes})}")
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": [{"type": "image", "image": None}, {"type": "text", "text": prompt}]},
+    ]
+
+
+def our_messages(hints: dict, referring: str) -> list[dict]:
+    # Ours, unchanged by the presets: the problem our converters write, the instruction after a newline, the system
+    # prompt "You are a helpful assistant." (the behaviour before presets existed).
+    problem = (
+        f"Hint: Object and its coordinates in this image: {json.dumps(hints)}\nPlease detect {referring} in the image."
+    )
+    instruction = (
+        "First think about the reasoning process in the mind and then provide the answer. The reasoning process and "
+        "answer are enclosed within <think> </think> and <answer> </answer> tags, respectively, i.e., "
+        "<think> reasoning process here </think><answer> answer here </answer>."
+    )
+    return [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"{problem}\n{instruction}"}]},
+    ]

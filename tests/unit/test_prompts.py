@@ -1,0 +1,123 @@
+"""Prompt presets: each renders, byte for byte, the chat text the original code gives the model for the same hints and
+referring expression, through Qwen2.5-VL's real chat template; show-prompt prints exactly that; config checks.
+
+Every expected text below is built the way the original code builds it (file and lines cited), not copied from our
+presets file, and rendered through Qwen2.5-VL's own chat template (QWEN25VL_CHAT_TEMPLATE), while our side renders
+through the tiny model's processor: so these tests also hold the tiny template equal to the real one on these messages.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from data_tools import cli as data_cli
+from rexthinker_rl.config import ConfigError, DataConfig, load_config
+from rexthinker_rl.modeling import load_processor
+from rexthinker_rl.prompts import PresetError, builtin_presets, chat_prompt, load_preset, preset_for
+from tests.rexthinker_original import (
+    PLAIN_SYSTEM,
+    QWEN25VL_CHAT_TEMPLATE,
+    original_eval_messages,
+    original_grpo_messages,
+    original_infer_messages,
+    our_messages,
+)
+
+HINTS = {"person": [[12, 30, 118, 260], [140, 22, 231, 251], [0, 5, 49, 300]]}
+REFERRINGS = ["the man in a red shirt", "two women, one in black, eating ... at the desk", "kid  with <b> café"]
+
+EXPECTED = {
+    "rexthinker-grpo": original_grpo_messages,
+    "rexthinker-infer": original_infer_messages,
+    "humanref-eval": lambda hints, referring: original_eval_messages(hints["person"], referring),
+    "rexthinker-plain": lambda hints, referring: original_eval_messages(hints["person"], referring, PLAIN_SYSTEM),
+    "rexthinker-rl": our_messages,
+}
+
+
+@pytest.fixture(scope="module")
+def processor(tiny_model_dir):
+    return load_processor(str(tiny_model_dir), 12544, 12544)
+
+
+def real_chat_text(processor, messages: list[dict]) -> str:
+    return processor.tokenizer.apply_chat_template(
+        messages, chat_template=QWEN25VL_CHAT_TEMPLATE, tokenize=False, add_generation_prompt=True
+    )
+
+
+def test_the_tiny_template_is_not_the_reference_itself(tiny_model_dir):
+    # The comparison below is between two templates: the tiny model's own and Qwen2.5-VL's.
+    assert load_processor(str(tiny_model_dir), 12544, 12544).chat_template != QWEN25VL_CHAT_TEMPLATE
+
+
+def test_every_preset_is_covered():
+    assert set(builtin_presets()) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("referring", REFERRINGS)
+def test_preset_renders_the_originals_text_byte_for_byte(name, referring, processor):
+    preset = load_preset(name)
+    _, ours = chat_prompt(processor, preset, preset.problem_text(HINTS, referring))
+    expected = real_chat_text(processor, EXPECTED[name](HINTS, referring))
+    assert ours == expected
+    assert ours.count("<|image_pad|>") == 1 and ours.endswith("<|im_start|>assistant\n")
+
+
+def test_grpo_preset_has_no_system_message_so_qwen_adds_its_default(processor):
+    preset = load_preset("rexthinker-grpo")
+    messages, text = chat_prompt(processor, preset, preset.problem_text(HINTS, "the man"))
+    assert [message["role"] for message in messages] == ["user"]
+    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n")
+    # Rex-Thinker's own parquet rows hold the problem with its "<image>" prefix: the same text comes out.
+    assert preset.problem_text(HINTS, "the man").startswith("<image>Hint:")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_show_prompt_prints_exactly_the_chat_text(name, processor, tiny_model_dir, capsys):
+    referring = REFERRINGS[1]
+    expected = real_chat_text(processor, EXPECTED[name](HINTS, referring))
+    args = ["show-prompt", "--preset", name, "--hints", json.dumps(HINTS), "--referring", referring]
+    assert data_cli.main(args) == 0
+    assert capsys.readouterr().out == expected  # nothing else: no header, no trailing newline
+    assert data_cli.main([*args, "--model", str(tiny_model_dir)]) == 0  # the model folder's own template
+    assert capsys.readouterr().out == expected
+
+
+def test_show_prompt_bad_input_is_one_line(capsys):
+    assert data_cli.main(["show-prompt", "--preset", "humanref", "--hints", "{}", "--referring", "x"]) == 2
+    assert "unknown prompt preset 'humanref' (did you mean humanref-eval?)" in capsys.readouterr().err
+    assert data_cli.main(["show-prompt", "--hints", "[1, 2", "--referring", "x"]) == 2
+    assert "--hints is not valid JSON" in capsys.readouterr().err
+
+
+def test_config_selects_and_checks_presets(tmp_path):
+    assert load_config(None).data.prompt_preset == "rexthinker-rl"
+    with pytest.raises(ConfigError, match="did you mean rexthinker-grpo"):
+        load_config(None, ["data.prompt_preset=rexthinker-grp"])
+    with pytest.raises(ConfigError, match="takes no instruction"):
+        load_config(None, ["data.prompt_preset=humanref-eval", "data.format_prompt=Think."])
+    # Overrides: the instruction of a preset that has one, and the system message ("" removes it).
+    preset = preset_for(DataConfig(prompt_preset="rexthinker-grpo", format_prompt="Think.", system_prompt="Be brief."))
+    assert preset.user_text("<image>Q ") == "<image>Q Think." and preset.messages("Q")[0]["content"] == "Be brief."
+    assert preset_for(DataConfig(system_prompt="")).messages("Q")[0]["role"] == "user"
+    # A preset of one's own, from a YAML file (unknown fields are named).
+    own = tmp_path / "mine.yaml"
+    spec = {key: value for key, value in vars(load_preset("humanref-eval")).items() if key not in ("name",)}
+    own.write_text(json.dumps(spec | {"system": "Answer with boxes."}))
+    assert load_preset(str(own)).messages("Q")[0]["content"] == "Answer with boxes."
+    own.write_text(json.dumps(spec | {"sytem": "x"}))
+    with pytest.raises(PresetError, match="unknown field 'sytem' \\(did you mean system\\?\\)"):
+        load_preset(str(own))
+
+
+def test_preset_cli_overrides_bring_the_presets_bounds_and_length():
+    preset = load_preset("humanref-eval")
+    assert (preset.min_pixels, preset.max_pixels, preset.max_new_tokens) == (256 * 28 * 28, 1280 * 28 * 28, 2048)
+    config = load_config(None, [*preset.config_overrides(), "data.max_response_length=99"])  # the user's still win
+    assert (config.data.min_pixels, config.data.max_pixels, config.data.max_response_length) == (200704, 1003520, 99)
+    infer = load_preset("rexthinker-infer")  # demo/inference_single_image.py lines 94-96 and 150
+    assert (infer.min_pixels, infer.max_pixels, infer.max_new_tokens) == (16 * 28 * 28, 1280 * 28 * 28, 4096)
