@@ -109,7 +109,8 @@ def load_images(data: str | None, uids: Iterable[str], data_cfg: dict) -> dict[s
         if uid not in wanted or uid in images:
             continue
         where = rows.where(index)
-        image = decode_image(image_payload(row, image_key, file.parent, where), where)
+        apply_exif = bool(data_cfg.get("apply_exif_orientation", True))
+        image = decode_image(image_payload(row, image_key, file.parent, where), where, apply_exif)
         size = resized_size(image.width, image.height, min_pixels, max_pixels)
         image = image.resize(size) if image.size != size else image
         buffer = io.BytesIO()
