@@ -78,7 +78,8 @@ def render(
     draw_boxes(draw, gt, GT_COLOUR, scale, 4)
     draw_boxes(draw, pred, PRED_COLOUR, scale, 2)
     body_font, title_font = font(15), font(18)
-    legend = "magenta: hints (numbered)   green: ground truth   red: prediction"
+    drawn = (("magenta: hints (numbered)", hints), ("green: ground truth", gt), ("red: prediction", pred))
+    legend = "   ".join(label for label, boxes in drawn if len(boxes))  # only what this picture shows
     lines = wrap(text, TEXT_WIDTH - 2 * MARGIN, body_font)
     line_height = 20
     header = 2 * line_height + MARGIN
