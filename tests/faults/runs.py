@@ -59,7 +59,6 @@ def start(command: list[str], log: Path, ray_tmp: Path, **env: str) -> subproces
     ray_tmp.mkdir(parents=True, exist_ok=True)
     environ = {
         **os.environ,
-        "RAY_AUTH_MODE": "disabled",
         "TOKENIZERS_PARALLELISM": "false",
         "RAY_TMPDIR": str(ray_tmp),  # Ray's session files in the test's folder, not /tmp/ray
         **env,
