@@ -17,6 +17,8 @@ from PIL import Image
 
 from tests.faults.runs import run_overrides
 
+TOY_DETECTOR = Path(__file__).resolve().parents[2] / "examples" / "toy" / "toy_detector.py"
+
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file and folder under ``folder`` with its sha256 (folders: "dir")."""
@@ -37,15 +39,12 @@ def call(entry, argv: list[str]) -> int:
 
 
 @pytest.fixture(scope="module")
-def places(tmp_path_factory, synthetic_data_dir, tiny_model_dir):
-    """A data folder, a run folder with a checkpoint, two model folders, and a HumanRef-style benchmark folder."""
-    from rexthinker_rl.checkpoint import save_checkpoint
-    from rexthinker_rl.config import load_config, to_yaml
+def template(tmp_path_factory, synthetic_data_dir, tiny_model_dir):
+    """A data folder, two model folders and a HumanRef-style benchmark folder; the actor's weights of the tiny model."""
     from rexthinker_rl.modeling import load_model
-    from tests.conftest import TINY_OVERRIDES
 
     root = tmp_path_factory.mktemp("places")
-    data, run, model, other, bench = (root / name for name in ("data", "run", "model", "other", "bench"))
+    data, model, other, bench = (root / name for name in ("data", "model", "other", "bench"))
     shutil.copytree(synthetic_data_dir, data)
     (data / "images").mkdir()
     Image.new("RGB", (112, 112), (200, 30, 30)).save(data / "images" / "a.png")
@@ -53,11 +52,6 @@ def places(tmp_path_factory, synthetic_data_dir, tiny_model_dir):
     (data / "anno.json").write_text(json.dumps(anno))
     shutil.copytree(tiny_model_dir, model)
     shutil.copytree(tiny_model_dir, other)
-    config = load_config(None, [*TINY_OVERRIDES, f"model.path={model}", f"trainer.output_dir={run}"])
-    weights = load_model(str(tiny_model_dir), "float32", "sdpa").state_dict()  # as the actor saves them
-    checkpoint = save_checkpoint(run / "checkpoints", 1, weights, None, {"step": 1}, to_yaml(config))
-    (run / "config.yaml").write_text(to_yaml(config))
-    (run / "metrics.jsonl").write_text('{"step": 1, "reward/overall": 0.5}\n')
     (bench / "images").mkdir(parents=True)
     Image.new("RGB", (112, 112), (30, 30, 200)).save(bench / "images" / "p.png")
     record = {"id": "h0", "image_name": "p.png", "referring": "the person", "domain": "attribute"}
@@ -65,7 +59,30 @@ def places(tmp_path_factory, synthetic_data_dir, tiny_model_dir):
     (bench / "annotations.jsonl").write_text(json.dumps(record) + "\n")
     (bench / "predictions.jsonl").write_text(json.dumps({"id": "h0", "extracted_predictions": [[9, 9, 50, 50]]}))
     (bench / "hints.json").write_text(json.dumps({"person": [[10, 10, 50, 50]]}))
-    return {"data": data, "run": run, "checkpoint": checkpoint, "model": model, "other": other, "bench": bench}
+    return root, load_model(str(tiny_model_dir), "float32", "sdpa").state_dict()  # named as the actor saves them
+
+
+@pytest.fixture
+def places(template, tmp_path):
+    """A fresh copy of the template for each test (a writer that does damage damages only its own copy), and a run
+    folder with a checkpoint trained, as its config says, from the copy's ``model``."""
+    from rexthinker_rl.checkpoint import save_checkpoint
+    from rexthinker_rl.config import load_config, to_yaml
+    from tests.conftest import TINY_OVERRIDES
+
+    source, weights = template
+    root = tmp_path / "places"
+    shutil.copytree(source, root)
+    places = {name: root / name for name in ("data", "run", "model", "other", "bench")}
+    config = load_config(
+        None, [*TINY_OVERRIDES, f"model.path={places['model']}", f"trainer.output_dir={root / 'run'}"]
+    )
+    places["checkpoint"] = save_checkpoint(
+        places["run"] / "checkpoints", 1, weights, None, {"step": 1}, to_yaml(config)
+    )
+    (places["run"] / "config.yaml").write_text(to_yaml(config))
+    (places["run"] / "metrics.jsonl").write_text('{"step": 1, "reward/overall": 0.5}\n')
+    return places
 
 
 def _entries():
@@ -92,32 +109,88 @@ def _cases(p: dict[str, Path]) -> dict[str, tuple[str, list[str], str]]:
         "convert into a data folder": ("convert", [ckpt, str(data)], "not a Hugging Face model folder"),
         "convert into a data folder, --overwrite": ("convert", [ckpt, str(data), "--overwrite"], "never replaced"),
         "convert into the run folder, --overwrite": ("convert", [ckpt, str(p["run"]), "--overwrite"], "an input"),
-        "convert over the model it reads, --overwrite": ("convert", [ckpt, str(p["model"]), "--overwrite"], "an input"),
+        "convert over the model it reads, --overwrite": (
+            "convert",
+            [ckpt, str(p["model"]), "--overwrite"],
+            "an input",
+        ),
         "convert into an existing model folder": ("convert", [ckpt, str(p["other"])], "pass --overwrite"),
         "tiny into a data folder": ("tiny", [str(data)], "never replaced"),
         "sft into its data folder": ("sft", [*sft, "sft.epochs=0", f"sft.output_dir={data}"], "sft.output_dir"),
         "sft into a run folder": ("sft", [*sft, "sft.epochs=0", f"sft.output_dir={p['run']}"], "never replaced"),
         "train into a data folder": ("train", run_overrides(p["model"], data, data), "not a run folder"),
         "train with resume=none over a run": (
-            "train", [*run_overrides(p["model"], data, p["run"]), "trainer.resume=none"], "trainer.resume=none"),
+            "train",
+            [*run_overrides(p["model"], data, p["run"]), "trainer.resume=none"],
+            "trainer.resume=none",
+        ),
         "convert --out an existing parquet": ("data", [*convert, str(data / "train.parquet")], "already exists"),
         "convert shards over a run folder, --overwrite": (
-            "data", [*convert, str(p["run"]), "--shard-size", "1", "--overwrite"], "never replaced"),
+            "data",
+            [*convert, str(p["run"]), "--shard-size", "1", "--overwrite"],
+            "never replaced",
+        ),
         "synth into a data folder": ("data", ["synth", "--out", str(data)], "already exists"),
         "add-candidates over its own input": (
-            "data", ["add-candidates", *convert[1:5], "--detector", "data_tools.detectors:grounding_dino",
-                     "--out", str(data / "anno.json")], "also an input"),
+            "data",
+            [
+                "add-candidates",
+                *convert[1:5],
+                "--detector",
+                f"{TOY_DETECTOR}:detect",
+                "--out",
+                str(data / "anno.json"),
+            ],
+            "also an input",
+        ),
         "eval run into a benchmark folder": (
-            "eval", ["run", "--model", str(p["model"]), "--data", str(bench / "annotations.jsonl"), *images,
-                     "--out", str(bench), "--engine", "hf", "data.max_response_length=8"], "an input"),
+            "eval",
+            [
+                "run",
+                "--model",
+                str(p["model"]),
+                "--data",
+                str(bench / "annotations.jsonl"),
+                *images,
+                "--out",
+                str(bench),
+                "--engine",
+                "hf",
+                "data.max_response_length=8",
+            ],
+            "an input",
+        ),
         "eval score over its annotations": (
-            "eval", ["score", "--annotations", str(bench / "annotations.jsonl"), "--predictions",
-                     str(bench / "predictions.jsonl"), "--out", str(bench / "annotations.jsonl")], "also an input"),
+            "eval",
+            [
+                "score",
+                "--annotations",
+                str(bench / "annotations.jsonl"),
+                "--predictions",
+                str(bench / "predictions.jsonl"),
+                "--out",
+                str(bench / "annotations.jsonl"),
+            ],
+            "also an input",
+        ),
         "infer picture over the input image": (
-            "infer", ["--model", str(p["model"]), "--image", str(bench / "images" / "p.png"), "--ref", "the person",
-                      "--hints", str(bench / "hints.json"), "--out", str(bench / "images" / "p.png"),
-                      "data.max_response_length=8"], "also an input"),
-    }  # fmt: skip
+            "infer",
+            [
+                "--model",
+                str(p["model"]),
+                "--image",
+                str(bench / "images" / "p.png"),
+                "--ref",
+                "the person",
+                "--hints",
+                str(bench / "hints.json"),
+                "--out",
+                str(bench / "images" / "p.png"),
+                "data.max_response_length=8",
+            ],
+            "also an input",
+        ),
+    }
 
 
 CASES = [
@@ -173,13 +246,14 @@ def test_overwrite_replaces_a_model_folder_and_only_that(places, tiny_model_dir,
     from rexthinker_rl.convert import main as convert_main
     from rexthinker_rl.modeling import load_model
 
-    out = tmp_path / "hf"
+    out = tmp_path / "converted" / "hf"
+    out.parent.mkdir()
     shutil.copytree(tiny_model_dir, out)
     (out / "model-00001-of-00002.safetensors").write_bytes(b"stale shard of an older save")
     assert call(convert_main, [str(places["checkpoint"]), str(out), "--overwrite"]) == 0
     assert not (out / "model-00001-of-00002.safetensors").exists()
     assert load_model(str(out), "float32", "sdpa") is not None
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # no temp or old folder left beside it
+    assert sorted(p.name for p in out.parent.iterdir()) == ["hf"]  # no temp or old folder left beside it
     new = tmp_path / "new"
     assert call(convert_main, [str(places["checkpoint"]), str(new)]) == 0 and (new / "config.json").is_file()
 
