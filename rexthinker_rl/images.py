@@ -16,17 +16,33 @@ over PIL's decompression-bomb limit are refused with one line instead of PIL's w
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from rexthinker_rl.errors import DataError
 
 ORIENTATION_TAG = 274
+# EXIF orientation -> the transpose that shows the stored pixels upright (as ImageOps.exif_transpose does).
+UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+STORED = UPRIGHT | {6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}  # the inverse turns
+# PIL's TIFF reader reports a TIFF's size upright and turns its pixels while loading them (Pillow 13); the others
+# leave both as stored.
+READERS_THAT_TURN = ("TIFF",)
 BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white (as transformers' convert_to_rgb does)
 # Pictures up to twice PIL's warning threshold (~179 megapixels) decode silently; larger ones are refused.
 MAX_PIXELS = 2 * (Image.MAX_IMAGE_PIXELS or 89_478_485)
@@ -48,12 +64,20 @@ class Decoded:
     rotated: bool  # the orientation was applied (the pixels were turned or mirrored)
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """PIL's own warnings (decompression bomb, corrupt EXIF, ...) never reach the user raw: the outcome, a correct
+    picture or one line naming it, is decided here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
 def open_image(payload: bytes | Path, where: str) -> Image.Image:
     """The image, header read, pixels not yet decoded."""
     source = io.BytesIO(payload) if isinstance(payload, bytes | bytearray) else payload
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _quiet():
             image = Image.open(source)
     except Image.DecompressionBombError:
         raise ImageDecodeError(f"{where}: image is over {MAX_PIXELS:,} pixels; resize it first") from None
@@ -73,7 +97,8 @@ def open_image(payload: bytes | Path, where: str) -> Image.Image:
 def orientation_of(image: Image.Image) -> int:
     """The EXIF orientation tag (1-8), 1 when absent or malformed."""
     try:
-        value = image.getexif().get(ORIENTATION_TAG, 1)
+        with _quiet():
+            value = image.getexif().get(ORIENTATION_TAG, 1)
     except Exception:  # noqa: BLE001 - a malformed EXIF block is treated as "no orientation", as viewers do
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
@@ -83,7 +108,8 @@ def header_size(payload: bytes | Path, where: str, apply_exif: bool = True) -> t
     """``(w, h)`` from the header without decoding pixels; in the display frame when ``apply_exif``."""
     with open_image(payload, where) as image:
         width, height = image.size
-        if apply_exif and orientation_of(image) in (5, 6, 7, 8):  # a quarter turn (or transpose) swaps the sides
+        quarter_turn = orientation_of(image) in (5, 6, 7, 8)  # a quarter turn (or transpose) swaps the sides
+        if quarter_turn and apply_exif != (image.format in READERS_THAT_TURN):
             return height, width
         return width, height
 
@@ -116,18 +142,19 @@ def to_rgb8(image: Image.Image, where: str) -> Image.Image:
 def decode(payload: bytes | Path | Image.Image, where: str, apply_exif: bool = True) -> Decoded:
     """The fully decoded picture (see the module docstring); ImageDecodeError with ``where`` when it cannot be."""
     image = payload if isinstance(payload, Image.Image) else open_image(payload, where)
+    orientation = orientation_of(image)  # read before the pixels (see below)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _quiet():
             image.load()
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageDecodeError(f"{where}: image does not decode ({' '.join(str(err).split())})") from None
-    orientation = orientation_of(image)
-    rotated = apply_exif and orientation != 1
+    turned_by_pil = orientation != 1 and image.format in READERS_THAT_TURN
     source_mode = image.mode
-    if rotated:
-        image = ImageOps.exif_transpose(image)
-    return Decoded(to_rgb8(image, where), source_mode, orientation, rotated)
+    if apply_exif and orientation != 1 and not turned_by_pil:
+        image = image.transpose(UPRIGHT[orientation])
+    elif not apply_exif and turned_by_pil:
+        image = image.transpose(STORED[orientation])  # back to the frame the pixels are stored in
+    return Decoded(to_rgb8(image, where), source_mode, orientation, apply_exif and orientation != 1)
 
 
 def decode_image(payload: bytes | Path | Image.Image, where: str, apply_exif: bool = True) -> Image.Image:

@@ -54,8 +54,9 @@ def train_command(overrides: list[str]) -> list[str]:
     return [sys.executable, "-c", "from rexthinker_rl.cli import train_main; train_main()", *overrides]
 
 
-def start(command: list[str], log: Path, ray_tmp: Path, **env: str) -> subprocess.Popen:
-    """Start ``command`` in a new session (its pid is the session id), stdout and stderr to ``log``."""
+def start(command: list[str], log: Path, ray_tmp: Path, **env: str | None) -> subprocess.Popen:
+    """Start ``command`` in a new session (its pid is the session id), stdout and stderr to ``log``; ``env`` entries
+    set variables, or with None remove them."""
     ray_tmp.mkdir(parents=True, exist_ok=True)
     environ = {
         **os.environ,
@@ -63,6 +64,7 @@ def start(command: list[str], log: Path, ray_tmp: Path, **env: str) -> subproces
         "RAY_TMPDIR": str(ray_tmp),  # Ray's session files in the test's folder, not /tmp/ray
         **env,
     }
+    environ = {name: value for name, value in environ.items() if value is not None}
     environ.pop("RAY_ADDRESS", None)
     with log.open("w") as handle:
         return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environ, start_new_session=True)

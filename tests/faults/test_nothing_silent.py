@@ -110,7 +110,7 @@ def _mode_cases() -> dict[str, tuple[bytes, np.ndarray, int]]:
         "16-bit PGM (I)": (pgm, pictures.grey_to_rgb(pictures.scaled_16bit(grey16)), 0),
         "float TIFF (F)": (
             pictures.save(Image.fromarray(floats), "TIFF"),
-            pictures.grey_to_rgb(np.rint(floats * 255).astype(np.uint8)),
+            pictures.grey_to_rgb(np.rint(floats.astype(np.float64) * 255).astype(np.uint8)),
             0,
         ),
         "RGBA PNG": (
@@ -194,12 +194,13 @@ def test_a_12000x9000_photo_decodes_without_pil_warnings():
 
 
 # ---------------------------------------------------------------------------------------------- 4: EXIF orientation
+@pytest.mark.parametrize("image_format", ["PNG", "TIFF"])  # PIL's TIFF reader turns TIFFs itself; PNG's does not
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_exif_orientation_is_applied_to_pixels_and_header_size(orientation):
+def test_exif_orientation_is_applied_to_pixels_and_header_size(orientation, image_format):
     from rexthinker_rl.data import decode_image, image_header_size
 
     stored = pictures.quadrants(40, 24)
-    payload = pictures.save(Image.fromarray(stored), "PNG", orientation)
+    payload = pictures.save(Image.fromarray(stored), image_format, orientation)
     expected = pictures.upright(stored, orientation)
     assert np.array_equal(np.asarray(decode_image(payload, "p.png")), expected)
     assert image_header_size(payload, "p.png") == (expected.shape[1], expected.shape[0])
