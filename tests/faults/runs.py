@@ -50,6 +50,15 @@ def run_overrides(model_dir: Path, data_dir: Path, run_dir: Path, *extra: str) -
     ]
 
 
+def call(entry, argv: list[str]) -> int:
+    """Run a console entry point (``main(argv)``) in this process; its exit status, whether returned or exited."""
+    try:
+        status = entry(argv)
+    except SystemExit as exit_info:
+        return int(exit_info.code or 0)
+    return int(status or 0)
+
+
 def train_command(overrides: list[str]) -> list[str]:
     return [sys.executable, "-c", "from rexthinker_rl.cli import train_main; train_main()", *overrides]
 

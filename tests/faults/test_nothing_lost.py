@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.faults.runs import run_overrides
+from tests.faults.runs import call, run_overrides
 
 TOY_DETECTOR = Path(__file__).resolve().parents[2] / "examples" / "toy" / "toy_detector.py"
 
@@ -27,15 +27,6 @@ def snapshot(folder: Path) -> dict[str, str]:
         key = str(path.relative_to(folder))
         state[key] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
     return state
-
-
-def call(entry, argv: list[str]) -> int:
-    """Run a console entry point in this process; its exit status."""
-    try:
-        status = entry(argv)
-    except SystemExit as exit_info:
-        return int(exit_info.code or 0)
-    return int(status or 0)
 
 
 @pytest.fixture(scope="module")

@@ -23,17 +23,9 @@ from PIL import Image
 
 from tests.conftest import TINY_OVERRIDES
 from tests.faults import pictures
-from tests.faults.runs import run_overrides
+from tests.faults.runs import call, run_overrides
 
 FRAME = ["data.min_pixels=3136", "data.max_pixels=12544"]  # holds the small test pictures of any aspect
-
-
-def call(entry, argv: list[str]) -> int:
-    try:
-        status = entry(argv)
-    except SystemExit as exit_info:
-        return int(exit_info.code or 0)
-    return int(status or 0)
 
 
 def one_error_line(err: str) -> str:
