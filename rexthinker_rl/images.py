@@ -83,8 +83,8 @@ def open_image(payload: bytes | Path, where: str) -> Image.Image:
         raise ImageDecodeError(f"{where}: image is over {MAX_PIXELS:,} pixels; resize it first") from None
     except UnidentifiedImageError:
         head = bytes(payload[:8]) if isinstance(payload, bytes | bytearray) else b""
-        first = f" (first bytes {head!r})" if head else ""
-        raise ImageDecodeError(f"{where}: not an image file PIL can read{first}") from None
+        first = f"; first bytes {head!r}" if head else ""
+        raise ImageDecodeError(f"{where}: image does not decode (not an image file PIL can read{first})") from None
     except OSError as err:
         raise ImageDecodeError(f"{where}: image does not decode ({err})") from None
     if image.width * image.height > MAX_PIXELS:
