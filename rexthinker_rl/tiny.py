@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,14 +183,19 @@ def build_model_config(tokenizer, spec: TinySpec):
     )
 
 
-def build_tiny_model(out_dir: str | Path, seed: int = 0, spec: TinySpec | None = None) -> Path:
-    """Write a complete Hugging Face folder (model.safetensors, config, tokenizer, processor) to ``out_dir``."""
+def build_tiny_model(
+    out_dir: str | Path, seed: int = 0, spec: TinySpec | None = None, overwrite: bool = False
+) -> Path:
+    """Write a complete Hugging Face folder (model.safetensors, config, tokenizer, processor) to ``out_dir``: a new or
+    empty folder, or with ``overwrite`` a model folder (never anything else)."""
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
+    from rexthinker_rl.outputs import check_new_folder, is_model_folder, staging_folder, swap_folder
+
     spec = spec or TinySpec()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_new_folder(out_dir, overwrite, is_model_folder, "Hugging Face model folder", "OUT_DIR")
+    staged = staging_folder(out)  # built aside, then swapped in: a replaced model folder keeps no stale file
     tokenizer = build_tokenizer(spec.vocab_size)
     processor = build_processor(tokenizer, spec)
     config = build_model_config(tokenizer, spec)
@@ -198,11 +205,15 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, spec: TinySpec | None =
     model.generation_config = GenerationConfig(
         eos_token_id=text.eos_token_id, pad_token_id=text.pad_token_id, bos_token_id=text.bos_token_id
     )
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "tiny_spec.json").write_text(json.dumps(spec.__dict__, indent=2))
-    return out
+    try:
+        model.save_pretrained(staged, safe_serialization=True)
+        processor.save_pretrained(staged)
+        tokenizer.save_pretrained(staged)
+        (staged / "tiny_spec.json").write_text(json.dumps(spec.__dict__, indent=2))
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return swap_folder(staged, out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -215,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kv-heads", type=int, default=TinySpec.num_kv_heads)
     parser.add_argument("--intermediate", type=int, default=TinySpec.intermediate_size, help="MLP width")
     parser.add_argument("--max-pixels", type=int, default=TinySpec.max_pixels)
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR when it is a model folder")
     args = parser.parse_args(argv)
     spec = TinySpec(
         hidden_size=args.hidden,
@@ -224,7 +236,11 @@ def main(argv: list[str] | None = None) -> None:
         intermediate_size=args.intermediate,
         max_pixels=args.max_pixels,
     )
-    path = build_tiny_model(args.out_dir, seed=args.seed, spec=spec)
+    try:
+        path = build_tiny_model(args.out_dir, seed=args.seed, spec=spec, overwrite=args.overwrite)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     print(f"tiny Qwen2.5-VL written to {path}")
 
 

@@ -56,8 +56,8 @@ class _PolicyVerbs:
         from rexthinker_rl.modeling import save_hf_folder
 
         model = self.policy.hf_model()  # collective when sharded: a model on rank 0 only
-        if model is not None:
-            save_hf_folder(model, processor, folder)
+        if model is not None:  # the run's own final/ (checked before Ray started to be a model folder, if present)
+            save_hf_folder(model, processor, folder, overwrite=True, key="final/")
 
 
 class ActorWorker(_PolicyVerbs):
