@@ -52,8 +52,12 @@ def test_no_grad_pass_equals_the_graph_pass():
     graph = token_logprobs(hidden.requires_grad_(True), weight, targets, 0.9, 4, True)
     for got, expected in zip(plain, graph, strict=True):
         torch.testing.assert_close(got, expected.detach())
-    expected = torch.log_softmax((hidden @ weight.T) / 0.9, -1).gather(-1, targets[:, None])[:, 0]
-    torch.testing.assert_close(plain[0], expected.detach(), atol=1e-5, rtol=1e-5)
+    expected = torch.log_softmax((hidden @ weight.T) / 0.9, -1).gather(-1, targets[:, None])[:, 0].detach()
+    torch.testing.assert_close(plain[0], expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # log-probs alone (the reference and old-log-prob passes)
+        alone, no_entropy = token_logprobs(hidden, weight, targets, 0.9, 4)
+    torch.testing.assert_close(alone, expected, atol=1e-5, rtol=1e-5)
+    assert no_entropy is None
 
 
 def test_bfloat16_head_matches_within_bf16_round_off():
