@@ -209,6 +209,9 @@ class ActorConfig:
     max_tokens_per_micro_batch: int = 0
     """Dynamic micro-batches: as many rows as fit this many tokens (real tokens when padding_free, else rows x longest
     row); 0 uses the fixed micro_batch_size_per_device_* row counts."""
+    logprob_chunk_tokens: int = 256
+    """Log-probs and entropy (actor, reference, SFT) from the LM head this many tokens at a time, each chunk recomputed
+    in backward: no (tokens x vocab) logits beyond one chunk (256 x 152,064 floats = 156 MB); 0 computes all at once."""
     offload_params: bool = False
     """GPU: keep parameters (and gradients) on CPU; fsdp2 copies each layer in for its forward/backward and steps the
     optimizer on CPU (CPUOffloadPolicy); deepspeed: ZeRO-3 offload_param."""
@@ -446,6 +449,7 @@ _RULES: list[tuple[str, Any, str]] = [
     ("actor.global_batch_size", _positive, "a positive number of prompts"),
     ("actor.zero_stage", _one_of(2, 3), "2 | 3"),
     ("actor.max_tokens_per_micro_batch", lambda v: v >= 0, "0 (off) or a positive token budget"),
+    ("actor.logprob_chunk_tokens", lambda v: v >= 0, "0 (all logits at once) or a positive number of tokens"),
     ("rollout.placement", _one_of("colocate", "separate"), "colocate | separate"),
     ("rollout.num_gpus", lambda v: v >= 0, "a GPU count >= 0"),
     ("trainer.nnodes", _positive, "a positive number of nodes"),

@@ -62,7 +62,7 @@ def run_sft(config: Config) -> Path:
             encoded = encode_prompts(processor, [s.prompt_text for s in samples], [s.image for s in samples])
             batch = build_sequence_batch(encoded, list(range(len(samples))), targets, tokenizer.pad_token_id)
             batch = batch.to_device(device)
-            logprobs, _ = response_logprobs(model, batch)
+            logprobs, _ = response_logprobs(model, batch, chunk_tokens=config.actor.logprob_chunk_tokens)
             mask = batch.response_mask.to(logprobs.dtype)
             loss = -(logprobs * mask).sum() / mask.sum()
             optimizer.zero_grad(set_to_none=True)

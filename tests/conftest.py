@@ -32,6 +32,15 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def qwen7b_shaped_dir(tmp_path_factory):
+    """Qwen2.5-VL-7B's real shape (152,064-row embedding and head, 3,584 hidden, GQA 28/4, windowed vision tower)
+    with 1 text and 2 vision blocks, random bf16 weights (2.8 GB on disk), built once per session (~30 s)."""
+    from rexthinker_rl.shapes import build_shaped_model
+
+    return build_shaped_model(tmp_path_factory.mktemp("qwen7b_shaped") / "model", "qwen2.5-vl-7b", 1, 2, seed=0)
+
+
+@pytest.fixture(scope="session")
 def synthetic_data_dir(tmp_path_factory):
     """A small synthetic referring set (train.parquet: 64 rows, val.parquet: 16 rows; 112x112 images)."""
     from data_tools.synthetic import make_synthetic_dataset
