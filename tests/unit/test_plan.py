@@ -44,6 +44,7 @@ def test_paper_recipe_fits_8x80_and_names_a_knob_on_small_gpus(qwen7b):
 def test_chunking_is_the_first_knob_when_all_logits_do_not_fit(qwen7b):
     """4 rows of 4,096 + 4,096 tokens an update micro-batch, 16 a log-prob one: all-logits needs ~100 GiB."""
     overrides = ["trainer.n_gpus_per_node=8", "actor.logprob_chunk_tokens=0", "actor.max_tokens_per_micro_batch=0"]
+    overrides += ["actor.micro_batch_size_per_device_for_update=4", "actor.micro_batch_size_per_device_for_experience=16"]
     result = verdict(RECIPE, overrides, qwen7b, 40 * GIB)
     assert not result.fits and result.peak > 90 * GIB
     assert result.knob == ["actor.logprob_chunk_tokens=256"] and result.knob_peak <= 40 * GIB
