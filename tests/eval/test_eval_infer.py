@@ -98,7 +98,10 @@ def test_rexthinker_infer_preset_asks_as_the_demo_does(scene, tiny_model_dir):
     config = load_config(None, [*preset.config_overrides(), *cpu, "rollout.engine=hf", "data.max_response_length=8"])
     predictor = Predictor(config, str(tiny_model_dir))
     big = Image.open(image_path).resize((224, 168))  # 224 x 168 is already a multiple of 28 within the bounds
-    original_hints = {category: [[2.3 * v for v in box] for box in hints]}
+    # Non-integer scales (the rounding matters), onto the 224 x 168 picture: every hint stays inside it.
+    original_hints = {
+        category: [[v * scale for v, scale in zip(box, (1.9, 1.45, 1.9, 1.45), strict=True)] for box in hints]
+    }
     prompt = make_prompt(predictor.processor, config.data, big, referring, original_hints)
     expected_hints = {category: original.map_boxes(original_hints[category], 224, 168)}
     expected = predictor.processor.tokenizer.apply_chat_template(

@@ -81,6 +81,10 @@ def _sockets(session: int) -> dict[str, list[tuple[str, int]]]:
     return sockets
 
 
+def _still_listening(port: int) -> bool:
+    return any(c.laddr.port == port and c.status == "LISTEN" for c in psutil.net_connections(kind="inet"))
+
+
 def _loopback(address: str) -> bool:
     ip = ipaddress.ip_address(address)
     return ip.is_loopback or (ip.version == 6 and ip.ipv4_mapped is not None and ip.ipv4_mapped.is_loopback)
@@ -136,11 +140,18 @@ def test_the_cluster_refuses_a_client_without_the_token(live_run):
         for _, port in found
     ]
     assert {name for name, _ in ports} >= {"gcs_server", "raylet"} and len(ports) >= 5, ports
+    answered = []
     for name, port in ports:
         address = f"127.0.0.1:{port}"
         method = next((m for m in METHODS if _call(address, m, token) != "UNIMPLEMENTED"), None)
-        assert method is not None and _call(address, method, token) == "OK", (name, port)
+        if method is None or _call(address, method, token) == "UNAVAILABLE":
+            # Ray starts and retires idle pool workers (ray::IDLE) on its own: one may be gone since it was listed.
+            assert name == "ray::IDLE" and not _still_listening(port), (name, port, method)
+            continue
+        assert _call(address, method, token) == "OK", (name, port)
         assert _call(address, method, None) == _call(address, method, "0" * 64) == "UNAUTHENTICATED", (name, port)
+        answered.append(name)
+    assert {"gcs_server", "raylet"} <= set(answered) and any(name.startswith("ray::") for name in answered), answered
 
 
 def test_the_token_is_in_no_run_file_and_not_in_the_output(live_run):
