@@ -5,16 +5,18 @@ estimators, policy losses, KL estimators, aggregation modes) are entries in a re
 the names used in the config (``algorithm.adv_estimator``, ``actor.policy_loss``, ``algorithm.kl_estimator``,
 ``actor.loss_agg_mode``).
 
-Gradient accumulation: ``aggregate_loss`` divides by *global* normalisers (``global_tokens``,
-``global_seqs``) when given. Pass the counts of the whole mini-batch (summed over data-parallel ranks,
-see ``count_tokens_and_seqs``) to every micro-batch, and the micro-batch losses (and their gradients)
-add up exactly to the full mini-batch loss. This holds when ranks all-reduce gradients by SUM; a backend
-that averages gradients over ranks (FSDP, DDP) needs the loss multiplied by the world size.
+``grpo_loss`` is the whole objective of a (micro-)batch: every policy loss, entropy and KL term and aggregation mode
+goes through it. Gradient accumulation: the aggregation divides by *global* normalisers (``Normalisers``) when given.
+Pass the counts of the whole mini-batch (summed over data-parallel ranks, see ``count_tokens_and_seqs``) to every
+micro-batch, and the micro-batch losses (and their gradients) add up exactly to the full mini-batch loss. This holds
+when ranks all-reduce gradients by SUM; a backend that averages gradients over ranks (FSDP, DDP) needs the loss
+multiplied by the world size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 import torch
@@ -215,80 +217,61 @@ def count_tokens_and_seqs(response_mask: Tensor) -> tuple[int, int]:
     return int(tokens_per_seq.sum()), int((tokens_per_seq > 0).sum())
 
 
+class Normalisers(NamedTuple):
+    """The denominators of a loss aggregation, for the whole mini-batch (summed over its micro-batches and every
+    data-parallel rank); None counts this batch alone. ``norm_len``: the constant length of ``seq-mean-token-sum-norm``
+    (None: mask.shape[-1]; pass the max response length so that micro-batches padded to different lengths still add
+    up). ``micro_batches``: how many micro-batches (over every rank) the mini-batch was split into, for
+    ``micro-batch-token-mean`` (None: 1)."""
+
+    global_tokens: Count = None
+    global_seqs: Count = None
+    norm_len: float | None = None
+    micro_batches: Count = None
+
+
 def _normaliser(value: Count, local: float | Tensor, like: Tensor) -> Tensor:
     """``value`` (or the local count when None) as a scalar tensor, at least 1 so empty batches give 0."""
     chosen = local if value is None else value
     return torch.as_tensor(chosen, dtype=like.dtype, device=like.device).clamp(min=1)
 
 
-def _token_mean(
-    loss: Tensor,
-    mask: Tensor,
-    global_tokens: Count,
-    global_seqs: Count,
-    norm_len: float | None,
-    micro_batches: Count,
-) -> Tensor:
+def _seqs(mask: Tensor, norms: Normalisers, like: Tensor) -> Tensor:
+    return _normaliser(norms.global_seqs, (mask.sum(-1) > 0).sum(), like)
+
+
+def _token_mean(loss: Tensor, mask: Tensor, norms: Normalisers) -> Tensor:
     """sum(loss * mask) / tokens."""
-    return (loss * mask).sum() / _normaliser(global_tokens, mask.sum(), loss)
+    return (loss * mask).sum() / _normaliser(norms.global_tokens, mask.sum(), loss)
 
 
-def _seq_mean_token_sum(
-    loss: Tensor,
-    mask: Tensor,
-    global_tokens: Count,
-    global_seqs: Count,
-    norm_len: float | None,
-    micro_batches: Count,
-) -> Tensor:
+def _seq_mean_token_sum(loss: Tensor, mask: Tensor, norms: Normalisers) -> Tensor:
     """sum over sequences of the per-sequence token sums / sequences."""
-    seq_sums = (loss * mask).sum(-1)  # (batch,)
-    return seq_sums.sum() / _normaliser(global_seqs, (mask.sum(-1) > 0).sum(), loss)
+    return (loss * mask).sum(-1).sum() / _seqs(mask, norms, loss)
 
 
-def _seq_mean_token_mean(
-    loss: Tensor,
-    mask: Tensor,
-    global_tokens: Count,
-    global_seqs: Count,
-    norm_len: float | None,
-    micro_batches: Count,
-) -> Tensor:
+def _seq_mean_token_mean(loss: Tensor, mask: Tensor, norms: Normalisers) -> Tensor:
     """sum over sequences of the per-sequence token means / sequences."""
     seq_means = (loss * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (batch,)
-    return seq_means.sum() / _normaliser(global_seqs, (mask.sum(-1) > 0).sum(), loss)
+    return seq_means.sum() / _seqs(mask, norms, loss)
 
 
-def _seq_mean_token_sum_norm(
-    loss: Tensor,
-    mask: Tensor,
-    global_tokens: Count,
-    global_seqs: Count,
-    norm_len: float | None,
-    micro_batches: Count,
-) -> Tensor:
+def _seq_mean_token_sum_norm(loss: Tensor, mask: Tensor, norms: Normalisers) -> Tensor:
     """Dr. GRPO: sum(loss * mask) / (sequences * a constant length; default the padded length, mask.shape[-1])."""
-    seqs = _normaliser(global_seqs, (mask.sum(-1) > 0).sum(), loss)
-    return (loss * mask).sum() / (seqs * (mask.shape[-1] if norm_len is None else norm_len))
+    length = mask.shape[-1] if norms.norm_len is None else norms.norm_len
+    return (loss * mask).sum() / (_seqs(mask, norms, loss) * length)
 
 
-def _micro_batch_token_mean(
-    loss: Tensor,
-    mask: Tensor,
-    global_tokens: Count,
-    global_seqs: Count,
-    norm_len: float | None,
-    micro_batches: Count,
-) -> Tensor:
+def _micro_batch_token_mean(loss: Tensor, mask: Tensor, norms: Normalisers) -> Tensor:
     """EasyR1's (and so Rex-Thinker's) aggregation: this micro-batch's own token mean, divided by the number of
     micro-batches the mini-batch was split into (gradient accumulation steps x data-parallel ranks, since ranks here
     sum gradients). Tokens of a short micro-batch weigh more than those of a long one: a biased estimator of the
     mini-batch token mean, kept to reproduce the paper's runs. The 1e-8 is EasyR1's masked_mean epsilon."""
     token_mean = (loss * mask).sum() / (mask.sum() + 1e-8)
-    return token_mean / _normaliser(micro_batches, 1, loss)
+    return token_mean / _normaliser(norms.micro_batches, 1, loss)
 
 
-LOSS_AGGREGATIONS: dict[str, Callable[..., Tensor]] = {
+LOSS_AGGREGATIONS: dict[str, Callable[[Tensor, Tensor, Normalisers], Tensor]] = {
     "token-mean": _token_mean,
     "seq-mean-token-sum": _seq_mean_token_sum,
     "seq-mean-token-mean": _seq_mean_token_mean,
@@ -308,14 +291,11 @@ def aggregate_loss(
 ) -> Tensor:
     """Reduce a per-token loss (batch, seq) over the response tokens in ``mask`` (batch, seq) to a scalar.
 
-    mode: a key of LOSS_AGGREGATIONS. global_tokens / global_seqs: normalisers for the whole mini-batch
-    (None: this batch's own counts from ``count_tokens_and_seqs``). norm_len: the constant length of
-    ``seq-mean-token-sum-norm`` (None: mask.shape[-1]; pass the max response length so that micro-batches
-    padded to different lengths still add up). micro_batches: how many micro-batches (over every rank) the
-    mini-batch was split into, for ``micro-batch-token-mean`` (None: 1).
+    mode: a key of LOSS_AGGREGATIONS; the normalisers as in :class:`Normalisers`.
     """
     aggregate = _lookup(LOSS_AGGREGATIONS, mode, "loss aggregation mode")
-    return aggregate(loss, mask.to(loss.dtype), global_tokens, global_seqs, norm_len, micro_batches)
+    norms = Normalisers(global_tokens, global_seqs, norm_len, micro_batches)
+    return aggregate(loss, mask.to(loss.dtype), norms)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -394,38 +374,70 @@ POLICY_LOSSES: dict[str, Callable[..., TokenLoss]] = {
 }
 
 
-def compute_policy_loss(
-    name: str,
+@dataclass(frozen=True)
+class LossSpec:
+    """Which loss ``grpo_loss`` computes: the names of the registries' entries and the coefficients (from the config's
+    actor and algorithm sections, built once by the policy)."""
+
+    policy_loss: str = "ppo_clip"  # a key of POLICY_LOSSES
+    clip_low: float = 0.2
+    clip_high: float = 0.3
+    clip_ratio_c: float = 3.0
+    agg_mode: str = "token-mean"  # a key of LOSS_AGGREGATIONS
+    entropy_coef: float = 0.0
+    kl_estimator: str = "low_var_kl"  # a key of KL_ESTIMATORS
+    kl_coef: float = 0.0  # 0: no KL term in the loss
+
+
+class GRPOLoss(NamedTuple):
+    """The scalar to back-propagate and its terms (each aggregated like the policy loss)."""
+
+    total: Tensor  # policy - entropy_coef * entropy + kl_coef * kl
+    policy: Tensor
+    entropy: Tensor | None
+    kl: Tensor | None
+    metrics: dict[str, float]  # clipfrac, dual_clipfrac, approx_kl: over this batch's response tokens
+
+
+def grpo_loss(
+    spec: LossSpec,
     logprobs: Tensor,
     old_logprobs: Tensor,
     advantages: Tensor,
     response_mask: Tensor,
-    *,
-    clip_low: float = 0.2,
-    clip_high: float = 0.3,
-    clip_ratio_c: float = 3.0,
-    loss_agg_mode: str = "token-mean",
-    global_tokens: Count = None,
-    global_seqs: Count = None,
-    norm_len: float | None = None,
-    micro_batches: Count = None,
-) -> tuple[Tensor, dict[str, float]]:
-    """Policy-gradient loss (scalar) and metrics for one (micro-)batch.
+    norms: Normalisers | None = None,
+    entropy: Tensor | None = None,
+    ref_logprobs: Tensor | None = None,
+) -> GRPOLoss:
+    """The GRPO objective of one (micro-)batch: policy loss, entropy bonus and KL penalty, each aggregated by
+    ``spec.agg_mode`` over the same normalisers, so that micro-batch losses add up to the mini-batch's.
 
-    name: a key of POLICY_LOSSES. logprobs (with grad), old_logprobs, response_mask: (batch, seq);
-    advantages: (batch,). Aggregation arguments as in ``aggregate_loss``. Metrics (floats, over this batch's
-    response tokens): clipfrac (share of tokens where the clip engaged), dual_clipfrac, and approx_kl (mean of
+    logprobs (with grad), old_logprobs, response_mask, entropy, ref_logprobs: (batch, seq); advantages: (batch,).
+    ``norms``: the mini-batch's normalisers (None: this batch's own counts). The entropy term is skipped when
+    ``entropy`` is None, the KL term when ``spec.kl_coef`` is 0 or there are no
+    ``ref_logprobs``. Metrics: clipfrac (share of tokens where the clip engaged), dual_clipfrac, and approx_kl (mean of
     old_logp - logp, a k1 estimate of KL(old || new)).
     """
-    policy_loss = _lookup(POLICY_LOSSES, name, "policy loss")
-    token_loss = policy_loss(logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, clip_ratio_c)
-    loss = aggregate_loss(
-        token_loss.loss, response_mask, loss_agg_mode, global_tokens, global_seqs, norm_len, micro_batches
+    policy_loss = _lookup(POLICY_LOSSES, spec.policy_loss, "policy loss")
+    aggregate = _lookup(LOSS_AGGREGATIONS, spec.agg_mode, "loss aggregation mode")
+    norms = norms or Normalisers()
+    mask = response_mask.to(logprobs.dtype)
+    token_loss = policy_loss(
+        logprobs, old_logprobs, advantages, response_mask, spec.clip_low, spec.clip_high, spec.clip_ratio_c
     )
+    policy = aggregate(token_loss.loss, mask, norms)
+    total = policy
+    entropy_term = kl_term = None
+    if entropy is not None:
+        entropy_term = aggregate(entropy, mask.to(entropy.dtype), norms)
+        total = total - spec.entropy_coef * entropy_term
+    if spec.kl_coef > 0 and ref_logprobs is not None:
+        kl_term = aggregate(kl_penalty(spec.kl_estimator, logprobs, ref_logprobs), mask, norms)
+        total = total + spec.kl_coef * kl_term
     with torch.no_grad():
         metrics = {
             "clipfrac": masked_mean(token_loss.clipped.to(logprobs.dtype), response_mask).item(),
             "dual_clipfrac": masked_mean(token_loss.dual_clipped.to(logprobs.dtype), response_mask).item(),
             "approx_kl": masked_mean(old_logprobs - logprobs, response_mask).item(),
         }
-    return loss, metrics
+    return GRPOLoss(total, policy, entropy_term, kl_term, metrics)

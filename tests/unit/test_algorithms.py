@@ -182,9 +182,34 @@ def test_ppo_clip_per_token_values_gradients_and_flags():
     torch.testing.assert_close(logprobs.grad[:, 0], t(expected_grad))
 
 
-def test_compute_policy_loss_ppo_clip_token_mean_and_metrics():
+def policy_loss(name, logprobs, old_logprobs, advantages, mask, loss_agg_mode="token-mean", **kwargs):
+    """``grpo_loss`` with only its policy term (no entropy, no KL): (loss, metrics)."""
+    clips = {key: kwargs.pop(key) for key in ("clip_low", "clip_high", "clip_ratio_c") if key in kwargs}
+    spec = alg.LossSpec(policy_loss=name, agg_mode=loss_agg_mode, **clips)
+    out = alg.grpo_loss(spec, logprobs, old_logprobs, advantages, mask, alg.Normalisers(**kwargs))
+    assert out.entropy is None and out.kl is None and out.total is out.policy
+    return out.total, out.metrics
+
+
+def test_grpo_loss_adds_entropy_bonus_and_kl_penalty_by_hand():
+    """On policy (ratio 1) with A = [1, -2] over 3 + 1 tokens: policy term -(1 * 3 - 2 * 1) / 4; the entropy and k1
+    KL terms are token means too, weighted by their coefficients."""
+    logprobs = t([[-1.0, -2.0, -3.0], [-0.5, 0.0, 0.0]]).requires_grad_()
+    mask, advantages = t([[1, 1, 1], [1, 0, 0]]), t([1.0, -2.0])
+    entropy, ref = t([[1.0, 2.0, 3.0], [4.0, 9.0, 9.0]]), t([[-1.5, -2.0, -3.5], [-1.0, 7.0, 7.0]])
+    spec = alg.LossSpec(entropy_coef=0.1, kl_estimator="k1", kl_coef=0.5)
+    out = alg.grpo_loss(spec, logprobs, logprobs.detach(), advantages, mask, entropy=entropy, ref_logprobs=ref)
+    assert out.policy.item() == pytest.approx(-(3 - 2) / 4)
+    assert out.entropy.item() == pytest.approx(10 / 4)
+    assert out.kl.item() == pytest.approx((0.5 + 0.0 + 0.5 + 0.5) / 4)
+    assert out.total.item() == pytest.approx(-0.25 - 0.1 * 2.5 + 0.5 * 0.375)
+    no_kl = alg.grpo_loss(alg.LossSpec(kl_coef=0.0), logprobs, logprobs.detach(), advantages, mask, ref_logprobs=ref)
+    assert no_kl.kl is None and no_kl.total.item() == pytest.approx(-0.25)
+
+
+def test_grpo_loss_ppo_clip_token_mean_and_metrics():
     logprobs, old_logprobs, advantages, mask = ppo_batch()
-    loss, metrics = alg.compute_policy_loss("ppo_clip", logprobs, old_logprobs, advantages, mask)
+    loss, metrics = policy_loss("ppo_clip", logprobs, old_logprobs, advantages, mask)
     # (-1.1 - 1.3 - 0.5 + 0.8 + 1.2 + 2.0 + 3.0 - 2.6) / 8 = 1.5 / 8
     assert loss.item() == pytest.approx(0.1875, abs=1e-12)
     assert metrics["clipfrac"] == pytest.approx(3 / 8)
@@ -246,7 +271,7 @@ def test_gspo_sequence_ratio_values_and_clipping():
 
 def test_gspo_gradient_is_the_sequence_level_gradient():
     logprobs, old_logprobs, advantages, mask = gspo_batch()
-    loss, metrics = alg.compute_policy_loss(
+    loss, metrics = policy_loss(
         "gspo", logprobs, old_logprobs, advantages, mask, loss_agg_mode="seq-mean-token-mean"
     )
     # Only row 0 is unclipped: J = -(1/3) * A_0 * s_0, d s_0 / d logp_t = s_0 / n_0 with n_0 = 2.
@@ -264,7 +289,7 @@ def test_gspo_matches_autograd_of_the_sequence_objective_when_unclipped():
     logprobs = (old_logprobs + 0.05 * torch.randn(4, 5, dtype=torch.float64)).requires_grad_()
     mask = t([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 0]])
     advantages = t([0.5, -1.0, 2.0, -0.3])
-    loss, metrics = alg.compute_policy_loss(
+    loss, metrics = policy_loss(
         "gspo",
         logprobs,
         old_logprobs,
@@ -288,7 +313,7 @@ def test_gspo_and_ppo_agree_on_policy():
     mask, advantages = t([[1, 1, 1], [1, 1, 0]]), t([0.7, -1.2])
     grads = []
     for name in ["ppo_clip", "gspo"]:
-        loss, _ = alg.compute_policy_loss(name, logprobs, logprobs.detach(), advantages, mask)
+        loss, _ = policy_loss(name, logprobs, logprobs.detach(), advantages, mask)
         grads.append(torch.autograd.grad(loss, logprobs)[0])
         assert loss.item() == pytest.approx((-0.7 * 3 + 1.2 * 2) / 5)
     torch.testing.assert_close(grads[0], grads[1])
@@ -409,7 +434,7 @@ def test_micro_batch_token_mean_accumulates_like_easyr1():
     logprobs, old_logprobs, advantages, mask = accumulation_batch()
     ours = torch.zeros(())
     for rows in MICRO_BATCHES:
-        loss, _ = alg.compute_policy_loss(
+        loss, _ = policy_loss(
             "ppo_clip", logprobs[rows], old_logprobs[rows], advantages[rows], mask[rows],
             loss_agg_mode="micro-batch-token-mean", global_tokens=123, global_seqs=45, micro_batches=3,
         )  # fmt: skip
@@ -455,7 +480,7 @@ def per_token_objective(logprobs, old_logprobs, advantages, mask, rows, name):
         return lambda **kwargs: alg.aggregate_loss(
             torch.sin(3 * logprobs[rows]) * advantages[rows, None], mask[rows], **kwargs
         )
-    return lambda mode, **kwargs: alg.compute_policy_loss(
+    return lambda mode, **kwargs: policy_loss(
         name, logprobs[rows], old_logprobs[rows], advantages[rows], mask[rows], loss_agg_mode=mode, **kwargs
     )[0]
 
@@ -536,10 +561,10 @@ def test_masked_mean():
 def test_unknown_names_raise_and_list_the_valid_ones():
     logprobs, old_logprobs, advantages, mask = ppo_batch()
     with pytest.raises(ValueError, match="gspo, ppo_clip"):
-        alg.compute_policy_loss("ppo", logprobs, old_logprobs, advantages, mask)
+        policy_loss("ppo", logprobs, old_logprobs, advantages, mask)
     with pytest.raises(ValueError, match="abs, k1, k2, k3, low_var_kl, mse"):
         alg.kl_penalty("k4", logprobs, old_logprobs)
     with pytest.raises(ValueError, match="seq-mean-token-mean"):
         alg.aggregate_loss(logprobs, mask, "seq-sum")
     with pytest.raises(ValueError, match="loss aggregation mode 'seq-sum'"):
-        alg.compute_policy_loss("ppo_clip", logprobs, old_logprobs, advantages, mask, loss_agg_mode="seq-sum")
+        policy_loss("ppo_clip", logprobs, old_logprobs, advantages, mask, loss_agg_mode="seq-sum")
