@@ -45,7 +45,8 @@ def main() -> None:
     from rexthinker_rl.modeling import load_processor
     from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec
     from rexthinker_rl.rollout.vllm_engine import VLLMEngine
-    from rexthinker_rl.workers import ActorWorker, RolloutWorker, worker_env
+    from rexthinker_rl.runtime.cluster import worker_env
+    from rexthinker_rl.runtime.workers import ActorWorker, RolloutWorker
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = str(prepare_model(args.model, Path(tmp)))
@@ -75,6 +76,7 @@ def main() -> None:
 
         ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": worker_env(tmp)})
         actor = ray.remote(ActorWorker).options(num_cpus=0.5).remote(config, model_dir, 10)
+        ray.get(actor.setup.remote("", 0))  # one process: no process group to join
         rollout = ray.remote(RolloutWorker).options(num_cpus=0.5).remote(config, model_dir)
         standalone = VLLMEngine(config, model_dir)
         params = SamplingParams(n=args.n, temperature=1.0, max_tokens=args.max_tokens, seed=1234, logprobs=0)

@@ -150,6 +150,15 @@ def compute_advantages(name: str, scores: Tensor, group_ids: Sequence[Hashable] 
     return torch.where(stats.size > 1, advantages, torch.zeros_like(advantages))
 
 
+def informative_rows(scores: Tensor, group_ids: Sequence[Hashable]) -> list[int]:
+    """Rows of the groups whose rewards are not all equal (online filtering: an all-equal group has zero advantage,
+    no signal). scores: (batch,)."""
+    groups: dict[Hashable, list[int]] = {}
+    for row, uid in enumerate(group_ids):
+        groups.setdefault(uid, []).append(row)
+    return [row for rows in groups.values() if scores[rows].max() > scores[rows].min() for row in rows]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # KL estimators (per token, policy vs reference)
 # ----------------------------------------------------------------------------------------------------------

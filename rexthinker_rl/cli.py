@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from rexthinker_rl.config import Config, ConfigError, load_config, to_yaml
@@ -29,7 +30,7 @@ def _run_errors() -> tuple[type[Exception], ...]:
     from rexthinker_rl.data import DataError
     from rexthinker_rl.policy import NonFiniteUpdateError
     from rexthinker_rl.rewarding import RewardError
-    from rexthinker_rl.trainer import WorkerDiedError
+    from rexthinker_rl.runtime.deaths import WorkerDiedError
 
     return (WorkerDiedError, RewardError, NonFiniteUpdateError, CheckpointError, DataError)
 
@@ -51,7 +52,7 @@ def describe_config(config: Config, source: str | None) -> str:
     from rexthinker_rl.prompts import preset_for
 
     preset = preset_for(config.data)
-    derived = ", ".join(f"{key}={value}" for key, value in config.derived.items())
+    derived = ", ".join(f"{key}={value}" for key, value in asdict(config.derived).items())
     system = "none (the chat template's default)" if not preset.system else f"{preset.system[:40]!r}..."
     lines = [
         f"# resolved config of {source or 'the defaults'} with the given overrides (nothing started)",
@@ -104,7 +105,7 @@ def train_main(argv: list[str] | None = None) -> None:
         _fail(error, status=1)
     finally:
         trainer.shutdown()
-    from rexthinker_rl.trainer import describe_summary
+    from rexthinker_rl.run_summary import describe_summary
 
     print(json.dumps(summary, indent=2))
     print(describe_summary(summary), flush=True)

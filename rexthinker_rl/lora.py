@@ -1,7 +1,8 @@
 """LoRA adapters on the language model (peft), and the two views of such a model the framework needs:
 
 - merged weights under plain Hugging Face names (W + scale * B @ A), what the rollout engine loads and what a converted
-  checkpoint holds, computed on copies so the trained base weights are never touched by merge/unmerge round-off;
+  checkpoint holds, computed out of place (``merge_lora_weights``) so the trained base weights are never touched by
+  merge/unmerge round-off;
 - the raw peft state dict (base + adapters), what a checkpoint stores for an exact resume.
 
 The reference policy under LoRA is the same module with adapters disabled: no second copy of the weights.
@@ -40,20 +41,20 @@ def is_lora_state(weights: dict[str, torch.Tensor]) -> bool:
     return any(".lora_A." in name for name in weights)
 
 
-def merged_state_dict(model) -> dict[str, torch.Tensor]:
-    """Plain Hugging Face names -> merged weights (CPU copies) of a peft-wrapped model."""
-    from peft.tuners.lora import LoraLayer
-
-    merged: dict[str, torch.Tensor] = {}
-    for name, tensor in model.state_dict().items():
+def merge_lora_weights(weights: dict[str, torch.Tensor], lora_cfg) -> dict[str, torch.Tensor]:
+    """Plain Hugging Face names -> merged weights (W + alpha / rank * B @ A, summed in float32 and rounded once to W's
+    dtype) from a full peft state dict (base + adapters). The one LoRA merge: the rollout's weights (one process, every
+    sharded backend, the colocated stream), the final folder and a converted checkpoint are the same numbers."""
+    scale = lora_cfg.alpha / lora_cfg.rank
+    merged = {}
+    for name, tensor in weights.items():
         if ".lora_" in name:
             continue
-        merged[name.removeprefix(PEFT_PREFIX).replace(".base_layer.", ".")] = tensor.detach().cpu().clone()
-    for module_name, module in model.named_modules():
-        if isinstance(module, LoraLayer) and not module.disable_adapters:
-            key = module_name.removeprefix(PEFT_PREFIX) + ".weight"
-            for adapter in module.active_adapters:
-                merged[key] += module.get_delta_weight(adapter).detach().cpu().to(merged[key].dtype)
+        if name.endswith(".base_layer.weight"):
+            prefix = name.removesuffix(".base_layer.weight")
+            down, up = weights[f"{prefix}.lora_A.default.weight"], weights[f"{prefix}.lora_B.default.weight"]
+            tensor = (tensor.float() + scale * (up.float() @ down.float())).to(tensor.dtype)
+        merged[name.removeprefix(PEFT_PREFIX).replace(".base_layer.", ".")] = tensor
     return merged
 
 
@@ -69,4 +70,7 @@ def merge_into(base_model, weights: dict[str, torch.Tensor], lora_cfg):
     lora_missing = [name for name in missing if ".lora_" in name]
     if unexpected or lora_missing:
         raise ValueError(f"{fits}: unexpected {unexpected[:3]}, missing adapters {lora_missing[:3]}")
-    return wrapped.merge_and_unload()
+    merged = merge_lora_weights(wrapped.state_dict(), lora_cfg)
+    plain = wrapped.unload()  # the base model without its adapter layers, unmerged
+    plain.load_state_dict(merged)
+    return plain

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")  # auto: see resolve_attn_implementation
 
 
 def resolve_attn_implementation(requested: str, device: torch.device | str) -> str:

@@ -33,7 +33,7 @@ from rexthinker_rl.eval.annotations import (
 from rexthinker_rl.eval.metrics import evaluate, markdown_table
 from rexthinker_rl.eval.prompts import make_prompt
 from rexthinker_rl.prompts import clean_up_spaces, preset_for
-from rexthinker_rl.rollout.base import RolloutEngine, RolloutPrompt, SamplingSpec
+from rexthinker_rl.rollout import RolloutEngine, RolloutPrompt, SamplingSpec, make_engine
 from rexthinker_rl.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -109,8 +109,6 @@ class HumanRefPrompts:
 
 def build_engine(config: Config, model_path: str) -> RolloutEngine:
     """The configured engine; the transformers engine when vLLM is asked for but not installed."""
-    from rexthinker_rl.rollout.base import make_engine
-
     if config.rollout.engine == "vllm" and importlib.util.find_spec("vllm") is None:
         logger.warning("vLLM is not installed: evaluating with the transformers engine (rollout.engine=hf)")
         config = replace(config, rollout=replace(config.rollout, engine="hf"))

@@ -15,7 +15,7 @@ def _entry(rank: int, world_size: int, port: int, fn, args, errors: Path) -> Non
     torch.set_num_threads(1)
     os.environ["RAY_AUTH_MODE"] = "disabled"
     import rexthinker_rl  # noqa: F401  (torchvision shim before any processor import)
-    from rexthinker_rl.distributed import init_process_group
+    from rexthinker_rl.runtime.process_group import init_process_group
 
     try:
         init_process_group(rank, world_size, "127.0.0.1", port, "cpu")
@@ -30,7 +30,7 @@ def _entry(rank: int, world_size: int, port: int, fn, args, errors: Path) -> Non
 
 def run_ranks(fn, world_size: int, args: tuple, tmp_path: Path) -> None:
     """``fn(rank, world_size, *args)`` on ``world_size`` processes; a failure re-raises with the rank's traceback."""
-    from rexthinker_rl.distributed import free_port
+    from rexthinker_rl.runtime.process_group import free_port
 
     errors = tmp_path / "errors"
     errors.mkdir(exist_ok=True)
@@ -49,8 +49,8 @@ def train_two_steps(rank: int, world_size: int, model_dir: str, overrides: list[
     ``weights_only`` load, as checkpoint.py does) into a fresh policy. Rank 0 saves the gathered full weights, the
     merged weights, the metrics and the log-probs (rows in batch order)."""
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.distributed import split_mini_batches, split_rows
-    from rexthinker_rl.sharded import make_policy
+    from rexthinker_rl.batch import split_mini_batches, split_rows
+    from rexthinker_rl.policy import make_policy
     from tests.scale.test_backends import step_batch
 
     config = load_config(None, overrides)
@@ -83,7 +83,8 @@ def _checkpoint_round_trip(policy, config, model_dir: str, rank: int, world_size
     into a freshly built policy."""
     import io
 
-    from rexthinker_rl.sharded import combine_train_states, make_policy
+    from rexthinker_rl.backends import combine_train_states
+    from rexthinker_rl.policy import make_policy
 
     weights, state = policy.checkpoint_state(), policy.train_state()
     states, all_weights = [None] * world_size, [None] * world_size

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rexthinker_rl import algorithms as alg
-from rexthinker_rl.config import LOSS_AGG_MODES
+from rexthinker_rl.config import ConfigError, load_config
 
 torch.set_num_threads(1)
 
@@ -408,8 +408,13 @@ def test_aggregate_loss_of_an_empty_mask_is_zero(mode):
     assert alg.aggregate_loss(t(AGG_LOSS), torch.zeros(2, 3), mode).item() == 0.0
 
 
-def test_aggregation_registry_covers_the_config_names():
-    assert sorted(alg.LOSS_AGGREGATIONS) == sorted(LOSS_AGG_MODES) == sorted([*AGG_MODES, "micro-batch-token-mean"])
+def test_the_config_accepts_exactly_the_registered_aggregations():
+    """actor.loss_agg_mode's choices are LOSS_AGGREGATIONS' keys, not a list of their own."""
+    assert sorted(alg.LOSS_AGGREGATIONS) == sorted([*AGG_MODES, "micro-batch-token-mean"])
+    for mode in alg.LOSS_AGGREGATIONS:
+        assert load_config(None, [f"actor.loss_agg_mode={mode}"]).actor.loss_agg_mode == mode
+    with pytest.raises(ConfigError, match=r"actor.loss_agg_mode='token-sum' is invalid: expected token-mean \|"):
+        load_config(None, ["actor.loss_agg_mode=token-sum"])
 
 
 def test_micro_batch_token_mean_by_hand():

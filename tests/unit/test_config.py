@@ -22,7 +22,7 @@ def test_defaults_are_the_rex_thinker_recipe():
     assert (config.data.min_pixels, config.data.max_pixels) == (16 * 28 * 28, 1280 * 28 * 28)
     assert (config.rollout.tensor_parallel_size, config.rollout.gpu_memory_utilization) == (2, 0.6)
     assert (config.rollout.temperature, config.rollout.top_p) == (1.0, 0.99)
-    assert config.derived["sequences_per_step"] == 64 * 16
+    assert config.derived.sequences_per_step == 64 * 16
 
 
 def test_precedence_defaults_yaml_overrides(tmp_path):
@@ -107,7 +107,7 @@ def test_round_trip_through_yaml(tmp_path):
 @pytest.mark.parametrize("name", ["grpo_tiny.yaml", "grpo_refcocog.yaml"])
 def test_shipped_configs_load(name):
     config = load_config(CONFIGS / name)
-    assert config.derived["sequences_per_step"] == config.data.rollout_batch_size * config.rollout.n
+    assert config.derived.sequences_per_step == config.data.rollout_batch_size * config.rollout.n
 
 
 def test_valid_keys_cover_nested_sections():

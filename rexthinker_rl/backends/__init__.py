@@ -1,0 +1,34 @@
+"""Training backends by ``actor.strategy``: torch (one process), fsdp2 and deepspeed (one object per rank).
+
+See :mod:`rexthinker_rl.backends.base` for the protocol a :class:`rexthinker_rl.policy.Policy` is composed with.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rexthinker_rl.backends.base import TorchBackend, TrainBackend
+from rexthinker_rl.backends.deepspeed_zero import DeepSpeedBackend
+from rexthinker_rl.backends.fsdp2 import FSDP2Backend
+
+if TYPE_CHECKING:
+    from rexthinker_rl.config import Config
+
+BACKENDS: dict[str, type] = {"torch": TorchBackend, "fsdp2": FSDP2Backend, "deepspeed": DeepSpeedBackend}
+
+
+def make_backend(config: Config, rank: int = 0, world_size: int = 1) -> TrainBackend:
+    """The backend of ``actor.strategy`` for this rank (a sharded one needs the process group joined first)."""
+    return BACKENDS[config.actor.strategy](config, rank, world_size)
+
+
+def combine_train_states(states: list[dict[str, Any]], strategy: str) -> dict[str, Any]:
+    """One checkpoint's train state from every rank's: rank 0's, plus each rank's RNG states and, for DeepSpeed,
+    each rank's optimizer partition (FSDP2's optimizer state is already full on rank 0)."""
+    combined = {**states[0], "rank_rng": [state["rng"] for state in states]}
+    if strategy == "deepspeed":
+        combined["optimizer"] = {"rank_optimizer": [state["optimizer"] for state in states]}
+    return combined
+
+
+__all__ = ["BACKENDS", "DeepSpeedBackend", "FSDP2Backend", "TorchBackend", "TrainBackend", "make_backend"]
