@@ -97,8 +97,7 @@ def test_failed_plot_write_keeps_the_previous_plot(tmp_path):
 
 
 def test_a_metrics_line_torn_by_a_failed_write_is_dropped_on_resume(tmp_path):
-    from rexthinker_rl.logging import JsonlSink
-    from rexthinker_rl.logging import truncate_metrics
+    from rexthinker_rl.logging import JsonlSink, truncate_metrics
 
     path = tmp_path / "metrics.jsonl"
     sink = JsonlSink(path)

@@ -271,9 +271,7 @@ def test_gspo_sequence_ratio_values_and_clipping():
 
 def test_gspo_gradient_is_the_sequence_level_gradient():
     logprobs, old_logprobs, advantages, mask = gspo_batch()
-    loss, metrics = policy_loss(
-        "gspo", logprobs, old_logprobs, advantages, mask, loss_agg_mode="seq-mean-token-mean"
-    )
+    loss, metrics = policy_loss("gspo", logprobs, old_logprobs, advantages, mask, loss_agg_mode="seq-mean-token-mean")
     # Only row 0 is unclipped: J = -(1/3) * A_0 * s_0, d s_0 / d logp_t = s_0 / n_0 with n_0 = 2.
     assert loss.item() == pytest.approx((-math.exp(0.2) - 1.3 + 0.8) / 3)
     loss.backward()
