@@ -69,5 +69,4 @@ class ColocatedRuntime:
         self.ranks.save_pretrained(folder, processor)
 
     def shutdown(self) -> None:
-        for handle in self.ranks.handles:
-            ray.kill(handle)
+        self.ranks.shutdown()

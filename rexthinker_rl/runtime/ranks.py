@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import ray
 import torch
+from ray.util.placement_group import remove_placement_group
 
 from rexthinker_rl.backends import combine_train_states
 from rexthinker_rl.batch import SequenceBatch, gather_logprobs, split_mini_batches, split_rows
@@ -31,8 +32,8 @@ GPU_SHARE_SINGLE_PROCESS = 1 / 3  # actor.strategy=torch on GPU: actor, referenc
 class ActorRanks:
     """The controller's handle on the actor: one rank or many, the same verbs."""
 
-    def __init__(self, config: Config, handles: list) -> None:
-        self.config, self.handles = config, handles
+    def __init__(self, config: Config, handles: list, placement_groups: list | None = None) -> None:
+        self.config, self.handles, self.placement_groups = config, handles, placement_groups or []
         self.roles_by_handle = {"actor": handles[0]} if len(handles) == 1 else {}
         if len(handles) > 1:
             prefix = "colocated rank" if config.derived.colocated else "actor rank"
@@ -46,22 +47,23 @@ class ActorRanks:
         if not derived.sharded:
             share = {"num_gpus": GPU_SHARE_SINGLE_PROCESS, "num_cpus": 1} if derived.on_gpu else {}
             options = share or {"num_cpus": CPU_SHARE_SINGLE_PROCESS}
-            handles = [worker.options(name="actor", **options, **env).remote(config, model_path, total_updates)]
-        else:
-            slots = actor_slots(config, derived.on_gpu)
-            bundle = rank_bundle(derived.on_gpu)
-            prefix = "colocated-rank" if derived.colocated else "actor-rank"
-            handles = [
-                worker.options(
-                    name=f"{prefix}{rank}",
-                    num_cpus=bundle["CPU"],
-                    num_gpus=bundle.get("GPU", 0),
-                    scheduling_strategy=slot.scheduling(),
-                    **env,
-                ).remote(config, model_path, total_updates, rank, len(slots), derived.colocated)
-                for rank, slot in enumerate(slots)
-            ]
-        return cls(config, handles)
+            handle = worker.options(name="actor", **options, **env).remote(config, model_path, total_updates)
+            return cls(config, [handle])
+        slots = actor_slots(config, derived.on_gpu)
+        bundle = rank_bundle(derived.on_gpu)
+        prefix = "colocated-rank" if derived.colocated else "actor-rank"
+        handles = [
+            worker.options(
+                name=f"{prefix}{rank}",
+                num_cpus=bundle["CPU"],
+                num_gpus=bundle.get("GPU", 0),
+                scheduling_strategy=slot.scheduling(),
+                **env,
+            ).remote(config, model_path, total_updates, rank, len(slots), derived.colocated)
+            for rank, slot in enumerate(slots)
+        ]
+        groups = list({id(slot.placement_group): slot.placement_group for slot in slots}.values())
+        return cls(config, handles, groups)
 
     def start_setup(self) -> list:
         """Rank 0's rendezvous address, then every rank's setup at once (the process group and vLLM's groups form
@@ -103,6 +105,13 @@ class ActorRanks:
 
     def save_pretrained(self, folder: str, processor) -> None:
         self.call_all("save_pretrained", folder, processor)
+
+    def shutdown(self) -> None:
+        """Stop the ranks and free their placement groups (another run may follow in this Ray cluster)."""
+        for handle in self.handles:
+            ray.kill(handle)
+        for group in self.placement_groups:
+            remove_placement_group(group)
 
     def node_ids(self) -> list[str]:
         """Ray node of each rank, in rank order."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import ray
+from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rexthinker_rl.runtime.base import ActorState, Pending, identify, merge_results, prompt_slices
@@ -32,16 +33,17 @@ def _single_share(config: Config) -> dict[str, float]:
     return {"num_cpus": CPU_SHARE_SINGLE_PROCESS}
 
 
-def spawn_engines(config: Config, model_path: str, env: dict) -> list:
-    """One rollout worker; or, for a sharded run on GPU, ``rollout.num_gpus / tensor_parallel_size`` engines, each in a
+def spawn_engines(config: Config, model_path: str, env: dict) -> tuple[list, list]:
+    """One rollout worker (and no placement group); or, for a sharded run on GPU, ``rollout.num_gpus / tensor_parallel_size`` engines, each in a
     placement group of its own (a tensor-parallel engine lets vLLM's Ray executor use the bundles' GPUs, a one-GPU
     engine takes its bundle's GPU itself)."""
     worker = ray.remote(RolloutWorker)
     if not (config.derived.on_gpu and config.derived.sharded):
-        return [worker.options(name="rollout", **_single_share(config), **env).remote(config, model_path)]
+        return [worker.options(name="rollout", **_single_share(config), **env).remote(config, model_path)], []
     tp = config.rollout.tensor_parallel_size
     engines = []
-    for index, slot in enumerate(rollout_slots(config)):
+    slots = rollout_slots(config)
+    for index, slot in enumerate(slots):
         strategy = PlacementGroupSchedulingStrategy(
             placement_group=slot.placement_group,
             placement_group_bundle_index=0,
@@ -49,7 +51,7 @@ def spawn_engines(config: Config, model_path: str, env: dict) -> list:
         )
         options = {"num_cpus": 1, "num_gpus": 1 if tp == 1 else 0, "scheduling_strategy": strategy}
         engines.append(worker.options(name=f"rollout-{index}", **options, **env).remote(config, model_path))
-    return engines
+    return engines, [slot.placement_group for slot in slots]
 
 
 class SeparateRuntime:
@@ -60,7 +62,7 @@ class SeparateRuntime:
         if config.derived.needs_reference_policy:
             options = {"name": "reference", **_single_share(config), **env}
             self.reference = ray.remote(ReferenceWorker).options(**options).remote(config, model_path)
-        self.engines = spawn_engines(config, model_path, env)
+        self.engines, self.engine_groups = spawn_engines(config, model_path, env)
         engine_roles = {"rollout": self.engines[0]} if len(self.engines) == 1 else {}
         engine_roles = engine_roles or {f"rollout engine {i}": engine for i, engine in enumerate(self.engines)}
         reference = {"reference": self.reference} if self.reference is not None else {}
@@ -105,6 +107,9 @@ class SeparateRuntime:
         self.actor.save_pretrained(folder, processor)
 
     def shutdown(self) -> None:
-        for handle in [*self.actor.handles, self.reference, *self.engines]:
+        self.actor.shutdown()
+        for handle in [self.reference, *self.engines]:
             if handle is not None:
                 ray.kill(handle)
+        for group in self.engine_groups:
+            remove_placement_group(group)
