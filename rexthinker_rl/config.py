@@ -24,7 +24,6 @@ from rexthinker_rl.config_schema import (
     AlgorithmConfig,
     CheckpointConfig,
     Config,
-    ConfigError,
     DataConfig,
     LoggingConfig,
     LoraConfig,
@@ -36,6 +35,7 @@ from rexthinker_rl.config_schema import (
     SFTConfig,
     TrainerConfig,
 )
+from rexthinker_rl.errors import ConfigError
 
 __all__ = [
     "ActorConfig",

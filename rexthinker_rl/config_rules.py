@@ -16,7 +16,7 @@ import torch
 
 from rexthinker_rl import algorithms
 from rexthinker_rl.backends import BACKENDS
-from rexthinker_rl.config_schema import ConfigError
+from rexthinker_rl.errors import ConfigError
 from rexthinker_rl.modeling import ATTN_IMPLEMENTATIONS, DTYPES
 from rexthinker_rl.prompts import PresetError, preset_for
 from rexthinker_rl.rollout import ENGINES

@@ -16,10 +16,6 @@ if TYPE_CHECKING:
     from rexthinker_rl.config_rules import Derived
 
 
-class ConfigError(ValueError):
-    """A configuration problem, with a one-line message naming the key and what would be right."""
-
-
 @dataclass
 class DataConfig:
     train_files: str = ""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rexthinker_rl.config_schema import ConfigError
+from rexthinker_rl.errors import ConfigError
 from rexthinker_rl.runtime.base import ActorState, Pending, Runtime
 from rexthinker_rl.runtime.cluster import worker_env
 from rexthinker_rl.runtime.colocated import ColocatedRuntime

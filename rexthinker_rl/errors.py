@@ -1,0 +1,7 @@
+"""Errors shared across modules, defined once so every module can raise them without importing the others."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message naming the key and what would be right."""
