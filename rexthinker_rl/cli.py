@@ -14,9 +14,16 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from rexthinker_rl.config import Config, ConfigError, load_config, to_yaml
+from rexthinker_rl.prompts import preset_for
+from rexthinker_rl.run_summary import describe_summary
 
 USER_ERRORS = (ConfigError, FileNotFoundError, ValueError)
+
+# The training modules (torch, Ray, transformers: seconds to import) are imported when a run starts, not for `--help`
+# or `--print-config`.
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -49,8 +56,6 @@ def _parse(argv: list[str] | None, description: str) -> argparse.Namespace:
 
 def describe_config(config: Config, source: str | None) -> str:
     """The resolved config as YAML, headed by what it implies: derived sizes, the prompt preset, the step count."""
-    from rexthinker_rl.prompts import preset_for
-
     preset = preset_for(config.data)
     derived = ", ".join(f"{key}={value}" for key, value in asdict(config.derived).items())
     system = "none (the chat template's default)" if not preset.system else f"{preset.system[:40]!r}..."
@@ -73,7 +78,6 @@ def _steps(config: Config) -> str:
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     if not config.data.train_files or not all(file.suffix == ".parquet" and file.is_file() for file in files):
         return f"{trainer.total_epochs} epoch(s) x (training rows // {batch}), counted at start"
-    import pyarrow.parquet as pq
 
     rows = sum(pq.read_metadata(file).num_rows for file in files)
     return f"{trainer.total_epochs} epoch(s) x ({rows} rows // {batch}) = {trainer.total_epochs * (rows // batch)}"
@@ -105,7 +109,6 @@ def train_main(argv: list[str] | None = None) -> None:
         _fail(error, status=1)
     finally:
         trainer.shutdown()
-    from rexthinker_rl.run_summary import describe_summary
 
     print(json.dumps(summary, indent=2))
     print(describe_summary(summary), flush=True)

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from rewards.parsing import parse_ground_truth
 from rexthinker_rl.config import DataConfig
 from rexthinker_rl.parquet_meta import FrameMismatch, check_made_with
 from rexthinker_rl.prompts import BOX_ROUNDINGS, PresetError, chat_prompt, preset_for
@@ -47,6 +48,7 @@ class DataError(ValueError):
 # ----------------------------------------------------------------------------------------------------------- frames
 def resized_size(width: int, height: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
     """``(w, h)`` of an image of ``width x height`` after the processor's smart_resize with these pixel bounds."""
+    # transformers' own function; importing it loads torchvision and the image processors (~5 s): only when used.
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
     resized_h, resized_w = smart_resize(
@@ -478,8 +480,6 @@ def _size(value: Any) -> Any:
 
 def _check_ground_truth(answer: str, resized: tuple[int, int], where: str) -> None:
     """The answer parses and its boxes lie in the resized frame (what the rewards will check, found before training)."""
-    from rewards.parsing import parse_ground_truth
-
     try:
         parse_ground_truth(answer, {"resized_size": resized, "row_id": where})
     except ValueError as err:

@@ -15,6 +15,7 @@ import json
 import os
 import sys
 
+from data_tools.detectors import load_detector
 from rexthinker_rl.config import load_config
 from rexthinker_rl.infer import USER_ERRORS, Predictor, detect_hints, parse_hints_value, render
 from rexthinker_rl.prompts import add_preset_argument, preset_overrides
@@ -89,8 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.detector:
-            from data_tools.detectors import load_detector
-
             load_detector(args.detector)  # a wrong spec fails now, not at the first request
         overrides = [*preset_overrides(args.prompt_preset), *args.overrides, f"rollout.engine={args.engine}"]
         config = load_config(args.config, overrides)

@@ -20,10 +20,17 @@ from pathlib import Path
 
 from PIL import Image
 
+from data_tools.detectors import check_detections, load_detector, parse_detector_args
+from rewards.parsing import parse_completion
 from rexthinker_rl.config import Config, ConfigError, load_config
 from rexthinker_rl.data import DataError, decode_image, is_box
+from rexthinker_rl.eval.prompts import make_prompt
+from rexthinker_rl.eval.run import build_engine, parse_response
+from rexthinker_rl.modeling import load_processor
 from rexthinker_rl.prompts import add_preset_argument, clean_up_spaces, preset_for, preset_overrides
 from rexthinker_rl.rollout.base import RolloutEngine, RolloutPrompt, SamplingSpec
+from rexthinker_rl.visualize import render as draw
+from rexthinker_rl.visualize import save_image
 
 USER_ERRORS = (ConfigError, DataError, FileNotFoundError, ValueError)
 Hints = dict[str, list[list[float]]]
@@ -45,9 +52,6 @@ class Predictor:
     """A loaded model (processor + rollout engine) that answers referring requests greedily."""
 
     def __init__(self, config: Config, model_path: str, engine: RolloutEngine | None = None) -> None:
-        from rexthinker_rl.eval.run import build_engine
-        from rexthinker_rl.modeling import load_processor
-
         self.config = config
         data, model = config.data, config.model
         self.processor = load_processor(
@@ -57,10 +61,6 @@ class Predictor:
         self.preset = preset_for(data)
 
     def predict(self, image: Image.Image, referring: str, hints: Hints) -> Inference:
-        from rewards.parsing import parse_completion
-        from rexthinker_rl.eval.prompts import make_prompt
-        from rexthinker_rl.eval.run import parse_response
-
         if not referring.strip():
             raise ValueError("the referring expression is empty")
         prompt = make_prompt(self.processor, self.config.data, image, referring.strip(), hints)
@@ -104,8 +104,6 @@ def read_hints(path: str | Path, category: str) -> Hints:
 
 def detect_hints(spec: str, detector_args: list[str], image: Image.Image, category: str) -> Hints:
     """Hints from a detector function (``data_tools.detectors`` protocol) for ``category`` in ``image``."""
-    from data_tools.detectors import check_detections, load_detector, parse_detector_args
-
     detect = load_detector(spec)
     output = detect([image], [category], **parse_detector_args(detector_args))
     detections = check_detections(output, [image.size], spec)[0]
@@ -114,8 +112,6 @@ def detect_hints(spec: str, detector_args: list[str], image: Image.Image, catego
 
 def render(image: Image.Image, referring: str, inference: Inference) -> Image.Image:
     """The picture the CLI saves: hints numbered, predicted boxes, the reasoning beside the image."""
-    from rexthinker_rl.visualize import render as draw
-
     hints = [box for boxes in inference.hints.values() for box in boxes]
     text = f"{inference.reasoning}\n\nanswer ({inference.kind}): {json.dumps(inference.boxes)}"
     return draw(image, hints=hints, pred=inference.boxes, text=text, title=referring)
@@ -152,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             hints = detect_hints(args.detector, args.detector_arg, image, args.category)
         inference = Predictor(config, args.model).predict(image, args.ref, hints)
-        from rexthinker_rl.visualize import save_image
 
         save_image(render(image, args.ref, inference), args.out)
     except USER_ERRORS as err:

@@ -6,6 +6,7 @@ redraws it by hand (e.g. while a run is going).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
@@ -36,8 +37,6 @@ def rolling_mean(points: list[tuple[int, float]], window: int) -> list[tuple[int
 
 def plot_curves(run_dir: str | Path) -> Path:
     """Draw reward (sampled train and greedy validation), KL to the reference and response length; returns the PNG."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")

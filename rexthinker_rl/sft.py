@@ -13,6 +13,7 @@ import torch
 
 from rexthinker_rl.batch import build_sequence_batch, encode_prompts
 from rexthinker_rl.config import Config
+from rexthinker_rl.data import RLDataset
 from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder
 from rexthinker_rl.policy import response_logprobs
 from rexthinker_rl.utils import seed_everything
@@ -20,8 +21,6 @@ from rexthinker_rl.utils import seed_everything
 
 def run_sft(config: Config) -> Path:
     """Train ``config.model.path`` on the SFT targets of ``config.data.train_files``; returns the output folder."""
-    from rexthinker_rl.data import RLDataset
-
     seed_everything(config.trainer.seed)
     model_cfg, sft = config.model, config.sft
     processor = load_processor(

@@ -17,15 +17,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from rexthinker_rl.modeling import compute_device
+
 if TYPE_CHECKING:
     from rexthinker_rl.config import Config
 
 LrLambda = Callable[[int], float]
-
-
-def compute_device(config: Config) -> str:
-    """Where this process trains: cuda when asked (or auto) and present, else cpu."""
-    return "cuda" if config.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
 
 
 class TrainBackend(Protocol):

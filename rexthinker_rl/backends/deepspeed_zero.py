@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from rexthinker_rl.backends.base import LrLambda, compute_device, distributed_all_reduce, sharded_load_dtype
+from rexthinker_rl.backends.base import LrLambda, distributed_all_reduce, sharded_load_dtype
+from rexthinker_rl.modeling import compute_device
 
 if TYPE_CHECKING:
     from rexthinker_rl.config import Config

@@ -26,12 +26,11 @@ from torch.distributed.tensor import DTensor
 from rexthinker_rl.backends.base import (
     LrLambda,
     clip_and_step,
-    compute_device,
     distributed_all_reduce,
     sharded_load_dtype,
     trainable_parameters,
 )
-from rexthinker_rl.modeling import DTYPES
+from rexthinker_rl.modeling import DTYPES, compute_device
 
 if TYPE_CHECKING:
     from rexthinker_rl.config import Config

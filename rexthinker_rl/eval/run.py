@@ -19,6 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from rewards.parsing import parse_completion
+from rewards.rexthinker import number_lists
 from rexthinker_rl.config import Config
 from rexthinker_rl.data import DataError, PromptSample, RLDataset, boxes_to_original, decode_image
 from rexthinker_rl.eval.annotations import (
@@ -32,6 +34,7 @@ from rexthinker_rl.eval.annotations import (
 )
 from rexthinker_rl.eval.metrics import evaluate, markdown_table
 from rexthinker_rl.eval.prompts import make_prompt
+from rexthinker_rl.modeling import load_processor
 from rexthinker_rl.prompts import clean_up_spaces, preset_for
 from rexthinker_rl.rollout import RolloutEngine, RolloutPrompt, SamplingSpec, make_engine
 from rexthinker_rl.utils import atomic_write_text
@@ -59,7 +62,6 @@ def parse_response(
     original / resized size, unclipped; one list that is not 4 numbers voids the whole answer)."""
     if parsing == "all-lists":
         return _parse_all_lists(response, image_size, frame)
-    from rewards.parsing import parse_completion
 
     answer = parse_completion(response).answer
     boxes = [list(box) for box in answer.boxes] if answer.kind == "boxes" else []
@@ -68,8 +70,6 @@ def parse_response(
 
 
 def _parse_all_lists(response: str, image_size: Sequence[int], frame: Sequence[int]) -> Answer:
-    from rewards.rexthinker import number_lists
-
     try:
         boxes = [list(numbers) for numbers in number_lists(response)]
     except ValueError as err:
@@ -165,8 +165,6 @@ def run_eval(
     progress: bool = True,
 ) -> dict:
     """Evaluate ``model_path`` on ``data``; writes the files listed in the module docstring and returns the report."""
-    from rexthinker_rl.modeling import load_processor
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     processor = load_processor(

@@ -6,8 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-from rexthinker_rl.backends.base import compute_device
-from rexthinker_rl.modeling import load_model, load_processor, vision_token_ids
+from rexthinker_rl.modeling import compute_device, load_model, load_processor, vision_token_ids
 from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
 
 

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from rexthinker_rl.backends.base import compute_device
-from rexthinker_rl.modeling import check_model_path, vision_token_ids
+from rexthinker_rl.modeling import check_model_path, compute_device, vision_token_ids
 from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
 
 if TYPE_CHECKING:
