@@ -320,61 +320,53 @@ class TokenLoss(NamedTuple):
     dual_clipped: Tensor  # bool: the dual-clip cap c * -A engaged (negative advantages only)
 
 
-def _clipped_objective(ratio: Tensor, advantages: Tensor, clip_low: float, clip_high: float) -> TokenLoss:
-    """max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high)); ratio: (batch, seq), A: (batch, 1)."""
+class Clip(NamedTuple):
+    """The ratio's clip range [1 - low, 1 + high] (asymmetric: DAPO clip-higher) and the dual-clip bound c."""
+
+    low: float = 0.2
+    high: float = 0.3
+    dual: float = 3.0
+
+
+def _clipped_objective(ratio: Tensor, advantages: Tensor, clip: Clip) -> TokenLoss:
+    """max(-A * ratio, -A * clip(ratio, 1 - low, 1 + high)); ratio: (batch, seq), A: (batch, 1)."""
     unclipped = -advantages * ratio  # (batch, seq)
-    clipped = -advantages * ratio.clamp(1 - clip_low, 1 + clip_high)  # (batch, seq)
+    clipped = -advantages * ratio.clamp(1 - clip.low, 1 + clip.high)  # (batch, seq)
     return TokenLoss(torch.maximum(unclipped, clipped), clipped > unclipped, torch.zeros_like(ratio, dtype=torch.bool))
 
 
-def ppo_clip_loss(
-    logprobs: Tensor,
-    old_logprobs: Tensor,
-    advantages: Tensor,
-    response_mask: Tensor,
-    clip_low: float,
-    clip_high: float,
-    clip_ratio_c: float,
-) -> TokenLoss:
+def ppo_clip_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip: Clip) -> TokenLoss:
     """PPO clipped surrogate with asymmetric bounds (DAPO clip-higher) and dual clip, per token.
 
-    ratio_t = exp(logp_t - old_logp_t), clipped to [1 - clip_low, 1 + clip_high]; for A < 0 the loss is
-    also capped at clip_ratio_c * -A (dual clip), so a huge ratio on a bad sample cannot blow up the step.
-    logprobs, old_logprobs, response_mask: (batch, seq); advantages: (batch,).
+    ratio_t = exp(logp_t - old_logp_t), clipped to [1 - clip.low, 1 + clip.high]; for A < 0 the loss is also capped
+    at clip.dual * -A (dual clip), so a huge ratio on a bad sample cannot blow up the step.
+    logprobs, old_logprobs, mask (the response mask): (batch, seq); advantages: (batch,).
     """
-    log_ratio = (logprobs - old_logprobs.detach()) * response_mask.to(logprobs.dtype)  # (batch, seq), 0 on padding
+    log_ratio = (logprobs - old_logprobs.detach()) * mask.to(logprobs.dtype)  # (batch, seq), 0 on padding
     ratio = torch.exp(log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))  # (batch, seq)
     advantages = advantages.detach().unsqueeze(-1)  # (batch, 1)
-    clipped = _clipped_objective(ratio, advantages, clip_low, clip_high)
-    cap = -advantages * clip_ratio_c  # (batch, 1), positive where A < 0
+    clipped = _clipped_objective(ratio, advantages, clip)
+    cap = -advantages * clip.dual  # (batch, 1), positive where A < 0
     dual_clipped = (advantages < 0) & (clipped.loss > cap)  # (batch, seq)
     loss = torch.where(dual_clipped, cap.expand_as(clipped.loss), clipped.loss)  # (batch, seq)
     return TokenLoss(loss, clipped.clipped, dual_clipped)
 
 
-def gspo_loss(
-    logprobs: Tensor,
-    old_logprobs: Tensor,
-    advantages: Tensor,
-    response_mask: Tensor,
-    clip_low: float,
-    clip_high: float,
-    clip_ratio_c: float,
-) -> TokenLoss:
+def gspo_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip: Clip) -> TokenLoss:
     """GSPO-token: a sequence-level importance ratio, clipped per sequence, with per-token gradients.
 
     s_i = exp(mean over response tokens of (logp - old_logp)) and s_i,t = sg[s_i] * exp(logp_t - sg[logp_t]):
     its value is s_i, its gradient w.r.t. logp_t is s_i. With ``seq-mean-token-mean`` aggregation (the
-    paper's) this is exactly the gradient of the sequence objective. No dual clip (clip_ratio_c unused),
+    paper's) this is exactly the gradient of the sequence objective. No dual clip (clip.dual unused),
     as in the GSPO paper; note the paper uses much tighter clip ranges (3e-4 / 4e-4) than token-level PPO.
-    logprobs, old_logprobs, response_mask: (batch, seq); advantages: (batch,).
+    logprobs, old_logprobs, mask (the response mask): (batch, seq); advantages: (batch,).
     """
-    mask = response_mask.to(logprobs.dtype)
+    mask = mask.to(logprobs.dtype)
     log_ratio = (logprobs - old_logprobs.detach()) * mask  # (batch, seq)
     seq_log_ratio = log_ratio.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)  # (batch, 1)
     token_log_ratio = seq_log_ratio.detach() + logprobs - logprobs.detach()  # (batch, seq), value = seq ratio
     ratio = torch.exp(token_log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))  # (batch, seq)
-    return _clipped_objective(ratio, advantages.detach().unsqueeze(-1), clip_low, clip_high)
+    return _clipped_objective(ratio, advantages.detach().unsqueeze(-1), clip)
 
 
 POLICY_LOSSES: dict[str, Callable[..., TokenLoss]] = {
@@ -389,9 +381,7 @@ class LossSpec:
     actor and algorithm sections, built once by the policy)."""
 
     policy_loss: str = "ppo_clip"  # a key of POLICY_LOSSES
-    clip_low: float = 0.2
-    clip_high: float = 0.3
-    clip_ratio_c: float = 3.0
+    clip: Clip = Clip()
     agg_mode: str = "token-mean"  # a key of LOSS_AGGREGATIONS
     entropy_coef: float = 0.0
     kl_estimator: str = "low_var_kl"  # a key of KL_ESTIMATORS
@@ -431,9 +421,7 @@ def grpo_loss(
     aggregate = _lookup(LOSS_AGGREGATIONS, spec.agg_mode, "loss aggregation mode")
     norms = norms or Normalisers()
     mask = response_mask.to(logprobs.dtype)
-    token_loss = policy_loss(
-        logprobs, old_logprobs, advantages, response_mask, spec.clip_low, spec.clip_high, spec.clip_ratio_c
-    )
+    token_loss = policy_loss(logprobs, old_logprobs, advantages, response_mask, spec.clip)
     policy = aggregate(token_loss.loss, mask, norms)
     total = policy
     entropy_term = kl_term = None

@@ -91,12 +91,20 @@ def _fail(error: Exception, status: int = 2) -> None:
     sys.exit(status)
 
 
+def _config(args: argparse.Namespace) -> Config | None:
+    """The config of the command line; None when it was only to be printed (``--print-config``)."""
+    config = load_config(args.config, args.overrides)
+    if not args.print_config:
+        return config
+    print(describe_config(config, args.config), end="", flush=True)
+    return None
+
+
 def train_main(argv: list[str] | None = None) -> None:
     args = _parse(argv, "GRPO training of Qwen2.5-VL (Rex-Thinker recipe).")
     try:
-        config = load_config(args.config, args.overrides)
-        if args.print_config:
-            print(describe_config(config, args.config), end="", flush=True)
+        config = _config(args)
+        if config is None:
             return
         from rexthinker_rl.trainer import GRPOTrainer
 
@@ -117,9 +125,8 @@ def train_main(argv: list[str] | None = None) -> None:
 def sft_main(argv: list[str] | None = None) -> None:
     args = _parse(argv, "Supervised warm start on chain-of-thought targets.")
     try:
-        config = load_config(args.config, args.overrides)
-        if args.print_config:
-            print(describe_config(config, args.config), end="", flush=True)
+        config = _config(args)
+        if config is None:
             return
         from rexthinker_rl.sft import run_sft
 

@@ -68,15 +68,10 @@ def lr_lambda(warmup_steps: int, total_steps: int, schedule: str):
 def loss_spec(config: Config) -> algorithms.LossSpec:
     """The loss the config asks for (the KL term only with ``algorithm.kl_mode=loss``)."""
     actor, algo = config.actor, config.algorithm
+    clip = algorithms.Clip(actor.clip_ratio_low, actor.clip_ratio_high, actor.clip_ratio_dual)
+    kl_coef = algo.kl_coef if algo.kl_mode == "loss" else 0.0
     return algorithms.LossSpec(
-        policy_loss=actor.policy_loss,
-        clip_low=actor.clip_ratio_low,
-        clip_high=actor.clip_ratio_high,
-        clip_ratio_c=actor.clip_ratio_dual,
-        agg_mode=actor.loss_agg_mode,
-        entropy_coef=actor.entropy_coef,
-        kl_estimator=algo.kl_estimator,
-        kl_coef=algo.kl_coef if algo.kl_mode == "loss" else 0.0,
+        actor.policy_loss, clip, actor.loss_agg_mode, actor.entropy_coef, algo.kl_estimator, kl_coef
     )
 
 

@@ -79,6 +79,11 @@ def clip_and_step(
     return norm
 
 
+def lambda_schedule(optimizer: torch.optim.Optimizer, lr_lambda: LrLambda) -> torch.optim.lr_scheduler.LambdaLR:
+    """Our learning-rate schedule (``policy.lr_lambda``) on ``optimizer``."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+
+
 def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
@@ -100,8 +105,7 @@ class TorchBackend:
         return model
 
     def attach_optimizer(self, optimizer, lr_lambda: LrLambda):
-        self.optimizer = optimizer
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+        self.optimizer, self.scheduler = optimizer, lambda_schedule(optimizer, lr_lambda)
         return self.model, self.optimizer, self.scheduler
 
     def backward(self, loss: torch.Tensor) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from rexthinker_rl.backends.base import LrLambda, distributed_all_reduce, sharded_load_dtype
+from rexthinker_rl.backends.base import LrLambda, distributed_all_reduce, lambda_schedule, sharded_load_dtype
 from rexthinker_rl.modeling import compute_device
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class DeepSpeedBackend:
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=self.engine,
             optimizer=optimizer,
-            lr_scheduler=lambda optimizer: torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda),
+            lr_scheduler=lambda optimizer: lambda_schedule(optimizer, lr_lambda),
             config=self._ds_config(),
         )
         return self.engine, self.optimizer, self.scheduler

@@ -27,6 +27,7 @@ from rexthinker_rl.backends.base import (
     LrLambda,
     clip_and_step,
     distributed_all_reduce,
+    lambda_schedule,
     sharded_load_dtype,
     trainable_parameters,
 )
@@ -75,12 +76,11 @@ class FSDP2Backend:
         for unit in sharding_units(model):
             fully_shard(unit, **kwargs)
         fully_shard(model.get_base_model() if hasattr(model, "get_base_model") else model, **kwargs)
-        self.model = model
+        self.model = model  # sharded in place
         return model
 
     def attach_optimizer(self, optimizer, lr_lambda: LrLambda):
-        self.optimizer = optimizer
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+        self.optimizer, self.scheduler = optimizer, lambda_schedule(optimizer, lr_lambda)
         return self.model, self.optimizer, self.scheduler
 
     def backward(self, loss: torch.Tensor) -> None:

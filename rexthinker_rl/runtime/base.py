@@ -15,6 +15,7 @@ from rexthinker_rl.runtime.deaths import WorkerStartFailed
 if TYPE_CHECKING:
     from rexthinker_rl.batch import SequenceBatch
     from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec
+    from rexthinker_rl.runtime.ranks import ActorRanks
 
 T = TypeVar("T")
 
@@ -65,6 +66,29 @@ class Runtime(Protocol):
         """The actor as a Hugging Face folder (LoRA merged)."""
 
     def shutdown(self) -> None: ...
+
+
+class ActorVerbs:
+    """The verbs every topology answers from its actor's ranks (``self.actor``, an ``ActorRanks``); each runtime adds
+    generate, ref_logprobs, sync_weights and shutdown, which differ with the placement."""
+
+    actor: ActorRanks
+
+    def logprobs(self, batch: SequenceBatch) -> Pending[torch.Tensor]:
+        return self.actor.logprobs(batch)
+
+    def update(self, batch: SequenceBatch) -> dict[str, float]:
+        return self.actor.update(batch)
+
+    def save(self, with_optimizer: bool) -> ActorState:
+        return self.actor.save(with_optimizer)
+
+    def load(self, state: ActorState) -> None:
+        self.actor.load(state)
+        self.sync_weights()  # the runtime's own: in process or over Ray
+
+    def save_pretrained(self, folder: str, processor) -> None:
+        self.actor.save_pretrained(folder, processor)
 
 
 def identify(handles: dict[str, Any]) -> dict[str, str]:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import ray
 
-from rexthinker_rl.runtime.base import ActorState, Pending, identify, merge_results, prompt_slices
+from rexthinker_rl.runtime.base import ActorVerbs, Pending, identify, merge_results, prompt_slices
 from rexthinker_rl.runtime.ranks import ActorRanks
 
 if TYPE_CHECKING:
@@ -28,16 +28,16 @@ if TYPE_CHECKING:
     from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec
 
 
-class ColocatedRuntime:
+class ColocatedRuntime(ActorVerbs):
     def __init__(self, config: Config, model_path: str, total_updates: int, env: dict) -> None:
         self.config = config
-        self.ranks = ActorRanks.spawn(config, model_path, total_updates, env)
-        self.roles = identify(self.ranks.roles_by_handle)
-        ray.get(self.ranks.start_setup())
+        self.actor = ActorRanks.spawn(config, model_path, total_updates, env)
+        self.roles = identify(self.actor.roles_by_handle)
+        ray.get(self.actor.start_setup())
 
     def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
         tp = self.config.rollout.tensor_parallel_size if self.config.rollout.engine == "vllm" else 1
-        handles = self.ranks.handles
+        handles = self.actor.handles
         slices = prompt_slices(len(prompts), len(handles) // tp)
         refs = [
             handle.generate.remote([prompts[i] for i in slices[index // tp]], sampling)
@@ -46,27 +46,11 @@ class ColocatedRuntime:
         outputs = ray.get(refs)
         return merge_results(slices, outputs[::tp])  # every rank of a tensor-parallel engine returns the same results
 
-    def logprobs(self, batch: SequenceBatch) -> Pending:
-        return self.ranks.logprobs(batch)
-
     def ref_logprobs(self, batch: SequenceBatch) -> Pending:
-        return self.ranks.ref_logprobs(batch)
-
-    def update(self, batch: SequenceBatch) -> dict[str, float]:
-        return self.ranks.update(batch)
+        return self.actor.ref_logprobs(batch)
 
     def sync_weights(self) -> None:
-        self.ranks.call_all("sync_weights")
-
-    def save(self, with_optimizer: bool) -> ActorState:
-        return self.ranks.save(with_optimizer)
-
-    def load(self, state: ActorState) -> None:
-        self.ranks.load(state)
-        self.sync_weights()
-
-    def save_pretrained(self, folder: str, processor) -> None:
-        self.ranks.save_pretrained(folder, processor)
+        self.actor.call_all("sync_weights")
 
     def shutdown(self) -> None:
-        self.ranks.shutdown()
+        self.actor.shutdown()

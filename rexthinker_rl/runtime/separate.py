@@ -15,7 +15,7 @@ import ray
 from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from rexthinker_rl.runtime.base import ActorState, Pending, identify, merge_results, prompt_slices
+from rexthinker_rl.runtime.base import ActorVerbs, Pending, identify, merge_results, prompt_slices
 from rexthinker_rl.runtime.placement import rollout_slots
 from rexthinker_rl.runtime.ranks import CPU_SHARE_SINGLE_PROCESS, GPU_SHARE_SINGLE_PROCESS, ActorRanks
 from rexthinker_rl.runtime.workers import ReferenceWorker, RolloutWorker
@@ -54,7 +54,7 @@ def spawn_engines(config: Config, model_path: str, env: dict) -> tuple[list, lis
     return engines, [slot.placement_group for slot in slots]
 
 
-class SeparateRuntime:
+class SeparateRuntime(ActorVerbs):
     def __init__(self, config: Config, model_path: str, total_updates: int, env: dict) -> None:
         self.config = config
         self.actor = ActorRanks.spawn(config, model_path, total_updates, env)
@@ -80,31 +80,15 @@ class SeparateRuntime:
         ]
         return merge_results(slices, ray.get(refs))
 
-    def logprobs(self, batch: SequenceBatch) -> Pending:
-        return self.actor.logprobs(batch)
-
     def ref_logprobs(self, batch: SequenceBatch) -> Pending:
         """The reference worker's log-probs, or under LoRA the actor's with its adapters off."""
         if self.reference is None:
             return self.actor.ref_logprobs(batch)
         return Pending([self.reference.compute_logprobs.remote(batch)], lambda results: results[0])
 
-    def update(self, batch: SequenceBatch) -> dict[str, float]:
-        return self.actor.update(batch)
-
     def sync_weights(self) -> None:
         weights = self.actor.weights()  # one copy in the object store, read by every engine
         ray.get([engine.load_weights.remote(weights) for engine in self.engines])
-
-    def save(self, with_optimizer: bool) -> ActorState:
-        return self.actor.save(with_optimizer)
-
-    def load(self, state: ActorState) -> None:
-        self.actor.load(state)
-        self.sync_weights()
-
-    def save_pretrained(self, folder: str, processor) -> None:
-        self.actor.save_pretrained(folder, processor)
 
     def shutdown(self) -> None:
         self.actor.shutdown()

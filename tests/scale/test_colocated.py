@@ -97,7 +97,7 @@ def _engine_probe(trainer) -> dict:
     actor's log-probs of the same tokens."""
     import ray
 
-    handles = trainer.runtime.ranks.handles
+    handles = trainer.runtime.actor.handles
 
     def state(worker):
         engine = worker.engine

@@ -171,7 +171,7 @@ def ppo_batch(cases=PPO_CASES):
 
 def test_ppo_clip_per_token_values_gradients_and_flags():
     logprobs, old_logprobs, advantages, mask = ppo_batch()
-    token_loss = alg.ppo_clip_loss(logprobs, old_logprobs, advantages, mask, 0.2, 0.3, 3.0)
+    token_loss = alg.ppo_clip_loss(logprobs, old_logprobs, advantages, mask, alg.Clip(0.2, 0.3, 3.0))
     torch.testing.assert_close(token_loss.loss[:, 0], t([case[2] for case in PPO_CASES]))
     assert token_loss.clipped[:, 0].tolist() == [case[3] for case in PPO_CASES]
     assert token_loss.dual_clipped[:, 0].tolist() == [case[4] for case in PPO_CASES]
@@ -184,8 +184,8 @@ def test_ppo_clip_per_token_values_gradients_and_flags():
 
 def policy_loss(name, logprobs, old_logprobs, advantages, mask, loss_agg_mode="token-mean", **kwargs):
     """``grpo_loss`` with only its policy term (no entropy, no KL): (loss, metrics)."""
-    clips = {key: kwargs.pop(key) for key in ("clip_low", "clip_high", "clip_ratio_c") if key in kwargs}
-    spec = alg.LossSpec(policy_loss=name, agg_mode=loss_agg_mode, **clips)
+    clip = alg.Clip(kwargs.pop("clip_low", 0.2), kwargs.pop("clip_high", 0.3), kwargs.pop("clip_ratio_c", 3.0))
+    spec = alg.LossSpec(policy_loss=name, clip=clip, agg_mode=loss_agg_mode)
     out = alg.grpo_loss(spec, logprobs, old_logprobs, advantages, mask, alg.Normalisers(**kwargs))
     assert out.entropy is None and out.kl is None and out.total is out.policy
     return out.total, out.metrics
@@ -227,8 +227,8 @@ def test_clip_higher_is_asymmetric():
     # ratio 0.75 with A < 0 is clipped at the low side either way.
     logprobs = t([[math.log(1.25)], [math.log(0.75)]])
     zeros, advantages, mask = t([[0.0], [0.0]]), t([1.0, -1.0]), torch.ones(2, 1)
-    higher = alg.ppo_clip_loss(logprobs, zeros, advantages, mask, 0.2, 0.3, 3.0)
-    symmetric = alg.ppo_clip_loss(logprobs, zeros, advantages, mask, 0.2, 0.2, 3.0)
+    higher = alg.ppo_clip_loss(logprobs, zeros, advantages, mask, alg.Clip(0.2, 0.3, 3.0))
+    symmetric = alg.ppo_clip_loss(logprobs, zeros, advantages, mask, alg.Clip(0.2, 0.2, 3.0))
     torch.testing.assert_close(higher.loss[:, 0], t([-1.25, 0.8]))
     torch.testing.assert_close(symmetric.loss[:, 0], t([-1.2, 0.8]))
     assert higher.clipped[:, 0].tolist() == [False, True]
@@ -237,9 +237,9 @@ def test_clip_higher_is_asymmetric():
 
 def test_dual_clip_bound_is_configurable():
     logprobs, old_logprobs, advantages, mask = ppo_batch([(-2.0, 5.0, None, None, None)])
-    token_loss = alg.ppo_clip_loss(logprobs, old_logprobs, advantages, mask, 0.2, 0.3, 4.0)
+    token_loss = alg.ppo_clip_loss(logprobs, old_logprobs, advantages, mask, alg.Clip(0.2, 0.3, 4.0))
     assert token_loss.loss[0, 0].item() == pytest.approx(8.0)  # min(2 * 5, 4 * 2)
-    token_loss = alg.ppo_clip_loss(logprobs, old_logprobs, advantages, mask, 0.2, 0.3, 6.0)
+    token_loss = alg.ppo_clip_loss(logprobs, old_logprobs, advantages, mask, alg.Clip(0.2, 0.3, 6.0))
     assert token_loss.loss[0, 0].item() == pytest.approx(10.0) and not token_loss.dual_clipped.any()
 
 
@@ -261,7 +261,7 @@ def gspo_batch():
 
 def test_gspo_sequence_ratio_values_and_clipping():
     logprobs, old_logprobs, advantages, mask = gspo_batch()
-    token_loss = alg.gspo_loss(logprobs, old_logprobs, advantages, mask, 0.2, 0.3, 3.0)
+    token_loss = alg.gspo_loss(logprobs, old_logprobs, advantages, mask, alg.Clip(0.2, 0.3, 3.0))
     expected_rows = [-math.exp(0.2), -1.3, 0.8]  # -A * s_i, with s_i = exp(mean masked log-ratio), clipped
     for row, value in enumerate(expected_rows):
         torch.testing.assert_close(token_loss.loss[row][mask[row].bool()], t([value] * int(mask[row].sum())))
