@@ -91,6 +91,15 @@ class ActorVerbs:
         self.actor.save_pretrained(folder, processor)
 
 
+def wait_started(refs: list, roles: dict[str, str]) -> None:
+    """Wait for the workers' set-up calls; a worker that dies meanwhile is reported by its role."""
+    try:
+        ray.get(refs)
+    except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as error:
+        role = roles.get(getattr(error, "actor_id", None) or "", "a worker")
+        raise WorkerStartFailed(role, error) from error
+
+
 def identify(handles: dict[str, Any]) -> dict[str, str]:
     """``{actor id: role}`` of freshly spawned workers, each asked for its own id; waiting on the answers also waits
     until every worker is constructed (in parallel). A worker that fails to start is reported by its role."""

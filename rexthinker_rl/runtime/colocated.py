@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import ray
 
-from rexthinker_rl.runtime.base import ActorVerbs, Pending, identify, merge_results, prompt_slices
+from rexthinker_rl.runtime.base import ActorVerbs, Pending, identify, merge_results, prompt_slices, wait_started
 from rexthinker_rl.runtime.ranks import ActorRanks
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ class ColocatedRuntime(ActorVerbs):
         self.config = config
         self.actor = ActorRanks.spawn(config, model_path, total_updates, env)
         self.roles = identify(self.actor.roles_by_handle)
-        ray.get(self.actor.start_setup())
+        wait_started(self.actor.start_setup(), self.roles)
 
     def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
         tp = self.config.rollout.tensor_parallel_size if self.config.rollout.engine == "vllm" else 1

@@ -15,7 +15,7 @@ import ray
 from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from rexthinker_rl.runtime.base import ActorVerbs, Pending, identify, merge_results, prompt_slices
+from rexthinker_rl.runtime.base import ActorVerbs, Pending, identify, merge_results, prompt_slices, wait_started
 from rexthinker_rl.runtime.placement import rollout_slots
 from rexthinker_rl.runtime.ranks import CPU_SHARE_SINGLE_PROCESS, GPU_SHARE_SINGLE_PROCESS, ActorRanks
 from rexthinker_rl.runtime.workers import ReferenceWorker, RolloutWorker
@@ -66,9 +66,10 @@ class SeparateRuntime(ActorVerbs):
         engine_roles = {"rollout": self.engines[0]} if len(self.engines) == 1 else {}
         engine_roles = engine_roles or {f"rollout engine {i}": engine for i, engine in enumerate(self.engines)}
         reference = {"reference": self.reference} if self.reference is not None else {}
+        self.roles = identify(self.actor.roles_by_handle)  # the actor's processes start empty: at once
         setup = self.actor.start_setup()  # builds the policies while the reference and the engines start
-        self.roles = identify({**self.actor.roles_by_handle, **reference, **engine_roles})
-        ray.get(setup)
+        self.roles |= identify({**reference, **engine_roles})
+        wait_started(setup, self.roles)
 
     def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
         if len(self.engines) == 1:

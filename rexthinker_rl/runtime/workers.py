@@ -54,7 +54,7 @@ class ActorWorker(_Identified):
         world_size: int = 1,
         colocated: bool = False,
     ) -> None:
-        _use_cores(config, config.derived.ranks_per_node if config.derived.sharded else 1)
+        _use_cores(config, config.derived.ranks_per_node)
         self.config, self.model_path, self.total_updates = config, model_path, total_updates
         self.rank, self.world_size, self.colocated = rank, world_size, colocated
         self.policy: Policy | None = None
