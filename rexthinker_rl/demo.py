@@ -17,7 +17,7 @@ import sys
 
 from data_tools.detectors import load_detector
 from rexthinker_rl.config import load_config
-from rexthinker_rl.infer import USER_ERRORS, Predictor, detect_hints, parse_hints_value, render
+from rexthinker_rl.infer import USER_ERRORS, Predictor, detect_hints, parse_hints_text, render
 from rexthinker_rl.prompts import add_preset_argument, preset_overrides
 
 
@@ -30,11 +30,7 @@ def answer_request(predictor: Predictor, image, referring: str, category: str, h
         raise ValueError("type a referring expression")
     category = (category or "").strip() or "object"
     if (hints_text or "").strip():
-        try:
-            value = json.loads(hints_text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"hints are not valid JSON ({err})") from None
-        hints = parse_hints_value(value, category, "hints")
+        hints = parse_hints_text(hints_text, category)
     elif detector:
         hints = detect_hints(detector, detector_args, image, category)
     else:

@@ -29,6 +29,7 @@ from rexthinker_rl.eval.run import build_engine, parse_response
 from rexthinker_rl.modeling import load_processor
 from rexthinker_rl.prompts import add_preset_argument, clean_up_spaces, preset_for, preset_overrides
 from rexthinker_rl.rollout.base import RolloutEngine, RolloutPrompt, SamplingSpec
+from rexthinker_rl.rows import load_json
 from rexthinker_rl.visualize import render as draw
 from rexthinker_rl.visualize import save_image
 
@@ -90,16 +91,17 @@ def parse_hints_value(value, category: str, where: str) -> Hints:
     return hints
 
 
+def parse_hints_text(text: str, category: str, where: str = "") -> Hints:
+    """Hints from JSON text (see :func:`parse_hints_value`); ``where``: the file they came from."""
+    return parse_hints_value(load_json(text, where, "hints are"), category, where or "hints")
+
+
 def read_hints(path: str | Path, category: str) -> Hints:
     """Hints from a JSON file (see :func:`parse_hints_value`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--hints {path} does not exist")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path.name}: not valid JSON ({err})") from None
-    return parse_hints_value(value, category, path.name)
+    return parse_hints_text(path.read_text(encoding="utf-8"), category, path.name)
 
 
 def detect_hints(spec: str, detector_args: list[str], image: Image.Image, category: str) -> Hints:
