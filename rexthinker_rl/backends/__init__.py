@@ -1,25 +1,36 @@
 """Training backends by ``actor.strategy``: torch (one process), fsdp2 and deepspeed (one object per rank).
 
-See :mod:`rexthinker_rl.backends.base` for the protocol a :class:`rexthinker_rl.policy.Policy` is composed with.
+See :mod:`rexthinker_rl.backends.base` for the protocol a :class:`rexthinker_rl.policy.Policy` is composed with. The
+sharded backends are imported when one is built (torch's FSDP2 and checkpoint modules take a second to import,
+DeepSpeed longer): loading a config, evaluating or serving a model does not pay for them.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from rexthinker_rl.backends.base import TorchBackend, TrainBackend
-from rexthinker_rl.backends.deepspeed_zero import DeepSpeedBackend
-from rexthinker_rl.backends.fsdp2 import FSDP2Backend
 
 if TYPE_CHECKING:
     from rexthinker_rl.config import Config
 
-BACKENDS: dict[str, type] = {"torch": TorchBackend, "fsdp2": FSDP2Backend, "deepspeed": DeepSpeedBackend}
+# actor.strategy -> "module:class" of its backend (the config's choices are these keys)
+BACKENDS: dict[str, str] = {
+    "torch": "rexthinker_rl.backends.base:TorchBackend",
+    "fsdp2": "rexthinker_rl.backends.fsdp2:FSDP2Backend",
+    "deepspeed": "rexthinker_rl.backends.deepspeed_zero:DeepSpeedBackend",
+}
+
+
+def backend_class(strategy: str) -> type:
+    module, _, name = BACKENDS[strategy].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def make_backend(config: Config, rank: int = 0, world_size: int = 1) -> TrainBackend:
     """The backend of ``actor.strategy`` for this rank (a sharded one needs the process group joined first)."""
-    return BACKENDS[config.actor.strategy](config, rank, world_size)
+    return backend_class(config.actor.strategy)(config, rank, world_size)
 
 
 def combine_train_states(states: list[dict[str, Any]], strategy: str) -> dict[str, Any]:
@@ -31,4 +42,4 @@ def combine_train_states(states: list[dict[str, Any]], strategy: str) -> dict[st
     return combined
 
 
-__all__ = ["BACKENDS", "DeepSpeedBackend", "FSDP2Backend", "TorchBackend", "TrainBackend", "make_backend"]
+__all__ = ["BACKENDS", "TorchBackend", "TrainBackend", "backend_class", "combine_train_states", "make_backend"]
