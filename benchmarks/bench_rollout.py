@@ -33,9 +33,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("RAY_worker_niceness", "0")  # same priority as the standalone engine in this process
     import ray
     from vllm import SamplingParams
 
@@ -45,7 +43,7 @@ def main() -> None:
     from rexthinker_rl.modeling import load_processor
     from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec
     from rexthinker_rl.rollout.vllm_engine import VLLMEngine
-    from rexthinker_rl.runtime.cluster import worker_env
+    from rexthinker_rl.runtime.cluster import start_cluster, stop_cluster
     from rexthinker_rl.runtime.workers import ActorWorker, RolloutWorker
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +72,8 @@ def main() -> None:
         prompts = [RolloutPrompt(dataset[i].prompt_text, dataset[i].image) for i in range(len(dataset))]
         sampling = SamplingSpec(n=args.n, temperature=1.0, max_tokens=args.max_tokens, seed=1234)
 
-        ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": worker_env(tmp)})
+        # The trainer's own start-up (token auth, loopback, workers at the driver's priority like the standalone engine).
+        started = start_cluster("", tmp)
         actor = ray.remote(ActorWorker).options(num_cpus=0.5).remote(config, model_dir, 10)
         ray.get(actor.setup.remote("", 0))  # one process: no process group to join
         rollout = ray.remote(RolloutWorker).options(num_cpus=0.5).remote(config, model_dir)
@@ -103,7 +102,8 @@ def main() -> None:
                 start = time.perf_counter()
                 tokens[name] = run()
                 times[name].append(time.perf_counter() - start)
-        ray.shutdown()
+        if started is not None:
+            stop_cluster(started)
 
     rows = {
         name: {

@@ -86,6 +86,37 @@ def _field_type(dotted: str) -> str:
     return annotation
 
 
+def _is_section(dotted: str) -> bool:
+    """True when ``dotted`` names a section of the tree (``actor``, ``model.lora``), not a value."""
+    schema: Any = Config
+    for part in dotted.split("."):
+        match = {f.name: f for f in fields(schema)}.get(part) if is_dataclass(schema) else None
+        default = match.default_factory() if match is not None and callable(match.default_factory) else None  # type: ignore[misc]
+        if not is_dataclass(default):
+            return False
+        schema = type(default)
+    return True
+
+
+def _check_sections(node: DictConfig, source: str, prefix: str = "") -> None:
+    """A section given a plain value (``trainer: 5``) is an error naming it; OmegaConf would say "bad value None"."""
+    for key in node:
+        dotted = f"{prefix}{key}"
+        if not _is_section(dotted):
+            continue
+        value = node[key]
+        if not isinstance(value, DictConfig):
+            raise ConfigError(
+                f"{source}: '{dotted}' is a section, not a value: give it a mapping of its keys (such as "
+                f"{_example_key(dotted)}), got {value!r}"
+            )
+        _check_sections(value, source, dotted + ".")
+
+
+def _example_key(section: str) -> str:
+    return next(key for key in valid_keys() if key.startswith(section + "."))
+
+
 def _did_you_mean(bad_key: str) -> str:
     matches = difflib.get_close_matches(bad_key, valid_keys(), n=1, cutoff=0.5)
     if not matches:  # a bad leaf under a good section: match the leaf name alone within that section
@@ -143,10 +174,17 @@ def load_config(yaml_path: str | Path | None = None, overrides: list[str] | None
             raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        _check_sections(loaded, str(path))
         merged = _merge(merged, loaded, str(path))
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value (e.g. actor.lr=2e-6)")
+        if _is_section(item.split("=", 1)[0].strip()):
+            section = item.split("=", 1)[0].strip()
+            raise ConfigError(
+                f"override '{item}': '{section}' is a section, not a value: set one of its keys, e.g. "
+                f"{_example_key(section)}=..."
+            )
         try:
             dot = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as error:

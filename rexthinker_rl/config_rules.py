@@ -112,6 +112,7 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("rollout.num_gpus", lambda v: v >= 0, "a GPU count >= 0"),
     ("actor.global_batch_size", _positive, "a positive number of prompts"),
     ("actor.max_tokens_per_micro_batch", lambda v: v >= 0, "0 (off) or a positive token budget"),
+    ("actor.logprob_chunk_tokens", lambda v: v >= 0, "0 (all logits at once) or a positive number of tokens"),
     ("actor.micro_batch_size_per_device_for_update", _positive, "a positive integer"),
     ("actor.micro_batch_size_per_device_for_experience", _positive, "a positive integer"),
     ("actor.lr", lambda v: 0 < v < 1, "0 < lr < 1"),
@@ -125,6 +126,7 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("trainer.nnodes", _positive, "a positive number of nodes"),
     ("trainer.n_gpus_per_node", _positive, "a positive number of GPUs (CPU: processes) per node"),
     ("trainer.total_epochs", _positive, "a positive number of epochs"),
+    ("trainer.total_steps", lambda v: v == -1 or v > 0, "-1 (total_epochs x batches per epoch) or a positive count"),
     ("trainer.resume", lambda v: bool(v), "auto | none | a checkpoint path"),
     ("sft.epochs", lambda v: v >= 0, "epochs >= 0"),
     ("sft.lr", lambda v: 0 < v < 1, "0 < lr < 1"),
@@ -157,14 +159,29 @@ def check(config: Config) -> None:
         preset_for(data)
     except (PresetError, FileNotFoundError) as err:
         raise ConfigError(f"data.prompt_preset={data.prompt_preset!r}: {err}") from None
-    if not config.reward.function and not config.reward.components:
-        raise ConfigError("reward: set reward.function or reward.components")
+    _check_reward(config)
     if config.model.lora.rank > 0 and actor.strategy == "deepspeed":
         raise ConfigError(
             f"model.lora.rank={config.model.lora.rank} with actor.strategy=deepspeed is not supported: "
             "use actor.strategy=fsdp2 (or torch) for LoRA, or model.lora.rank=0"
         )
     _check_placement(config)
+
+
+def _check_reward(config: Config) -> None:
+    """One reward, by a stated rule: reward.function, when set, replaces the default components (which are then
+    cleared, so the saved config says what is scored); a function together with other components is an error."""
+    reward = config.reward
+    defaults = type(reward)().components  # the schema's default components (rewards.composite.DEFAULT_COMPONENTS)
+    if reward.function and reward.components and reward.components != defaults:
+        raise ConfigError(
+            f"reward.function={reward.function} and reward.components are both set: choose one (a single "
+            "function, or weighted components; put the function in a component to combine it)"
+        )
+    if reward.function:
+        reward.components = []
+    if not reward.function and not reward.components:
+        raise ConfigError("reward: set reward.function or reward.components")
 
 
 def _check_placement(config: Config) -> None:

@@ -20,10 +20,14 @@ if TYPE_CHECKING:
 class DataConfig:
     train_files: str = ""
     """Training set: a parquet file, a folder of parquet shards, or a JSONL file (image paths relative to it)."""
-    val_files: str = ""
-    """Validation set, same formats; empty disables validation."""
+    val_files: str | None = ""
+    """Validation set, same formats; empty or null (``data.val_files=``, ``data.val_files=null``) disables validation."""
     image_key: str = "images"
     """Column holding the image (PNG/JPEG bytes, a list of them, or a path)."""
+    apply_exif_orientation: bool = True
+    """Turn each image upright by its EXIF orientation tag (as photo viewers and annotation tools show it) before
+    anything else; false uses the pixels as stored, for data annotated in the stored frame (docs/data.md "Image modes
+    and EXIF orientation")."""
     prompt_key: str = "problem"
     """Column holding the user prompt (referring expression and box-hint text)."""
     answer_key: str = "answer"
@@ -189,6 +193,9 @@ class ActorConfig:
     max_tokens_per_micro_batch: int = 0
     """Dynamic micro-batches: as many rows as fit this many tokens (real tokens when padding_free, else rows x longest
     row); 0 uses the fixed micro_batch_size_per_device_* row counts."""
+    logprob_chunk_tokens: int = 256
+    """Log-probs and entropy (actor, reference, SFT) from the LM head this many tokens at a time, each chunk recomputed
+    in backward: no (tokens x vocab) logits beyond one chunk (256 x 152,064 floats = 156 MB); 0 computes all at once."""
     offload_params: bool = False
     """GPU: keep parameters (and gradients) on CPU; fsdp2 copies each layer in for its forward/backward and steps the
     optimizer on CPU (CPUOffloadPolicy); deepspeed: ZeRO-3 offload_param."""
@@ -235,14 +242,15 @@ class RewardComponent:
 @dataclass
 class RewardConfig:
     function: str = ""
-    """A single reward function (module:function or file.py:function); used when components is empty."""
+    """A single reward function (module:function or file.py:function). When set it is the reward and replaces the
+    default components; setting it together with components other than the default is an error."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of `function`."""
     components: list[RewardComponent] = field(
         default_factory=lambda: [RewardComponent(**component) for component in DEFAULT_COMPONENTS]
     )
     """Weighted reward components (default ``rewards.composite.DEFAULT_COMPONENTS``: 0.9 x box F1 + 0.1 x format,
-    the Rex-Thinker weights)."""
+    the Rex-Thinker weights); unused (and saved as []) when reward.function is set."""
     num_workers: int = 1
     """Ray tasks scoring rewards in parallel."""
 
@@ -252,7 +260,7 @@ class TrainerConfig:
     total_epochs: int = 1
     """Passes over the training set."""
     total_steps: int = -1
-    """Stop after this many GRPO steps (-1: derived from epochs and data size)."""
+    """Stop after this many GRPO steps (-1: total_epochs x batches per epoch; 0 is refused)."""
     seed: int = 1
     """Seed of model init noise, sampling and dropout."""
     device: str = "auto"
@@ -306,7 +314,9 @@ class SFTConfig:
     batch_size: int = 16
     """Sequences per optimizer step."""
     output_dir: str = "${trainer.output_dir}/sft"
-    """Where the warm-started Hugging Face folder is written."""
+    """Where the warm-started Hugging Face folder is written (a new or empty folder)."""
+    overwrite: bool = False
+    """Replace sft.output_dir when it already holds a model folder (anything else there is never replaced)."""
 
 
 @dataclass

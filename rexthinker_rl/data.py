@@ -34,10 +34,13 @@ from rexthinker_rl.hints import (
     is_box,
     parse_hints,
     referring_from_problem,
+    referring_is_empty,
 )
+from rexthinker_rl.images import decode_image
+from rexthinker_rl.images import header_size as image_header_size
 from rexthinker_rl.parquet_meta import FrameMismatch, check_made_with
 from rexthinker_rl.prompts import PresetError, chat_prompt, preset_for
-from rexthinker_rl.rows import RowTable, decode_image, image_header_size, image_payload, read_rows
+from rexthinker_rl.rows import RowTable, image_payload, read_rows
 
 __all__ = [
     "HINT_MARKER",
@@ -106,13 +109,13 @@ class RLDataset(torch.utils.data.Dataset):
         self._kept: list[int] = []
         self._num_tokens: list[int] = []
         self._sizes: list[tuple[tuple[int, int], tuple[int, int]]] = []
-        self._num_filtered = 0
+        self._filtered: list[int] = []  # rows dropped for being longer than max_prompt_length
         self._scan(max_samples)
 
     @property
     def num_filtered(self) -> int:
         """Prompts dropped for being longer than ``max_prompt_length``."""
-        return self._num_filtered
+        return len(self._filtered)
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -124,7 +127,7 @@ class RLDataset(torch.utils.data.Dataset):
                 break
             where = self.rows.where(index)
             payload = image_payload(row, cfg.image_key, self.rows.locate(index)[0].parent, where)
-            sizes = self._frame(row, image_header_size(payload, where), where)
+            sizes = self._frame(row, image_header_size(payload, where, cfg.apply_exif_orientation), where)
             problem, _, prompt_text = self._prompt(row, where)
             _metadata(row, problem, *sizes, "", where)  # malformed hints fail here, not mid-training
             _check_ground_truth(row[cfg.answer_key], sizes[1], where)
@@ -134,14 +137,20 @@ class RLDataset(torch.utils.data.Dataset):
                 self._count_tokens(pending, max_samples)
                 pending = []
         self._count_tokens(pending, max_samples)
-        if self._num_filtered:
-            path, count, limit = self.rows.sources[0].path, self._num_filtered, cfg.max_prompt_length
+        if self._filtered:
+            named = ", ".join(self.rows.where(index) for index in self._filtered[:5])
+            more = f" and {len(self._filtered) - 5} more" if len(self._filtered) > 5 else ""
             logger.warning(
-                "%s: dropped %d prompts over max_prompt_length=%d tokens (image tokens included)", path, count, limit
+                "dropped %d prompts over data.max_prompt_length=%d tokens (image tokens included): %s%s; set "
+                "data.filter_overlong_prompts=false to make this an error",
+                len(self._filtered),
+                cfg.max_prompt_length,
+                named,
+                more,
             )
-        if not self._kept and self._num_filtered:
+        if not self._kept and self._filtered:
             raise DataError(
-                f"{self.rows.sources[0].path}: no prompts left: all {self._num_filtered} are over "
+                f"{self.rows.sources[0].path}: no prompts left: all {len(self._filtered)} are over "
                 f"data.max_prompt_length={cfg.max_prompt_length} tokens (image tokens included); raise it or lower "
                 "data.max_pixels"
             )
@@ -199,7 +208,7 @@ class RLDataset(torch.utils.data.Dataset):
                         f"tokens), over data.max_prompt_length={self.cfg.max_prompt_length}; raise it, lower "
                         "max_pixels, or set data.filter_overlong_prompts=true"
                     )
-                self._num_filtered += 1
+                self._filtered.append(index)
             elif max_samples < 0 or len(self._kept) < max_samples:
                 self._kept.append(index)
                 self._num_tokens.append(num_tokens)
@@ -211,7 +220,8 @@ class RLDataset(torch.utils.data.Dataset):
         file, local = self.rows.locate(index)
         original, resized = self._sizes[i]
         problem, messages, prompt_text = self._prompt(row, where)
-        image = decode_image(image_payload(row, self.cfg.image_key, file.parent, where), where)
+        payload = image_payload(row, self.cfg.image_key, file.parent, where)
+        image = decode_image(payload, where, self.cfg.apply_exif_orientation)
         if image.size != resized:
             image = image.resize(resized, Image.Resampling.BICUBIC)
         uid = str(row["id"]) if row.get("id") is not None else f"{file.name}:{local}"
@@ -247,6 +257,8 @@ def _metadata(row: dict, problem: str, original, resized, uid: str, where: str) 
     if hints is not None:
         metadata["hints"] = hints
     referring = row.get("referring") or referring_from_problem(problem)
+    if referring_is_empty(row.get("referring"), problem):
+        raise DataError(f"{where}: the referring expression is empty; every row must say what to find")
     if referring:
         metadata["referring"] = referring
     category = row.get("category") or (next(iter(hints)) if hints and len(hints) == 1 else None)

@@ -89,5 +89,6 @@ def check_fixed_point(size: Sequence[int], min_pixels: int, max_pixels: int) -> 
     if tuple(again) != tuple(size):
         raise DataError(
             f"with min_pixels={min_pixels}, max_pixels={max_pixels} the processor would resize an image already "
-            f"resized to {size[0]}x{size[1]} again to {again[0]}x{again[1]}: widen the bounds"
+            f"resized to {size[0]}x{size[1]} again to {again[0]}x{again[1]}: widen the bounds so that min_pixels <= "
+            f"{size[0] * size[1]} <= max_pixels"
         )

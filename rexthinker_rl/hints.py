@@ -15,6 +15,7 @@ HINT_MARKER = "coordinates in this image:"
 # The referring expression in a problem text: ours and Rex-Thinker's demo ("in the image."), its convert ("in this
 # image.") and its HumanRef evaluation ("Locate ... in the image and answer").
 _REFERRING = re.compile(r"(?:Please detect (.+?) in (?:the|this) image\.|Locate (.+?) in the image and answer)")
+_EMPTY_REFERRING = re.compile(r"(?:Please detect\s+in (?:the|this) image\.|Locate\s+in the image and answer)")
 
 
 def parse_hints(value: Any, where: str = "") -> dict[str, list[list[float]]]:
@@ -46,6 +47,11 @@ def referring_from_problem(problem: str) -> str | None:
     """The referring expression of a problem text written by one of the prompt presets, or None."""
     match = _REFERRING.search(problem)
     return (match.group(1) or match.group(2)) if match else None
+
+
+def referring_is_empty(referring: Any, problem: str) -> bool:
+    """A row that names nothing to find: an empty ``referring`` column, or a preset's sentence with nothing in it."""
+    return (isinstance(referring, str) and not referring.strip()) or bool(_EMPTY_REFERRING.search(problem))
 
 
 def is_box(box: Any) -> bool:

@@ -41,10 +41,15 @@ def is_lora_state(weights: dict[str, torch.Tensor]) -> bool:
     return any(".lora_A." in name for name in weights)
 
 
-def merge_lora_weights(weights: dict[str, torch.Tensor], lora_cfg) -> dict[str, torch.Tensor]:
+def merge_lora_weights(
+    weights: dict[str, torch.Tensor], lora_cfg, adapted_only: bool = False
+) -> dict[str, torch.Tensor]:
     """Plain Hugging Face names -> merged weights (W + alpha / rank * B @ A, summed in float32 and rounded once to W's
     dtype) from a full peft state dict (base + adapters). The one LoRA merge: the rollout's weights (one process, every
-    sharded backend, the colocated stream), the final folder and a converted checkpoint are the same numbers."""
+    sharded backend, the colocated stream), the final folder and a converted checkpoint are the same numbers, in bf16
+    too. Only the adapted weights are new tensors; the others are the ones given (the live weights of a one-process
+    model: cloning a 7B-shaped model's 1.1B embedding and head parameters every sync would double its memory).
+    ``adapted_only``: just the weights that carry adapters, the only ones training changes (what a sync sends)."""
     scale = lora_cfg.alpha / lora_cfg.rank
     merged = {}
     for name, tensor in weights.items():
@@ -54,6 +59,8 @@ def merge_lora_weights(weights: dict[str, torch.Tensor], lora_cfg) -> dict[str, 
             prefix = name.removesuffix(".base_layer.weight")
             down, up = weights[f"{prefix}.lora_A.default.weight"], weights[f"{prefix}.lora_B.default.weight"]
             tensor = (tensor.float() + scale * (up.float() @ down.float())).to(tensor.dtype)
+        elif adapted_only:
+            continue
         merged[name.removeprefix(PEFT_PREFIX).replace(".base_layer.", ".")] = tensor
     return merged
 

@@ -18,6 +18,7 @@ import torch
 from rexthinker_rl import algorithms
 from rexthinker_rl.backends import TorchBackend, TrainBackend, make_backend
 from rexthinker_rl.batch import SequenceBatch, token_budget_groups
+from rexthinker_rl.logprobs import DEFAULT_CHUNK_TOKENS, HeadRequest, model_logprobs
 from rexthinker_rl.lora import apply_lora, merge_lora_weights
 from rexthinker_rl.modeling import load_model
 from rexthinker_rl.packing import packed_response_logprobs
@@ -37,20 +38,21 @@ def _vision_tower(model):
 
 
 def response_logprobs(
-    model, batch: SequenceBatch, temperature: float = 1.0, with_entropy: bool = False, entropy_grad: bool = True
+    model,
+    batch: SequenceBatch,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    entropy_grad: bool = True,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probabilities (batch, R) of the response tokens under ``model``, and optionally their entropy (batch, R),
-    differentiable unless ``entropy_grad`` is False (then a metric only)."""
-    response_length = batch.response_length
-    # Logits for the last R + 1 positions only: the response tokens are predicted from positions [P-1, P+R-1).
-    output = model(**batch.model_inputs(), logits_to_keep=response_length + 1, use_cache=False)
-    logits = output.logits[:, :-1, :].float()  # (batch, R, vocab)
-    if temperature != 1.0:
-        logits = logits / temperature
-    targets = batch.input_ids[:, batch.prompt_length :]  # (batch, R)
-    logprobs = algorithms.logprobs_from_logits(logits, targets)  # (batch, R)
-    entropy = algorithms.entropy_from_logits(logits, grad=entropy_grad) if with_entropy else None
-    return logprobs, entropy
+    differentiable unless ``entropy_grad`` is False (then a metric only). The LM head runs ``chunk_tokens`` tokens at
+    a time (``rexthinker_rl.logprobs``): no (batch, R, vocab) logits are ever held."""
+    prompt, response = batch.prompt_length, batch.response_length
+    # The response tokens are predicted from positions [P-1, P+R-1).
+    positions = torch.arange(prompt - 1, prompt + response - 1, device=batch.input_ids.device)
+    request = HeadRequest(batch.input_ids[:, prompt:], temperature, chunk_tokens, with_entropy, entropy_grad)
+    return model_logprobs(model, batch.model_inputs(), positions, request)
 
 
 def lr_lambda(warmup_steps: int, total_steps: int, schedule: str):
@@ -142,8 +144,11 @@ class Policy:
         temperature = self.config.rollout.temperature or 1.0
         # Without an entropy bonus the entropy is only logged: no backward pass through the vocabulary softmax.
         entropy_grad = self.config.actor.entropy_coef != 0
+        # Every backend's module goes through logprobs.model_logprobs: the LM head runs in chunks inside the model's
+        # forward, so FSDP2's and ZeRO-3's gather hooks fire as for the usual logits.
+        chunk = self.config.actor.logprob_chunk_tokens
         forward = packed_response_logprobs if self.config.actor.padding_free else response_logprobs
-        return forward(self.model, micro, temperature, with_entropy, entropy_grad)
+        return forward(self.model, micro, temperature, with_entropy, entropy_grad, chunk)
 
     @torch.no_grad()
     def compute_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
@@ -248,12 +253,21 @@ class Policy:
     def stream_weights(self, dtype: torch.dtype) -> Iterator[tuple[str, torch.Tensor]]:
         """The merged Hugging Face-named weights in ``dtype``, one tensor at a time, on every rank: what an engine in
         this process loads (colocated). Under LoRA merged weights need the adapters beside their base: the whole dict
-        is gathered once."""
+        is gathered once, and only the adapted weights are loaded (as ``sync_state_dict``)."""
         if not self.lora:
             yield from self.backend.full_tensors(dtype)
             return
         full = dict(self.backend.full_tensors(dtype))
-        yield from merge_lora_weights(full, self.config.model.lora).items()
+        yield from merge_lora_weights(full, self.config.model.lora, adapted_only=True).items()
+
+    def sync_state_dict(self) -> dict[str, torch.Tensor]:
+        """What the rollout engine loads after an update: ``state_dict()``, except that under LoRA only the adapted
+        weights are sent (merged), the only ones training changes: a 7B model's frozen embedding, head and vision
+        tower are not re-sent every step (the engine loaded them from the same model folder). Rank 0 only."""
+        if not self.lora:
+            return self.state_dict()
+        full = self.backend.full_state_dict()
+        return merge_lora_weights(full, self.config.model.lora, adapted_only=True) if full else full
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """What a checkpoint stores: the weights as trained (base + separate adapters under LoRA); rank 0 only."""

@@ -1,11 +1,11 @@
 """Reading dataset rows: a parquet file, a folder of parquet shards, or a JSONL file whose ``image`` field is a path
 relative to the JSONL file's folder; rows are counted from 0 within their file and errors say ``"<file> row <i>:
-..."``. Parquet stays a memory-mapped Arrow table and images stay undecoded until asked for.
+..."``. Parquet stays a memory-mapped Arrow table and images stay undecoded until asked for (``images``: the one
+decode).
 """
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +14,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image, UnidentifiedImageError
 
 from rexthinker_rl.errors import DataError
 
@@ -137,30 +136,3 @@ def image_payload(row: dict, image_key: str, base_dir: Path, where: str) -> byte
             raise DataError(f"{where}: image file {value!r} not found")
         return file
     raise DataError(f"{where}: image must be bytes, {{'bytes', 'path'}} or a path, got {type(value).__name__}")
-
-
-def _open(payload: bytes | Path, where: str) -> Image.Image:
-    try:
-        return Image.open(io.BytesIO(payload) if isinstance(payload, bytes) else payload)
-    except (UnidentifiedImageError, OSError) as err:
-        raise DataError(f"{where}: image does not decode ({err})") from None
-
-
-def image_header_size(payload: bytes | Path, where: str) -> tuple[int, int]:
-    """``(w, h)`` read from the image header, without decoding pixels."""
-    with _open(payload, where) as image:
-        return image.size
-
-
-def decode_image(payload: bytes | Path, where: str) -> Image.Image:
-    """The fully decoded image in RGB (transparent pixels composited onto white, as Qwen's processor does)."""
-    image = _open(payload, where)
-    try:
-        image.load()
-    except (OSError, ValueError) as err:
-        raise DataError(f"{where}: image does not decode ({err})") from None
-    if image.mode == "RGB":
-        return image
-    rgba = image.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")

@@ -18,7 +18,15 @@ import torch
 
 from rexthinker_rl import algorithms
 from rexthinker_rl.batch import build_sequence_batch, encode_prompts
-from rexthinker_rl.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from rexthinker_rl.checkpoint import (
+    check_compatible,
+    check_run_folder,
+    list_checkpoints,
+    load_checkpoint,
+    model_signature,
+    resolve_resume,
+    save_checkpoint,
+)
 from rexthinker_rl.config import Config, save_config, to_yaml
 from rexthinker_rl.data import ResumableSampler, RLDataset
 from rexthinker_rl.logging import MetricsLogger, truncate_metrics
@@ -29,7 +37,7 @@ from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpe
 from rexthinker_rl.rollout_log import length_metrics, log_rollouts, metrics_by_kind
 from rexthinker_rl.run_summary import summarize
 from rexthinker_rl.runtime import ActorState, Runtime, check_topology, start_runtime
-from rexthinker_rl.runtime.cluster import start_cluster, stop_cluster
+from rexthinker_rl.runtime.cluster import StartedRay, start_cluster, stop_cluster
 from rexthinker_rl.runtime.deaths import names_dead_workers
 from rexthinker_rl.utils import PhaseTimer, atomic_write_text, rng_state, seed_everything, set_rng_state
 
@@ -39,7 +47,7 @@ class GRPOTrainer:
         self.config = config
         seed_everything(config.trainer.seed)
         self.run_dir = Path(config.trainer.output_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        check_run_folder(self.run_dir, config.trainer.resume)  # nothing of an earlier run or a user's is overwritten
         model = config.model
         # Everything cheap that can be wrong is checked before any worker starts: data, reward function, model folder.
         check_topology(config)
@@ -54,6 +62,11 @@ class GRPOTrainer:
         )
         self.rewards = RewardRunner(config.reward)
         self.rewards.check(probe_inputs(self.train_set))
+        self.signature = model_signature(model.path, len(self.processor.tokenizer), model.lora)
+        key = f"trainer.resume={config.trainer.resume}"
+        self.resume_from = resolve_resume(config.trainer.resume, self.run_dir / "checkpoints")
+        if self.resume_from is not None:
+            check_compatible(self.resume_from, self.signature, key)
         self.sampler = ResumableSampler(
             len(self.train_set), config.data.rollout_batch_size, config.data.shuffle, config.data.seed
         )
@@ -66,11 +79,12 @@ class GRPOTrainer:
         self.total_steps = config.trainer.total_steps if config.trainer.total_steps > 0 else steps
         self.timer = PhaseTimer()
         self.runtime: Runtime | None = None
-        self.started_ray = False
+        self.started_ray: StartedRay | None = None
         self.step = 0  # the step in progress (0: start-up and the validation before training), for error messages
         self.history: list[dict[str, float]] = []
         # Greedy validation reward of every prompt, by step ("0" = before training): the paired gain and its noise.
         self.val_rewards: dict[str, list[float]] = {}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, self.run_dir / "config.yaml")
 
     # ------------------------------------------------------------------ the algorithm
@@ -182,15 +196,16 @@ class GRPOTrainer:
             to_yaml(self.config),
             self.config.checkpoint.save_limit,
             rng_state(),
+            self.signature,
         )
 
     def _resume(self) -> int:
         """Restore actor, rollout weights, data position and history from a checkpoint; the step to continue after."""
-        folder = resolve_resume(self.config.trainer.resume, self.run_dir / "checkpoints")
+        folder = self.resume_from  # found, verified and checked against the model before Ray started
         if folder is None:
             truncate_metrics(self.run_dir / "metrics.jsonl", keep_through=-1)
             return 0
-        ckpt = load_checkpoint(folder)
+        ckpt = load_checkpoint(folder, verified=True)
         self.runtime.load(ActorState(ckpt.weights, ckpt.train_state))
         self.sampler.load_state_dict(ckpt.trainer_state["sampler"])
         self.history = ckpt.trainer_state["history"]
@@ -270,6 +285,6 @@ class GRPOTrainer:
         if self.runtime is not None:
             self.runtime.shutdown()
             self.runtime = None
-        if self.started_ray:
-            stop_cluster()
-            self.started_ray = False
+        if self.started_ray is not None:
+            stop_cluster(self.started_ray)
+            self.started_ray = None

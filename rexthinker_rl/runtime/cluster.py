@@ -1,10 +1,14 @@
-"""Ray start-up and shutdown for a run, and the environment its worker processes get."""
+"""Ray start-up and shutdown for a run (token authentication on, a local cluster on loopback: ``ray_cluster``), and
+the environment its worker processes get."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import ray
+
+from rexthinker_rl.ray_cluster import start_ray, stop_ray
 
 # A local cluster's object store: batches and weights of the tiny model are small; a 7B run's weights go through it
 # once per sync (the driver is not on the data path of a colocated run).
@@ -23,25 +27,23 @@ def worker_env(run_dir: str) -> dict[str, str]:
     }
 
 
-def start_cluster(address: str, run_dir: str) -> bool:
-    """Connect to the Ray cluster at ``address`` (``trainer.ray_address``), or start a local one; True when this call
-    started Ray (and :func:`stop_cluster` should stop it). A Ray already initialised in this process is used as is."""
-    if ray.is_initialized():
-        return False
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # Ray starts workers at nice 15; the driver only waits on them, so any other load on a laptop would starve the
-    # processes doing the work. Workers of a local cluster run at the driver's priority.
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    local = {
-        "num_cpus": max(2, os.cpu_count() or 2),
-        "object_store_memory": LOCAL_OBJECT_STORE_BYTES,
-        "include_dashboard": False,
-    }
-    init_kwargs = {"address": address} if address else local
-    ray.init(**init_kwargs, runtime_env={"env_vars": worker_env(run_dir)}, log_to_driver=True)
-    return True
+@dataclass(frozen=True)
+class StartedRay:
+    """A Ray this process started (:func:`stop_cluster` stops it), and what its start-up changed in the environment."""
+
+    single_node_switch: str | None  # the previous value of Ray's single-node switch (``ray_cluster.start_ray``)
 
 
-def stop_cluster() -> None:
+def start_cluster(address: str, run_dir: str) -> StartedRay | None:
+    """Connect to the Ray cluster at ``address`` (``trainer.ray_address``), or start a local one on loopback; token
+    authentication on either way (``rexthinker_rl.ray_cluster``). None when Ray was already initialised in this
+    process (used as is, and not stopped by us)."""
     if ray.is_initialized():
-        ray.shutdown()
+        return None
+    cpus = max(2, os.cpu_count() or 2)
+    return StartedRay(start_ray(address, worker_env(run_dir), cpus, LOCAL_OBJECT_STORE_BYTES))
+
+
+def stop_cluster(started: StartedRay) -> None:
+    """Shut down a Ray :func:`start_cluster` started, and put the environment back as it was."""
+    stop_ray(started.single_node_switch)

@@ -96,8 +96,9 @@ class ActorWorker(_Identified):
         return self.policy.update_mini_batches(mini_batches)
 
     def get_weights(self) -> dict[str, torch.Tensor]:
-        """Merged, Hugging Face-named weights: what a rollout engine loads (rank 0; {} on the other ranks)."""
-        return self.policy.state_dict()
+        """Merged, Hugging Face-named weights: what a rollout engine loads (rank 0; {} on the other ranks). Under LoRA
+        only the adapted weights: nothing else changes."""
+        return self.policy.sync_state_dict()
 
     def get_checkpoint_weights(self) -> dict[str, torch.Tensor]:
         return self.policy.checkpoint_state()
@@ -110,8 +111,8 @@ class ActorWorker(_Identified):
 
     def save_pretrained(self, folder: str, processor) -> None:
         model = self.policy.hf_model()  # collective when sharded: a model on rank 0 only
-        if model is not None:
-            save_hf_folder(model, processor, folder)
+        if model is not None:  # the run's own final/ (checked before Ray started to be a model folder, if present)
+            save_hf_folder(model, processor, folder, overwrite=True, key="final/")
 
     # ------------------------------------------------------------------ the colocated engine's verbs
     def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:

@@ -9,3 +9,8 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_model_dir():
     raise pytest.UsageError("a unit test never builds a model: move this test to tests/tiny")
+
+
+@pytest.fixture(scope="session")
+def qwen7b_shaped_dir():
+    raise pytest.UsageError("a unit test never builds a model: move this test to tests/tiny or tests/scale")
