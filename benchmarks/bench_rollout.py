@@ -41,10 +41,10 @@ def main() -> None:
     from rexthinker_rl.config import load_config
     from rexthinker_rl.data import RLDataset
     from rexthinker_rl.modeling import load_processor
-    from rexthinker_rl.ray_cluster import start_ray, stop_ray
     from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec
     from rexthinker_rl.rollout.vllm_engine import VLLMEngine
-    from rexthinker_rl.workers import ActorWorker, RolloutWorker, worker_env
+    from rexthinker_rl.runtime.cluster import start_cluster, stop_cluster
+    from rexthinker_rl.runtime.workers import ActorWorker, RolloutWorker
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = str(prepare_model(args.model, Path(tmp)))
@@ -73,8 +73,9 @@ def main() -> None:
         sampling = SamplingSpec(n=args.n, temperature=1.0, max_tokens=args.max_tokens, seed=1234)
 
         # The trainer's own start-up (token auth, loopback, workers at the driver's priority like the standalone engine).
-        ray_switch = start_ray("", worker_env(tmp), 2, 300 * 2**20)
+        started = start_cluster("", tmp)
         actor = ray.remote(ActorWorker).options(num_cpus=0.5).remote(config, model_dir, 10)
+        ray.get(actor.setup.remote("", 0))  # one process: no process group to join
         rollout = ray.remote(RolloutWorker).options(num_cpus=0.5).remote(config, model_dir)
         standalone = VLLMEngine(config, model_dir)
         params = SamplingParams(n=args.n, temperature=1.0, max_tokens=args.max_tokens, seed=1234, logprobs=0)
@@ -101,7 +102,8 @@ def main() -> None:
                 start = time.perf_counter()
                 tokens[name] = run()
                 times[name].append(time.perf_counter() - start)
-        stop_ray(ray_switch)
+        if started is not None:
+            stop_cluster(started)
 
     rows = {
         name: {

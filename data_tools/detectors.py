@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 
 from rexthinker_rl.data import DataError
@@ -113,8 +114,6 @@ def _load_grounding_dino(model_path: str, device: str):
 
 
 def _device(device: str) -> str:
-    import torch
-
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 
@@ -135,8 +134,6 @@ def grounding_dino(
     A box is kept when its best token score beats ``box_threshold`` and some word of the category (not a special
     token or the closing ".") beats ``text_threshold``; at most ``max_detections`` per image.
     """
-    import torch
-
     if len(images) != len(categories):
         raise ValueError(f"grounding_dino: {len(images)} images but {len(categories)} categories")
     if batch_size < 1:

@@ -33,6 +33,7 @@ from data_tools.convert import ConvertOptions, build_row
 from data_tools.interchange import Candidate, Record, RecordError, write_report
 from data_tools.synthetic import FEATURES
 from rexthinker_rl.data import DataError, decode_image
+from rexthinker_rl.visualize import render, save_image
 
 ON_ERROR = ("fail", "skip")
 
@@ -257,8 +258,6 @@ def convert(
 # -------------------------------------------------------------------------------------------------------- visualise
 def visualise(reader: HumanRefCoT, out_dir: str | Path, num: int = 20, seed: int = 0) -> list[Path]:
     """PNG pictures of ``num`` samples drawn at random (seeded): numbered candidates, targets, reasoning."""
-    from rexthinker_rl.visualize import render, save_image
-
     out = Path(out_dir)
     indices = sorted(random.Random(seed).sample(range(len(reader)), min(num, len(reader))))
     written = []

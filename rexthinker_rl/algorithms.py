@@ -5,16 +5,18 @@ estimators, policy losses, KL estimators, aggregation modes) are entries in a re
 the names used in the config (``algorithm.adv_estimator``, ``actor.policy_loss``, ``algorithm.kl_estimator``,
 ``actor.loss_agg_mode``).
 
-Gradient accumulation: ``aggregate_loss`` divides by *global* normalisers (``global_tokens``,
-``global_seqs``) when given. Pass the counts of the whole mini-batch (summed over data-parallel ranks,
-see ``count_tokens_and_seqs``) to every micro-batch, and the micro-batch losses (and their gradients)
-add up exactly to the full mini-batch loss. This holds when ranks all-reduce gradients by SUM; a backend
-that averages gradients over ranks (FSDP, DDP) needs the loss multiplied by the world size.
+``grpo_loss`` is the whole objective of a (micro-)batch: every policy loss, entropy and KL term and aggregation mode
+goes through it. Gradient accumulation: the aggregation divides by *global* normalisers (``Normalisers``) when given.
+Pass the counts of the whole mini-batch (summed over data-parallel ranks, see ``count_tokens_and_seqs``) to every
+micro-batch, and the micro-batch losses (and their gradients) add up exactly to the full mini-batch loss. This holds
+when ranks all-reduce gradients by SUM; a backend that averages gradients over ranks (FSDP, DDP) needs the loss
+multiplied by the world size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 import torch
@@ -148,6 +150,15 @@ def compute_advantages(name: str, scores: Tensor, group_ids: Sequence[Hashable] 
     return torch.where(stats.size > 1, advantages, torch.zeros_like(advantages))
 
 
+def informative_rows(scores: Tensor, group_ids: Sequence[Hashable]) -> list[int]:
+    """Rows of the groups whose rewards are not all equal (online filtering: an all-equal group has zero advantage,
+    no signal). scores: (batch,)."""
+    groups: dict[Hashable, list[int]] = {}
+    for row, uid in enumerate(group_ids):
+        groups.setdefault(uid, []).append(row)
+    return [row for rows in groups.values() if scores[rows].max() > scores[rows].min() for row in rows]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # KL estimators (per token, policy vs reference)
 # ----------------------------------------------------------------------------------------------------------
@@ -215,80 +226,61 @@ def count_tokens_and_seqs(response_mask: Tensor) -> tuple[int, int]:
     return int(tokens_per_seq.sum()), int((tokens_per_seq > 0).sum())
 
 
+class Normalisers(NamedTuple):
+    """The denominators of a loss aggregation, for the whole mini-batch (summed over its micro-batches and every
+    data-parallel rank); None counts this batch alone. ``norm_len``: the constant length of ``seq-mean-token-sum-norm``
+    (None: mask.shape[-1]; pass the max response length so that micro-batches padded to different lengths still add
+    up). ``micro_batches``: how many micro-batches (over every rank) the mini-batch was split into, for
+    ``micro-batch-token-mean`` (None: 1)."""
+
+    global_tokens: Count = None
+    global_seqs: Count = None
+    norm_len: float | None = None
+    micro_batches: Count = None
+
+
 def _normaliser(value: Count, local: float | Tensor, like: Tensor) -> Tensor:
     """``value`` (or the local count when None) as a scalar tensor, at least 1 so empty batches give 0."""
     chosen = local if value is None else value
     return torch.as_tensor(chosen, dtype=like.dtype, device=like.device).clamp(min=1)
 
 
-def _token_mean(
-    loss: Tensor,
-    mask: Tensor,
-    global_tokens: Count,
-    global_seqs: Count,
-    norm_len: float | None,
-    micro_batches: Count,
-) -> Tensor:
+def _seqs(mask: Tensor, norms: Normalisers, like: Tensor) -> Tensor:
+    return _normaliser(norms.global_seqs, (mask.sum(-1) > 0).sum(), like)
+
+
+def _token_mean(loss: Tensor, mask: Tensor, norms: Normalisers) -> Tensor:
     """sum(loss * mask) / tokens."""
-    return (loss * mask).sum() / _normaliser(global_tokens, mask.sum(), loss)
+    return (loss * mask).sum() / _normaliser(norms.global_tokens, mask.sum(), loss)
 
 
-def _seq_mean_token_sum(
-    loss: Tensor,
-    mask: Tensor,
-    global_tokens: Count,
-    global_seqs: Count,
-    norm_len: float | None,
-    micro_batches: Count,
-) -> Tensor:
+def _seq_mean_token_sum(loss: Tensor, mask: Tensor, norms: Normalisers) -> Tensor:
     """sum over sequences of the per-sequence token sums / sequences."""
-    seq_sums = (loss * mask).sum(-1)  # (batch,)
-    return seq_sums.sum() / _normaliser(global_seqs, (mask.sum(-1) > 0).sum(), loss)
+    return (loss * mask).sum(-1).sum() / _seqs(mask, norms, loss)
 
 
-def _seq_mean_token_mean(
-    loss: Tensor,
-    mask: Tensor,
-    global_tokens: Count,
-    global_seqs: Count,
-    norm_len: float | None,
-    micro_batches: Count,
-) -> Tensor:
+def _seq_mean_token_mean(loss: Tensor, mask: Tensor, norms: Normalisers) -> Tensor:
     """sum over sequences of the per-sequence token means / sequences."""
     seq_means = (loss * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (batch,)
-    return seq_means.sum() / _normaliser(global_seqs, (mask.sum(-1) > 0).sum(), loss)
+    return seq_means.sum() / _seqs(mask, norms, loss)
 
 
-def _seq_mean_token_sum_norm(
-    loss: Tensor,
-    mask: Tensor,
-    global_tokens: Count,
-    global_seqs: Count,
-    norm_len: float | None,
-    micro_batches: Count,
-) -> Tensor:
+def _seq_mean_token_sum_norm(loss: Tensor, mask: Tensor, norms: Normalisers) -> Tensor:
     """Dr. GRPO: sum(loss * mask) / (sequences * a constant length; default the padded length, mask.shape[-1])."""
-    seqs = _normaliser(global_seqs, (mask.sum(-1) > 0).sum(), loss)
-    return (loss * mask).sum() / (seqs * (mask.shape[-1] if norm_len is None else norm_len))
+    length = mask.shape[-1] if norms.norm_len is None else norms.norm_len
+    return (loss * mask).sum() / (_seqs(mask, norms, loss) * length)
 
 
-def _micro_batch_token_mean(
-    loss: Tensor,
-    mask: Tensor,
-    global_tokens: Count,
-    global_seqs: Count,
-    norm_len: float | None,
-    micro_batches: Count,
-) -> Tensor:
+def _micro_batch_token_mean(loss: Tensor, mask: Tensor, norms: Normalisers) -> Tensor:
     """EasyR1's (and so Rex-Thinker's) aggregation: this micro-batch's own token mean, divided by the number of
     micro-batches the mini-batch was split into (gradient accumulation steps x data-parallel ranks, since ranks here
     sum gradients). Tokens of a short micro-batch weigh more than those of a long one: a biased estimator of the
     mini-batch token mean, kept to reproduce the paper's runs. The 1e-8 is EasyR1's masked_mean epsilon."""
     token_mean = (loss * mask).sum() / (mask.sum() + 1e-8)
-    return token_mean / _normaliser(micro_batches, 1, loss)
+    return token_mean / _normaliser(norms.micro_batches, 1, loss)
 
 
-LOSS_AGGREGATIONS: dict[str, Callable[..., Tensor]] = {
+LOSS_AGGREGATIONS: dict[str, Callable[[Tensor, Tensor, Normalisers], Tensor]] = {
     "token-mean": _token_mean,
     "seq-mean-token-sum": _seq_mean_token_sum,
     "seq-mean-token-mean": _seq_mean_token_mean,
@@ -308,14 +300,11 @@ def aggregate_loss(
 ) -> Tensor:
     """Reduce a per-token loss (batch, seq) over the response tokens in ``mask`` (batch, seq) to a scalar.
 
-    mode: a key of LOSS_AGGREGATIONS. global_tokens / global_seqs: normalisers for the whole mini-batch
-    (None: this batch's own counts from ``count_tokens_and_seqs``). norm_len: the constant length of
-    ``seq-mean-token-sum-norm`` (None: mask.shape[-1]; pass the max response length so that micro-batches
-    padded to different lengths still add up). micro_batches: how many micro-batches (over every rank) the
-    mini-batch was split into, for ``micro-batch-token-mean`` (None: 1).
+    mode: a key of LOSS_AGGREGATIONS; the normalisers as in :class:`Normalisers`.
     """
     aggregate = _lookup(LOSS_AGGREGATIONS, mode, "loss aggregation mode")
-    return aggregate(loss, mask.to(loss.dtype), global_tokens, global_seqs, norm_len, micro_batches)
+    norms = Normalisers(global_tokens, global_seqs, norm_len, micro_batches)
+    return aggregate(loss, mask.to(loss.dtype), norms)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -331,61 +320,53 @@ class TokenLoss(NamedTuple):
     dual_clipped: Tensor  # bool: the dual-clip cap c * -A engaged (negative advantages only)
 
 
-def _clipped_objective(ratio: Tensor, advantages: Tensor, clip_low: float, clip_high: float) -> TokenLoss:
-    """max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high)); ratio: (batch, seq), A: (batch, 1)."""
+class Clip(NamedTuple):
+    """The ratio's clip range [1 - low, 1 + high] (asymmetric: DAPO clip-higher) and the dual-clip bound c."""
+
+    low: float = 0.2
+    high: float = 0.3
+    dual: float = 3.0
+
+
+def _clipped_objective(ratio: Tensor, advantages: Tensor, clip: Clip) -> TokenLoss:
+    """max(-A * ratio, -A * clip(ratio, 1 - low, 1 + high)); ratio: (batch, seq), A: (batch, 1)."""
     unclipped = -advantages * ratio  # (batch, seq)
-    clipped = -advantages * ratio.clamp(1 - clip_low, 1 + clip_high)  # (batch, seq)
+    clipped = -advantages * ratio.clamp(1 - clip.low, 1 + clip.high)  # (batch, seq)
     return TokenLoss(torch.maximum(unclipped, clipped), clipped > unclipped, torch.zeros_like(ratio, dtype=torch.bool))
 
 
-def ppo_clip_loss(
-    logprobs: Tensor,
-    old_logprobs: Tensor,
-    advantages: Tensor,
-    response_mask: Tensor,
-    clip_low: float,
-    clip_high: float,
-    clip_ratio_c: float,
-) -> TokenLoss:
+def ppo_clip_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip: Clip) -> TokenLoss:
     """PPO clipped surrogate with asymmetric bounds (DAPO clip-higher) and dual clip, per token.
 
-    ratio_t = exp(logp_t - old_logp_t), clipped to [1 - clip_low, 1 + clip_high]; for A < 0 the loss is
-    also capped at clip_ratio_c * -A (dual clip), so a huge ratio on a bad sample cannot blow up the step.
-    logprobs, old_logprobs, response_mask: (batch, seq); advantages: (batch,).
+    ratio_t = exp(logp_t - old_logp_t), clipped to [1 - clip.low, 1 + clip.high]; for A < 0 the loss is also capped
+    at clip.dual * -A (dual clip), so a huge ratio on a bad sample cannot blow up the step.
+    logprobs, old_logprobs, mask (the response mask): (batch, seq); advantages: (batch,).
     """
-    log_ratio = (logprobs - old_logprobs.detach()) * response_mask.to(logprobs.dtype)  # (batch, seq), 0 on padding
+    log_ratio = (logprobs - old_logprobs.detach()) * mask.to(logprobs.dtype)  # (batch, seq), 0 on padding
     ratio = torch.exp(log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))  # (batch, seq)
     advantages = advantages.detach().unsqueeze(-1)  # (batch, 1)
-    clipped = _clipped_objective(ratio, advantages, clip_low, clip_high)
-    cap = -advantages * clip_ratio_c  # (batch, 1), positive where A < 0
+    clipped = _clipped_objective(ratio, advantages, clip)
+    cap = -advantages * clip.dual  # (batch, 1), positive where A < 0
     dual_clipped = (advantages < 0) & (clipped.loss > cap)  # (batch, seq)
     loss = torch.where(dual_clipped, cap.expand_as(clipped.loss), clipped.loss)  # (batch, seq)
     return TokenLoss(loss, clipped.clipped, dual_clipped)
 
 
-def gspo_loss(
-    logprobs: Tensor,
-    old_logprobs: Tensor,
-    advantages: Tensor,
-    response_mask: Tensor,
-    clip_low: float,
-    clip_high: float,
-    clip_ratio_c: float,
-) -> TokenLoss:
+def gspo_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, clip: Clip) -> TokenLoss:
     """GSPO-token: a sequence-level importance ratio, clipped per sequence, with per-token gradients.
 
     s_i = exp(mean over response tokens of (logp - old_logp)) and s_i,t = sg[s_i] * exp(logp_t - sg[logp_t]):
     its value is s_i, its gradient w.r.t. logp_t is s_i. With ``seq-mean-token-mean`` aggregation (the
-    paper's) this is exactly the gradient of the sequence objective. No dual clip (clip_ratio_c unused),
+    paper's) this is exactly the gradient of the sequence objective. No dual clip (clip.dual unused),
     as in the GSPO paper; note the paper uses much tighter clip ranges (3e-4 / 4e-4) than token-level PPO.
-    logprobs, old_logprobs, response_mask: (batch, seq); advantages: (batch,).
+    logprobs, old_logprobs, mask (the response mask): (batch, seq); advantages: (batch,).
     """
-    mask = response_mask.to(logprobs.dtype)
+    mask = mask.to(logprobs.dtype)
     log_ratio = (logprobs - old_logprobs.detach()) * mask  # (batch, seq)
     seq_log_ratio = log_ratio.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)  # (batch, 1)
     token_log_ratio = seq_log_ratio.detach() + logprobs - logprobs.detach()  # (batch, seq), value = seq ratio
     ratio = torch.exp(token_log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))  # (batch, seq)
-    return _clipped_objective(ratio, advantages.detach().unsqueeze(-1), clip_low, clip_high)
+    return _clipped_objective(ratio, advantages.detach().unsqueeze(-1), clip)
 
 
 POLICY_LOSSES: dict[str, Callable[..., TokenLoss]] = {
@@ -394,38 +375,66 @@ POLICY_LOSSES: dict[str, Callable[..., TokenLoss]] = {
 }
 
 
-def compute_policy_loss(
-    name: str,
+@dataclass(frozen=True)
+class LossSpec:
+    """Which loss ``grpo_loss`` computes: the names of the registries' entries and the coefficients (from the config's
+    actor and algorithm sections, built once by the policy)."""
+
+    policy_loss: str = "ppo_clip"  # a key of POLICY_LOSSES
+    clip: Clip = Clip()
+    agg_mode: str = "token-mean"  # a key of LOSS_AGGREGATIONS
+    entropy_coef: float = 0.0
+    kl_estimator: str = "low_var_kl"  # a key of KL_ESTIMATORS
+    kl_coef: float = 0.0  # 0: no KL term in the loss
+
+
+class GRPOLoss(NamedTuple):
+    """The scalar to back-propagate and its terms (each aggregated like the policy loss)."""
+
+    total: Tensor  # policy - entropy_coef * entropy + kl_coef * kl
+    policy: Tensor
+    entropy: Tensor | None
+    kl: Tensor | None
+    metrics: dict[str, float]  # clipfrac, dual_clipfrac, approx_kl: over this batch's response tokens
+
+
+def grpo_loss(
+    spec: LossSpec,
     logprobs: Tensor,
     old_logprobs: Tensor,
     advantages: Tensor,
     response_mask: Tensor,
-    *,
-    clip_low: float = 0.2,
-    clip_high: float = 0.3,
-    clip_ratio_c: float = 3.0,
-    loss_agg_mode: str = "token-mean",
-    global_tokens: Count = None,
-    global_seqs: Count = None,
-    norm_len: float | None = None,
-    micro_batches: Count = None,
-) -> tuple[Tensor, dict[str, float]]:
-    """Policy-gradient loss (scalar) and metrics for one (micro-)batch.
+    norms: Normalisers | None = None,
+    entropy: Tensor | None = None,
+    ref_logprobs: Tensor | None = None,
+) -> GRPOLoss:
+    """The GRPO objective of one (micro-)batch: policy loss, entropy bonus and KL penalty, each aggregated by
+    ``spec.agg_mode`` over the same normalisers, so that micro-batch losses add up to the mini-batch's.
 
-    name: a key of POLICY_LOSSES. logprobs (with grad), old_logprobs, response_mask: (batch, seq);
-    advantages: (batch,). Aggregation arguments as in ``aggregate_loss``. Metrics (floats, over this batch's
-    response tokens): clipfrac (share of tokens where the clip engaged), dual_clipfrac, and approx_kl (mean of
+    logprobs (with grad), old_logprobs, response_mask, entropy, ref_logprobs: (batch, seq); advantages: (batch,).
+    ``norms``: the mini-batch's normalisers (None: this batch's own counts). The entropy term is skipped when
+    ``entropy`` is None, the KL term when ``spec.kl_coef`` is 0 or there are no
+    ``ref_logprobs``. Metrics: clipfrac (share of tokens where the clip engaged), dual_clipfrac, and approx_kl (mean of
     old_logp - logp, a k1 estimate of KL(old || new)).
     """
-    policy_loss = _lookup(POLICY_LOSSES, name, "policy loss")
-    token_loss = policy_loss(logprobs, old_logprobs, advantages, response_mask, clip_low, clip_high, clip_ratio_c)
-    loss = aggregate_loss(
-        token_loss.loss, response_mask, loss_agg_mode, global_tokens, global_seqs, norm_len, micro_batches
-    )
+    policy_loss = _lookup(POLICY_LOSSES, spec.policy_loss, "policy loss")
+    aggregate = _lookup(LOSS_AGGREGATIONS, spec.agg_mode, "loss aggregation mode")
+    norms = norms or Normalisers()
+    mask = response_mask.to(logprobs.dtype)
+    token_loss = policy_loss(logprobs, old_logprobs, advantages, response_mask, spec.clip)
+    policy = aggregate(token_loss.loss, mask, norms)
+    total = policy
+    entropy_term = kl_term = None
+    if entropy is not None:
+        entropy_term = aggregate(entropy, mask.to(entropy.dtype), norms)
+        total = total - spec.entropy_coef * entropy_term
+    if spec.kl_coef > 0 and ref_logprobs is not None:
+        kl_term = aggregate(kl_penalty(spec.kl_estimator, logprobs, ref_logprobs), mask, norms)
+        total = total + spec.kl_coef * kl_term
     with torch.no_grad():
         metrics = {
             "clipfrac": masked_mean(token_loss.clipped.to(logprobs.dtype), response_mask).item(),
             "dual_clipfrac": masked_mean(token_loss.dual_clipped.to(logprobs.dtype), response_mask).item(),
             "approx_kl": masked_mean(old_logprobs - logprobs, response_mask).item(),
         }
-    return loss, metrics
+    return GRPOLoss(total, policy, entropy_term, kl_term, metrics)

@@ -265,3 +265,34 @@ def token_budget_groups(lengths: list[int], max_tokens: int, packed: bool, at_le
         halves = balanced_partition([lengths[r] for r in largest], 2)
         groups.extend([[largest[i] for i in half] for half in halves])
     return groups + [[] for _ in range(at_least - len(groups))]
+
+
+# ----------------------------------------------------------------------------------------- splitting across ranks
+def split_rows(batch: SequenceBatch, world_size: int) -> tuple[list[list[int]], list[SequenceBatch]]:
+    """Rows of ``batch`` for each data-parallel rank, balanced by real length with equal row counts (+-1), and the
+    sub-batches (a placeholder for a rank without rows). One rank gets the batch as it is."""
+    if world_size == 1:
+        return [list(range(len(batch)))], [batch]
+    groups = balanced_partition(batch.real_lengths(), world_size)
+    return groups, [batch.select(rows) if rows else batch.placeholder() for rows in groups]
+
+
+def split_mini_batches(batch: SequenceBatch, per_update: int, world_size: int) -> list[list[SequenceBatch]]:
+    """For each rank, its share of every mini-batch of ``per_update`` rows: rank r steps on the same mini-batches as
+    one process would, holding only its rows of each."""
+    shares: list[list[SequenceBatch]] = [[] for _ in range(world_size)]
+    for mini_batch in batch.chunks(per_update):
+        for rank, part in enumerate(split_rows(mini_batch, world_size)[1]):
+            shares[rank].append(part)
+    return shares
+
+
+def gather_logprobs(batch: SequenceBatch, groups: list[list[int]], parts: list[torch.Tensor]) -> torch.Tensor:
+    """Reassemble per-rank (rows_r, R) log-probs into (batch, R) in the batch's row order."""
+    if len(parts) == 1:
+        return parts[0]
+    out = torch.zeros(len(batch), batch.response_length)
+    for rows, part in zip(groups, parts, strict=True):
+        if rows:
+            out[rows] = part
+    return out

@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from rexthinker_rl.outputs import OutputError, check_new_folder, is_model_folder
 from rexthinker_rl.utils import atomic_write_text
 
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -246,8 +248,6 @@ def _stored_signature(folder: Path) -> dict[str, Any] | None:
     manifest = json.loads((folder / "manifest.json").read_text())
     if "model" in manifest:
         return manifest["model"]
-    from omegaconf import OmegaConf
-
     saved = OmegaConf.load(folder / "config.yaml").model
     path = saved.get("tokenizer_path") or saved.path
     if not saved.path or not (Path(saved.path) / "config.json").is_file():
@@ -277,8 +277,6 @@ def check_compatible(folder: Path, signature: dict[str, Any], key: str) -> None:
 def check_run_folder(run_dir: Path, resume: str) -> None:
     """Before a run writes into ``run_dir``: it is new, empty or a run folder (config.yaml), its ``final/`` (if any) is
     a model folder, and ``trainer.resume=none`` does not train over an earlier run's checkpoints."""
-    from rexthinker_rl.outputs import OutputError, check_new_folder, is_model_folder
-
     if run_dir.is_file():
         raise OutputError(f"trainer.output_dir={run_dir} is a file; give a folder")
     if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / "config.yaml").is_file():

@@ -12,11 +12,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from rexthinker_rl.config import Config, ConfigError, load_config, to_yaml
+from rexthinker_rl.prompts import preset_for
+from rexthinker_rl.run_summary import describe_summary
 
 USER_ERRORS = (ConfigError, FileNotFoundError, ValueError)
+
+# The training modules (torch, Ray, transformers: seconds to import) are imported when a run starts, not for `--help`
+# or `--print-config`.
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
@@ -32,7 +40,7 @@ def _run_errors() -> tuple[type[Exception], ...]:
     from rexthinker_rl.data import DataError
     from rexthinker_rl.policy import NonFiniteUpdateError
     from rexthinker_rl.rewarding import RewardError
-    from rexthinker_rl.trainer import WorkerDiedError
+    from rexthinker_rl.runtime.deaths import WorkerDiedError
 
     return (WorkerDiedError, RewardError, NonFiniteUpdateError, CheckpointError, DataError)
 
@@ -51,10 +59,8 @@ def _parse(argv: list[str] | None, description: str) -> argparse.Namespace:
 
 def describe_config(config: Config, source: str | None) -> str:
     """The resolved config as YAML, headed by what it implies: derived sizes, the prompt preset, the step count."""
-    from rexthinker_rl.prompts import preset_for
-
     preset = preset_for(config.data)
-    derived = ", ".join(f"{key}={value}" for key, value in config.derived.items())
+    derived = ", ".join(f"{key}={value}" for key, value in asdict(config.derived).items())
     system = "none (the chat template's default)" if not preset.system else f"{preset.system[:40]!r}..."
     lines = [
         f"# resolved config of {source or 'the defaults'} with the given overrides (nothing started)",
@@ -75,7 +81,6 @@ def _steps(config: Config) -> str:
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     if not config.data.train_files or not all(file.suffix == ".parquet" and file.is_file() for file in files):
         return f"{trainer.total_epochs} epoch(s) x (training rows // {batch}), counted at start"
-    import pyarrow.parquet as pq
 
     rows = sum(pq.read_metadata(file).num_rows for file in files)
     return f"{trainer.total_epochs} epoch(s) x ({rows} rows // {batch}) = {trainer.total_epochs * (rows // batch)}"
@@ -94,12 +99,20 @@ def _fail(error: Exception, status: int = 2) -> None:
     sys.exit(status)
 
 
+def _config(args: argparse.Namespace) -> Config | None:
+    """The config of the command line; None when it was only to be printed (``--print-config``)."""
+    config = load_config(args.config, args.overrides)
+    if not args.print_config:
+        return config
+    print(describe_config(config, args.config), end="", flush=True)
+    return None
+
+
 def train_main(argv: list[str] | None = None) -> None:
     args = _parse(argv, "GRPO training of Qwen2.5-VL (Rex-Thinker recipe).")
     try:
-        config = load_config(args.config, args.overrides)
-        if args.print_config:
-            print(describe_config(config, args.config), end="", flush=True)
+        config = _config(args)
+        if config is None:
             return
         from rexthinker_rl.trainer import GRPOTrainer
 
@@ -117,7 +130,6 @@ def train_main(argv: list[str] | None = None) -> None:
         _interrupted(f"{where}; {trainer.how_to_resume()}")
     finally:
         trainer.shutdown()
-    from rexthinker_rl.trainer import describe_summary
 
     print(json.dumps(summary, indent=2))
     print(describe_summary(summary), flush=True)
@@ -126,9 +138,8 @@ def train_main(argv: list[str] | None = None) -> None:
 def sft_main(argv: list[str] | None = None) -> None:
     args = _parse(argv, "Supervised warm start on chain-of-thought targets.")
     try:
-        config = load_config(args.config, args.overrides)
-        if args.print_config:
-            print(describe_config(config, args.config), end="", flush=True)
+        config = _config(args)
+        if config is None:
             return
         from rexthinker_rl.sft import run_sft
 

@@ -1,288 +1,74 @@
-"""Dataset rows -> RL prompts: the resized box frame, row reading, the prompt dataset and a resumable batch sampler.
+"""Dataset rows -> RL prompts: the prompt dataset and a resumable batch sampler.
 
-Every box the model sees (hints) or writes (answers) is in absolute pixels of the image *as Qwen2.5-VL's processor
-resizes it* (``smart_resize``: both sides multiples of 28, area within ``[min_pixels, max_pixels]``).
-:func:`boxes_to_resized` and :func:`boxes_to_original` are the one place boxes move between that frame and the
-original image. :class:`RLDataset` hands out images already resized to that frame, so every consumer (rollout
-engines, actor, reference) sees the same pixels and the processor leaves them unchanged.
-
-Rows come from a parquet file, a folder of parquet shards, or a JSONL file whose ``image`` field is a path relative to
-the JSONL file's folder. Rows are counted from 0 within their file; errors say ``"<file> row <i>: ..."``.
+:class:`RLDataset` hands out images already resized to the frame the boxes live in (``rexthinker_rl.frames``), so
+every consumer (rollout engines, actor, reference) sees the same pixels and the processor leaves them unchanged. Rows
+are read by ``rexthinker_rl.rows``, hints and referring expressions parsed by ``rexthinker_rl.hints``; their names
+are importable from here too.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from rewards.parsing import parse_ground_truth
 from rexthinker_rl.config import DataConfig
 from rexthinker_rl.errors import DataError
+from rexthinker_rl.frames import (
+    IMAGE_FACTOR,
+    boxes_to_original,
+    boxes_to_resized,
+    check_fixed_point,
+    image_tokens,
+    resized_size,
+)
+from rexthinker_rl.hints import (
+    HINT_MARKER,
+    REJECTION_TEXT,
+    hints_from_problem,
+    is_box,
+    parse_hints,
+    referring_from_problem,
+    referring_is_empty,
+)
 from rexthinker_rl.images import decode_image
 from rexthinker_rl.images import header_size as image_header_size
 from rexthinker_rl.parquet_meta import FrameMismatch, check_made_with
-from rexthinker_rl.prompts import BOX_ROUNDINGS, PresetError, chat_prompt, preset_for
+from rexthinker_rl.prompts import PresetError, chat_prompt, preset_for
+from rexthinker_rl.rows import RowTable, image_payload, read_rows
+
+__all__ = [
+    "HINT_MARKER",
+    "IMAGE_FACTOR",
+    "REJECTION_TEXT",
+    "DataError",
+    "PromptSample",
+    "RLDataset",
+    "ResumableSampler",
+    "RowTable",
+    "boxes_to_original",
+    "boxes_to_resized",
+    "check_fixed_point",
+    "decode_image",
+    "hints_from_problem",
+    "image_header_size",
+    "image_payload",
+    "image_tokens",
+    "is_box",
+    "parse_hints",
+    "read_rows",
+    "referring_from_problem",
+    "resized_size",
+]
 
 logger = logging.getLogger(__name__)
 
-REJECTION_TEXT = "There is no such thing in the image."
-IMAGE_FACTOR = 28  # Qwen2.5-VL: 14-pixel patches merged 2x2, so one image token per 28x28 cell
-HINT_MARKER = "coordinates in this image:"
-# The referring expression in a problem text: ours and Rex-Thinker's demo ("in the image."), its convert ("in this
-# image.") and its HumanRef evaluation ("Locate ... in the image and answer").
-_REFERRING = re.compile(r"(?:Please detect (.+?) in (?:the|this) image\.|Locate (.+?) in the image and answer)")
-_EMPTY_REFERRING = re.compile(r"(?:Please detect\s+in (?:the|this) image\.|Locate\s+in the image and answer)")
 
-
-# ----------------------------------------------------------------------------------------------------------- frames
-def resized_size(width: int, height: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """``(w, h)`` of an image of ``width x height`` after the processor's smart_resize with these pixel bounds."""
-    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-
-    resized_h, resized_w = smart_resize(
-        height, width, factor=IMAGE_FACTOR, min_pixels=min_pixels, max_pixels=max_pixels
-    )
-    return resized_w, resized_h
-
-
-def image_tokens(resized_w: int, resized_h: int) -> int:
-    """Image tokens one image of this resized size expands to (one per 28x28 cell, after the 2x2 merge)."""
-    if resized_w % IMAGE_FACTOR or resized_h % IMAGE_FACTOR or resized_w <= 0 or resized_h <= 0:
-        raise ValueError(f"resized size {resized_w}x{resized_h} is not a positive multiple of {IMAGE_FACTOR}")
-    return (resized_w // IMAGE_FACTOR) * (resized_h // IMAGE_FACTOR)
-
-
-def _scale_boxes(boxes, source: Sequence[int], target: Sequence[int]) -> list[list[float]]:
-    scale_x, scale_y = target[0] / source[0], target[1] / source[1]
-    scaled = []
-    for box in boxes:
-        if len(box) != 4:
-            raise ValueError(f"box {list(box)} must have 4 numbers [x0, y0, x1, y1]")
-        x0, y0, x1, y1 = (float(value) for value in box)
-        scaled.append([x0 * scale_x, y0 * scale_y, x1 * scale_x, y1 * scale_y])
-    return scaled
-
-
-def _clip(box: list[float], width: float, height: float) -> list[float]:
-    return [min(max(value, 0), limit) for value, limit in zip(box, (width, height, width, height), strict=True)]
-
-
-def boxes_to_resized(
-    boxes, original_size: Sequence[int], resized_size: Sequence[int], rounding: str = "round"
-) -> list[list[int]]:
-    """Original-image boxes ``[x0, y0, x1, y1]`` -> integer boxes in the resized frame.
-
-    ``rounding``: ``round`` (ours: nearest integer, clipped to [0, size]) or ``original`` (Rex-Thinker's tools:
-    ``int()`` of ``x / width * resized_width``, truncation, then clamped to [0, size - 1])."""
-    if rounding == "original":
-        return [_truncated(box, original_size, resized_size) for box in boxes]
-    if rounding != "round":
-        raise ValueError(f"box rounding {rounding!r}: expected one of {', '.join(BOX_ROUNDINGS)}")
-    width, height = resized_size
-    return [
-        [round(value) for value in _clip(box, width, height)]
-        for box in _scale_boxes(boxes, original_size, resized_size)
-    ]
-
-
-def _truncated(box, original: Sequence[int], resized: Sequence[int]) -> list[int]:
-    if len(box) != 4:
-        raise ValueError(f"box {list(box)} must have 4 numbers [x0, y0, x1, y1]")
-    # Same operations in the same order as the original (divide, then multiply), so float results truncate alike.
-    values = [int(float(value) / original[i % 2] * resized[i % 2]) for i, value in enumerate(box)]
-    return [max(0, min(value, resized[i % 2] - 1)) for i, value in enumerate(values)]
-
-
-def boxes_to_original(boxes, original_size: Sequence[int], resized_size: Sequence[int]) -> list[list[float]]:
-    """Resized-frame boxes -> float boxes in original-image pixels, clipped into the original image."""
-    width, height = original_size
-    return [_clip(box, width, height) for box in _scale_boxes(boxes, resized_size, original_size)]
-
-
-def check_fixed_point(size: Sequence[int], min_pixels: int, max_pixels: int) -> None:
-    """Raise unless a processor with these bounds leaves an image of ``size`` (already resized) unchanged.
-
-    smart_resize is not idempotent for every pair of bounds (with tight bounds it can round down, then back up), and a
-    second resize would move the boxes out of the frame they were written in.
-    """
-    again = resized_size(size[0], size[1], min_pixels, max_pixels)
-    if tuple(again) != tuple(size):
-        raise DataError(
-            f"with min_pixels={min_pixels}, max_pixels={max_pixels} the processor would resize an image already "
-            f"resized to {size[0]}x{size[1]} again to {again[0]}x{again[1]}: widen the bounds so that min_pixels <= "
-            f"{size[0] * size[1]} <= max_pixels"
-        )
-
-
-# ------------------------------------------------------------------------------------------------------------- hints
-def parse_hints(value: Any, where: str = "") -> dict[str, list[list[float]]]:
-    """Box hints ``{category: [[x0, y0, x1, y1], ...]}`` from a dict or a JSON string (the ``hints`` column)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where}: hints are not valid JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise DataError(f"{where}: hints must be a JSON object {{category: [[x0, y0, x1, y1], ...]}}, got {value!r}")
-    for category, boxes in value.items():
-        if not isinstance(boxes, list) or not all(is_box(box) for box in boxes):
-            raise DataError(f"{where}: hints[{category!r}] must be a list of [x0, y0, x1, y1] boxes, got {boxes!r}")
-    return value
-
-
-def hints_from_problem(problem: str, where: str = "") -> dict[str, list[list[float]]] | None:
-    """The hint JSON that follows "coordinates in this image:" in Rex-Thinker prompt text, or None when absent."""
-    start = problem.find(HINT_MARKER)
-    if start < 0:
-        return None
-    text = problem[start + len(HINT_MARKER) :].lstrip()
-    try:
-        value, _ = json.JSONDecoder().raw_decode(text)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{where}: the hint JSON after {HINT_MARKER!r} does not parse ({err})") from None
-    return parse_hints(value, where)
-
-
-def referring_from_problem(problem: str) -> str | None:
-    """The referring expression of a problem text written by one of the prompt presets, or None."""
-    match = _REFERRING.search(problem)
-    return (match.group(1) or match.group(2)) if match else None
-
-
-def is_box(box: Any) -> bool:
-    """``[x0, y0, x1, y1]``: a list of 4 numbers (booleans are not numbers here)."""
-    return (
-        isinstance(box, list)
-        and len(box) == 4
-        and all(isinstance(value, int | float) and not isinstance(value, bool) for value in box)
-    )
-
-
-# -------------------------------------------------------------------------------------------------------------- rows
-@dataclass
-class _Source:
-    path: Path
-    start: int  # index (in the whole table) of the file's first row
-    count: int
-
-
-class RowTable:
-    """The rows of a dataset, read by index; parquet stays a memory-mapped Arrow table, images stay undecoded."""
-
-    def __init__(self, sources: list[_Source], table: pa.Table | None = None, records: list[dict] | None = None):
-        self.sources = sources
-        self._table = table
-        self._records = records
-
-    def __len__(self) -> int:
-        return self._table.num_rows if self._table is not None else len(self._records)
-
-    @property
-    def column_names(self) -> list[str]:
-        if self._table is not None:
-            return list(self._table.column_names)
-        return sorted({key for record in self._records for key in record})
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if self._table is not None:
-            return self._table.slice(index, 1).to_pylist()[0]
-        return self._records[index]
-
-    def iter_rows(self, batch_size: int = 256) -> Iterator[dict[str, Any]]:
-        """All rows in order, a batch of Arrow rows converted at a time."""
-        if self._table is None:
-            yield from self._records
-            return
-        for batch in self._table.to_batches(max_chunksize=batch_size):
-            yield from batch.to_pylist()
-
-    def locate(self, index: int) -> tuple[Path, int]:
-        """``(file, row index within that file)`` of a row."""
-        for source in self.sources:
-            if source.start <= index < source.start + source.count:
-                return source.path, index - source.start
-        raise IndexError(f"row {index} out of range (the table has {len(self)} rows)")
-
-    def where(self, index: int) -> str:
-        path, local = self.locate(index)
-        return f"{path.name} row {local}"
-
-
-def read_rows(path: str | Path) -> RowTable:
-    """Rows of a parquet file, a folder of parquet shards (sorted by name), or a JSONL file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"dataset {path} does not exist")
-    if path.is_dir():
-        files = sorted(path.glob("*.parquet"))
-        if not files:
-            raise DataError(f"{path}: folder holds no *.parquet files")
-    elif path.suffix == ".jsonl":
-        return _read_jsonl(path)
-    else:
-        files = [path]
-    tables, sources, start = [], [], 0
-    for file in files:
-        try:
-            table = pq.read_table(file, memory_map=True)
-        except (pa.ArrowInvalid, OSError) as err:
-            raise DataError(f"{file}: not a readable parquet file ({err})") from None
-        tables.append(table)
-        sources.append(_Source(file, start, table.num_rows))
-        start += table.num_rows
-    try:
-        table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
-        raise DataError(f"{path}: shards have incompatible columns ({err})") from None
-    return RowTable(sources, table=table)
-
-
-def _read_jsonl(path: Path) -> RowTable:
-    records = []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path.name} line {line_number}: invalid JSON ({err})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path.name} line {line_number}: expected a JSON object, got {type(record).__name__}")
-        records.append(record)
-    return RowTable([_Source(path, 0, len(records))], records=records)
-
-
-def image_payload(row: dict, image_key: str, base_dir: Path, where: str) -> bytes | Path:
-    """The encoded bytes or the file path of a row's single image (``image_key`` column, else ``image``)."""
-    value = row.get(image_key, row.get("image"))
-    if value is None:
-        raise DataError(f"{where}: no image (column {image_key!r}, or 'image' holding a path)")
-    if isinstance(value, list | tuple):
-        if len(value) != 1:
-            raise DataError(f"{where}: {len(value)} images in {image_key!r}; exactly one image per row is supported")
-        value = value[0]
-    if isinstance(value, dict):
-        value = value.get("bytes") or value.get("path")
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if isinstance(value, str):
-        file = base_dir / value
-        if not file.is_file():
-            raise DataError(f"{where}: image file {value!r} not found")
-        return file
-    raise DataError(f"{where}: image must be bytes, {{'bytes', 'path'}} or a path, got {type(value).__name__}")
-
-
-# ----------------------------------------------------------------------------------------------------------- dataset
 @dataclass
 class PromptSample:
     """One RL prompt: chat messages, rendered prompt text, the resized image and what the rewards need."""
@@ -458,8 +244,6 @@ def _size(value: Any) -> Any:
 
 def _check_ground_truth(answer: str, resized: tuple[int, int], where: str) -> None:
     """The answer parses and its boxes lie in the resized frame (what the rewards will check, found before training)."""
-    from rewards.parsing import parse_ground_truth
-
     try:
         parse_ground_truth(answer, {"resized_size": resized, "row_id": where})
     except ValueError as err:
@@ -473,7 +257,7 @@ def _metadata(row: dict, problem: str, original, resized, uid: str, where: str) 
     if hints is not None:
         metadata["hints"] = hints
     referring = row.get("referring") or referring_from_problem(problem)
-    if (isinstance(row.get("referring"), str) and not row["referring"].strip()) or _EMPTY_REFERRING.search(problem):
+    if referring_is_empty(row.get("referring"), problem):
         raise DataError(f"{where}: the referring expression is empty; every row must say what to find")
     if referring:
         metadata["referring"] = referring

@@ -15,9 +15,10 @@ import json
 import os
 import sys
 
+from data_tools.detectors import load_detector
 from rexthinker_rl.config import load_config
 from rexthinker_rl.images import decode_image
-from rexthinker_rl.infer import USER_ERRORS, Predictor, detect_hints, parse_hints_value, render
+from rexthinker_rl.infer import USER_ERRORS, Predictor, detect_hints, parse_hints_text, render
 from rexthinker_rl.prompts import add_preset_argument, preset_overrides
 
 
@@ -32,11 +33,7 @@ def answer_request(predictor: Predictor, image, referring: str, category: str, h
         raise ValueError("type a referring expression")
     category = (category or "").strip() or "object"
     if (hints_text or "").strip():
-        try:
-            value = json.loads(hints_text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"hints are not valid JSON ({err})") from None
-        hints = parse_hints_value(value, category, "hints")
+        hints = parse_hints_text(hints_text, category)
     elif detector:
         hints = detect_hints(detector, detector_args, image, category)
     else:
@@ -91,8 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.detector:
-            from data_tools.detectors import load_detector
-
             load_detector(args.detector)  # a wrong spec fails now, not at the first request
         overrides = [*preset_overrides(args.prompt_preset), *args.overrides, f"rollout.engine={args.engine}"]
         config = load_config(args.config, overrides)

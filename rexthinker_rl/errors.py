@@ -1,6 +1,10 @@
-"""Errors shared by the data path (rows, images, data tools), defined once so every module can raise them."""
+"""Errors shared across modules, defined once so every module can raise them without importing the others."""
 
 from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message naming the key and what would be right."""
 
 
 class DataError(ValueError):

@@ -21,11 +21,19 @@ from pathlib import Path
 
 from PIL import Image
 
+from data_tools.detectors import check_detections, load_detector, parse_detector_args
+from rewards.parsing import parse_completion
 from rexthinker_rl.config import Config, ConfigError, load_config
 from rexthinker_rl.data import DataError, decode_image, is_box
+from rexthinker_rl.eval.prompts import make_prompt
+from rexthinker_rl.eval.run import build_engine, parse_response
+from rexthinker_rl.modeling import load_processor
 from rexthinker_rl.outputs import check_new_file
 from rexthinker_rl.prompts import add_preset_argument, clean_up_spaces, preset_for, preset_overrides
 from rexthinker_rl.rollout.base import RolloutEngine, RolloutPrompt, SamplingSpec
+from rexthinker_rl.rows import load_json
+from rexthinker_rl.visualize import render as draw
+from rexthinker_rl.visualize import save_image
 
 USER_ERRORS = (ConfigError, DataError, FileNotFoundError, ValueError)
 Hints = dict[str, list[list[float]]]
@@ -47,9 +55,6 @@ class Predictor:
     """A loaded model (processor + rollout engine) that answers referring requests greedily."""
 
     def __init__(self, config: Config, model_path: str, engine: RolloutEngine | None = None) -> None:
-        from rexthinker_rl.eval.run import build_engine
-        from rexthinker_rl.modeling import load_processor
-
         self.config = config
         data, model = config.data, config.model
         self.processor = load_processor(
@@ -59,10 +64,6 @@ class Predictor:
         self.preset = preset_for(data)
 
     def predict(self, image: Image.Image, referring: str, hints: Hints) -> Inference:
-        from rewards.parsing import parse_completion
-        from rexthinker_rl.eval.prompts import make_prompt
-        from rexthinker_rl.eval.run import parse_response
-
         if not referring.strip():
             raise ValueError("the referring expression is empty")
         check_hints_inside(hints, image.size)
@@ -94,6 +95,11 @@ def parse_hints_value(value, category: str, where: str) -> Hints:
     return hints
 
 
+def parse_hints_text(text: str, category: str, where: str = "") -> Hints:
+    """Hints from JSON text (see :func:`parse_hints_value`); ``where``: the file they came from."""
+    return parse_hints_value(load_json(text, where, "hints are"), category, where or "hints")
+
+
 def check_hints_inside(hints: Hints, size: tuple[int, int]) -> None:
     """ValueError naming the first hint box that reaches outside a ``w x h`` image (hints are in its own pixels)."""
     width, height = size
@@ -111,17 +117,11 @@ def read_hints(path: str | Path, category: str) -> Hints:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--hints {path} does not exist")
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path.name}: not valid JSON ({err})") from None
-    return parse_hints_value(value, category, path.name)
+    return parse_hints_text(path.read_text(encoding="utf-8"), category, path.name)
 
 
 def detect_hints(spec: str, detector_args: list[str], image: Image.Image, category: str) -> Hints:
     """Hints from a detector function (``data_tools.detectors`` protocol) for ``category`` in ``image``."""
-    from data_tools.detectors import check_detections, load_detector, parse_detector_args
-
     detect = load_detector(spec)
     output = detect([image], [category], **parse_detector_args(detector_args))
     detections = check_detections(output, [image.size], spec)[0]
@@ -130,8 +130,6 @@ def detect_hints(spec: str, detector_args: list[str], image: Image.Image, catego
 
 def render(image: Image.Image, referring: str, inference: Inference) -> Image.Image:
     """The picture the CLI saves: hints numbered, predicted boxes, the reasoning beside the image."""
-    from rexthinker_rl.visualize import render as draw
-
     hints = [box for boxes in inference.hints.values() for box in boxes]
     text = f"{inference.reasoning}\n\nanswer ({inference.kind}): {json.dumps(inference.boxes)}"
     return draw(image, hints=hints, pred=inference.boxes, text=text, title=referring)
@@ -170,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             hints = detect_hints(args.detector, args.detector_arg, image, args.category)
         inference = Predictor(config, args.model).predict(image, args.ref, hints)
-        from rexthinker_rl.visualize import save_image
 
         save_image(render(image, args.ref, inference), args.out)
     except USER_ERRORS as err:

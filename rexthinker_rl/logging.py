@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from rexthinker_rl.utils import atomic_write_text
+
 CONSOLE_KEYS = (
     ("reward/overall", "reward"),
     ("actor/kl_loss", "kl"),
@@ -16,6 +18,23 @@ CONSOLE_KEYS = (
     ("val/reward", "val"),
     ("timing/step", "s/step"),
 )
+
+
+def truncate_metrics(path: Path, keep_through: int) -> None:
+    """Keep the steps of ``metrics.jsonl`` up to ``keep_through`` (what a resume from that checkpoint continues after):
+    steps logged after it, before a crash, are run again and must not be doubled; a line torn by a crash or a full
+    disk is dropped (that step is run again anyway)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record["step"] <= keep_through:
+            kept.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 class Sink(Protocol):

@@ -12,8 +12,15 @@ from pathlib import Path
 import torch
 
 from rexthinker_rl.outputs import check_new_folder, is_model_folder, staging_folder, swap_folder
+from rexthinker_rl.tiny import VISION_SPECIAL_TOKENS
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")  # auto: see resolve_attn_implementation
+
+
+def compute_device(config) -> str:
+    """Where this process computes (trains, scores, generates): cuda when asked for (or auto) and present, else cpu."""
+    return "cuda" if config.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
 
 
 def resolve_attn_implementation(requested: str, device: torch.device | str) -> str:
@@ -91,7 +98,5 @@ def save_hf_folder(
 
 def vision_token_ids(tokenizer) -> list[int]:
     """Ids of the vision placeholder tokens present in this tokenizer (never to be sampled)."""
-    from rexthinker_rl.tiny import VISION_SPECIAL_TOKENS
-
     vocab = tokenizer.get_vocab()
     return [vocab[token] for token in VISION_SPECIAL_TOKENS if token in vocab]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rexthinker_rl.config import Config, ConfigError, load_config
+from rexthinker_rl.shapes import shape_config
 
 GIB = 2**30
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -61,8 +62,6 @@ class ModelShape:
 
 def _hf_config(config: Config, shape: str):
     if shape:
-        from rexthinker_rl.shapes import shape_config
-
         return shape_config(shape)
     from transformers import AutoConfig
 
@@ -314,7 +313,7 @@ def uses_reference(config: Config) -> bool:
 
 def gpu_plan(config: Config, shape: ModelShape, gpu_mem: float) -> tuple[Breakdown, Rollout]:
     """Per-GPU bytes of each phase on an actor rank (with its colocated reference and vLLM slice), and host bytes."""
-    world = config.derived["actor_world_size"]
+    world = config.derived.actor_world_size
     per_node = config.trainer.n_gpus_per_node if config.actor.strategy != "torch" else 1
     plan = Breakdown()
     plan.add("CUDA context and workspaces (assumed)", CUDA_RUNTIME_GIB * GIB)
@@ -413,7 +412,7 @@ def verdict(config_path: str | None, overrides: list[str], shape: ModelShape, gp
 def report(
     config: Config, shape: ModelShape, plan: Breakdown, rollout: Rollout, result: Verdict, gpu_mem: float
 ) -> str:
-    actor, world = config.actor, config.derived["actor_world_size"]
+    actor, world = config.actor, config.derived.actor_world_size
     lines = [
         f"model: {shape.total / 1e9:.2f}B parameters (embedding {shape.embed / 1e9:.2f}B, head {shape.head / 1e9:.2f}B, "
         f"{shape.layers} text blocks of {shape.layer / 1e6:.0f}M, vision {shape.vision / 1e9:.2f}B); trainable "

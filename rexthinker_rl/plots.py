@@ -6,9 +6,11 @@ redraws it by hand (e.g. while a run is going).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 
 from rexthinker_rl.utils import atomic_write_bytes
@@ -35,8 +37,6 @@ def rolling_mean(points: list[tuple[int, float]], window: int) -> list[tuple[int
 
 def plot_curves(run_dir: str | Path) -> Path:
     """Draw reward (sampled train and greedy validation), KL to the reference and response length; returns the PNG."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,6 +87,14 @@ def plot_curves(run_dir: str | Path) -> Path:
     out = run / CURVES
     atomic_write_bytes(out, buffer.getvalue())  # a viewer never sees half a PNG
     return out
+
+
+def redraw_curves(run_dir: Path) -> None:
+    """Redraw curves.png during a run; a plotting problem is reported, never allowed to stop training."""
+    try:
+        plot_curves(run_dir)
+    except Exception as error:  # noqa: BLE001 - matplotlib failures must not cost a training run
+        warnings.warn(f"could not draw {run_dir / CURVES}: {error!r}", stacklevel=2)
 
 
 if __name__ == "__main__":

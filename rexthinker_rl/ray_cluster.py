@@ -27,6 +27,9 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+# Ray is imported inside the functions below, not here: Ray reads RAY_AUTH_MODE and looks for its token when it is
+# first imported, so this module must be importable (the test session, the CLI) before Ray, to put both in place first.
+
 AUTH_MODE = "RAY_AUTH_MODE"
 SINGLE_NODE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1 (single-node mode)
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict
 
+import ray
 import torch
 
+from rewards.composite import build_reward
 from rewards.types import RewardInput, RewardScore
+from rexthinker_rl.errors import ConfigError
 
 
 class RewardError(RuntimeError):
@@ -32,8 +35,6 @@ def _spec(reward_cfg) -> dict:
 
 def score_all(spec: dict, inputs: list[RewardInput]) -> list[RewardScore]:
     """Score ``inputs``; on failure re-score row by row to name the first row that breaks the function."""
-    from rewards.composite import build_reward
-
     reward = build_reward(**spec)
     try:
         return reward(inputs)
@@ -49,9 +50,6 @@ def score_all(spec: dict, inputs: list[RewardInput]) -> list[RewardScore]:
 
 class RewardRunner:
     def __init__(self, reward_cfg) -> None:
-        from rewards.composite import build_reward
-        from rexthinker_rl.config import ConfigError
-
         self.spec = _spec(reward_cfg)
         self.key = _key(reward_cfg)
         try:  # fail now, not after the first rollout, on a bad file, function name, signature or keyword
@@ -72,14 +70,10 @@ class RewardRunner:
             ) from error
 
     def score_async(self, inputs: list[RewardInput]):
-        import ray
-
         return ray.remote(score_all).options(num_cpus=0).remote(self.spec, inputs)
 
     def collect(self, ref) -> tuple[torch.Tensor, dict[str, float], list[RewardScore]]:
         """The ``overall`` scores (batch,), the batch mean of every component as ``reward/<name>``, the raw scores."""
-        import ray
-
         try:
             scores = ray.get(ref)
         except ray.exceptions.RayTaskError as error:

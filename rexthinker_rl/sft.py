@@ -13,6 +13,7 @@ import torch
 
 from rexthinker_rl.batch import build_sequence_batch, encode_prompts
 from rexthinker_rl.config import Config
+from rexthinker_rl.data import RLDataset
 from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder
 from rexthinker_rl.outputs import check_new_folder, is_model_folder
 from rexthinker_rl.policy import response_logprobs
@@ -21,8 +22,6 @@ from rexthinker_rl.utils import seed_everything
 
 def run_sft(config: Config) -> Path:
     """Train ``config.model.path`` on the SFT targets of ``config.data.train_files``; returns the output folder."""
-    from rexthinker_rl.data import RLDataset
-
     seed_everything(config.trainer.seed)
     model_cfg, sft = config.model, config.sft
     # The output is checked before hours of training, and never replaces the model SFT starts from or its data.

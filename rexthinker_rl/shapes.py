@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rexthinker_rl.outputs import check_new_folder, is_model_folder
+from rexthinker_rl.tiny import QWEN_SPECIAL_TOKENS, TinySpec, build_processor, build_tokenizer
 
 _VISION = {
     "depth": 32,
@@ -133,8 +134,8 @@ def build_shaped_model(
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
+    # modeling imports torch: rexthinker-plan reads the shapes without it.
     from rexthinker_rl.modeling import save_hf_folder
-    from rexthinker_rl.tiny import QWEN_SPECIAL_TOKENS, TinySpec, build_processor, build_tokenizer
 
     config = shape_config(like, layers, vision_layers)
     check_new_folder(out_dir, overwrite, is_model_folder, "Hugging Face model folder", "OUT_DIR")  # before any work

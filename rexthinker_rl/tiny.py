@@ -3,18 +3,19 @@
 The folder loads with ``from_pretrained`` exactly like a real checkpoint (the trainer, vLLM and the tests use the same
 loading code for it as for Qwen2.5-VL-7B). Deterministic given a seed. No network.
 
-CLI: ``rexthinker-tiny OUT_DIR [--seed 0] [--hidden 256] [--layers 2]``; ``rexthinker-tiny --like qwen2.5-vl-7b --layers 1
---vision-layers 2 OUT_DIR`` writes a random model of the real 7B shape with fewer blocks (``rexthinker_rl.shapes``).
+CLI (``rexthinker_rl.tiny_cli``): ``rexthinker-tiny OUT_DIR [--seed 0] [--hidden 256] [--layers 2]``; ``rexthinker-tiny
+--like qwen2.5-vl-7b --layers 1 --vision-layers 2 OUT_DIR`` writes a random model of the real 7B shape with fewer blocks
+(``rexthinker_rl.shapes``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from rexthinker_rl.outputs import check_new_folder, is_model_folder, staging_folder, swap_folder
 
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -227,8 +228,6 @@ def build_tiny_model(
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
-    from rexthinker_rl.outputs import check_new_folder, is_model_folder, staging_folder, swap_folder
-
     spec = spec or TinySpec()
     out = check_new_folder(out_dir, overwrite, is_model_folder, "Hugging Face model folder", "OUT_DIR")
     staged = staging_folder(out)  # built aside, then swapped in: a replaced model folder keeps no stale file
@@ -250,62 +249,3 @@ def build_tiny_model(
         shutil.rmtree(staged, ignore_errors=True)
         raise
     return swap_folder(staged, out)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build a tiny (or real-shaped) random Qwen2.5-VL folder offline.")
-    parser.add_argument("out_dir")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--like",
-        default="",
-        help="a real shape (qwen2.5-vl-7b, qwen2.5-vl-3b): its every dimension, vocabulary and special-token ids, "
-        "with --layers text and --vision-layers vision blocks",
-    )
-    parser.add_argument("--hidden", type=int, default=None, help=f"hidden size (default {TinySpec.hidden_size})")
-    parser.add_argument("--layers", type=int, default=TinySpec.num_layers, help="text decoder blocks")
-    parser.add_argument("--vision-layers", type=int, default=TinySpec.vision_depth, help="vision blocks")
-    parser.add_argument("--heads", type=int, default=None, help="attention heads (head_dim >= 64)")
-    parser.add_argument("--kv-heads", type=int, default=None)
-    parser.add_argument("--intermediate", type=int, default=None, help="MLP width")
-    parser.add_argument("--max-pixels", type=int, default=None)
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR when it is a model folder")
-    args = parser.parse_args(argv)
-    sizes = {"--hidden": args.hidden, "--heads": args.heads, "--kv-heads": args.kv_heads}
-    sizes.update({"--intermediate": args.intermediate, "--max-pixels": args.max_pixels})
-    if args.like:
-        from rexthinker_rl.shapes import ShapeError, build_shaped_model
-
-        given = [flag for flag, value in sizes.items() if value is not None]
-        if given:
-            parser.exit(2, f"error: {', '.join(given)} cannot change a real shape (--like {args.like})\n")
-        try:
-            path = build_shaped_model(
-                args.out_dir, args.like, args.layers, args.vision_layers, seed=args.seed, overwrite=args.overwrite
-            )
-        except (ShapeError, ValueError) as error:
-            parser.exit(2, f"error: {error}\n")
-        print(
-            f"{args.like}-shaped Qwen2.5-VL ({args.layers} text, {args.vision_layers} vision blocks) written to {path}"
-        )
-        return
-    defaults = TinySpec()
-    spec = TinySpec(
-        hidden_size=args.hidden or defaults.hidden_size,
-        num_layers=args.layers,
-        num_heads=args.heads or defaults.num_heads,
-        num_kv_heads=args.kv_heads or defaults.num_kv_heads,
-        intermediate_size=args.intermediate or defaults.intermediate_size,
-        vision_depth=args.vision_layers,
-        max_pixels=args.max_pixels or defaults.max_pixels,
-    )
-    try:
-        path = build_tiny_model(args.out_dir, seed=args.seed, spec=spec, overwrite=args.overwrite)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    print(f"tiny Qwen2.5-VL written to {path}")
-
-
-if __name__ == "__main__":
-    main()

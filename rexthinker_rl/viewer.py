@@ -21,6 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from rewards.parsing import parse_answer, parse_completion
 from rexthinker_rl.config import DataConfig
 from rexthinker_rl.data import DataError, decode_image, hints_from_problem, image_payload, read_rows, resized_size
 from rexthinker_rl.outputs import check_new_file
@@ -48,8 +51,6 @@ class Rollout:
 
 def read_rollouts(path: Path, max_rollouts: int) -> list[Rollout]:
     """The last ``max_rollouts`` lines of a rollouts.jsonl, parsed; DataError naming a bad line."""
-    from rewards.parsing import parse_answer, parse_completion
-
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist (the trainer writes it when logging.log_rollouts > 0)")
     lines = [(number, line) for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if line]
@@ -85,8 +86,6 @@ def read_rollouts(path: Path, max_rollouts: int) -> list[Rollout]:
 
 
 def _run_config(run_dir: Path) -> dict:
-    from omegaconf import OmegaConf
-
     path = run_dir / "config.yaml"
     if not path.is_file():
         return {}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rewards.parsing import parse_answer
 from rexthinker_rl.data import (
     DataError,
     boxes_to_original,
@@ -180,8 +181,6 @@ def dataset_records(
     Sizes come from the ``image_size`` / ``resized_size`` columns, else from the image header and the pixel bounds
     (which must be the ones the set was built with). Ids are the row id, else ``<file>:<row>`` (as training uses).
     """
-    from rewards.parsing import parse_answer
-
     rows = read_rows(path)
     records = []
     for index, row in enumerate(rows.iter_rows()):

@@ -14,6 +14,8 @@ import sys
 
 from rexthinker_rl.config import ConfigError, DataConfig, load_config
 from rexthinker_rl.data import DataError
+from rexthinker_rl.eval.metrics import markdown_table
+from rexthinker_rl.eval.run import check_report_path, run_eval, score_files, write_report
 from rexthinker_rl.prompts import add_preset_argument, preset_overrides
 
 USER_ERRORS = (ConfigError, DataError, FileNotFoundError, ValueError)
@@ -56,8 +58,6 @@ def unparsed_note(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from rexthinker_rl.eval.metrics import markdown_table
-    from rexthinker_rl.eval.run import check_report_path, run_eval, score_files, write_report
 
     try:
         if args.command == "score":

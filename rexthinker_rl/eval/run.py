@@ -19,6 +19,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from rewards.parsing import parse_completion
+from rewards.rexthinker import number_lists
 from rexthinker_rl.config import Config
 from rexthinker_rl.data import DataError, PromptSample, RLDataset, boxes_to_original, decode_image
 from rexthinker_rl.eval.annotations import (
@@ -32,9 +34,10 @@ from rexthinker_rl.eval.annotations import (
 )
 from rexthinker_rl.eval.metrics import evaluate, markdown_table
 from rexthinker_rl.eval.prompts import make_prompt
+from rexthinker_rl.modeling import load_processor
 from rexthinker_rl.outputs import check_new_file, check_new_folder, folder_holds_only
 from rexthinker_rl.prompts import clean_up_spaces, preset_for
-from rexthinker_rl.rollout.base import RolloutEngine, RolloutPrompt, SamplingSpec
+from rexthinker_rl.rollout import RolloutEngine, RolloutPrompt, SamplingSpec, make_engine
 from rexthinker_rl.utils import atomic_write_text
 
 EVAL_FILES = ("predictions.jsonl", "annotations.jsonl", "responses.jsonl", "report.json", "report.md")
@@ -62,7 +65,6 @@ def parse_response(
     original / resized size, unclipped; one list that is not 4 numbers voids the whole answer)."""
     if parsing == "all-lists":
         return _parse_all_lists(response, image_size, frame)
-    from rewards.parsing import parse_completion
 
     answer = parse_completion(response).answer
     boxes = [list(box) for box in answer.boxes] if answer.kind == "boxes" else []
@@ -71,8 +73,6 @@ def parse_response(
 
 
 def _parse_all_lists(response: str, image_size: Sequence[int], frame: Sequence[int]) -> Answer:
-    from rewards.rexthinker import number_lists
-
     try:
         boxes = [list(numbers) for numbers in number_lists(response)]
     except ValueError as err:
@@ -114,8 +114,6 @@ class HumanRefPrompts:
 
 def build_engine(config: Config, model_path: str) -> RolloutEngine:
     """The configured engine; the transformers engine when vLLM is asked for but not installed."""
-    from rexthinker_rl.rollout.base import make_engine
-
     if config.rollout.engine == "vllm" and importlib.util.find_spec("vllm") is None:
         logger.warning("vLLM is not installed: evaluating with the transformers engine (rollout.engine=hf)")
         config = replace(config, rollout=replace(config.rollout, engine="hf"))
@@ -174,8 +172,6 @@ def run_eval(
 ) -> dict:
     """Evaluate ``model_path`` on ``data``; writes the files listed in the module docstring and returns the report.
     ``out_dir`` must be new or empty, or (with ``overwrite``) hold an earlier evaluation's files and nothing else."""
-    from rexthinker_rl.modeling import load_processor
-
     out = check_new_folder(out_dir, overwrite, is_eval_folder, "evaluation output folder", inputs=[data, image_root])
     out.mkdir(parents=True, exist_ok=True)
     processor = load_processor(

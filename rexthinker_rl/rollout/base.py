@@ -1,4 +1,4 @@
-"""The rollout protocol: records in and out, and the factory that picks an engine by name."""
+"""The rollout protocol: the records an engine takes and returns, and the methods every engine has."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import torch
 
 if TYPE_CHECKING:
     from PIL import Image
-
-    from rexthinker_rl.config import Config
 
 
 @dataclass
@@ -57,18 +55,7 @@ class RolloutEngine(Protocol):
         """Replace the weights (Hugging Face names) and drop every cache computed with the old ones."""
 
     def sleep(self) -> None:
-        """Free accelerator memory while the actor trains (no-op where unsupported)."""
+        """Free accelerator memory while the actor trains (colocated engines; a no-op where unsupported)."""
 
     def wake(self) -> None:
         """Undo sleep()."""
-
-
-def make_engine(config: Config, model_path: str) -> RolloutEngine:
-    """Build the engine named by ``config.rollout.engine`` for the checkpoint at ``model_path``."""
-    if config.rollout.engine == "vllm":
-        from rexthinker_rl.rollout.vllm_engine import VLLMEngine
-
-        return VLLMEngine(config, model_path)
-    from rexthinker_rl.rollout.hf_engine import HFEngine
-
-    return HFEngine(config, model_path)

@@ -6,15 +6,16 @@ from collections.abc import Iterable
 
 import torch
 
+from rexthinker_rl.modeling import compute_device, load_model, load_processor, vision_token_ids
 from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
 
 
 class HFEngine:
-    def __init__(self, config, model_path: str, model=None, processor=None) -> None:
-        from rexthinker_rl.modeling import load_model, load_processor, vision_token_ids
+    """``colocated`` changes nothing here: the model is in this process either way, and holds no cache to free."""
 
+    def __init__(self, config, model_path: str, model=None, processor=None, colocated: bool = False) -> None:
         data = config.data
-        self.device = "cuda" if config.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
+        self.device = compute_device(config)
         self.processor = processor or load_processor(
             model_path, data.min_pixels, data.max_pixels, config.model.trust_remote_code
         )

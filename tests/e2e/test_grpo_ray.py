@@ -64,14 +64,10 @@ def test_parameters_changed_and_final_model_saved(finished_run, tiny_model_dir):
 
 
 def test_rollout_weights_equal_actor_after_sync(finished_run):
-    import ray
-
     trainer, _, _ = finished_run
     prompts = [trainer.val_set[i] for i in range(4)]
     requests = [RolloutPrompt(p.prompt_text, p.image) for p in prompts]
-    results = ray.get(
-        trainer.workers.rollout.generate.remote(requests, SamplingSpec(n=1, temperature=0.0, max_tokens=16))
-    )
+    results = trainer.runtime.generate(requests, SamplingSpec(n=1, temperature=0.0, max_tokens=16))
     encoded = encode_prompts(trainer.processor, [p.prompt_text for p in prompts], [p.image for p in prompts])
     batch = build_sequence_batch(
         encoded,
@@ -79,8 +75,8 @@ def test_rollout_weights_equal_actor_after_sync(finished_run):
         [r.response_ids for r in results],
         trainer.processor.tokenizer.pad_token_id,
     )
-    actor = ray.get(trainer.workers.actor.compute_logprobs.remote(batch))
-    reference = ray.get(trainer.workers.reference.compute_logprobs.remote(batch))
+    actor = trainer.runtime.logprobs(batch).result()
+    reference = trainer.runtime.ref_logprobs(batch).result()
     for row, result in enumerate(results):
         engine = torch.tensor(result.logprobs)
         torch.testing.assert_close(actor[row, : len(engine)], engine, atol=1e-4, rtol=0)

@@ -66,7 +66,7 @@ def entry_point(words: list[str]):
     from data_tools.cli import main as data_main
     from rexthinker_rl.cli import sft_main, train_main
     from rexthinker_rl.eval.cli import main as eval_main
-    from rexthinker_rl.tiny import main as tiny_main
+    from rexthinker_rl.tiny_cli import main as tiny_main
 
     tools = {
         "rexthinker-data": data_main,

@@ -1,7 +1,6 @@
 """Rollout viewer: a static page from what the trainer logs, filtered in a real headless browser."""
 
 import json
-from types import SimpleNamespace
 
 import pytest
 from PIL import Image
@@ -10,7 +9,7 @@ from rexthinker_rl.config import load_config, save_config
 from rexthinker_rl.data import RLDataset
 from rexthinker_rl.modeling import load_processor
 from rexthinker_rl.rollout.base import RolloutResult
-from rexthinker_rl.trainer import GRPOTrainer
+from rexthinker_rl.rollout_log import log_rollouts
 from rexthinker_rl.viewer import build_viewer, main
 from tests.conftest import TINY_OVERRIDES, TINY_PIXELS
 
@@ -19,21 +18,20 @@ GARBAGE = "<think>no idea</think><answer>[[1, 1, 2</answer>"
 
 @pytest.fixture(scope="module")
 def run_dir(synthetic_data_dir, tiny_model_dir, tmp_path_factory):
-    """A run folder as the trainer leaves it: config.yaml and rollouts.jsonl written by GRPOTrainer._log_rollouts."""
+    """A run folder as the trainer leaves it: config.yaml and rollouts.jsonl written by rollout_log.log_rollouts."""
     run = tmp_path_factory.mktemp("run")
     train = synthetic_data_dir / "train.parquet"
     config = load_config(None, TINY_OVERRIDES + [f"data.train_files={train}", "logging.log_rollouts=3"])
     save_config(config, run / "config.yaml")
     processor = load_processor(str(tiny_model_dir), TINY_PIXELS, TINY_PIXELS)
     dataset = RLDataset(str(train), processor, config.data)
-    trainer = SimpleNamespace(config=config, run_dir=run)
     for step in (1, 2):
         prompts = [dataset[i] for i in range(3 * step - 3, 3 * step)]
         # the first two answer with the row's own correct target, the third with garbage
         texts = [prompts[0].sft_target, prompts[1].sft_target, GARBAGE]
         results = [RolloutResult(i, [], [], text, "stop") for i, text in enumerate(texts)]
         scores = [{"overall": 1.0, "accuracy": 1.0, "format": 1.0}] * 2 + [{"overall": 0.0, "accuracy": 0.0}]
-        GRPOTrainer._log_rollouts(trainer, step, prompts, results, scores)
+        log_rollouts(run / "rollouts.jsonl", step, prompts, results, scores, config.logging.log_rollouts)
     return run
 
 

@@ -97,8 +97,7 @@ def test_failed_plot_write_keeps_the_previous_plot(tmp_path):
 
 
 def test_a_metrics_line_torn_by_a_failed_write_is_dropped_on_resume(tmp_path):
-    from rexthinker_rl.logging import JsonlSink
-    from rexthinker_rl.trainer import _truncate_metrics
+    from rexthinker_rl.logging import JsonlSink, truncate_metrics
 
     path = tmp_path / "metrics.jsonl"
     sink = JsonlSink(path)
@@ -111,7 +110,7 @@ def test_a_metrics_line_torn_by_a_failed_write_is_dropped_on_resume(tmp_path):
         with contextlib.suppress(OSError):
             sink.close()  # flushing the rest fails too (and closes the file: nothing is written later)
     assert path.stat().st_size == size + 20  # a torn line, as a full disk leaves it
-    _truncate_metrics(path, keep_through=2)  # what a resume from checkpoint 2 does
+    truncate_metrics(path, keep_through=2)  # what a resume from checkpoint 2 does
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
 
 

@@ -82,7 +82,7 @@ def _entries():
     from rexthinker_rl.convert import main as convert_main
     from rexthinker_rl.eval.cli import main as eval_main
     from rexthinker_rl.infer import main as infer_main
-    from rexthinker_rl.tiny import main as tiny_main
+    from rexthinker_rl.tiny_cli import main as tiny_main
 
     names = ("convert", "tiny", "sft", "train", "data", "eval", "infer")
     return dict(

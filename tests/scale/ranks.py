@@ -3,6 +3,7 @@ training script each rank of those tests runs."""
 
 from __future__ import annotations
 
+import math
 import traceback
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch.multiprocessing as mp
 def _entry(rank: int, world_size: int, port: int, fn, args, errors: Path) -> None:
     torch.set_num_threads(1)
     import rexthinker_rl  # noqa: F401  (torchvision shim before any processor import)
-    from rexthinker_rl.distributed import init_process_group
+    from rexthinker_rl.runtime.process_group import init_process_group
 
     try:
         init_process_group(rank, world_size, "127.0.0.1", port, "cpu")
@@ -28,7 +29,7 @@ def _entry(rank: int, world_size: int, port: int, fn, args, errors: Path) -> Non
 
 def run_ranks(fn, world_size: int, args: tuple, tmp_path: Path) -> None:
     """``fn(rank, world_size, *args)`` on ``world_size`` processes; a failure re-raises with the rank's traceback."""
-    from rexthinker_rl.distributed import free_port
+    from rexthinker_rl.runtime.process_group import free_port
 
     errors = tmp_path / "errors"
     errors.mkdir(exist_ok=True)
@@ -46,9 +47,9 @@ def train_two_steps(rank: int, world_size: int, model_dir: str, overrides: list[
     round trip between the steps (full weights and every rank's train state through ``torch.save`` and a
     ``weights_only`` load, as checkpoint.py does) into a fresh policy. Rank 0 saves the gathered full weights, the
     merged weights, the metrics and the log-probs (rows in batch order)."""
+    from rexthinker_rl.batch import split_mini_batches, split_rows
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.distributed import split_mini_batches, split_rows
-    from rexthinker_rl.sharded import make_policy
+    from rexthinker_rl.policy import make_policy
     from tests.scale.test_backends import step_batch
 
     config = load_config(None, overrides)
@@ -72,8 +73,66 @@ def train_two_steps(rank: int, world_size: int, model_dir: str, overrides: list[
         results["logprobs"].append(old * batch.response_mask)
     weights = policy.checkpoint_state()
     merged = policy.state_dict()
+    nonfinite = _non_finite_steps(policy, config, model_dir, rank, world_size)
     if rank == 0:
-        torch.save({**results, "weights": weights, "merged": merged}, out)
+        torch.save({**results, "weights": weights, "merged": merged, "nonfinite": nonfinite}, out)
+
+
+def _non_finite_steps(policy, config, model_dir: str, rank: int, world_size: int) -> dict:
+    """Two updates in a row whose advantages are NaN (so are the gradients): the first is skipped and counted with
+    weights, optimizer state and schedule untouched; the second aborts (``actor.max_consecutive_nonfinite=2``). The
+    same contract on every backend (``backends.base``)."""
+    from rexthinker_rl.batch import split_mini_batches
+    from rexthinker_rl.policy import NonFiniteUpdateError
+    from tests.scale.test_backends import step_batch
+
+    batch = step_batch(model_dir, 2)
+    batch.advantages = torch.full_like(batch.advantages, float("nan"))
+    share = split_mini_batches(batch, config.actor.global_batch_size * config.rollout.n, world_size)[rank][:1]
+    before = (policy.checkpoint_state(), policy.train_state())
+    metrics = policy.update_mini_batches(share)
+    after = (policy.checkpoint_state(), policy.train_state())
+    try:
+        policy.update_mini_batches(share)
+        aborted = ""
+    except NonFiniteUpdateError as error:
+        aborted = str(error)
+    return {
+        "skipped": metrics["actor/skipped_updates"],
+        "grad_norm_is_nan": math.isnan(metrics["actor/grad_norm"]),
+        "weights_unchanged": _difference(before[0], after[0]) == "",
+        # DeepSpeed's state records that its last step overflowed (it did: that is the skip); the rest must hold.
+        "optimizer_unchanged": _difference(_without_overflow(before[1]), _without_overflow(after[1])),
+        "schedule_unchanged": before[1]["scheduler"] == after[1]["scheduler"],
+        "aborted": aborted,
+    }
+
+
+def _without_overflow(train_state: dict) -> dict:
+    optimizer = train_state["optimizer"]
+    return {key: value for key, value in optimizer.items() if key != "overflow"}
+
+
+def _difference(a, b, path: str = "") -> str:
+    """Where two nested dicts/lists of tensors and plain values first differ ("" when equal)."""
+    if isinstance(a, dict):
+        for key in a:
+            if key not in b:
+                return f"{path}.{key} missing"
+            found = _difference(a[key], b[key], f"{path}.{key}")
+            if found:
+                return found
+        return ""
+    if isinstance(a, list | tuple):
+        if len(a) != len(b):
+            return f"{path}: {len(a)} != {len(b)} items"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            found = _difference(x, y, f"{path}[{i}]")
+            if found:
+                return found
+        return ""
+    same = torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+    return "" if same else f"{path}: {a!r:.200} != {b!r:.200}"
 
 
 def _checkpoint_round_trip(policy, config, model_dir: str, rank: int, world_size: int):
@@ -81,7 +140,8 @@ def _checkpoint_round_trip(policy, config, model_dir: str, rank: int, world_size
     into a freshly built policy."""
     import io
 
-    from rexthinker_rl.sharded import combine_train_states, make_policy
+    from rexthinker_rl.backends import combine_train_states
+    from rexthinker_rl.policy import make_policy
 
     weights, state = policy.checkpoint_state(), policy.train_state()
     states, all_weights = [None] * world_size, [None] * world_size

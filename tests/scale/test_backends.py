@@ -26,6 +26,7 @@ OVERRIDES = BASE + [
     "algorithm.kl_coef=0.1",
     "trainer.nnodes=1",
     "trainer.n_gpus_per_node=2",
+    "actor.max_consecutive_nonfinite=2",
 ]
 # The ranks compute log-probs with a chunked LM head (chunks of 5 of the ~25 response tokens a step: the tied head's
 # weight is read inside the root module's forward and recomputed in backward), the one process with all logits at once.
@@ -94,12 +95,23 @@ def _assert_same_training(result, expected):
     assert moved > 50 * TOLERANCE["atol"], "training did not move the weights: the comparison would be empty"
 
 
+def _assert_non_finite_step_skipped(result):
+    """Then a NaN gradient: skipped and counted, nothing touched; the second in a row aborts (ranks.py). What the torch
+    backend does (tests/tiny/test_policy.py), the sharded ones do."""
+    nonfinite = result["nonfinite"]
+    assert nonfinite["skipped"] == 1.0 and nonfinite["grad_norm_is_nan"]
+    assert nonfinite["optimizer_unchanged"] == "", nonfinite["optimizer_unchanged"]
+    assert nonfinite["weights_unchanged"] and nonfinite["schedule_unchanged"]
+    assert "2 consecutive updates had a non-finite gradient norm" in nonfinite["aborted"]
+
+
 def test_fsdp2_two_ranks_equal_one_process(tiny_model_dir, tmp_path, reference):
     """Also packed (padding-free) with token-budget micro-batches, where the ranks need different micro-batch counts
     and must agree on one, against the padded single process."""
     packed = ["actor.padding_free=true", "actor.max_tokens_per_micro_batch=150"]
     result = _distributed(tiny_model_dir, tmp_path, OVERRIDES + SHARDED + ["actor.strategy=fsdp2", *packed])
     _assert_same_training(result, reference)
+    _assert_non_finite_step_skipped(result)
 
 
 def test_deepspeed_zero3_two_ranks_equal_one_process(tiny_model_dir, tmp_path, reference):
@@ -107,6 +119,7 @@ def test_deepspeed_zero3_two_ranks_equal_one_process(tiny_model_dir, tmp_path, r
     zero3 = ["actor.strategy=deepspeed", "actor.zero_stage=3"]
     result = _distributed(tiny_model_dir, tmp_path, OVERRIDES + SHARDED + zero3)
     _assert_same_training(result, reference)
+    _assert_non_finite_step_skipped(result)
 
 
 @pytest.mark.slow

@@ -33,8 +33,8 @@ def test_flash_attention_packing_equals_sdpa_padding(tiny_model_dir):
 
 
 def _one_rank(rank, world_size, model_dir, overrides, out):
-    from rexthinker_rl.distributed import split_mini_batches
-    from rexthinker_rl.sharded import make_policy
+    from rexthinker_rl.batch import split_mini_batches
+    from rexthinker_rl.policy import make_policy
 
     config = load_config(None, overrides)
     policy = make_policy(config, model_dir, True, 4, rank=rank, world_size=world_size)
@@ -48,7 +48,7 @@ def _one_rank(rank, world_size, model_dir, overrides, out):
 def test_fsdp2_bf16_mixed_precision_with_cpu_offload_trains(tiny_model_dir, tmp_path, monkeypatch):
     import torch.distributed as dist
 
-    from rexthinker_rl.distributed import free_port, init_process_group
+    from rexthinker_rl.runtime.process_group import free_port, init_process_group
 
     overrides = [o for o in OVERRIDES if o not in ("trainer.device=cpu", "model.dtype=float32")]
     overrides += ["trainer.device=cuda", "model.dtype=bfloat16", "actor.strategy=fsdp2", "trainer.n_gpus_per_node=1"]
@@ -68,14 +68,14 @@ def test_colocated_rank_sleeps_wakes_and_syncs_weights(tiny_model_dir, monkeypat
     pytest.importorskip("vllm")
     import torch.distributed as dist
 
-    from rexthinker_rl.colocate import HybridWorker
-    from rexthinker_rl.distributed import free_port
     from rexthinker_rl.rollout.base import RolloutPrompt, SamplingSpec
+    from rexthinker_rl.runtime.process_group import free_port
+    from rexthinker_rl.runtime.workers import ActorWorker
 
     overrides = GPU + ["actor.strategy=fsdp2", "trainer.n_gpus_per_node=1", "rollout.tensor_parallel_size=1"]
     overrides += ["rollout.gpu_memory_utilization=0.3", "rollout.enforce_eager=true", "algorithm.kl_mode=none"]
     monkeypatch.setenv("LOCAL_RANK", "0")
-    worker = HybridWorker(load_config(None, overrides), str(tiny_model_dir), 4, 0, 1)
+    worker = ActorWorker(load_config(None, overrides), str(tiny_model_dir), 4, 0, 1, colocated=True)
     try:
         worker.setup("127.0.0.1", free_port())
         from PIL import Image

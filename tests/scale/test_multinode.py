@@ -50,6 +50,7 @@ def test_fsdp2_ranks_on_two_nodes_complete_a_grpo_step(two_node_cluster, tiny_mo
             "data.rollout_batch_size=2",
             "actor.global_batch_size=2",
             "actor.strategy=fsdp2",
+            "rollout.placement=separate",  # ranks across nodes, weights over Ray to the rollout worker
             "actor.lr=1e-3",
             "rollout.engine=hf",  # transformers generate: no vLLM start-up in this test
             "rollout.n=4",
@@ -67,9 +68,9 @@ def test_fsdp2_ranks_on_two_nodes_complete_a_grpo_step(two_node_cluster, tiny_mo
     trainer = GRPOTrainer(config)
     try:
         trainer.fit()
-        nodes = ray.get(trainer.workers.actor.node_ids.remote())
+        nodes = trainer.runtime.actor.node_ids()
     finally:
-        trainer.workers = None  # the fixture shuts Ray and both nodes down
+        trainer.shutdown()  # the workers; the fixture shuts Ray and both nodes down
     assert len(nodes) == 2 and len(set(nodes)) == 2, nodes  # one rank on each node
     assert set(nodes) == {node["NodeID"] for node in ray.nodes() if node["Alive"]}
     record = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])

@@ -66,7 +66,8 @@ def finished_run(qwen7b_shaped_dir, synthetic_data_dir, tmp_path_factory):
     config = load_config(None, _overrides(qwen7b_shaped_dir, synthetic_data_dir, run_dir))
     trainer = GRPOTrainer(config)
     trainer.fit()
-    ray.kill(trainer.workers.actor)  # training is over: free its memory for the checks below
+    for handle in trainer.runtime.actor.handles:  # training is over: free its memory for the checks below
+        ray.kill(handle)
     yield trainer, run_dir, config
     trainer.shutdown()
 
@@ -88,11 +89,9 @@ def test_grpo_step_trains_the_adapters_only(finished_run, qwen7b_shaped_dir):
 def test_rollout_engine_after_sync_generates_like_transformers(finished_run):
     """fp32 greedy decoding: vLLM (weights streamed from the actor after the update) equals transformers reading the
     run's final folder (the merged weights), token for token."""
-    import ray
-
     trainer, run_dir, config = finished_run
     prompts, greedy = _prompts(run_dir / "final"), SamplingSpec(n=1, temperature=0.0, max_tokens=8)
-    engine = ray.get(trainer.workers.rollout.generate.remote(prompts, greedy))
+    engine = trainer.runtime.generate(prompts, greedy)
     reference = HFEngine(config, str(run_dir / "final")).generate(prompts, greedy)
     assert [r.response_ids for r in engine] == [r.response_ids for r in reference]
     for ours, theirs in zip(engine, reference, strict=True):

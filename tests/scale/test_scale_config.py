@@ -4,10 +4,11 @@ the derived world size, prompt slicing across engines, and train-state merging a
 import pytest
 import torch
 
-from rexthinker_rl.colocate import merge_results, prompt_slices
+from rexthinker_rl.backends import combine_train_states
 from rexthinker_rl.config import ConfigError, load_config
+from rexthinker_rl.lora import merge_lora_weights
 from rexthinker_rl.rollout.base import RolloutResult
-from rexthinker_rl.sharded import combine_train_states, merge_lora_weights
+from rexthinker_rl.runtime.base import merge_results, prompt_slices
 
 
 @pytest.mark.parametrize(
@@ -28,9 +29,9 @@ def test_unsupported_combinations_name_the_key(overrides, message):
 
 
 def test_actor_world_size():
-    assert load_config(None, ["actor.strategy=torch"]).derived["actor_world_size"] == 1
+    assert load_config(None, ["actor.strategy=torch"]).derived.actor_world_size == 1
     config = load_config(None, ["actor.strategy=fsdp2", "trainer.nnodes=2", "trainer.n_gpus_per_node=8"])
-    assert config.derived["actor_world_size"] == 16
+    assert config.derived.actor_world_size == 16
     load_config(None, ["actor.strategy=fsdp2", "model.lora.rank=8"])  # LoRA composes with FSDP2
 
 

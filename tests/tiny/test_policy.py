@@ -1,5 +1,7 @@
 """The actor's log-probs and update on the tiny model: exact micro-batching, frozen vision tower, non-finite guard."""
 
+import math
+
 import pytest
 import torch
 from PIL import Image
@@ -97,15 +99,23 @@ def test_logprobs_do_not_depend_on_batch_composition(tiny_model_dir):
 
 
 def test_non_finite_gradients_are_skipped_then_abort(tiny_model_dir):
+    """The torch backend's side of the contract the sharded backends meet too (tests/scale/test_backends.py): after a
+    normal step, a NaN gradient is skipped and counted with weights, optimizer moments and schedule untouched; the
+    second in a row aborts."""
     config = load_config(None, BASE + ["actor.max_consecutive_nonfinite=2"])
     policy = Policy(config, str(tiny_model_dir), trainable=True, total_updates=4)
     batch = _batch(tiny_model_dir)
     batch.old_logprobs = policy.compute_logprobs(batch)
+    assert policy.update(batch)["actor/skipped_updates"] == 0.0  # optimizer moments exist now
     batch.advantages = torch.full_like(batch.advantages, float("nan"))
     before = {n: p.detach().clone() for n, p in policy.model.named_parameters()}
+    state = policy.train_state()
+    moments = {k: v.clone() for k, v in state["optimizer"]["state"][0].items()}
     metrics = policy.update(batch)
-    assert metrics["actor/skipped_updates"] == 1.0
+    assert metrics["actor/skipped_updates"] == 1.0 and math.isnan(metrics["actor/grad_norm"])
     assert all(torch.equal(before[n], p) for n, p in policy.model.named_parameters())
+    assert all(torch.equal(moments[k], v) for k, v in policy.train_state()["optimizer"]["state"][0].items())
+    assert policy.train_state()["scheduler"] == state["scheduler"]
     with pytest.raises(NonFiniteUpdateError, match="2 consecutive updates"):
         policy.update(batch)
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rexthinker_rl import algorithms as alg
-from rexthinker_rl.config import LOSS_AGG_MODES
+from rexthinker_rl.config import ConfigError, load_config
 
 torch.set_num_threads(1)
 
@@ -171,7 +171,7 @@ def ppo_batch(cases=PPO_CASES):
 
 def test_ppo_clip_per_token_values_gradients_and_flags():
     logprobs, old_logprobs, advantages, mask = ppo_batch()
-    token_loss = alg.ppo_clip_loss(logprobs, old_logprobs, advantages, mask, 0.2, 0.3, 3.0)
+    token_loss = alg.ppo_clip_loss(logprobs, old_logprobs, advantages, mask, alg.Clip(0.2, 0.3, 3.0))
     torch.testing.assert_close(token_loss.loss[:, 0], t([case[2] for case in PPO_CASES]))
     assert token_loss.clipped[:, 0].tolist() == [case[3] for case in PPO_CASES]
     assert token_loss.dual_clipped[:, 0].tolist() == [case[4] for case in PPO_CASES]
@@ -182,9 +182,34 @@ def test_ppo_clip_per_token_values_gradients_and_flags():
     torch.testing.assert_close(logprobs.grad[:, 0], t(expected_grad))
 
 
-def test_compute_policy_loss_ppo_clip_token_mean_and_metrics():
+def policy_loss(name, logprobs, old_logprobs, advantages, mask, loss_agg_mode="token-mean", **kwargs):
+    """``grpo_loss`` with only its policy term (no entropy, no KL): (loss, metrics)."""
+    clip = alg.Clip(kwargs.pop("clip_low", 0.2), kwargs.pop("clip_high", 0.3), kwargs.pop("clip_ratio_c", 3.0))
+    spec = alg.LossSpec(policy_loss=name, clip=clip, agg_mode=loss_agg_mode)
+    out = alg.grpo_loss(spec, logprobs, old_logprobs, advantages, mask, alg.Normalisers(**kwargs))
+    assert out.entropy is None and out.kl is None and out.total is out.policy
+    return out.total, out.metrics
+
+
+def test_grpo_loss_adds_entropy_bonus_and_kl_penalty_by_hand():
+    """On policy (ratio 1) with A = [1, -2] over 3 + 1 tokens: policy term -(1 * 3 - 2 * 1) / 4; the entropy and k1
+    KL terms are token means too, weighted by their coefficients."""
+    logprobs = t([[-1.0, -2.0, -3.0], [-0.5, 0.0, 0.0]]).requires_grad_()
+    mask, advantages = t([[1, 1, 1], [1, 0, 0]]), t([1.0, -2.0])
+    entropy, ref = t([[1.0, 2.0, 3.0], [4.0, 9.0, 9.0]]), t([[-1.5, -2.0, -3.5], [-1.0, 7.0, 7.0]])
+    spec = alg.LossSpec(entropy_coef=0.1, kl_estimator="k1", kl_coef=0.5)
+    out = alg.grpo_loss(spec, logprobs, logprobs.detach(), advantages, mask, entropy=entropy, ref_logprobs=ref)
+    assert out.policy.item() == pytest.approx(-(3 - 2) / 4)
+    assert out.entropy.item() == pytest.approx(10 / 4)
+    assert out.kl.item() == pytest.approx((0.5 + 0.0 + 0.5 + 0.5) / 4)
+    assert out.total.item() == pytest.approx(-0.25 - 0.1 * 2.5 + 0.5 * 0.375)
+    no_kl = alg.grpo_loss(alg.LossSpec(kl_coef=0.0), logprobs, logprobs.detach(), advantages, mask, ref_logprobs=ref)
+    assert no_kl.kl is None and no_kl.total.item() == pytest.approx(-0.25)
+
+
+def test_grpo_loss_ppo_clip_token_mean_and_metrics():
     logprobs, old_logprobs, advantages, mask = ppo_batch()
-    loss, metrics = alg.compute_policy_loss("ppo_clip", logprobs, old_logprobs, advantages, mask)
+    loss, metrics = policy_loss("ppo_clip", logprobs, old_logprobs, advantages, mask)
     # (-1.1 - 1.3 - 0.5 + 0.8 + 1.2 + 2.0 + 3.0 - 2.6) / 8 = 1.5 / 8
     assert loss.item() == pytest.approx(0.1875, abs=1e-12)
     assert metrics["clipfrac"] == pytest.approx(3 / 8)
@@ -202,8 +227,8 @@ def test_clip_higher_is_asymmetric():
     # ratio 0.75 with A < 0 is clipped at the low side either way.
     logprobs = t([[math.log(1.25)], [math.log(0.75)]])
     zeros, advantages, mask = t([[0.0], [0.0]]), t([1.0, -1.0]), torch.ones(2, 1)
-    higher = alg.ppo_clip_loss(logprobs, zeros, advantages, mask, 0.2, 0.3, 3.0)
-    symmetric = alg.ppo_clip_loss(logprobs, zeros, advantages, mask, 0.2, 0.2, 3.0)
+    higher = alg.ppo_clip_loss(logprobs, zeros, advantages, mask, alg.Clip(0.2, 0.3, 3.0))
+    symmetric = alg.ppo_clip_loss(logprobs, zeros, advantages, mask, alg.Clip(0.2, 0.2, 3.0))
     torch.testing.assert_close(higher.loss[:, 0], t([-1.25, 0.8]))
     torch.testing.assert_close(symmetric.loss[:, 0], t([-1.2, 0.8]))
     assert higher.clipped[:, 0].tolist() == [False, True]
@@ -212,9 +237,9 @@ def test_clip_higher_is_asymmetric():
 
 def test_dual_clip_bound_is_configurable():
     logprobs, old_logprobs, advantages, mask = ppo_batch([(-2.0, 5.0, None, None, None)])
-    token_loss = alg.ppo_clip_loss(logprobs, old_logprobs, advantages, mask, 0.2, 0.3, 4.0)
+    token_loss = alg.ppo_clip_loss(logprobs, old_logprobs, advantages, mask, alg.Clip(0.2, 0.3, 4.0))
     assert token_loss.loss[0, 0].item() == pytest.approx(8.0)  # min(2 * 5, 4 * 2)
-    token_loss = alg.ppo_clip_loss(logprobs, old_logprobs, advantages, mask, 0.2, 0.3, 6.0)
+    token_loss = alg.ppo_clip_loss(logprobs, old_logprobs, advantages, mask, alg.Clip(0.2, 0.3, 6.0))
     assert token_loss.loss[0, 0].item() == pytest.approx(10.0) and not token_loss.dual_clipped.any()
 
 
@@ -236,7 +261,7 @@ def gspo_batch():
 
 def test_gspo_sequence_ratio_values_and_clipping():
     logprobs, old_logprobs, advantages, mask = gspo_batch()
-    token_loss = alg.gspo_loss(logprobs, old_logprobs, advantages, mask, 0.2, 0.3, 3.0)
+    token_loss = alg.gspo_loss(logprobs, old_logprobs, advantages, mask, alg.Clip(0.2, 0.3, 3.0))
     expected_rows = [-math.exp(0.2), -1.3, 0.8]  # -A * s_i, with s_i = exp(mean masked log-ratio), clipped
     for row, value in enumerate(expected_rows):
         torch.testing.assert_close(token_loss.loss[row][mask[row].bool()], t([value] * int(mask[row].sum())))
@@ -246,9 +271,7 @@ def test_gspo_sequence_ratio_values_and_clipping():
 
 def test_gspo_gradient_is_the_sequence_level_gradient():
     logprobs, old_logprobs, advantages, mask = gspo_batch()
-    loss, metrics = alg.compute_policy_loss(
-        "gspo", logprobs, old_logprobs, advantages, mask, loss_agg_mode="seq-mean-token-mean"
-    )
+    loss, metrics = policy_loss("gspo", logprobs, old_logprobs, advantages, mask, loss_agg_mode="seq-mean-token-mean")
     # Only row 0 is unclipped: J = -(1/3) * A_0 * s_0, d s_0 / d logp_t = s_0 / n_0 with n_0 = 2.
     assert loss.item() == pytest.approx((-math.exp(0.2) - 1.3 + 0.8) / 3)
     loss.backward()
@@ -264,7 +287,7 @@ def test_gspo_matches_autograd_of_the_sequence_objective_when_unclipped():
     logprobs = (old_logprobs + 0.05 * torch.randn(4, 5, dtype=torch.float64)).requires_grad_()
     mask = t([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 0]])
     advantages = t([0.5, -1.0, 2.0, -0.3])
-    loss, metrics = alg.compute_policy_loss(
+    loss, metrics = policy_loss(
         "gspo",
         logprobs,
         old_logprobs,
@@ -288,7 +311,7 @@ def test_gspo_and_ppo_agree_on_policy():
     mask, advantages = t([[1, 1, 1], [1, 1, 0]]), t([0.7, -1.2])
     grads = []
     for name in ["ppo_clip", "gspo"]:
-        loss, _ = alg.compute_policy_loss(name, logprobs, logprobs.detach(), advantages, mask)
+        loss, _ = policy_loss(name, logprobs, logprobs.detach(), advantages, mask)
         grads.append(torch.autograd.grad(loss, logprobs)[0])
         assert loss.item() == pytest.approx((-0.7 * 3 + 1.2 * 2) / 5)
     torch.testing.assert_close(grads[0], grads[1])
@@ -383,8 +406,13 @@ def test_aggregate_loss_of_an_empty_mask_is_zero(mode):
     assert alg.aggregate_loss(t(AGG_LOSS), torch.zeros(2, 3), mode).item() == 0.0
 
 
-def test_aggregation_registry_covers_the_config_names():
-    assert sorted(alg.LOSS_AGGREGATIONS) == sorted(LOSS_AGG_MODES) == sorted([*AGG_MODES, "micro-batch-token-mean"])
+def test_the_config_accepts_exactly_the_registered_aggregations():
+    """actor.loss_agg_mode's choices are LOSS_AGGREGATIONS' keys, not a list of their own."""
+    assert sorted(alg.LOSS_AGGREGATIONS) == sorted([*AGG_MODES, "micro-batch-token-mean"])
+    for mode in alg.LOSS_AGGREGATIONS:
+        assert load_config(None, [f"actor.loss_agg_mode={mode}"]).actor.loss_agg_mode == mode
+    with pytest.raises(ConfigError, match=r"actor.loss_agg_mode='token-sum' is invalid: expected token-mean \|"):
+        load_config(None, ["actor.loss_agg_mode=token-sum"])
 
 
 def test_micro_batch_token_mean_by_hand():
@@ -409,7 +437,7 @@ def test_micro_batch_token_mean_accumulates_like_easyr1():
     logprobs, old_logprobs, advantages, mask = accumulation_batch()
     ours = torch.zeros(())
     for rows in MICRO_BATCHES:
-        loss, _ = alg.compute_policy_loss(
+        loss, _ = policy_loss(
             "ppo_clip", logprobs[rows], old_logprobs[rows], advantages[rows], mask[rows],
             loss_agg_mode="micro-batch-token-mean", global_tokens=123, global_seqs=45, micro_batches=3,
         )  # fmt: skip
@@ -455,7 +483,7 @@ def per_token_objective(logprobs, old_logprobs, advantages, mask, rows, name):
         return lambda **kwargs: alg.aggregate_loss(
             torch.sin(3 * logprobs[rows]) * advantages[rows, None], mask[rows], **kwargs
         )
-    return lambda mode, **kwargs: alg.compute_policy_loss(
+    return lambda mode, **kwargs: policy_loss(
         name, logprobs[rows], old_logprobs[rows], advantages[rows], mask[rows], loss_agg_mode=mode, **kwargs
     )[0]
 
@@ -536,10 +564,10 @@ def test_masked_mean():
 def test_unknown_names_raise_and_list_the_valid_ones():
     logprobs, old_logprobs, advantages, mask = ppo_batch()
     with pytest.raises(ValueError, match="gspo, ppo_clip"):
-        alg.compute_policy_loss("ppo", logprobs, old_logprobs, advantages, mask)
+        policy_loss("ppo", logprobs, old_logprobs, advantages, mask)
     with pytest.raises(ValueError, match="abs, k1, k2, k3, low_var_kl, mse"):
         alg.kl_penalty("k4", logprobs, old_logprobs)
     with pytest.raises(ValueError, match="seq-mean-token-mean"):
         alg.aggregate_loss(logprobs, mask, "seq-sum")
     with pytest.raises(ValueError, match="loss aggregation mode 'seq-sum'"):
-        alg.compute_policy_loss("ppo_clip", logprobs, old_logprobs, advantages, mask, loss_agg_mode="seq-sum")
+        policy_loss("ppo_clip", logprobs, old_logprobs, advantages, mask, loss_agg_mode="seq-sum")

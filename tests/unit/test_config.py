@@ -22,7 +22,7 @@ def test_defaults_are_the_rex_thinker_recipe():
     assert (config.data.min_pixels, config.data.max_pixels) == (16 * 28 * 28, 1280 * 28 * 28)
     assert (config.rollout.tensor_parallel_size, config.rollout.gpu_memory_utilization) == (2, 0.6)
     assert (config.rollout.temperature, config.rollout.top_p) == (1.0, 0.99)
-    assert config.derived["sequences_per_step"] == 64 * 16
+    assert config.derived.sequences_per_step == 64 * 16
 
 
 def test_precedence_defaults_yaml_overrides(tmp_path):
@@ -107,9 +107,36 @@ def test_round_trip_through_yaml(tmp_path):
 @pytest.mark.parametrize("name", ["grpo_tiny.yaml", "grpo_refcocog.yaml"])
 def test_shipped_configs_load(name):
     config = load_config(CONFIGS / name)
-    assert config.derived["sequences_per_step"] == config.data.rollout_batch_size * config.rollout.n
+    assert config.derived.sequences_per_step == config.data.rollout_batch_size * config.rollout.n
 
 
 def test_valid_keys_cover_nested_sections():
     keys = valid_keys()
     assert "model.lora.rank" in keys and "actor.clip_ratio_dual" in keys and "sft.lr" in keys
+
+
+def test_derived_values_are_typed_and_follow_the_config():
+    """config.derived: a frozen record computed once (not a dict), from which the runtime and trainer read topology."""
+    import dataclasses
+
+    derived = load_config(None, ["trainer.device=cpu"]).derived
+    assert dataclasses.is_dataclass(derived) and derived.colocated and derived.sharded and not derived.on_gpu
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        derived.colocated = False
+    torch_run = load_config(None, ["actor.strategy=torch", "algorithm.kl_mode=none"]).derived
+    assert not torch_run.colocated and torch_run.actor_world_size == 1 and not torch_run.uses_reference
+    lora = load_config(None, ["model.lora.rank=8"]).derived
+    assert lora.uses_reference and not lora.needs_reference_policy  # the actor with adapters off
+    assert load_config(None, ["actor.ppo_epochs=2"]).derived.updates_per_step == 2
+    assert not load_config(None, ["actor.ppo_epochs=2"]).derived.on_policy
+    assert not load_config(None, ["algorithm.kl_mode=reward"]).derived.on_policy
+    assert load_config(None, ["rollout.placement=separate", "trainer.device=cpu"]).derived.colocated is False
+
+
+def test_colocated_tensor_parallelism_needs_cuda():
+    from rexthinker_rl.runtime import check_topology
+
+    with pytest.raises(ConfigError, match="rollout.tensor_parallel_size=2 with rollout.placement=colocate needs CUDA"):
+        check_topology(load_config(None, ["trainer.device=cpu"]))
+    check_topology(load_config(None, ["trainer.device=cpu", "rollout.tensor_parallel_size=1"]))
+    check_topology(load_config(None, ["trainer.device=cpu", "rollout.engine=hf"]))  # no vLLM groups to form

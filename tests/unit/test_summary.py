@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rexthinker_rl.trainer import describe_summary, summarize
+from rexthinker_rl.run_summary import describe_summary, summarize
 
 
 def _history(before: float, after: float) -> list[dict[str, float]]:

@@ -10,9 +10,14 @@ driver's node when it has room.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rexthinker_rl.config import Config
+import ray
+from ray.util.placement_group import placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+if TYPE_CHECKING:
+    from rexthinker_rl.config import Config
 
 CPU_SHARE_PER_RANK = 0.5  # on CPU: ranks, reference and rollout work in turn, so each reserves half a core
 CPUS_PER_GPU_RANK = 2  # on GPU: the rank's batch preparation and Ray bookkeeping
@@ -27,9 +32,7 @@ class RankSlot:
     bundle_index: int
     node_id: str
 
-    def scheduling(self):
-        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-
+    def scheduling(self) -> PlacementGroupSchedulingStrategy:
         return PlacementGroupSchedulingStrategy(
             placement_group=self.placement_group, placement_group_bundle_index=self.bundle_index
         )
@@ -41,8 +44,6 @@ def rank_bundle(on_gpu: bool) -> dict[str, float]:
 
 def pick_nodes(nnodes: int, per_node: dict[str, float]) -> list[str]:
     """Ids of ``nnodes`` alive nodes whose total resources fit ``per_node``, the driver's node first."""
-    import ray
-
     here = ray.get_runtime_context().get_node_id()
     fits = [
         node["NodeID"]
@@ -61,9 +62,6 @@ def pick_nodes(nnodes: int, per_node: dict[str, float]) -> list[str]:
 
 def actor_slots(config: Config, on_gpu: bool, name: str = "actor") -> list[RankSlot]:
     """One slot per data-parallel rank, node by node; waits until every group is placed."""
-    import ray
-    from ray.util.placement_group import placement_group
-
     per_node_count = config.trainer.n_gpus_per_node
     bundle = rank_bundle(on_gpu)
     per_node = {key: value * per_node_count for key, value in bundle.items()}
@@ -89,9 +87,6 @@ def actor_slots(config: Config, on_gpu: bool, name: str = "actor") -> list[RankS
 def rollout_slots(config: Config) -> list[RankSlot]:
     """GPUs of the rollout engines when ``rollout.placement=separate``: rollout.num_gpus, tensor-parallel groups
     kept within a node (one placement group per engine)."""
-    import ray
-    from ray.util.placement_group import placement_group
-
     tp = config.rollout.tensor_parallel_size
     groups = [
         placement_group([{"GPU": 1.0, "CPU": 1.0}] * tp, strategy="STRICT_PACK", name=f"rollout-{index}")

@@ -1,0 +1,195 @@
+"""What a valid configuration is, and the values that follow from it.
+
+:func:`check` is run by ``load_config`` (through ``Config.validate``): every range and choice rule, then the rules across
+sections. Choices come from the registries the code dispatches on (``algorithms``' dicts, ``rollout.ENGINES``,
+``backends.BACKENDS``, ``modeling.DTYPES``, the prompt presets), so a name is valid exactly when something runs it.
+:class:`Derived` holds the values computed from a config, once (``config.derived``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from rexthinker_rl import algorithms
+from rexthinker_rl.backends import BACKENDS
+from rexthinker_rl.errors import ConfigError
+from rexthinker_rl.modeling import ATTN_IMPLEMENTATIONS, DTYPES
+from rexthinker_rl.prompts import PresetError, preset_for
+from rexthinker_rl.rollout import ENGINES
+
+if TYPE_CHECKING:
+    from rexthinker_rl.config_schema import Config
+
+PLACEMENTS = ("colocate", "separate")  # read as Derived.colocated
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Values that follow from a config; computed once (``config.derived``), never set by hand."""
+
+    sequences_per_step: int  # rollout_batch_size x rollout.n
+    updates_per_step: int  # optimizer steps per GRPO step: mini-batches x ppo_epochs
+    sequences_per_update: int  # rows of one mini-batch: global_batch_size x rollout.n
+    max_total_length: int  # prompt + response tokens
+    sharded: bool  # actor.strategy is fsdp2 | deepspeed (ranks in a process group)
+    actor_world_size: int  # actor ranks: 1 for torch, nnodes x n_gpus_per_node when sharded
+    ranks_per_node: int  # actor ranks that share a node's cores (1 for torch)
+    on_gpu: bool  # CUDA asked for (or auto) and present where the controller runs
+    colocated: bool  # sharded with rollout.placement=colocate: actor, reference and engine in one process per rank
+    uses_reference: bool  # a KL term (loss or reward) against the initial policy
+    needs_reference_policy: bool  # uses_reference without LoRA (LoRA: the actor with its adapters off)
+    on_policy: bool  # one update per step and no KL in the reward: the old log-probs are the actor's own
+
+
+def derive(config: Config) -> Derived:
+    data, actor, algo, trainer = config.data, config.actor, config.algorithm, config.trainer
+    updates_per_step = data.rollout_batch_size // actor.global_batch_size * actor.ppo_epochs
+    sharded = actor.strategy != "torch"
+    uses_reference = algo.kl_mode != "none" and algo.kl_coef > 0
+    return Derived(
+        sequences_per_step=data.rollout_batch_size * config.rollout.n,
+        updates_per_step=updates_per_step,
+        sequences_per_update=actor.global_batch_size * config.rollout.n,
+        max_total_length=data.max_prompt_length + data.max_response_length,
+        sharded=sharded,
+        actor_world_size=trainer.nnodes * trainer.n_gpus_per_node if sharded else 1,
+        ranks_per_node=trainer.n_gpus_per_node if sharded else 1,
+        on_gpu=trainer.device != "cpu" and torch.cuda.is_available(),
+        colocated=sharded and config.rollout.placement == "colocate",
+        uses_reference=uses_reference,
+        needs_reference_policy=uses_reference and config.model.lora.rank == 0,
+        on_policy=updates_per_step == 1 and not (algo.kl_mode == "reward" and algo.kl_coef > 0),
+    )
+
+
+def _positive(value: Any) -> bool:
+    return value > 0
+
+
+def _one_of(choices: Iterable) -> tuple[Callable[[Any], bool], str]:
+    names = list(choices)
+    return (lambda value: value in names), " | ".join(str(name) for name in names)
+
+
+def _rule(key: str, choices: Iterable) -> tuple[str, Callable[[Any], bool], str]:
+    ok, expected = _one_of(choices)
+    return key, ok, expected
+
+
+_CHOICES: list[tuple[str, Callable[[Any], bool], str]] = [
+    _rule("model.dtype", DTYPES),
+    _rule("rollout.dtype", DTYPES),
+    _rule("model.attn_implementation", ATTN_IMPLEMENTATIONS),
+    _rule("rollout.engine", ENGINES),
+    _rule("rollout.placement", PLACEMENTS),
+    _rule("actor.strategy", BACKENDS),
+    _rule("actor.zero_stage", (2, 3)),
+    _rule("actor.lr_scheduler", ("constant", "cosine")),
+    _rule("actor.policy_loss", algorithms.POLICY_LOSSES),
+    _rule("actor.loss_agg_mode", algorithms.LOSS_AGGREGATIONS),
+    _rule("algorithm.adv_estimator", algorithms.ADVANTAGE_ESTIMATORS),
+    _rule("algorithm.kl_mode", ("loss", "reward", "none")),
+    _rule("algorithm.kl_estimator", algorithms.KL_ESTIMATORS),
+    _rule("trainer.device", ("auto", "cpu", "cuda")),
+]
+
+_RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("data.max_prompt_length", _positive, "a positive number of tokens"),
+    ("data.max_response_length", _positive, "a positive number of tokens"),
+    ("data.min_pixels", _positive, "a positive pixel count"),
+    ("data.rollout_batch_size", _positive, "a positive number of prompts"),
+    ("model.lora.rank", lambda v: v >= 0, "rank >= 0"),
+    ("rollout.n", _positive, "a positive group size (>= 2 for a learning signal)"),
+    ("rollout.temperature", lambda v: v >= 0, "temperature >= 0"),
+    ("rollout.top_p", lambda v: 0 < v <= 1, "0 < top_p <= 1"),
+    ("rollout.gpu_memory_utilization", lambda v: 0 < v <= 1, "a share in (0, 1]"),
+    ("rollout.tensor_parallel_size", _positive, "a positive integer"),
+    ("rollout.mm_processor_cache_gb", lambda v: v >= 0, "a size in GiB >= 0 (0: no cache)"),
+    ("rollout.num_gpus", lambda v: v >= 0, "a GPU count >= 0"),
+    ("actor.global_batch_size", _positive, "a positive number of prompts"),
+    ("actor.max_tokens_per_micro_batch", lambda v: v >= 0, "0 (off) or a positive token budget"),
+    ("actor.logprob_chunk_tokens", lambda v: v >= 0, "0 (all logits at once) or a positive number of tokens"),
+    ("actor.micro_batch_size_per_device_for_update", _positive, "a positive integer"),
+    ("actor.micro_batch_size_per_device_for_experience", _positive, "a positive integer"),
+    ("actor.lr", lambda v: 0 < v < 1, "0 < lr < 1"),
+    ("actor.weight_decay", lambda v: v >= 0, "weight_decay >= 0"),
+    ("actor.lr_warmup_ratio", lambda v: 0 <= v < 1, "0 <= ratio < 1"),
+    ("actor.max_grad_norm", _positive, "a positive norm"),
+    ("actor.clip_ratio_low", lambda v: 0 <= v < 1, "0 <= clip_ratio_low < 1"),
+    ("actor.clip_ratio_high", lambda v: v >= 0, "clip_ratio_high >= 0"),
+    ("actor.clip_ratio_dual", lambda v: v > 1, "a dual-clip bound > 1"),
+    ("algorithm.kl_coef", lambda v: v >= 0, "kl_coef >= 0"),
+    ("trainer.nnodes", _positive, "a positive number of nodes"),
+    ("trainer.n_gpus_per_node", _positive, "a positive number of GPUs (CPU: processes) per node"),
+    ("trainer.total_epochs", _positive, "a positive number of epochs"),
+    ("trainer.total_steps", lambda v: v == -1 or v > 0, "-1 (total_epochs x batches per epoch) or a positive count"),
+    ("trainer.resume", lambda v: bool(v), "auto | none | a checkpoint path"),
+    ("sft.epochs", lambda v: v >= 0, "epochs >= 0"),
+    ("sft.lr", lambda v: 0 < v < 1, "0 < lr < 1"),
+    ("sft.batch_size", _positive, "a positive integer"),
+    ("checkpoint.save_limit", lambda v: v == -1 or v > 0, "-1 or a positive count"),
+]
+
+
+def _get(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def check(config: Config) -> None:
+    """Raise :class:`ConfigError` naming the key and what would be right, for the first rule ``config`` breaks."""
+    for key, ok, expected in [*_CHOICES, *_RANGES]:
+        value = _get(config, key)
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r} is invalid: expected {expected}")
+    data, actor = config.data, config.actor
+    if data.rollout_batch_size % actor.global_batch_size:
+        raise ConfigError(
+            f"data.rollout_batch_size={data.rollout_batch_size} must be a multiple of "
+            f"actor.global_batch_size={actor.global_batch_size}"
+        )
+    if data.min_pixels > data.max_pixels:
+        raise ConfigError(f"data.min_pixels={data.min_pixels} exceeds data.max_pixels={data.max_pixels}")
+    try:
+        preset_for(data)
+    except (PresetError, FileNotFoundError) as err:
+        raise ConfigError(f"data.prompt_preset={data.prompt_preset!r}: {err}") from None
+    _check_reward(config)
+    if config.model.lora.rank > 0 and actor.strategy == "deepspeed":
+        raise ConfigError(
+            f"model.lora.rank={config.model.lora.rank} with actor.strategy=deepspeed is not supported: "
+            "use actor.strategy=fsdp2 (or torch) for LoRA, or model.lora.rank=0"
+        )
+    _check_placement(config)
+
+
+def _check_reward(config: Config) -> None:
+    """One reward, by a stated rule: reward.function, when set, replaces the default components (which are then
+    cleared, so the saved config says what is scored); a function together with other components is an error."""
+    reward = config.reward
+    defaults = type(reward)().components  # the schema's default components (rewards.composite.DEFAULT_COMPONENTS)
+    if reward.function and reward.components and reward.components != defaults:
+        raise ConfigError(
+            f"reward.function={reward.function} and reward.components are both set: choose one (a single "
+            "function, or weighted components; put the function in a component to combine it)"
+        )
+    if reward.function:
+        reward.components = []
+    if not reward.function and not reward.components:
+        raise ConfigError("reward: set reward.function or reward.components")
+
+
+def _check_placement(config: Config) -> None:
+    rollout, tp = config.rollout, config.rollout.tensor_parallel_size
+    # On CPU a separate rollout is one worker process: rollout.num_gpus applies to GPU runs only.
+    gpus_apply = config.trainer.device != "cpu"
+    if rollout.placement == "separate" and gpus_apply and (rollout.num_gpus <= 0 or rollout.num_gpus % tp):
+        raise ConfigError(
+            f"rollout.num_gpus={rollout.num_gpus} must be a positive multiple of "
+            f"rollout.tensor_parallel_size={tp} with rollout.placement=separate"
+        )

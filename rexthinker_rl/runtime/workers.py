@@ -1,0 +1,157 @@
+"""The processes of a run: plain Python classes with verb-named methods, run as Ray actors by the runtimes.
+
+- :class:`ActorWorker`: one actor rank, or the only actor process (``actor.strategy=torch``): its policy (a shard of
+  it when sharded) and, colocated, also the reference's shard and a rollout engine that loads the actor's weights in
+  this process.
+- :class:`ReferenceWorker`: a frozen copy of the initial policy, for the KL term (separate placement).
+- :class:`RolloutWorker`: a generation engine in a process of its own (separate placement).
+
+Each reports its own Ray actor id (``actor_id``), so the runtime can name a worker that dies without reading Ray's
+private handle fields. Usable without Ray (the methods are plain), as the GPU tests do.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import ray
+import torch
+
+from rexthinker_rl.modeling import DTYPES, compute_device, save_hf_folder
+from rexthinker_rl.policy import Policy, make_policy
+from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec, make_engine
+from rexthinker_rl.runtime.process_group import free_port, init_process_group, node_ip
+from rexthinker_rl.utils import release_free_heap
+
+if TYPE_CHECKING:
+    from rexthinker_rl.batch import SequenceBatch
+    from rexthinker_rl.config import Config
+
+
+def _use_cores(config: Config, share: int = 1) -> None:
+    """On CPU, torch threads for this process: every core (phases run one after another), or 1/share of them for the
+    ranks of a node, which compute at the same time."""
+    if compute_device(config) == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // share))
+
+
+class _Identified:
+    def actor_id(self) -> str:
+        """This process's Ray actor id (hex), as Ray's errors name it: how a runtime tells its workers apart."""
+        return ray.get_runtime_context().get_actor_id()
+
+
+class ActorWorker(_Identified):
+    """One actor rank; every verb is collective across ranks (the runtime calls it on all of them at once)."""
+
+    def __init__(
+        self,
+        config: Config,
+        model_path: str,
+        total_updates: int,
+        rank: int = 0,
+        world_size: int = 1,
+        colocated: bool = False,
+    ) -> None:
+        _use_cores(config, config.derived.ranks_per_node)
+        self.config, self.model_path, self.total_updates = config, model_path, total_updates
+        self.rank, self.world_size, self.colocated = rank, world_size, colocated
+        self.policy: Policy | None = None
+        self.reference: Policy | None = None
+        self.engine = None
+
+    def address(self) -> tuple[str, int]:
+        """Where rank 0 hosts the process-group rendezvous: this node's address and a free port."""
+        return node_ip(), free_port()
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def setup(self, master_addr: str, master_port: int) -> None:
+        """Join the process group (sharded), build the policy shard; colocated, also the reference shard and the
+        engine, built after the group: vLLM's ``external_launcher`` reuses the ranks' group instead of making one."""
+        config = self.config
+        if config.derived.sharded:
+            init_process_group(self.rank, self.world_size, master_addr, master_port, compute_device(config))
+        self.policy = make_policy(config, self.model_path, True, self.total_updates, self.rank, self.world_size)
+        if not self.colocated:
+            return
+        if config.derived.needs_reference_policy:
+            self.reference = make_policy(config, self.model_path, False, 1, self.rank, self.world_size)
+        self.engine = make_engine(config, self.model_path, colocated=True)
+        self.engine.sleep()  # the actor trains first
+
+    # ------------------------------------------------------------------ the policy's verbs
+    def compute_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
+        return self.policy.compute_logprobs(batch)
+
+    def compute_ref_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
+        """The reference shard's log-probs; under LoRA the policy's with adapters off (no second copy)."""
+        if self.reference is not None:
+            return self.reference.compute_logprobs(batch)
+        return self.policy.compute_ref_logprobs(batch)
+
+    def update(self, mini_batches: list[SequenceBatch]) -> dict[str, float]:
+        return self.policy.update_mini_batches(mini_batches)
+
+    def get_weights(self) -> dict[str, torch.Tensor]:
+        """Merged, Hugging Face-named weights: what a rollout engine loads (rank 0; {} on the other ranks). Under LoRA
+        only the adapted weights: nothing else changes."""
+        return self.policy.sync_state_dict()
+
+    def get_checkpoint_weights(self) -> dict[str, torch.Tensor]:
+        return self.policy.checkpoint_state()
+
+    def get_train_state(self) -> dict[str, Any]:
+        return self.policy.train_state()
+
+    def load_train_state(self, weights: dict[str, torch.Tensor], train_state: dict[str, Any] | None) -> None:
+        self.policy.load(weights, train_state)
+
+    def save_pretrained(self, folder: str, processor) -> None:
+        model = self.policy.hf_model()  # collective when sharded: a model on rank 0 only
+        if model is not None:  # the run's own final/ (checked before Ray started to be a model folder, if present)
+            save_hf_folder(model, processor, folder, overwrite=True, key="final/")
+
+    # ------------------------------------------------------------------ the colocated engine's verbs
+    def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
+        self.engine.wake()
+        try:
+            return self.engine.generate(prompts, sampling) if prompts else []
+        finally:
+            self.engine.sleep()
+            release_free_heap()
+
+    def sync_weights(self) -> None:
+        """Every rank gathers each full tensor in turn (a collective) and streams it into its own engine, which keeps
+        its tensor-parallel slice: nothing crosses Ray."""
+        self.engine.load_weights(self.policy.stream_weights(DTYPES[self.config.rollout.dtype]))
+        self.engine.sleep()
+
+
+class ReferenceWorker(_Identified):
+    """A frozen copy of the initial policy, for the KL term."""
+
+    def __init__(self, config: Config, model_path: str) -> None:
+        _use_cores(config)
+        self.policy = Policy(config, model_path, trainable=False)
+
+    def compute_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
+        return self.policy.compute_logprobs(batch)
+
+
+class RolloutWorker(_Identified):
+    """The generation engine (vLLM or transformers) in a process of its own."""
+
+    def __init__(self, config: Config, model_path: str) -> None:
+        _use_cores(config)
+        self.engine = make_engine(config, model_path)
+
+    def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
+        results = self.engine.generate(prompts, sampling)
+        release_free_heap()  # else the worker's memory creeps up with every batch (README "Scaling")
+        return results
+
+    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        self.engine.load_weights(weights.items())
