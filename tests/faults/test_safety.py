@@ -5,8 +5,10 @@
 - Checkpoint ``.pt`` files are read with ``weights_only=True``: a crafted pickle (with a manifest that matches it) is
   refused with a clear error and its payload never runs. Weights travel as safetensors; no bare ``torch.load`` or
   ``pickle.load`` exists in the framework.
-- The demo binds 127.0.0.1 unless told otherwise (checked on the live socket).
-- A wandb key in the environment reaches none of the files a run writes (config, metrics, checkpoint, plots).
+- The demo binds 127.0.0.1 unless told otherwise (checked on the live socket); so does a local training run (its live
+  sockets, sampled while it runs; expected to fail until Ray is bound to loopback, issue #20).
+- A secret that a real run reads (from the environment, from ``${oc.env:...}`` in its config, in a reward's keyword
+  arguments) reaches none of the files it or Ray writes, its console output included.
 """
 
 from __future__ import annotations
