@@ -21,7 +21,6 @@ from typing import Any
 
 import yaml
 
-from rexthinker_rl import config as config_module
 from rexthinker_rl.config import Config
 from rexthinker_rl.utils import atomic_write_text
 
@@ -116,7 +115,7 @@ def _nested_dataclass(annotation: Any) -> tuple[type | None, bool]:
 
 def _tables(cls: type, prefix: str, title: str) -> list[str]:
     """Markdown for one dataclass: its table, then a table per nested dataclass (``model.lora``, list entries)."""
-    hints = typing.get_type_hints(cls, vars(config_module))
+    hints = typing.get_type_hints(cls)  # resolved in the module that defines the class
     docs = field_docs(cls)
     lines = [f"## `{title}`", ""]
     if _class_doc(cls):
@@ -146,7 +145,7 @@ def _tables(cls: type, prefix: str, title: str) -> list[str]:
 
 def render() -> str:
     """The whole page, from the dataclasses as they are now."""
-    hints = typing.get_type_hints(Config, vars(config_module))
+    hints = typing.get_type_hints(Config)
     lines = [INTRO]
     sections = [spec for spec in dataclasses.fields(Config) if spec.name not in NOT_SETTABLE]
     lines.append("Sections: " + ", ".join(f"[`{spec.name}`](#{anchor(spec.name)})" for spec in sections) + ".")
@@ -158,8 +157,9 @@ def render() -> str:
                 f"Config.{spec.name} is not a section dataclass; add it to NOT_SETTABLE if it is computed"
             )
         lines += _tables(section_cls, f"{spec.name}.", spec.name)
-    computed = ", ".join(f"`{name}`" for name in NOT_SETTABLE)
-    lines.append(f"{computed}: computed once by `Config.validate()` from the keys above; not settable.")
+    computed = [f"`{spec.name}`" for spec in dataclasses.fields(Config) if spec.name in NOT_SETTABLE]
+    if computed:
+        lines.append(f"{', '.join(computed)}: computed once by `Config.validate()` from the keys above; not settable.")
     return "\n".join(lines).rstrip() + "\n"
 
 
