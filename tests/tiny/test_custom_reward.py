@@ -104,4 +104,4 @@ def test_the_readme_shows_the_tested_code():
     code = EXAMPLE.read_text(encoding="utf-8").split('"""\n', 1)[1].strip()  # the file after its docstring
     blocks = [block.strip() for block in re.findall(r"```python\n(.*?)```", readme, re.DOTALL)]
     assert code in blocks, "README.md's custom reward block differs from examples/custom_reward.py"
-    assert len(code.splitlines()) <= 12
+    assert len([line for line in code.splitlines() if line.strip()]) <= 12  # "in ten lines", imports included
