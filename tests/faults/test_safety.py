@@ -288,6 +288,7 @@ def secret_run(tiny_model_dir, synthetic_data_dir, tmp_path_factory):
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_the_run_used_the_custom_reward_and_the_secret(secret_run):
     status, run_dir, log, _, _ = secret_run
     assert status == 0, log.read_text()[-3000:]
@@ -296,6 +297,7 @@ def test_the_run_used_the_custom_reward_and_the_secret(secret_run):
     assert step["reward/judge/key_seen"] == 1.0  # the secret reached the reward task: the code really read it
 
 
+@pytest.mark.slow
 def test_no_secret_reaches_any_file_of_a_real_run(secret_run):
     _, run_dir, _, _, written = secret_run
     names = {p.name for p in written}
@@ -307,6 +309,7 @@ def test_no_secret_reaches_any_file_of_a_real_run(secret_run):
     assert "<redacted" in (run_dir / "config.yaml").read_text()  # where it was, a placeholder is
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
     reason="Ray's services listen on all interfaces (docs/reliability.md, limits); issue #20 binds local clusters to "
