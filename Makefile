@@ -3,7 +3,6 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-export RAY_AUTH_MODE ?= disabled
 
 DEMO_PACKAGES := gradio gradio_client playwright
 

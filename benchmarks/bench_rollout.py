@@ -33,9 +33,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--out", default="")
     args = parser.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("RAY_worker_niceness", "0")  # same priority as the standalone engine in this process
     import ray
     from vllm import SamplingParams
 
@@ -43,6 +41,7 @@ def main() -> None:
     from rexthinker_rl.config import load_config
     from rexthinker_rl.data import RLDataset
     from rexthinker_rl.modeling import load_processor
+    from rexthinker_rl.ray_cluster import start_ray, stop_ray
     from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec
     from rexthinker_rl.rollout.vllm_engine import VLLMEngine
     from rexthinker_rl.workers import ActorWorker, RolloutWorker, worker_env
@@ -73,7 +72,8 @@ def main() -> None:
         prompts = [RolloutPrompt(dataset[i].prompt_text, dataset[i].image) for i in range(len(dataset))]
         sampling = SamplingSpec(n=args.n, temperature=1.0, max_tokens=args.max_tokens, seed=1234)
 
-        ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": worker_env(tmp)})
+        # The trainer's own start-up (token auth, loopback, workers at the driver's priority like the standalone engine).
+        ray_switch = start_ray("", worker_env(tmp), 2, 300 * 2**20)
         actor = ray.remote(ActorWorker).options(num_cpus=0.5).remote(config, model_dir, 10)
         rollout = ray.remote(RolloutWorker).options(num_cpus=0.5).remote(config, model_dir)
         standalone = VLLMEngine(config, model_dir)
@@ -101,7 +101,7 @@ def main() -> None:
                 start = time.perf_counter()
                 tokens[name] = run()
                 times[name].append(time.perf_counter() - start)
-        ray.shutdown()
+        stop_ray(ray_switch)
 
     rows = {
         name: {

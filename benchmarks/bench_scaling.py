@@ -223,7 +223,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         args.name = args.child
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         # A fresh local Ray: ray.init() without an address would join a cluster someone started with `ray start`.
         os.environ.setdefault("RAY_ADDRESS", "local")

@@ -245,7 +245,6 @@ def run_trl(args: argparse.Namespace, model_dir: str, train_file: str, run_dir: 
 def run_side(args: argparse.Namespace) -> None:
     """Child process: one side, its per-step figures written as JSON to ``--result``."""
     work = Path(args.workdir)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     # A fresh local Ray: ray.init() without an address would join a cluster someone started with `ray start`.

@@ -13,7 +13,6 @@ BIN=${BIN:-.venv/bin}
 OUT=${OUT:-runs/gpu_smoke}
 STEPS=${STEPS:-3}
 QWEN_VL_PATH=${QWEN_VL_PATH:-/models/Qwen2.5-VL-3B-Instruct}
-export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}
 
 "$BIN/python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device: this smoke run needs one GPU')"
 mkdir -p "$OUT"
@@ -28,8 +27,10 @@ ONE_GPU=(
     data.val_files= trainer.resume=none
 )
 
+STAMP=$(date +%Y%m%d-%H%M%S)  # a run folder per invocation: trainer.resume=none never trains over an earlier run
+
 run() {  # run NAME MODEL_PATH [overrides...]
-    local name=$1 model=$2
+    local name=$1-$STAMP model=$2
     shift 2
     "$BIN/rexthinker-train" --config configs/grpo_refcocog.yaml model.path="$model" \
         trainer.output_dir="$OUT/$name" "${ONE_GPU[@]}" "$@"

@@ -3,8 +3,11 @@
 ``synth`` (synthetic shapes set), ``validate`` (check a training set), ``repair`` (fix a training set's GT-not-in-hints
 rows), ``show-prompt`` (the chat text a prompt preset gives the model), and the preparation path for real data:
 ``from-refcoco`` (RefCOCO-family files -> interchange JSON), ``add-candidates`` (detector box hints + GT-in-hints
-repair), ``convert`` (interchange JSON -> training parquet) and ``humanref-cot`` (HumanRef-CoT TSV files -> training
-parquet and pictures).
+repair), ``convert`` (interchange JSON -> training parquet), ``cot`` (templated chain-of-thought SFT targets) and
+``humanref-cot`` (HumanRef-CoT TSV files -> training parquet and pictures).
+
+No command replaces an existing output without ``--overwrite``, and none ever replaces one of its inputs or a folder
+holding anything but its own kind of output (``rexthinker_rl.outputs``).
 
 Bad input (a missing file, a malformed dataset, an impossible argument) prints one ``error:`` line and exits 2;
 ``validate`` exits 1 when any row is bad, and ``add-candidates`` / ``convert`` exit 1 when bad records stopped them
@@ -14,12 +17,14 @@ Bad input (a missing file, a malformed dataset, an impossible argument) prints o
 from __future__ import annotations
 
 import argparse
+import functools
 import pickle
 import sys
 from pathlib import Path
 
 from rexthinker_rl.config import DataConfig
 from rexthinker_rl.data import DataError
+from rexthinker_rl.outputs import check_new_file, check_new_folder, folder_holds_only
 
 _DEFAULT_SIZE = 112
 _MAX_ERROR_LINES = 20  # more go to the JSON report only
@@ -28,6 +33,8 @@ _MAX_ERROR_LINES = 20  # more go to the JSON report only
 def _synth(args: argparse.Namespace) -> int:
     from data_tools.synthetic import make_synthetic_dataset
 
+    for split in ("train", "val"):
+        check_new_file(Path(args.out) / f"{split}.parquet", args.overwrite)
     paths = make_synthetic_dataset(
         args.out,
         num_train=args.num_train,
@@ -56,9 +63,12 @@ def _validate(args: argparse.Namespace) -> int:
         image_key=args.image_key,
         prompt_key=args.prompt_key,
         answer_key=args.answer_key,
+        apply_exif=not args.ignore_exif,
     )
     for problem in report.problems:
         print(problem.line())
+    if report.note:
+        print(report.note)
     print(report.summary())
     return 0 if report.ok else 1
 
@@ -66,6 +76,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _from_refcoco(args: argparse.Namespace) -> int:
     from data_tools.refcoco import from_refcoco
 
+    check_new_file(args.out, args.overwrite, inputs=[args.refs, args.instances])
     report = from_refcoco(
         args.refs,
         args.instances,
@@ -95,6 +106,7 @@ def _add_candidates(args: argparse.Namespace) -> int:
     from data_tools.candidates import add_candidates
     from data_tools.detectors import load_detector, parse_detector_args
 
+    check_new_file(args.out, args.overwrite, inputs=[args.anno])
     report = add_candidates(
         args.anno,
         args.image_root,
@@ -128,9 +140,16 @@ def _convert(args: argparse.Namespace) -> int:
         embed_images=not args.no_embed_images,
         prompt_preset=args.prompt_preset,
         box_rounding=args.box_rounding or preset.box_rounding,
+        apply_exif=not args.ignore_exif,
     )
     report = convert_file(
-        args.anno, args.out, options, on_error=args.on_error, num_proc=args.num_proc, shard_size=args.shard_size
+        args.anno,
+        args.out,
+        options,
+        on_error=args.on_error,
+        num_proc=args.num_proc,
+        shard_size=args.shard_size,
+        overwrite=args.overwrite,
     )
     _print_errors(report.error_lines(), args.out)
     print(report.summary())
@@ -184,6 +203,12 @@ def _humanref_cot(args: argparse.Namespace) -> int:
 
     if not args.out and not args.vis_dir:
         raise ValueError("humanref-cot: give --out (convert to parquet) and/or --vis-dir (draw samples)")
+    inputs = [args.images_tsv, args.annotations_tsv, args.lineidx or ""]
+    if args.out:
+        check_new_file(args.out, args.overwrite, inputs)
+    if args.vis_dir:
+        pictures = functools.partial(folder_holds_only, patterns=["humanref_cot_*.png"])
+        check_new_folder(args.vis_dir, args.overwrite, pictures, "folder of humanref-cot pictures", "--vis-dir")
     with HumanRefCoT(args.images_tsv, args.annotations_tsv, args.lineidx) as reader:
         if args.vis_dir:
             pictures = visualise(reader, args.vis_dir, args.num_vis, args.seed)
@@ -199,6 +224,19 @@ def _humanref_cot(args: argparse.Namespace) -> int:
     return 1 if report.errors and args.on_error == "fail" else 0
 
 
+def _cot(args: argparse.Namespace) -> int:
+    from data_tools.cot import write_cot
+
+    print(write_cot(args.file, args.out, replace=args.replace, overwrite=args.overwrite).summary())
+    return 0
+
+
+def _add_overwrite(parser) -> None:
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing output (never an input, never anything else)"
+    )
+
+
 def _add_prep_commands(commands, defaults: DataConfig) -> None:
     from data_tools.convert import CONVERT_POLICIES, ON_ERROR
     from data_tools.repair import DEFAULT_SNAP_IOU, GT_POLICIES
@@ -212,6 +250,7 @@ def _add_prep_commands(commands, defaults: DataConfig) -> None:
     refcoco.add_argument("--max-per-image", type=int, default=0, help="at most this many sentences an image (0: all)")
     refcoco.add_argument("--seed", type=int, default=0, help="seed of the --max-per-image draw and candidate order")
     refcoco.add_argument("--limit", type=int, default=0, help="a seeded sample of at most N records (0: all)")
+    _add_overwrite(refcoco)
     refcoco.set_defaults(run=_from_refcoco)
 
     def add_repair_args(parser, policies, default) -> None:
@@ -243,6 +282,7 @@ def _add_prep_commands(commands, defaults: DataConfig) -> None:
     candidates.add_argument("--batch-size", type=int, default=16, help="images per detector call")
     candidates.add_argument("--out", required=True, help="interchange file to write")
     add_repair_args(candidates, GT_POLICIES, "snap")
+    _add_overwrite(candidates)
     candidates.set_defaults(run=_add_candidates)
 
     convert = commands.add_parser("convert", help="interchange JSON -> training parquet (resized-frame boxes)")
@@ -253,8 +293,21 @@ def _add_prep_commands(commands, defaults: DataConfig) -> None:
     convert.add_argument("--num-proc", type=int, default=1, help="worker processes (output does not depend on it)")
     convert.add_argument("--shard-size", type=int, default=0, help="rows per parquet shard (0: one file)")
     convert.add_argument("--no-embed-images", action="store_true", help="store image paths, not bytes")
+    convert.add_argument(
+        "--ignore-exif",
+        action="store_true",
+        help="boxes are in the stored frame: keep images as stored, ignoring EXIF orientation (README)",
+    )
     add_repair_args(convert, CONVERT_POLICIES, "check")
+    _add_overwrite(convert)
     convert.set_defaults(run=_convert)
+
+    cot_targets = commands.add_parser("cot", help="templated chain-of-thought SFT targets from hints and answers")
+    cot_targets.add_argument("file", help="training parquet file (e.g. convert's output)")
+    cot_targets.add_argument("--out", required=True, help="parquet file to write (the input is never changed)")
+    cot_targets.add_argument("--replace", action="store_true", help="also replace targets the rows already have")
+    _add_overwrite(cot_targets)
+    cot_targets.set_defaults(run=_cot)
 
     cot = commands.add_parser("humanref-cot", help="HumanRef-CoT TSV files -> training parquet and/or pictures")
     cot.add_argument("--images-tsv", required=True, help="humanref_cot.images.tsv (id, base64 image)")
@@ -269,6 +322,7 @@ def _add_prep_commands(commands, defaults: DataConfig) -> None:
     cot.add_argument("--max-pixels", type=int, default=defaults.max_pixels)
     cot.add_argument("--max-samples", type=int, default=-1, help="convert the first N samples only")
     cot.add_argument("--on-error", choices=("fail", "skip"), default="fail", help="bad samples: fail (write nothing)")
+    _add_overwrite(cot)
     cot.set_defaults(run=_humanref_cot)
 
 
@@ -344,13 +398,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("MIN", "MAX"),
         help="objects of other categories per image, inclusive",
     )
+    _add_overwrite(synth)
     synth.set_defaults(run=_synth)
 
     defaults = DataConfig()
     validate = commands.add_parser("validate", help="check every row; exit 1 when any is bad")
     validate.add_argument("file", help="parquet file, folder of parquet shards, or JSONL file")
-    validate.add_argument("--min-pixels", type=int, default=None, help=f"default {defaults.min_pixels}")
-    validate.add_argument("--max-pixels", type=int, default=None, help=f"default {defaults.max_pixels}")
+    frame = "; without bounds each row's resized_size column is its frame"
+    validate.add_argument("--min-pixels", type=int, default=None, help=f"training's data.min_pixels{frame}")
+    validate.add_argument("--max-pixels", type=int, default=None, help=f"training's data.max_pixels{frame}")
+    validate.add_argument("--ignore-exif", action="store_true", help="as data.apply_exif_orientation=false")
     validate.add_argument("--image-key", default=defaults.image_key)
     validate.add_argument("--prompt-key", default=defaults.prompt_key)
     validate.add_argument("--answer-key", default=defaults.answer_key)

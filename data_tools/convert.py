@@ -7,6 +7,11 @@ sentence) and the metadata columns the rewards read. Boxes move to the resized f
 candidate box is converted once and each ground-truth box takes the converted box of the candidate it equals (converting
 the two separately can round them apart, and rounding can merge two close candidates, which are then listed once).
 
+Images are decoded the one way training decodes them (``rexthinker_rl.images``): EXIF orientation applied (sizes and
+boxes are in the upright frame photo tools show) unless ``apply_exif=False``, any PIL mode to 8-bit RGB; the report
+counts the images turned upright and the modes converted. When the pixel bounds cannot hold an image's resized frame,
+the summary suggests bounds that hold every image of the file.
+
 Rows are mapped in parallel with ``datasets`` (``num_proc``) in file order, so the output does not depend on the number
 of processes. A bad record (missing or unreadable image, box outside the image, malformed or unknown field, ground truth
 not among the candidates) is reported as ``"<file> record <i>: <reason>"``; ``on_error="skip"`` writes the good rows,
@@ -15,10 +20,12 @@ not among the candidates) is reported as ``"<file> record <i>: <reason>"``; ``on
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
-import shutil
 import tempfile
+from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +43,9 @@ from data_tools.repair import (
 )
 from data_tools.synthetic import FEATURES, format_answer
 from rexthinker_rl.config import DataConfig
-from rexthinker_rl.data import DataError, boxes_to_resized, check_fixed_point, decode_image, resized_size
+from rexthinker_rl.data import IMAGE_FACTOR, DataError, boxes_to_resized, check_fixed_point, resized_size
+from rexthinker_rl.images import decode
+from rexthinker_rl.outputs import check_new_file, check_new_folder, is_shard_folder, swap_folder
 from rexthinker_rl.parquet_meta import write_frame_metadata
 from rexthinker_rl.prompts import BOX_ROUNDINGS, DEFAULT_PRESET, load_preset
 
@@ -51,6 +60,10 @@ _STATUS = datasets.Features(
         "inserted": datasets.Value("int32"),
         "merged": datasets.Value("int32"),
         "degenerate": datasets.Value("int32"),
+        "width": datasets.Value("int32"),  # the image's size (upright frame), 0 when it did not decode
+        "height": datasets.Value("int32"),
+        "source_mode": datasets.Value("string"),  # PIL mode of the file
+        "orientation": datasets.Value("int32"),  # EXIF orientation tag (1: upright or none)
     }
 )
 
@@ -68,6 +81,7 @@ class ConvertOptions:
     embed_images: bool = True
     image_path_base: str = ""  # folder that stored image paths are relative to (the output's folder)
     id_prefix: str = ""  # ids of records without one: "<id_prefix>-<index>"; empty: the annotation file's stem
+    apply_exif: bool = True  # False: boxes are in the stored frame (tagged images are re-encoded without the tag)
     prompt_preset: str = DEFAULT_PRESET  # writes the problem text (rexthinker_rl/assets/prompt_presets.yaml)
     box_rounding: str = "round"  # round (ours) | original (Rex-Thinker's int() truncation, clamped to size - 1)
 
@@ -90,6 +104,11 @@ class ConvertOptions:
         load_preset(self.prompt_preset)  # an unknown preset fails here, before any record is read
         if not Path(self.image_root).is_dir():
             raise FileNotFoundError(f"--image-root {self.image_root} is not a folder")
+        if not self.apply_exif and not self.embed_images:
+            raise ValueError(
+                "--ignore-exif needs embedded images (the files on disk keep their orientation tags, which training "
+                "applies): drop --no-embed-images, or train with data.apply_exif_orientation=false"
+            )
 
 
 @dataclass
@@ -105,6 +124,10 @@ class ConvertReport:
     repair: RepairCounts = field(default_factory=RepairCounts)
     candidates_merged: int = 0  # candidates that rounded onto another candidate's box and are listed once
     candidates_degenerate: int = 0  # candidates too small to keep x1 > x0 in the resized frame, left out
+    exif_rotated: int = 0  # images turned upright by their EXIF orientation (boxes read in that frame)
+    exif_ignored: int = 0  # --ignore-exif: images with an orientation tag, kept in the stored frame (re-encoded, PNG)
+    modes_converted: dict[str, int] = field(default_factory=dict)  # PIL mode -> images converted to 8-bit RGB
+    suggested_bounds: list[int] | None = None  # [min_pixels, max_pixels] that hold every image, when these do not
 
     def error_lines(self) -> list[str]:
         name = Path(self.anno).name
@@ -112,11 +135,18 @@ class ConvertReport:
 
     def summary(self) -> str:
         action = f"wrote {self.written} rows to {self.out}" if self.written else "wrote nothing"
-        return (
+        modes = ", ".join(f"{mode} x{count}" for mode, count in sorted(self.modes_converted.items())) or "none"
+        line = (
             f"convert: {self.records} records, {len(self.errors)} bad, {self.repair.dropped} dropped by the GT policy; "
             f"{action}. {self.repair.line()}; {self.candidates_merged} candidates merged by rounding, "
-            f"{self.candidates_degenerate} too small for the resized frame"
+            f"{self.candidates_degenerate} too small for the resized frame. Images: {self.exif_rotated} turned upright "
+            f"by their EXIF orientation, {self.exif_ignored} orientation tags ignored (--ignore-exif); converted to "
+            f"8-bit RGB: {modes}"
         )
+        if self.suggested_bounds:
+            low, high = self.suggested_bounds
+            line += f". These pixel bounds hold every image of the file: --min-pixels {low} --max-pixels {high}"
+        return line
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -125,17 +155,24 @@ class ConvertReport:
 
 
 # ------------------------------------------------------------------------------------------------------- one record
-def load_image(record: Record, image_root: str) -> tuple[bytes, tuple[int, int]]:
-    """The record's encoded image bytes and ``(w, h)``, fully decoded once to catch truncated files."""
-    path = Path(image_root) / record.image_name
+def load_image(record: Record, options: ConvertOptions) -> tuple[bytes, tuple[int, int], dict[str, Any]]:
+    """The record's encoded image bytes, ``(w, h)`` in the frame training will see, and what decoding changed (the
+    status columns); decoded fully once, the way training decodes it, to catch truncated files."""
+    path = Path(options.image_root) / record.image_name
     if not path.is_file():
-        raise RecordError(record.index, f"image file {record.image_name!r} not found under {image_root}")
+        raise RecordError(record.index, f"image file {record.image_name!r} not found under {options.image_root}")
     data = path.read_bytes()
     try:
-        size = decode_image(data, record.image_name).size
+        decoded = decode(data, record.image_name, options.apply_exif)
     except DataError as err:
         raise RecordError(record.index, str(err)) from None
-    return data, size
+    if not options.apply_exif and decoded.orientation != 1:
+        # Stored frame asked for: embed the pixels without the tag, so training (which applies tags) sees this frame.
+        buffer = io.BytesIO()
+        decoded.image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+    status = {"width": decoded.image.width, "height": decoded.image.height, "source_mode": decoded.source_mode}
+    return data, decoded.image.size, status | {"orientation": decoded.orientation}
 
 
 def build_row(record: Record, size: tuple[int, int], options: ConvertOptions) -> tuple[dict[str, Any], int, int]:
@@ -210,11 +247,12 @@ def check_or_repair(record: Record, options: ConvertOptions) -> RepairOutcome:
 def convert_record(raw: Any, index: int, options: ConvertOptions) -> dict[str, Any]:
     """One raw record -> a row plus status columns (``error`` set and the row empty when the record is bad)."""
     status = {"record_index": index, "error": None, "outcome": None, "snapped": 0, "inserted": 0}
-    status |= {"merged": 0, "degenerate": 0}
+    status |= {"merged": 0, "degenerate": 0, "width": 0, "height": 0, "source_mode": None, "orientation": 1}
     empty = dict.fromkeys(FEATURES, None)
     try:
         record = parse_record(raw, index)
-        data, size = load_image(record, options.image_root)
+        data, size, image_status = load_image(record, options)
+        status |= image_status
         check_inside(record, *size)
         outcome = check_or_repair(record, options)
         status |= {"outcome": outcome.kind, "snapped": outcome.snapped, "inserted": outcome.inserted}
@@ -250,11 +288,13 @@ def convert_file(
     on_error: str = "fail",
     num_proc: int = 1,
     shard_size: int = 0,
+    overwrite: bool = False,
 ) -> ConvertReport:
     """Convert an interchange file to ``out``: one parquet file, or with ``shard_size > 0`` a folder of shards.
 
-    Writes a JSON report beside ``out`` (counts and every bad record). With ``on_error="fail"`` and any bad record,
-    nothing but the report is written.
+    Writes a JSON report beside ``out`` (``OUT.report.json``: counts and every bad record). With ``on_error="fail"``
+    and any bad record, nothing but the report is written. An existing ``out`` is replaced only with ``overwrite``,
+    and a folder only when it holds nothing but shards.
     """
     options.check()
     if on_error not in ON_ERROR:
@@ -264,6 +304,12 @@ def convert_file(
     anno, out = Path(anno), Path(out)
     if shard_size and out.suffix == ".parquet":
         raise ValueError(f"with --shard-size, --out names a folder of shards, not a .parquet file: {out}")
+    if shard_size:
+        check_new_folder(
+            out, overwrite, is_shard_folder, "folder of parquet shards", inputs=[anno, options.image_root]
+        )
+    else:
+        check_new_file(out, overwrite, inputs=[anno])
     raws = read_raw_records(anno)
     report = ConvertReport(str(anno), str(out), records=len(raws))
     options = replace(
@@ -290,7 +336,7 @@ def convert_file(
             cache_file_name=str(Path(work) / "converted.arrow"),
             desc="convert",
         )
-        _tally(converted, report)
+        _tally(converted, report, options)
         report.errors.sort()
         if report.errors and on_error == "fail":
             write_report(out, report.as_dict())
@@ -324,15 +370,46 @@ def _duplicate_ids(raws: list[Any]) -> list[tuple[int, str]]:
     return errors
 
 
-def _tally(converted: datasets.Dataset, report: ConvertReport) -> None:
+def _tally(converted: datasets.Dataset, report: ConvertReport, options: ConvertOptions) -> None:
     status = converted.select_columns(list(_STATUS)).to_dict()
-    for index, error, outcome, snapped, inserted, merged, degenerate in zip(*status.values(), strict=True):
+    modes: Counter[str] = Counter()
+    for index, error, outcome, snapped, inserted, merged, degenerate, _, _, mode, orientation in zip(
+        *status.values(), strict=True
+    ):
         if error is not None:
             report.errors.append((index, error))
             continue
+        if mode != "RGB":
+            modes[mode] += 1
+        report.exif_rotated += orientation != 1 and options.apply_exif
+        report.exif_ignored += orientation != 1 and not options.apply_exif
         report.repair.add_kind(outcome, snapped, inserted)
         report.candidates_merged += merged
         report.candidates_degenerate += degenerate
+    report.modes_converted = dict(modes)
+    sizes = [(w, h) for w, h in zip(status["width"], status["height"], strict=True) if w and h]
+    report.suggested_bounds = suggest_bounds(sizes, options.min_pixels, options.max_pixels)
+
+
+def suggest_bounds(sizes: list[tuple[int, int]], min_pixels: int, max_pixels: int) -> list[int] | None:
+    """``[min_pixels, max_pixels]`` whose resized frame every image keeps (a second resize leaves it unchanged), when
+    the given bounds do not: keep ``max_pixels`` and lower ``min_pixels`` to the smallest resized area; None when the
+    given bounds already hold every image or no such pair exists."""
+
+    def holds(low: int, high: int) -> bool:
+        try:
+            for width, height in sizes:
+                check_fixed_point(resized_size(width, height, low, high), low, high)
+        except ValueError:
+            return False
+        return True
+
+    if not sizes or holds(min_pixels, max_pixels):
+        return None
+    floor = IMAGE_FACTOR * IMAGE_FACTOR  # one image token
+    lowest = min(math.prod(resized_size(width, height, floor, max_pixels)) for width, height in sizes)
+    low = min(min_pixels, lowest)
+    return [low, max_pixels] if holds(low, max_pixels) else None
 
 
 def _write(rows: datasets.Dataset, out: Path, shard_size: int, work: Path, embedded: bool) -> int:
@@ -351,11 +428,5 @@ def _write(rows: datasets.Dataset, out: Path, shard_size: int, work: Path, embed
     for shard in range(num_shards):
         part = rows.select(range(shard * shard_size, min((shard + 1) * shard_size, len(rows))))
         part.to_parquet(str(staged / f"part-{shard:05d}-of-{num_shards:05d}.parquet"), batch_size=batch_size)
-    if out.exists():
-        # A folder cannot be swapped in one rename: the old one is removed just before the new one takes its place.
-        if out.is_dir():
-            shutil.rmtree(out)
-        else:
-            out.unlink()
-    os.replace(staged, out)
+    swap_folder(staged, out)  # an existing out was checked to hold shards only (and --overwrite given)
     return num_shards

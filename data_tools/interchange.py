@@ -234,9 +234,10 @@ def write_records(path: str | Path, records: list[Record]) -> None:
 
 
 def report_path(out: str | Path) -> Path:
-    """Where a tool writes its JSON report (counts and bad records) beside ``out``: ``<out minus suffix>.report.json``."""
+    """Where a tool writes its JSON report (counts and bad records) beside ``out``: ``OUT.report.json`` (the output's
+    full name, so ``train.parquet`` and ``train.json`` in one folder keep reports of their own)."""
     out = Path(out)
-    return out.with_name(f"{out.stem if out.suffix else out.name}.report.json")
+    return out.with_name(f"{out.name}.report.json")
 
 
 def write_report(out: str | Path, report: dict[str, Any]) -> Path:

@@ -4,7 +4,8 @@ Per row: the image decodes; ``problem`` and ``answer`` are present; the answer i
 sentence; boxes lie inside the resized image with ``x1 > x0`` and ``y1 > y0``; every ground-truth box is *exactly* one
 of the row's hint boxes (a converter that rounds hints and answers differently breaks this silently); the
 ``image_size``, ``resized_size``, ``hints`` and ``answer_boxes`` columns, where present, agree with the image, the
-pixel bounds and the prompt text.
+pixel bounds and the prompt text. Without pixel bounds, a row's ``resized_size`` column is taken as its frame (what
+``convert`` wrote for the bounds it was given); with them, that column is checked against them too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from rexthinker_rl.config import DataConfig
 from rexthinker_rl.data import (
+    IMAGE_FACTOR,
     REJECTION_TEXT,
     DataError,
     check_fixed_point,
@@ -49,6 +51,7 @@ class ValidationReport:
     path: str
     num_rows: int
     problems: list[RowProblem] = field(default_factory=list)
+    note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -90,15 +93,19 @@ def _box_problem(box: list[float], width: int, height: int) -> str | None:
     return None
 
 
-def check_row(row: dict, where: str, base_dir: Path, cfg: DataConfig) -> list[str]:
-    """Everything wrong with one row (empty when it is fine)."""
+def check_row(row: dict, where: str, base_dir: Path, cfg: DataConfig, bounds_given: bool = True) -> list[str]:
+    """Everything wrong with one row (empty when it is fine); without ``bounds_given`` the row's ``resized_size``
+    column, when present, is its frame."""
     reasons: list[str] = []
     try:
-        image = decode_image(image_payload(row, cfg.image_key, base_dir, where), where)
+        image = decode_image(image_payload(row, cfg.image_key, base_dir, where), where, cfg.apply_exif_orientation)
     except DataError as err:
         reasons.append(str(err).removeprefix(f"{where}: "))
         image = None
-    resized = _check_frame(row, image.size, cfg, reasons) if image is not None else None
+    resized = None
+    if image is not None:
+        own_frame = not bounds_given and row.get("resized_size") is not None
+        resized = _row_frame(row, image.size, reasons) if own_frame else _check_frame(row, image.size, cfg, reasons)
     problem, answer = row.get(cfg.prompt_key), row.get(cfg.answer_key)
     if not isinstance(problem, str) or not problem.strip():
         reasons.append(f"{cfg.prompt_key!r} is missing or empty")
@@ -146,6 +153,24 @@ def _check_frame(row: dict, size: tuple[int, int], cfg: DataConfig, reasons: lis
     return resized
 
 
+def _row_frame(row: dict, size: tuple[int, int], reasons: list[str]) -> tuple[int, int] | None:
+    """The row's own ``resized_size`` column as its frame (no pixel bounds given): positive multiples of 28."""
+    frame = _as_list(row["resized_size"])
+    if not (
+        isinstance(frame, list)
+        and len(frame) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in frame)
+    ):
+        reasons.append(f"resized_size column {row['resized_size']} is not [width, height]")
+        return None
+    if any(int(v) != v or v % IMAGE_FACTOR for v in frame):
+        reasons.append(f"resized_size column {frame} is not a multiple of {IMAGE_FACTOR} on both sides")
+        return None
+    if row.get("image_size") is not None and _as_list(row["image_size"]) != list(size):
+        reasons.append(f"image_size column {row['image_size']} but the image is {list(size)}")
+    return int(frame[0]), int(frame[1])
+
+
 def _as_list(value):
     """A size column as a list; a value of another type (a number, a string) is returned as is, so it compares unequal."""
     return list(value) if isinstance(value, list | tuple) else value
@@ -174,21 +199,30 @@ def validate_file(
     image_key: str = "images",
     prompt_key: str = "problem",
     answer_key: str = "answer",
+    apply_exif: bool = True,
 ) -> ValidationReport:
-    """Check every row of a parquet file, folder of shards or JSONL file (pixel bounds default to DataConfig's)."""
+    """Check every row of a parquet file, folder of shards or JSONL file. Without pixel bounds each row's
+    ``resized_size`` column is its frame (rows without one: DataConfig's bounds)."""
     defaults = DataConfig()
+    bounds_given = min_pixels is not None or max_pixels is not None
     cfg = DataConfig(
         image_key=image_key,
         prompt_key=prompt_key,
         answer_key=answer_key,
         min_pixels=defaults.min_pixels if min_pixels is None else min_pixels,
         max_pixels=defaults.max_pixels if max_pixels is None else max_pixels,
+        apply_exif_orientation=apply_exif,
     )
     rows = read_rows(path)
     report = ValidationReport(str(path), len(rows))
+    if not bounds_given:
+        report.note = (
+            "note: no pixel bounds given: each row's resized_size column was taken as its frame; pass the "
+            "--min-pixels/--max-pixels you train with to check that frame too"
+        )
     for index, row in enumerate(rows.iter_rows()):
         where = rows.where(index)
-        reasons = check_row(row, where, rows.locate(index)[0].parent, cfg)
+        reasons = check_row(row, where, rows.locate(index)[0].parent, cfg, bounds_given)
         if reasons:
             report.problems.append(RowProblem(where, reasons))
     return report

@@ -6,15 +6,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 RUN=${RUN:-runs/tiny_demo}
-export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled} TOKENIZERS_PARALLELISM=false
+export TOKENIZERS_PARALLELISM=false
 
-"$BIN/rexthinker-tiny" "$RUN/base" --seed 0
+# --overwrite / sft.overwrite=true: a rerun replaces this script's own outputs (model folders and the synthetic set's
+# two files); nothing else is ever replaced. The GRPO run folder resumes (trainer.resume=auto).
+"$BIN/rexthinker-tiny" "$RUN/base" --seed 0 --overwrite
 # 1-2 hints per image: a 2-layer model learns to copy one box within the SFT budget, so GRPO starts with some correct
 # samples to reinforce (with 2-4 hints it copies none, and GRPO only learns to refuse; docs/tiny-demo.md).
 "$BIN/rexthinker-data" synth --out "$RUN/data" --num-train 1024 --num-val 512 --seed 0 \
-    --image-size 112 --min-pixels 12544 --max-pixels 12544 --hints 1 2 --rejection-fraction 0.25
+    --image-size 112 --min-pixels 12544 --max-pixels 12544 --hints 1 2 --rejection-fraction 0.25 --overwrite
 "$BIN/rexthinker-data" validate "$RUN/data/train.parquet" --min-pixels 12544 --max-pixels 12544
-"$BIN/rexthinker-sft" --config configs/grpo_tiny.yaml model.path="$RUN/base" sft.output_dir="$RUN/sft" \
+"$BIN/rexthinker-sft" --config configs/grpo_tiny.yaml model.path="$RUN/base" sft.output_dir="$RUN/sft" sft.overwrite=true \
     data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" "$@"
 "$BIN/rexthinker-train" --config configs/grpo_tiny.yaml model.path="$RUN/sft" trainer.output_dir="$RUN/grpo" \
     data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" "$@"

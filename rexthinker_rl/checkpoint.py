@@ -8,12 +8,14 @@ Layout of ``<output_dir>/checkpoints``::
         trainer_state.json          step, data-sampler position, metric history
         rng_state.pt                the controller's RNG states (weights_only=True)
         config.yaml                 the resolved config
-        manifest.json               sha256 and size of every file above (written last inside the folder)
+        manifest.json               sha256 and size of every file above, and the model's shape (written last)
     latest_checkpointed_iteration.txt   the newest complete step (updated after the folder is in place)
 
 A checkpoint is written into a hidden temp folder and renamed into place, so a crash leaves either the previous state or
 the new one, never half a checkpoint under a real name (a pruned one is renamed away before it is deleted); loading
-re-checks the manifest and skips a corrupt folder, and reads ``.pt`` files as tensors and plain data only.
+re-checks the manifest and skips a corrupt folder, and reads ``.pt`` files as tensors and plain data only. Before any
+worker starts, :func:`check_compatible` compares the shape recorded in the manifest (layers, widths, vocabulary, LoRA
+adapters) with the configured model, so a resume onto another model fails with one line instead of deep in a worker.
 """
 
 from __future__ import annotations
@@ -70,8 +72,10 @@ def save_checkpoint(
     config_yaml: str,
     save_limit: int = -1,
     rng_state: dict[str, Any] | None = None,
+    model_shape: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``global_step_<step>`` atomically, update the tracker, then prune to ``save_limit``."""
+    """Write ``global_step_<step>`` atomically, update the tracker, then prune to ``save_limit``; ``model_shape``
+    (:func:`model_signature`) goes into the manifest for :func:`check_compatible`."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"global_step_{step}"
     tmp = root / f".tmp_global_step_{step}"
@@ -91,7 +95,8 @@ def save_checkpoint(
         (tmp / "config.yaml").write_text(config_yaml)
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = {str(p.relative_to(tmp)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files}
-        (tmp / "manifest.json").write_text(json.dumps({"step": step, "files": manifest}, indent=1))
+        record = {"step": step, "files": manifest} | ({"model": model_shape} if model_shape is not None else {})
+        (tmp / "manifest.json").write_text(json.dumps(record, indent=1))
         _fsync_tree(tmp)
         if final.exists():
             _discard(final)
@@ -174,8 +179,9 @@ def find_resumable(root: Path) -> Path | None:
     return None
 
 
-def load_checkpoint(folder: Path) -> Checkpoint:
-    problem = verify(folder)
+def load_checkpoint(folder: Path, verified: bool = False) -> Checkpoint:
+    """The checkpoint's contents; ``verified``: its manifest was checked moments ago (skip hashing it again)."""
+    problem = None if verified else verify(folder)
     if problem is not None:
         raise CheckpointError(f"checkpoint {folder} is not usable: {problem}")
     train_state = _load_tensors_only(folder / "actor" / "train_state.pt")
@@ -209,4 +215,83 @@ def resolve_resume(resume: str, root: Path) -> Path | None:
     folder = Path(resume)
     if not folder.is_dir():
         raise CheckpointError(f"trainer.resume={resume}: no such checkpoint folder")
+    problem = verify(folder)
+    if problem is not None:
+        raise CheckpointError(f"trainer.resume={resume}: not a usable checkpoint ({problem})")
     return folder
+
+
+# ------------------------------------------------------------------------------------------------- compatibility
+_TEXT_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size")
+_VISION_KEYS = ("depth", "hidden_size", "out_hidden_size", "patch_size", "num_heads", "intermediate_size")
+
+
+def model_signature(model_path: str, tokenizer_size: int, lora_cfg: Any) -> dict[str, Any]:
+    """What must match for a checkpoint's weights to fit: the model's layer shapes, vocabulary, and LoRA adapters."""
+    config_file = Path(model_path) / "config.json"
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    text, vision = config.get("text_config", config), config.get("vision_config", {})
+    signature: dict[str, Any] = {"model_type": config.get("model_type"), "vocab_size": text.get("vocab_size")}
+    signature |= {f"text.{key}": text.get(key) for key in _TEXT_KEYS}
+    signature |= {f"vision.{key}": vision.get(key) for key in _VISION_KEYS}
+    signature |= {"tokenizer_size": tokenizer_size, "lora.rank": lora_cfg.rank}
+    if lora_cfg.rank > 0:  # alpha and targets change what the stored adapters mean
+        signature |= {"lora.alpha": lora_cfg.alpha, "lora.target_modules": sorted(lora_cfg.target_modules)}
+    return signature
+
+
+def _stored_signature(folder: Path) -> dict[str, Any] | None:
+    """The shape a checkpoint was trained with: from its manifest, else (older checkpoints) from the config.yaml it
+    saved, when the model folder it names still exists; None when neither says."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if "model" in manifest:
+        return manifest["model"]
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.load(folder / "config.yaml").model
+    path = saved.get("tokenizer_path") or saved.path
+    if not saved.path or not (Path(saved.path) / "config.json").is_file():
+        return None
+    from transformers import AutoTokenizer
+
+    size = len(AutoTokenizer.from_pretrained(path, trust_remote_code=bool(saved.trust_remote_code)))
+    return model_signature(saved.path, size, saved.lora)
+
+
+def check_compatible(folder: Path, signature: dict[str, Any], key: str) -> None:
+    """CheckpointError, before any worker starts, when ``folder`` was trained with another model shape."""
+    stored = _stored_signature(folder)
+    if stored is None:
+        return
+    differences = [
+        f"{name} {stored.get(name)!r} vs {value!r}" for name, value in signature.items() if stored.get(name) != value
+    ]
+    if differences:
+        raise CheckpointError(
+            f"{key}: checkpoint {folder} was trained with another model (checkpoint vs configured: "
+            f"{'; '.join(differences)}); set model.path, model.tokenizer_path and model.lora.* to what it was trained "
+            "with, or start a new run in a new trainer.output_dir"
+        )
+
+
+def check_run_folder(run_dir: Path, resume: str) -> None:
+    """Before a run writes into ``run_dir``: it is new, empty or a run folder (config.yaml), its ``final/`` (if any) is
+    a model folder, and ``trainer.resume=none`` does not train over an earlier run's checkpoints."""
+    from rexthinker_rl.outputs import OutputError, check_new_folder, is_model_folder
+
+    if run_dir.is_file():
+        raise OutputError(f"trainer.output_dir={run_dir} is a file; give a folder")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / "config.yaml").is_file():
+        names = ", ".join(sorted(p.name for p in run_dir.iterdir())[:4])
+        raise OutputError(
+            f"trainer.output_dir={run_dir} is not empty and not a run folder (no config.yaml; holds {names}); a run "
+            "writes and prunes files there: choose a new or empty folder"
+        )
+    check_new_folder(run_dir / "final", True, is_model_folder, "Hugging Face model folder", "trainer.output_dir/final")
+    existing = list_checkpoints(run_dir / "checkpoints")
+    if resume == "none" and existing:
+        raise OutputError(
+            f"trainer.resume=none but trainer.output_dir={run_dir} holds a run ({existing[0].name}, ...): training "
+            "there would prune its checkpoints and replace its metrics; continue it with trainer.resume=auto, or choose "
+            "a new trainer.output_dir"
+        )

@@ -3,7 +3,8 @@
 Both take ``--config YAML`` followed by any number of ``section.key=value`` overrides. Bad input (config, data, model
 folder, reward function), found before any worker starts, prints one clear line (no traceback) and exits with status 2.
 A run that fails later for a known reason (a worker died, a reward raised, non-finite updates, a checkpoint could not
-be written) prints one line naming it and exits with status 1; anything else is a bug and keeps its traceback.
+be written) prints one line naming it and exits with status 1; Ctrl-C prints one line saying where the run stopped and
+how to continue it, and exits with status 130; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ USER_ERRORS = (ConfigError, FileNotFoundError, ValueError)
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
+    from rexthinker_rl.checkpoint import CheckpointError
+    from rexthinker_rl.ray_cluster import RayStartError
     from rexthinker_rl.rewarding import RewardError
 
-    return (*USER_ERRORS, RewardError)
+    return (*USER_ERRORS, RewardError, CheckpointError, RayStartError)
 
 
 def _run_errors() -> tuple[type[Exception], ...]:
@@ -78,6 +81,11 @@ def _steps(config: Config) -> str:
     return f"{trainer.total_epochs} epoch(s) x ({rows} rows // {batch}) = {trainer.total_epochs * (rows // batch)}"
 
 
+def _interrupted(message: str) -> None:
+    print(f"interrupted: {message}", file=sys.stderr, flush=True)
+    sys.exit(130)
+
+
 def _fail(error: Exception, status: int = 2) -> None:
     # An error raised inside a Ray worker arrives wrapped with the remote traceback; its cause holds the message.
     cause = getattr(error, "cause", None)
@@ -98,10 +106,15 @@ def train_main(argv: list[str] | None = None) -> None:
         trainer = GRPOTrainer(config)
     except _user_errors() as error:
         _fail(error)
+    except KeyboardInterrupt:
+        _interrupted("before training started; nothing was trained")
     try:
         summary = trainer.fit()
     except _run_errors() as error:
         _fail(error, status=1)
+    except KeyboardInterrupt:
+        where = f"during step {trainer.step}" if trainer.step else "during start-up (step 0)"
+        _interrupted(f"{where}; {trainer.how_to_resume()}")
     finally:
         trainer.shutdown()
     from rexthinker_rl.trainer import describe_summary
@@ -122,4 +135,6 @@ def sft_main(argv: list[str] | None = None) -> None:
         out = run_sft(config)
     except USER_ERRORS as error:
         _fail(error)
+    except KeyboardInterrupt:
+        _interrupted("SFT stopped before writing its model; rerun the same command to start it again")
     print(f"sft model written to {out}")

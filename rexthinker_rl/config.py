@@ -36,10 +36,14 @@ class ConfigError(ValueError):
 class DataConfig:
     train_files: str = ""
     """Training set: a parquet file, a folder of parquet shards, or a JSONL file (image paths relative to it)."""
-    val_files: str = ""
-    """Validation set, same formats; empty disables validation."""
+    val_files: str | None = ""
+    """Validation set, same formats; empty or null (``data.val_files=``, ``data.val_files=null``) disables validation."""
     image_key: str = "images"
     """Column holding the image (PNG/JPEG bytes, a list of them, or a path)."""
+    apply_exif_orientation: bool = True
+    """Turn each image upright by its EXIF orientation tag (as photo viewers and annotation tools show it) before
+    anything else; false uses the pixels as stored, for data annotated in the stored frame (README "Image modes and
+    EXIF orientation")."""
     prompt_key: str = "problem"
     """Column holding the user prompt (referring expression and box-hint text)."""
     answer_key: str = "answer"
@@ -205,6 +209,9 @@ class ActorConfig:
     max_tokens_per_micro_batch: int = 0
     """Dynamic micro-batches: as many rows as fit this many tokens (real tokens when padding_free, else rows x longest
     row); 0 uses the fixed micro_batch_size_per_device_* row counts."""
+    logprob_chunk_tokens: int = 256
+    """Log-probs and entropy (actor, reference, SFT) from the LM head this many tokens at a time, each chunk recomputed
+    in backward: no (tokens x vocab) logits beyond one chunk (256 x 152,064 floats = 156 MB); 0 computes all at once."""
     offload_params: bool = False
     """GPU: keep parameters (and gradients) on CPU; fsdp2 copies each layer in for its forward/backward and steps the
     optimizer on CPU (CPUOffloadPolicy); deepspeed: ZeRO-3 offload_param."""
@@ -251,7 +258,8 @@ class RewardComponent:
 @dataclass
 class RewardConfig:
     function: str = ""
-    """A single reward function (module:function or file.py:function); used when components is empty."""
+    """A single reward function (module:function or file.py:function). When set it is the reward and replaces the
+    default components; setting it together with components other than the default is an error."""
     kwargs: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of `function`."""
     components: list[RewardComponent] = field(
@@ -260,7 +268,8 @@ class RewardConfig:
             RewardComponent(function="rewards.format:format_reward", weight=0.1, name="format"),
         ]
     )
-    """Weighted reward components (default: 0.9 x box F1 + 0.1 x format, the Rex-Thinker weights)."""
+    """Weighted reward components (default: 0.9 x box F1 + 0.1 x format, the Rex-Thinker weights); unused (and saved
+    as []) when reward.function is set."""
     num_workers: int = 1
     """Ray tasks scoring rewards in parallel."""
 
@@ -270,7 +279,7 @@ class TrainerConfig:
     total_epochs: int = 1
     """Passes over the training set."""
     total_steps: int = -1
-    """Stop after this many GRPO steps (-1: derived from epochs and data size)."""
+    """Stop after this many GRPO steps (-1: total_epochs x batches per epoch; 0 is refused)."""
     seed: int = 1
     """Seed of model init noise, sampling and dropout."""
     device: str = "auto"
@@ -324,7 +333,9 @@ class SFTConfig:
     batch_size: int = 16
     """Sequences per optimizer step."""
     output_dir: str = "${trainer.output_dir}/sft"
-    """Where the warm-started Hugging Face folder is written."""
+    """Where the warm-started Hugging Face folder is written (a new or empty folder)."""
+    overwrite: bool = False
+    """Replace sft.output_dir when it already holds a model folder (anything else there is never replaced)."""
 
 
 @dataclass
@@ -357,8 +368,7 @@ class Config:
         if self.data.min_pixels > self.data.max_pixels:
             raise ConfigError(f"data.min_pixels={self.data.min_pixels} exceeds data.max_pixels={self.data.max_pixels}")
         _check_preset(self.data)
-        if not self.reward.function and not self.reward.components:
-            raise ConfigError("reward: set reward.function or reward.components")
+        self._check_reward()
         if self.model.lora.rank > 0 and self.actor.strategy == "deepspeed":
             raise ConfigError(
                 f"model.lora.rank={self.model.lora.rank} with actor.strategy=deepspeed is not supported: "
@@ -382,6 +392,20 @@ class Config:
             else self.trainer.nnodes * self.trainer.n_gpus_per_node,
         }
         return self
+
+    def _check_reward(self) -> None:
+        """One reward, by a stated rule: reward.function, when set, replaces the default components (which are then
+        cleared, so the saved config says what is scored); a function together with other components is an error."""
+        reward = self.reward
+        if reward.function and reward.components and reward.components != RewardConfig().components:
+            raise ConfigError(
+                f"reward.function={reward.function} and reward.components are both set: choose one (a single "
+                "function, or weighted components; put the function in a component to combine it)"
+            )
+        if reward.function:
+            reward.components = []
+        if not reward.function and not reward.components:
+            raise ConfigError("reward: set reward.function or reward.components")
 
 
 def _check_preset(data: DataConfig) -> None:
@@ -425,6 +449,7 @@ _RULES: list[tuple[str, Any, str]] = [
     ("actor.global_batch_size", _positive, "a positive number of prompts"),
     ("actor.zero_stage", _one_of(2, 3), "2 | 3"),
     ("actor.max_tokens_per_micro_batch", lambda v: v >= 0, "0 (off) or a positive token budget"),
+    ("actor.logprob_chunk_tokens", lambda v: v >= 0, "0 (all logits at once) or a positive number of tokens"),
     ("rollout.placement", _one_of("colocate", "separate"), "colocate | separate"),
     ("rollout.num_gpus", lambda v: v >= 0, "a GPU count >= 0"),
     ("trainer.nnodes", _positive, "a positive number of nodes"),
@@ -454,6 +479,7 @@ _RULES: list[tuple[str, Any, str]] = [
     ),
     ("algorithm.kl_coef", lambda v: v >= 0, "kl_coef >= 0"),
     ("trainer.total_epochs", _positive, "a positive number of epochs"),
+    ("trainer.total_steps", lambda v: v == -1 or v > 0, "-1 (total_epochs x batches per epoch) or a positive count"),
     ("trainer.device", _one_of("auto", "cpu", "cuda"), "auto | cpu | cuda"),
     ("trainer.resume", lambda v: bool(v), "auto | none | a checkpoint path"),
     ("sft.epochs", lambda v: v >= 0, "epochs >= 0"),
@@ -493,6 +519,37 @@ def _field_type(dotted: str) -> str:
         default = match.default_factory() if callable(match.default_factory) else None  # type: ignore[misc]
         schema = type(default) if is_dataclass(default) else None
     return annotation
+
+
+def _is_section(dotted: str) -> bool:
+    """True when ``dotted`` names a section of the tree (``actor``, ``model.lora``), not a value."""
+    schema: Any = Config
+    for part in dotted.split("."):
+        match = {f.name: f for f in fields(schema)}.get(part) if is_dataclass(schema) else None
+        default = match.default_factory() if match is not None and callable(match.default_factory) else None  # type: ignore[misc]
+        if not is_dataclass(default):
+            return False
+        schema = type(default)
+    return True
+
+
+def _check_sections(node: DictConfig, source: str, prefix: str = "") -> None:
+    """A section given a plain value (``trainer: 5``) is an error naming it; OmegaConf would say "bad value None"."""
+    for key in node:
+        dotted = f"{prefix}{key}"
+        if not _is_section(dotted):
+            continue
+        value = node[key]
+        if not isinstance(value, DictConfig):
+            raise ConfigError(
+                f"{source}: '{dotted}' is a section, not a value: give it a mapping of its keys (such as "
+                f"{_example_key(dotted)}), got {value!r}"
+            )
+        _check_sections(value, source, dotted + ".")
+
+
+def _example_key(section: str) -> str:
+    return next(key for key in valid_keys() if key.startswith(section + "."))
 
 
 def _did_you_mean(bad_key: str) -> str:
@@ -552,10 +609,17 @@ def load_config(yaml_path: str | Path | None = None, overrides: list[str] | None
             raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(error)}") from None
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+        _check_sections(loaded, str(path))
         merged = _merge(merged, loaded, str(path))
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key=value (e.g. actor.lr=2e-6)")
+        if _is_section(item.split("=", 1)[0].strip()):
+            section = item.split("=", 1)[0].strip()
+            raise ConfigError(
+                f"override '{item}': '{section}' is a section, not a value: set one of its keys, e.g. "
+                f"{_example_key(section)}=..."
+            )
         try:
             dot = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as error:

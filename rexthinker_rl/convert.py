@@ -2,7 +2,9 @@
 
 The output holds model.safetensors, config.json, generation config, tokenizer, processor and chat template, and loads
 with ``from_pretrained`` (and vLLM) like any Qwen2.5-VL checkpoint. No network. The folder is written under a temp
-name and renamed into place. A LoRA checkpoint (base + adapters) is merged: the output is a plain model.
+name and renamed into place. A LoRA checkpoint (base + adapters) is merged: the output is a plain model. An existing
+OUT is replaced only with ``--overwrite`` and only when it is a model folder (``rexthinker_rl.outputs``): a data or run
+folder is refused before anything is loaded.
 """
 
 from __future__ import annotations
@@ -17,16 +19,21 @@ from rexthinker_rl.checkpoint import CheckpointError, verify
 from rexthinker_rl.config import ConfigError, load_config
 from rexthinker_rl.lora import is_lora_state, merge_into
 from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder
+from rexthinker_rl.outputs import OutputError, check_new_folder, is_model_folder
 
 
-def convert_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+def convert_checkpoint(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """Write the actor of ``checkpoint`` (a global_step_N folder) as a Hugging Face folder at ``out``."""
     folder, target = Path(checkpoint), Path(out)
+    check_new_folder(target, overwrite, is_model_folder, "Hugging Face model folder", "OUT", inputs=[folder])
     problem = verify(folder)
     if problem is not None:
         raise CheckpointError(f"{folder}: not a usable checkpoint ({problem})")
     config = load_config(folder / "config.yaml")
     model_cfg, data = config.model, config.data
+    # The base model and tokenizer are inputs too: OUT must not be (or hold) them.
+    inputs = [folder, model_cfg.path, model_cfg.tokenizer_path]
+    check_new_folder(target, overwrite, is_model_folder, "Hugging Face model folder", "OUT", inputs=inputs)
     # The base folder supplies the architecture, tokenizer and processor; the checkpoint supplies every weight.
     model = load_model(model_cfg.path, model_cfg.dtype, "sdpa", "cpu", model_cfg.trust_remote_code)
     weights = load_file(folder / "actor" / "model.safetensors")
@@ -44,17 +51,20 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     processor = load_processor(
         model_cfg.tokenizer_path or model_cfg.path, data.min_pixels, data.max_pixels, model_cfg.trust_remote_code
     )
-    return save_hf_folder(model, processor, target)
+    return save_hf_folder(model, processor, target, overwrite, "OUT")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Convert a training checkpoint to a Hugging Face folder.")
     parser.add_argument("checkpoint", help="a checkpoints/global_step_N folder")
-    parser.add_argument("out", help="output folder")
+    parser.add_argument("out", help="output folder (new or empty; an existing model folder needs --overwrite)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace OUT when it is a model folder (nothing else)"
+    )
     args = parser.parse_args(argv)
     try:
-        path = convert_checkpoint(args.checkpoint, args.out)
-    except (CheckpointError, ConfigError, FileNotFoundError) as error:
+        path = convert_checkpoint(args.checkpoint, args.out, args.overwrite)
+    except (CheckpointError, ConfigError, FileNotFoundError, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     print(f"Hugging Face folder written to {path}")

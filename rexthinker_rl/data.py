@@ -12,7 +12,6 @@ the JSONL file's folder. Rows are counted from 0 within their file; errors say `
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
@@ -24,9 +23,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from rexthinker_rl.config import DataConfig
+from rexthinker_rl.errors import DataError
+from rexthinker_rl.images import decode_image
+from rexthinker_rl.images import header_size as image_header_size
 from rexthinker_rl.parquet_meta import FrameMismatch, check_made_with
 from rexthinker_rl.prompts import BOX_ROUNDINGS, PresetError, chat_prompt, preset_for
 
@@ -38,10 +40,7 @@ HINT_MARKER = "coordinates in this image:"
 # The referring expression in a problem text: ours and Rex-Thinker's demo ("in the image."), its convert ("in this
 # image.") and its HumanRef evaluation ("Locate ... in the image and answer").
 _REFERRING = re.compile(r"(?:Please detect (.+?) in (?:the|this) image\.|Locate (.+?) in the image and answer)")
-
-
-class DataError(ValueError):
-    """A dataset problem; the message names the file, row and key that are wrong."""
+_EMPTY_REFERRING = re.compile(r"(?:Please detect\s+in (?:the|this) image\.|Locate\s+in the image and answer)")
 
 
 # ----------------------------------------------------------------------------------------------------------- frames
@@ -119,7 +118,8 @@ def check_fixed_point(size: Sequence[int], min_pixels: int, max_pixels: int) -> 
     if tuple(again) != tuple(size):
         raise DataError(
             f"with min_pixels={min_pixels}, max_pixels={max_pixels} the processor would resize an image already "
-            f"resized to {size[0]}x{size[1]} again to {again[0]}x{again[1]}: widen the bounds"
+            f"resized to {size[0]}x{size[1]} again to {again[0]}x{again[1]}: widen the bounds so that min_pixels <= "
+            f"{size[0] * size[1]} <= max_pixels"
         )
 
 
@@ -282,33 +282,6 @@ def image_payload(row: dict, image_key: str, base_dir: Path, where: str) -> byte
     raise DataError(f"{where}: image must be bytes, {{'bytes', 'path'}} or a path, got {type(value).__name__}")
 
 
-def _open(payload: bytes | Path, where: str) -> Image.Image:
-    try:
-        return Image.open(io.BytesIO(payload) if isinstance(payload, bytes) else payload)
-    except (UnidentifiedImageError, OSError) as err:
-        raise DataError(f"{where}: image does not decode ({err})") from None
-
-
-def image_header_size(payload: bytes | Path, where: str) -> tuple[int, int]:
-    """``(w, h)`` read from the image header, without decoding pixels."""
-    with _open(payload, where) as image:
-        return image.size
-
-
-def decode_image(payload: bytes | Path, where: str) -> Image.Image:
-    """The fully decoded image in RGB (transparent pixels composited onto white, as Qwen's processor does)."""
-    image = _open(payload, where)
-    try:
-        image.load()
-    except (OSError, ValueError) as err:
-        raise DataError(f"{where}: image does not decode ({err})") from None
-    if image.mode == "RGB":
-        return image
-    rgba = image.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
-
-
 # ----------------------------------------------------------------------------------------------------------- dataset
 @dataclass
 class PromptSample:
@@ -350,13 +323,13 @@ class RLDataset(torch.utils.data.Dataset):
         self._kept: list[int] = []
         self._num_tokens: list[int] = []
         self._sizes: list[tuple[tuple[int, int], tuple[int, int]]] = []
-        self._num_filtered = 0
+        self._filtered: list[int] = []  # rows dropped for being longer than max_prompt_length
         self._scan(max_samples)
 
     @property
     def num_filtered(self) -> int:
         """Prompts dropped for being longer than ``max_prompt_length``."""
-        return self._num_filtered
+        return len(self._filtered)
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -368,7 +341,7 @@ class RLDataset(torch.utils.data.Dataset):
                 break
             where = self.rows.where(index)
             payload = image_payload(row, cfg.image_key, self.rows.locate(index)[0].parent, where)
-            sizes = self._frame(row, image_header_size(payload, where), where)
+            sizes = self._frame(row, image_header_size(payload, where, cfg.apply_exif_orientation), where)
             problem, _, prompt_text = self._prompt(row, where)
             _metadata(row, problem, *sizes, "", where)  # malformed hints fail here, not mid-training
             _check_ground_truth(row[cfg.answer_key], sizes[1], where)
@@ -378,14 +351,20 @@ class RLDataset(torch.utils.data.Dataset):
                 self._count_tokens(pending, max_samples)
                 pending = []
         self._count_tokens(pending, max_samples)
-        if self._num_filtered:
-            path, count, limit = self.rows.sources[0].path, self._num_filtered, cfg.max_prompt_length
+        if self._filtered:
+            named = ", ".join(self.rows.where(index) for index in self._filtered[:5])
+            more = f" and {len(self._filtered) - 5} more" if len(self._filtered) > 5 else ""
             logger.warning(
-                "%s: dropped %d prompts over max_prompt_length=%d tokens (image tokens included)", path, count, limit
+                "dropped %d prompts over data.max_prompt_length=%d tokens (image tokens included): %s%s; set "
+                "data.filter_overlong_prompts=false to make this an error",
+                len(self._filtered),
+                cfg.max_prompt_length,
+                named,
+                more,
             )
-        if not self._kept and self._num_filtered:
+        if not self._kept and self._filtered:
             raise DataError(
-                f"{self.rows.sources[0].path}: no prompts left: all {self._num_filtered} are over "
+                f"{self.rows.sources[0].path}: no prompts left: all {len(self._filtered)} are over "
                 f"data.max_prompt_length={cfg.max_prompt_length} tokens (image tokens included); raise it or lower "
                 "data.max_pixels"
             )
@@ -443,7 +422,7 @@ class RLDataset(torch.utils.data.Dataset):
                         f"tokens), over data.max_prompt_length={self.cfg.max_prompt_length}; raise it, lower "
                         "max_pixels, or set data.filter_overlong_prompts=true"
                     )
-                self._num_filtered += 1
+                self._filtered.append(index)
             elif max_samples < 0 or len(self._kept) < max_samples:
                 self._kept.append(index)
                 self._num_tokens.append(num_tokens)
@@ -455,7 +434,8 @@ class RLDataset(torch.utils.data.Dataset):
         file, local = self.rows.locate(index)
         original, resized = self._sizes[i]
         problem, messages, prompt_text = self._prompt(row, where)
-        image = decode_image(image_payload(row, self.cfg.image_key, file.parent, where), where)
+        payload = image_payload(row, self.cfg.image_key, file.parent, where)
+        image = decode_image(payload, where, self.cfg.apply_exif_orientation)
         if image.size != resized:
             image = image.resize(resized, Image.Resampling.BICUBIC)
         uid = str(row["id"]) if row.get("id") is not None else f"{file.name}:{local}"
@@ -493,6 +473,8 @@ def _metadata(row: dict, problem: str, original, resized, uid: str, where: str) 
     if hints is not None:
         metadata["hints"] = hints
     referring = row.get("referring") or referring_from_problem(problem)
+    if (isinstance(row.get("referring"), str) and not row["referring"].strip()) or _EMPTY_REFERRING.search(problem):
+        raise DataError(f"{where}: the referring expression is empty; every row must say what to find")
     if referring:
         metadata["referring"] = referring
     category = row.get("category") or (next(iter(hints)) if hints and len(hints) == 1 else None)

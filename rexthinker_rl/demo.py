@@ -16,6 +16,7 @@ import os
 import sys
 
 from rexthinker_rl.config import load_config
+from rexthinker_rl.images import decode_image
 from rexthinker_rl.infer import USER_ERRORS, Predictor, detect_hints, parse_hints_value, render
 from rexthinker_rl.prompts import add_preset_argument, preset_overrides
 
@@ -25,6 +26,8 @@ def answer_request(predictor: Predictor, image, referring: str, category: str, h
     """``(picture, reasoning, boxes JSON)`` for one request; ValueError with a message for the page on bad input."""
     if image is None:
         raise ValueError("upload an image first")
+    # The uploaded file as stored (gradio passes its path untouched), decoded the one way every path decodes.
+    image = decode_image(image, "uploaded image", predictor.config.data.apply_exif_orientation)
     if not (referring or "").strip():
         raise ValueError("type a referring expression")
     category = (category or "").strip() or "object"
@@ -38,7 +41,6 @@ def answer_request(predictor: Predictor, image, referring: str, category: str, h
         hints = detect_hints(detector, detector_args, image, category)
     else:
         raise ValueError('give box hints, e.g. {"person": [[10, 20, 110, 220]]} (no detector was configured)')
-    image = image.convert("RGB")
     inference = predictor.predict(image, referring, hints)
     boxes = json.dumps({"answer": inference.kind, "boxes": inference.boxes, "hints": inference.hints})
     return render(image, referring, inference), inference.reasoning, boxes
@@ -60,7 +62,7 @@ def build_app(predictor: Predictor, detector: str | None = None, detector_args: 
         gr.Markdown("## Rex-Thinker RL: grounded referring with reasoning over box hints")
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="pil", label="Image", elem_id="image")
+                image = gr.Image(type="filepath", image_mode=None, label="Image", elem_id="image")
                 referring = gr.Textbox(label="Referring expression", elem_id="referring", lines=1)
                 category = gr.Textbox(label="Category of the hints", value="person", elem_id="category", lines=1)
                 hints = gr.Textbox(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from PIL import Image
 
 from rexthinker_rl.config import Config, ConfigError, load_config
 from rexthinker_rl.data import DataError, decode_image, is_box
+from rexthinker_rl.outputs import check_new_file
 from rexthinker_rl.prompts import add_preset_argument, clean_up_spaces, preset_for, preset_overrides
 from rexthinker_rl.rollout.base import RolloutEngine, RolloutPrompt, SamplingSpec
 
@@ -63,13 +65,15 @@ class Predictor:
 
         if not referring.strip():
             raise ValueError("the referring expression is empty")
+        check_hints_inside(hints, image.size)
         prompt = make_prompt(self.processor, self.config.data, image, referring.strip(), hints)
         sampling = SamplingSpec(n=1, temperature=0.0, top_p=1.0, max_tokens=self.config.data.max_response_length)
         text = self.engine.generate([RolloutPrompt(prompt.prompt_text, prompt.image)], sampling)[0].text
         text = clean_up_spaces(text) if self.preset.decode_cleanup else text
         answer = parse_response(text, image.size, prompt.metadata["resized_size"], self.preset.answer_parsing)
         think = parse_completion(text).think
-        reasoning = think.strip() if think is not None else text
+        # Blank lines (an untrained model emits runs of them) are dropped: the reasoning is read, not its layout.
+        reasoning = re.sub(r"\s*\n\s*", "\n", think if think is not None else text).strip()
         return Inference(text, reasoning, answer.kind, answer.boxes_original, answer.boxes_resized, hints)
 
 
@@ -88,6 +92,18 @@ def parse_hints_value(value, category: str, where: str) -> Hints:
                 raise ValueError(f"{where}: hint box {box} has x1 <= x0 or y1 <= y0 (boxes are x0, y0, x1, y1)")
         hints[str(name)] = [[float(v) for v in box] for box in boxes]
     return hints
+
+
+def check_hints_inside(hints: Hints, size: tuple[int, int]) -> None:
+    """ValueError naming the first hint box that reaches outside a ``w x h`` image (hints are in its own pixels)."""
+    width, height = size
+    for name, boxes in hints.items():
+        for box in boxes:
+            if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
+                raise ValueError(
+                    f"hint box {box} ({name!r}) lies outside the {width}x{height} image; hints are [x0, y0, x1, y1] "
+                    "in the image's own pixels"
+                )
 
 
 def read_hints(path: str | Path, category: str) -> Hints:
@@ -131,7 +147,8 @@ def _parser() -> argparse.ArgumentParser:
     hints.add_argument("--detector", help="module:function or file.py:function proposing the hint boxes")
     parser.add_argument("--detector-arg", action="append", default=[], help="key=value for the detector (repeat)")
     parser.add_argument("--category", default="object", help="what the hints are (detector prompt, list hints)")
-    parser.add_argument("--out", default="rexthinker_infer.png", help="where to save the visualisation")
+    parser.add_argument("--out", default="rexthinker_infer.png", help="where to save the visualisation (a new file)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists (never the input)")
     parser.add_argument("--config", default=None, help="YAML config (pixel bounds, engine, prompts)")
     parser.add_argument("--engine", choices=("vllm", "hf"), default="hf", help="rollout engine (default hf)")
     add_preset_argument(parser)
@@ -146,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, overrides)
         if not Path(args.image).is_file():
             raise FileNotFoundError(f"--image {args.image} does not exist")
-        image = decode_image(Path(args.image), args.image)
+        check_new_file(args.out, args.overwrite, inputs=[args.image, args.hints or ""])
+        image = decode_image(Path(args.image), args.image, config.data.apply_exif_orientation)
         if args.hints:
             hints = read_hints(args.hints, args.category)
         else:
@@ -158,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"reasoning:\n{inference.reasoning}\n")
+    print(f"reasoning:\n{inference.reasoning or '(none: the completion has no reasoning text)'}\n")
     print(f"answer: {inference.kind}")
     print(f"boxes (image pixels): {json.dumps(inference.boxes)}")
     print(f"visualisation: {args.out}")

@@ -1,7 +1,7 @@
 """LoRA adapters on the language model (peft), and the two views of such a model the framework needs:
 
 - merged weights under plain Hugging Face names (W + scale * B @ A), what the rollout engine loads and what a converted
-  checkpoint holds, computed on copies so the trained base weights are never touched by merge/unmerge round-off;
+  checkpoint holds, computed out of place so the trained base weights are never touched by merge/unmerge round-off;
 - the raw peft state dict (base + adapters), what a checkpoint stores for an exact resume.
 
 The reference policy under LoRA is the same module with adapters disabled: no second copy of the weights.
@@ -40,21 +40,52 @@ def is_lora_state(weights: dict[str, torch.Tensor]) -> bool:
     return any(".lora_A." in name for name in weights)
 
 
-def merged_state_dict(model) -> dict[str, torch.Tensor]:
-    """Plain Hugging Face names -> merged weights (CPU copies) of a peft-wrapped model."""
+def _deltas(model) -> dict[str, torch.Tensor]:
+    """Plain weight name -> scaling * B @ A (summed over active adapters), in float32, on CPU."""
     from peft.tuners.lora import LoraLayer
 
-    merged: dict[str, torch.Tensor] = {}
-    for name, tensor in model.state_dict().items():
-        if ".lora_" in name:
-            continue
-        merged[name.removeprefix(PEFT_PREFIX).replace(".base_layer.", ".")] = tensor.detach().cpu().clone()
+    deltas: dict[str, torch.Tensor] = {}
     for module_name, module in model.named_modules():
         if isinstance(module, LoraLayer) and not module.disable_adapters:
             key = module_name.removeprefix(PEFT_PREFIX) + ".weight"
             for adapter in module.active_adapters:
-                merged[key] += module.get_delta_weight(adapter).detach().cpu().to(merged[key].dtype)
+                down, up = module.lora_A[adapter].weight, module.lora_B[adapter].weight
+                delta = (up.detach().float() @ down.detach().float()).cpu() * module.scaling[adapter]
+                delta = delta.T if module.fan_in_fan_out else delta
+                deltas[key] = deltas[key] + delta if key in deltas else delta
+    return deltas
+
+
+def merged_state_dict(model, adapted_only: bool = False) -> dict[str, torch.Tensor]:
+    """Plain Hugging Face names -> merged weights of a peft-wrapped model, on CPU: W + scaling * B @ A summed in
+    float32 and rounded once to W's dtype (the rollout's weights, the final folder and a converted checkpoint are the
+    same numbers, in bf16 too). Only the adapted weights are copies; the others are the live tensors, as
+    ``Policy.state_dict`` returns without LoRA: cloning a 7B-shaped model's 1.1B embedding and head parameters for
+    every sync would double the actor's memory. ``adapted_only``: just the weights that carry adapters, the only ones
+    training can change."""
+    deltas = _deltas(model)
+    merged: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        if ".lora_" in name:
+            continue
+        key = name.removeprefix(PEFT_PREFIX).replace(".base_layer.", ".")
+        base = tensor.detach().cpu()
+        if key in deltas:
+            merged[key] = (base.float() + deltas[key]).to(base.dtype)
+        elif not adapted_only:
+            merged[key] = base
     return merged
+
+
+def merged_model(wrapped):
+    """The plain model inside peft-wrapped ``wrapped`` (adapters removed, no longer usable as LoRA) holding the
+    merged weights of :func:`merged_state_dict`."""
+    weights = merged_state_dict(wrapped, adapted_only=True)
+    plain = wrapped.unload()
+    missing, unexpected = plain.load_state_dict(weights, strict=False)
+    if unexpected:
+        raise KeyError(f"merged LoRA weights do not fit the base model: {unexpected[:3]}")
+    return plain
 
 
 def merge_into(base_model, weights: dict[str, torch.Tensor], lora_cfg):
@@ -69,4 +100,4 @@ def merge_into(base_model, weights: dict[str, torch.Tensor], lora_cfg):
     lora_missing = [name for name in missing if ".lora_" in name]
     if unexpected or lora_missing:
         raise ValueError(f"{fits}: unexpected {unexpected[:3]}, missing adapters {lora_missing[:3]}")
-    return wrapped.merge_and_unload()
+    return merged_model(wrapped)

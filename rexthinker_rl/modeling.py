@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from rexthinker_rl.outputs import check_new_folder, is_model_folder, staging_folder, swap_folder
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -67,26 +69,24 @@ def load_model(
     return model.to(device).eval()
 
 
-def save_hf_folder(model, processor, out: str | Path) -> Path:
-    """Write model + processor (tokenizer, chat template) as a Hugging Face folder: into a temp folder, then renamed
-    over ``out``, so a crash never leaves a half-written model under the real name. A failed write (disk full)
+def save_hf_folder(
+    model, processor, out: str | Path, overwrite: bool = False, key: str = "out", hint: str = "pass --overwrite"
+) -> Path:
+    """Write model + processor (tokenizer, chat template) as a Hugging Face folder: into a temp folder, then swapped in
+    for ``out``, so a crash never leaves a half-written model under the real name. An existing ``out`` is replaced only
+    with ``overwrite`` and only when it is a model folder (``rexthinker_rl.outputs``); a failed write (disk full)
     removes its temp folder and leaves an existing ``out`` as it was."""
-    target = Path(out)
-    tmp = target.with_name(f".{target.name}.tmp")
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
+    target = check_new_folder(out, overwrite, is_model_folder, "Hugging Face model folder", key, hint)
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):  # this writer's own, left by a crash mid-write
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = staging_folder(target)
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)  # two renames: some complete folder is always in place
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
+    return swap_folder(tmp, target)
 
 
 def vision_token_ids(tokenizer) -> list[int]:

@@ -5,7 +5,7 @@ restart at 0 where each sequence starts, rows 1-3 the mRoPE (temporal, height, w
 have alone, and no attention mask. From the restarting text positions the model builds attention that never crosses
 a sequence boundary: a block-diagonal causal mask for sdpa/eager (what runs on CPU), and cu_seqlens for
 flash_attention_2 (on GPU, where packing also saves the O(T^2) mask). Only the logits of positions that predict a
-response token are computed (``logits_to_keep`` as an index tensor).
+response token go through the LM head (``logits_to_keep`` as an index tensor), in chunks (``rexthinker_rl.logprobs``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from rexthinker_rl import algorithms
 from rexthinker_rl.batch import SequenceBatch
+from rexthinker_rl.logprobs import DEFAULT_CHUNK_TOKENS, HeadRequest, model_logprobs
 
 
 def rope_owner(model):
@@ -55,28 +55,27 @@ def pack(model, batch: SequenceBatch) -> PackedInputs:
 
 
 def packed_response_logprobs(
-    model, batch: SequenceBatch, temperature: float = 1.0, with_entropy: bool = False, entropy_grad: bool = True
+    model,
+    batch: SequenceBatch,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    entropy_grad: bool = True,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Like ``policy.response_logprobs``: (batch, R) log-probs of the response tokens (0 where the response mask is
-    0) and optionally their entropy, from one padding-free forward."""
+    0) and optionally their entropy, from one padding-free forward (LM head in chunks of ``chunk_tokens``)."""
     packed = pack(model, batch)
-    output = model(
-        input_ids=packed.input_ids,
-        position_ids=packed.position_ids,
-        pixel_values=batch.pixel_values,
-        image_grid_thw=batch.image_grid_thw,
-        logits_to_keep=packed.predictors,
-        use_cache=False,
-    )
-    logits = output.logits[0].float()  # (N, vocab)
-    if temperature != 1.0:
-        logits = logits / temperature
+    inputs = {
+        "input_ids": packed.input_ids,
+        "position_ids": packed.position_ids,
+        "pixel_values": batch.pixel_values,
+        "image_grid_thw": batch.image_grid_thw,
+    }
+    request = HeadRequest(packed.targets[None], temperature, chunk_tokens, with_entropy, entropy_grad)
+    token_logprobs, token_entropy = model_logprobs(model, inputs, packed.predictors, request)  # (1, N) each
     mask = batch.response_mask.bool()
-    logprobs = torch.zeros(batch.response_mask.shape, dtype=logits.dtype, device=logits.device)
-    logprobs = logprobs.masked_scatter(mask, algorithms.logprobs_from_logits(logits, packed.targets))  # (batch, R)
-    if not with_entropy:
+    logprobs = torch.zeros(mask.shape, dtype=token_logprobs.dtype, device=token_logprobs.device)
+    logprobs = logprobs.masked_scatter(mask, token_logprobs[0])  # (batch, R)
+    if token_entropy is None:
         return logprobs, None
-    entropy = torch.zeros_like(logprobs).masked_scatter(
-        mask, algorithms.entropy_from_logits(logits, grad=entropy_grad)
-    )
-    return logprobs, entropy
+    return logprobs, torch.zeros_like(logprobs).masked_scatter(mask, token_entropy[0])

@@ -17,6 +17,7 @@ import torch
 from rexthinker_rl import algorithms
 from rexthinker_rl.batch import SequenceBatch, token_budget_groups
 from rexthinker_rl.config import Config
+from rexthinker_rl.logprobs import DEFAULT_CHUNK_TOKENS, HeadRequest, model_logprobs
 from rexthinker_rl.modeling import load_model
 from rexthinker_rl.utils import rng_state, set_rng_state
 
@@ -31,20 +32,21 @@ def _vision_tower(model):
 
 
 def response_logprobs(
-    model, batch: SequenceBatch, temperature: float = 1.0, with_entropy: bool = False, entropy_grad: bool = True
+    model,
+    batch: SequenceBatch,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    entropy_grad: bool = True,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probabilities (batch, R) of the response tokens under ``model``, and optionally their entropy (batch, R),
-    differentiable unless ``entropy_grad`` is False (then a metric only)."""
-    response_length = batch.response_length
-    # Logits for the last R + 1 positions only: the response tokens are predicted from positions [P-1, P+R-1).
-    output = model(**batch.model_inputs(), logits_to_keep=response_length + 1, use_cache=False)
-    logits = output.logits[:, :-1, :].float()  # (batch, R, vocab)
-    if temperature != 1.0:
-        logits = logits / temperature
-    targets = batch.input_ids[:, batch.prompt_length :]  # (batch, R)
-    logprobs = algorithms.logprobs_from_logits(logits, targets)  # (batch, R)
-    entropy = algorithms.entropy_from_logits(logits, grad=entropy_grad) if with_entropy else None
-    return logprobs, entropy
+    differentiable unless ``entropy_grad`` is False (then a metric only). The LM head runs ``chunk_tokens`` tokens at
+    a time (``rexthinker_rl.logprobs``): no (batch, R, vocab) logits are ever held."""
+    prompt, response = batch.prompt_length, batch.response_length
+    # The response tokens are predicted from positions [P-1, P+R-1).
+    positions = torch.arange(prompt - 1, prompt + response - 1, device=batch.input_ids.device)
+    request = HeadRequest(batch.input_ids[:, prompt:], temperature, chunk_tokens, with_entropy, entropy_grad)
+    return model_logprobs(model, batch.model_inputs(), positions, request)
 
 
 def lr_lambda(warmup_steps: int, total_steps: int, schedule: str):
@@ -151,11 +153,12 @@ class Policy:
         temperature = self.config.rollout.temperature or 1.0
         # Without an entropy bonus the entropy is only logged: no backward pass through the vocabulary softmax.
         entropy_grad = self.config.actor.entropy_coef != 0
+        chunk = self.config.actor.logprob_chunk_tokens
         if self.config.actor.padding_free:
             from rexthinker_rl.packing import packed_response_logprobs
 
-            return packed_response_logprobs(self.model, micro, temperature, with_entropy, entropy_grad)
-        return response_logprobs(self.model, micro, temperature, with_entropy, entropy_grad)
+            return packed_response_logprobs(self.model, micro, temperature, with_entropy, entropy_grad, chunk)
+        return response_logprobs(self.model, micro, temperature, with_entropy, entropy_grad, chunk)
 
     @torch.no_grad()
     def compute_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
@@ -292,6 +295,16 @@ class Policy:
             return merged_state_dict(self.model)
         return {name: tensor.detach().cpu() for name, tensor in self.model.state_dict().items()}
 
+    def sync_state_dict(self) -> dict[str, torch.Tensor]:
+        """What the rollout engine loads after an update: ``state_dict()``, except that under LoRA only the adapted
+        weights are sent (merged), the only ones training changes: a 7B model's frozen embedding, head and vision
+        tower are not re-sent every step (the engine loaded them from the same model folder)."""
+        if self.lora:
+            from rexthinker_rl.lora import merged_state_dict
+
+            return merged_state_dict(self.model, adapted_only=True)
+        return self.state_dict()
+
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """What a checkpoint stores: the weights as trained (base + separate adapters under LoRA)."""
         return {name: tensor.detach().cpu() for name, tensor in self.model.state_dict().items()}
@@ -302,7 +315,9 @@ class Policy:
             return self.model
         import copy
 
-        return copy.deepcopy(self.model).merge_and_unload()
+        from rexthinker_rl.lora import merged_model
+
+        return merged_model(copy.deepcopy(self.model))
 
     def load(self, weights: dict[str, torch.Tensor], train_state: dict[str, Any] | None = None) -> None:
         self.model.load_state_dict(weights)

@@ -14,6 +14,7 @@ import torch
 from rexthinker_rl.batch import build_sequence_batch, encode_prompts
 from rexthinker_rl.config import Config
 from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder
+from rexthinker_rl.outputs import check_new_folder, is_model_folder
 from rexthinker_rl.policy import response_logprobs
 from rexthinker_rl.utils import seed_everything
 
@@ -24,13 +25,20 @@ def run_sft(config: Config) -> Path:
 
     seed_everything(config.trainer.seed)
     model_cfg, sft = config.model, config.sft
+    # The output is checked before hours of training, and never replaces the model SFT starts from or its data.
+    inputs = [model_cfg.path, model_cfg.tokenizer_path, config.data.train_files]
+    out = ("sft.output_dir", "set sft.overwrite=true")
+    check_new_folder(sft.output_dir, sft.overwrite, is_model_folder, "Hugging Face model folder", *out, inputs)
     processor = load_processor(
         model_cfg.path, config.data.min_pixels, config.data.max_pixels, model_cfg.trust_remote_code
     )
     dataset = RLDataset(config.data.train_files, processor, config.data)
     rows = [i for i in range(len(dataset)) if dataset[i].sft_target]
     if not rows:
-        raise ValueError(f"{config.data.train_files}: no row has an sft_target; nothing to warm-start on")
+        raise ValueError(
+            f"{config.data.train_files}: no row has an sft_target; write templated chain-of-thought targets with "
+            "`rexthinker-data cot` (README: own data), or skip SFT and start GRPO from released weights"
+        )
     device = "cuda" if config.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
     model = load_model(
         model_cfg.path, model_cfg.dtype, model_cfg.attn_implementation, device, model_cfg.trust_remote_code
@@ -54,7 +62,7 @@ def run_sft(config: Config) -> Path:
             encoded = encode_prompts(processor, [s.prompt_text for s in samples], [s.image for s in samples])
             batch = build_sequence_batch(encoded, list(range(len(samples))), targets, tokenizer.pad_token_id)
             batch = batch.to_device(device)
-            logprobs, _ = response_logprobs(model, batch)
+            logprobs, _ = response_logprobs(model, batch, chunk_tokens=config.actor.logprob_chunk_tokens)
             mask = batch.response_mask.to(logprobs.dtype)
             loss = -(logprobs * mask).sum() / mask.sum()
             optimizer.zero_grad(set_to_none=True)
@@ -63,4 +71,4 @@ def run_sft(config: Config) -> Path:
             optimizer.step()
             losses.append(loss.item())
         print(f"sft epoch {epoch + 1}/{sft.epochs} | loss {sum(losses) / len(losses):.4f}", flush=True)
-    return save_hf_folder(model, processor, sft.output_dir)
+    return save_hf_folder(model, processor, sft.output_dir, sft.overwrite, *out)

@@ -31,8 +31,11 @@ def sharding_units(model) -> list[torch.nn.Module]:
     return units
 
 
-def merge_lora_weights(weights: dict[str, torch.Tensor], lora_cfg) -> dict[str, torch.Tensor]:
-    """Plain Hugging Face names -> merged weights (W + alpha / rank * B @ A) from a full peft state dict."""
+def merge_lora_weights(
+    weights: dict[str, torch.Tensor], lora_cfg, adapted_only: bool = False
+) -> dict[str, torch.Tensor]:
+    """Plain Hugging Face names -> merged weights (W + alpha / rank * B @ A) from a full peft state dict
+    (``adapted_only``: just the weights that carry adapters)."""
     from rexthinker_rl.lora import PEFT_PREFIX
 
     scale = lora_cfg.alpha / lora_cfg.rank
@@ -44,6 +47,8 @@ def merge_lora_weights(weights: dict[str, torch.Tensor], lora_cfg) -> dict[str, 
             prefix = name.removesuffix(".base_layer.weight")
             down, up = weights[f"{prefix}.lora_A.default.weight"], weights[f"{prefix}.lora_B.default.weight"]
             tensor = (tensor.float() + scale * (up.float() @ down.float())).to(tensor.dtype)
+        elif adapted_only:
+            continue
         merged[name.removeprefix(PEFT_PREFIX).replace(".base_layer.", ".")] = tensor
     return merged
 
@@ -80,6 +85,12 @@ class ShardedPolicy(Policy):
     def state_dict(self) -> dict[str, torch.Tensor]:
         full = self._full_state_dict()
         return merge_lora_weights(full, self.config.model.lora) if self.lora and full else full
+
+    def sync_state_dict(self) -> dict[str, torch.Tensor]:
+        if not self.lora:
+            return self.state_dict()
+        full = self._full_state_dict()
+        return merge_lora_weights(full, self.config.model.lora, adapted_only=True) if full else full
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         return self._full_state_dict()

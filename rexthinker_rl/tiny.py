@@ -3,13 +3,16 @@
 The folder loads with ``from_pretrained`` exactly like a real checkpoint (the trainer, vLLM and the tests use the same
 loading code for it as for Qwen2.5-VL-7B). Deterministic given a seed. No network.
 
-CLI: ``rexthinker-tiny OUT_DIR [--seed 0] [--hidden 256] [--layers 2]``.
+CLI: ``rexthinker-tiny OUT_DIR [--seed 0] [--hidden 256] [--layers 2]``; ``rexthinker-tiny --like qwen2.5-vl-7b --layers 1
+--vision-layers 2 OUT_DIR`` writes a random model of the real 7B shape with fewer blocks (``rexthinker_rl.shapes``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,8 +90,11 @@ class TinySpec:
     max_pixels: int = 1280 * 28 * 28
 
 
-def build_tokenizer(vocab_size: int, extra_corpus: list[str] | None = None):
-    """Byte-level BPE with Qwen's special tokens and chat template, as a ``PreTrainedTokenizerFast``."""
+def build_tokenizer(vocab_size: int, extra_corpus: list[str] | None = None, first_special_id: int | None = None):
+    """Byte-level BPE with Qwen's special tokens and chat template, as a ``PreTrainedTokenizerFast``.
+
+    ``first_special_id`` (a real shape's tokenizer): the special tokens take Qwen's ids from there on, after the
+    trained BPE and unused placeholder entries that no merge produces, and Qwen's other added tokens follow."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -99,13 +105,15 @@ def build_tokenizer(vocab_size: int, extra_corpus: list[str] | None = None):
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=QWEN_SPECIAL_TOKENS,
+        special_tokens=QWEN_SPECIAL_TOKENS if first_special_id is None else [],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     numbers = [f"[{i}, {i}]" for i in range(1000)] * 3
     corpus = _CORPUS_LINES * 4 + numbers + list(extra_corpus or [])
     tokenizer.train_from_iterator(corpus, trainer=trainer)
+    if first_special_id is not None:
+        tokenizer = _with_special_ids_at(tokenizer, first_special_id)
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token="<|im_end|>",
@@ -115,6 +123,36 @@ def build_tokenizer(vocab_size: int, extra_corpus: list[str] | None = None):
     )
     wrapped.chat_template = CHAT_TEMPLATE
     return wrapped
+
+
+# Qwen2's added tokens after the special ones (ordinary added tokens, not special).
+QWEN_EXTRA_TOKENS = [
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+]
+
+
+def _with_special_ids_at(tokenizer, first_special_id: int):
+    """``tokenizer`` (a trained BPE without special tokens) padded with placeholder entries up to
+    ``first_special_id``, then Qwen's special and extra tokens at their real ids."""
+    from tokenizers import AddedToken, Tokenizer
+
+    data = json.loads(tokenizer.to_str())
+    vocab = data["model"]["vocab"]
+    if len(vocab) > first_special_id:
+        raise ValueError(f"a BPE of {len(vocab)} tokens does not fit below id {first_special_id}")
+    # Placeholders: no merge produces them, so they never appear in encoded text; they decode to their own name.
+    vocab.update({f"<|placeholder_{index}|>": index for index in range(len(vocab), first_special_id)})
+    padded = Tokenizer.from_str(json.dumps(data))
+    padded.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in QWEN_SPECIAL_TOKENS])
+    padded.add_tokens([AddedToken(token, special=False, normalized=False) for token in QWEN_EXTRA_TOKENS])
+    return padded
 
 
 def build_processor(tokenizer, spec: TinySpec):
@@ -181,14 +219,19 @@ def build_model_config(tokenizer, spec: TinySpec):
     )
 
 
-def build_tiny_model(out_dir: str | Path, seed: int = 0, spec: TinySpec | None = None) -> Path:
-    """Write a complete Hugging Face folder (model.safetensors, config, tokenizer, processor) to ``out_dir``."""
+def build_tiny_model(
+    out_dir: str | Path, seed: int = 0, spec: TinySpec | None = None, overwrite: bool = False
+) -> Path:
+    """Write a complete Hugging Face folder (model.safetensors, config, tokenizer, processor) to ``out_dir``: a new or
+    empty folder, or with ``overwrite`` a model folder (never anything else)."""
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
+    from rexthinker_rl.outputs import check_new_folder, is_model_folder, staging_folder, swap_folder
+
     spec = spec or TinySpec()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_new_folder(out_dir, overwrite, is_model_folder, "Hugging Face model folder", "OUT_DIR")
+    staged = staging_folder(out)  # built aside, then swapped in: a replaced model folder keeps no stale file
     tokenizer = build_tokenizer(spec.vocab_size)
     processor = build_processor(tokenizer, spec)
     config = build_model_config(tokenizer, spec)
@@ -198,33 +241,69 @@ def build_tiny_model(out_dir: str | Path, seed: int = 0, spec: TinySpec | None =
     model.generation_config = GenerationConfig(
         eos_token_id=text.eos_token_id, pad_token_id=text.pad_token_id, bos_token_id=text.bos_token_id
     )
-    model.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "tiny_spec.json").write_text(json.dumps(spec.__dict__, indent=2))
-    return out
+    try:
+        model.save_pretrained(staged, safe_serialization=True)
+        processor.save_pretrained(staged)
+        tokenizer.save_pretrained(staged)
+        (staged / "tiny_spec.json").write_text(json.dumps(spec.__dict__, indent=2))
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return swap_folder(staged, out)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Build a tiny random Qwen2.5-VL folder offline.")
+    parser = argparse.ArgumentParser(description="Build a tiny (or real-shaped) random Qwen2.5-VL folder offline.")
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--hidden", type=int, default=TinySpec.hidden_size)
-    parser.add_argument("--layers", type=int, default=TinySpec.num_layers)
-    parser.add_argument("--heads", type=int, default=TinySpec.num_heads, help="attention heads (head_dim >= 64)")
-    parser.add_argument("--kv-heads", type=int, default=TinySpec.num_kv_heads)
-    parser.add_argument("--intermediate", type=int, default=TinySpec.intermediate_size, help="MLP width")
-    parser.add_argument("--max-pixels", type=int, default=TinySpec.max_pixels)
-    args = parser.parse_args(argv)
-    spec = TinySpec(
-        hidden_size=args.hidden,
-        num_layers=args.layers,
-        num_heads=args.heads,
-        num_kv_heads=args.kv_heads,
-        intermediate_size=args.intermediate,
-        max_pixels=args.max_pixels,
+    parser.add_argument(
+        "--like",
+        default="",
+        help="a real shape (qwen2.5-vl-7b, qwen2.5-vl-3b): its every dimension, vocabulary and special-token ids, "
+        "with --layers text and --vision-layers vision blocks",
     )
-    path = build_tiny_model(args.out_dir, seed=args.seed, spec=spec)
+    parser.add_argument("--hidden", type=int, default=None, help=f"hidden size (default {TinySpec.hidden_size})")
+    parser.add_argument("--layers", type=int, default=TinySpec.num_layers, help="text decoder blocks")
+    parser.add_argument("--vision-layers", type=int, default=TinySpec.vision_depth, help="vision blocks")
+    parser.add_argument("--heads", type=int, default=None, help="attention heads (head_dim >= 64)")
+    parser.add_argument("--kv-heads", type=int, default=None)
+    parser.add_argument("--intermediate", type=int, default=None, help="MLP width")
+    parser.add_argument("--max-pixels", type=int, default=None)
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR when it is a model folder")
+    args = parser.parse_args(argv)
+    sizes = {"--hidden": args.hidden, "--heads": args.heads, "--kv-heads": args.kv_heads}
+    sizes.update({"--intermediate": args.intermediate, "--max-pixels": args.max_pixels})
+    if args.like:
+        from rexthinker_rl.shapes import ShapeError, build_shaped_model
+
+        given = [flag for flag, value in sizes.items() if value is not None]
+        if given:
+            parser.exit(2, f"error: {', '.join(given)} cannot change a real shape (--like {args.like})\n")
+        try:
+            path = build_shaped_model(
+                args.out_dir, args.like, args.layers, args.vision_layers, seed=args.seed, overwrite=args.overwrite
+            )
+        except (ShapeError, ValueError) as error:
+            parser.exit(2, f"error: {error}\n")
+        print(
+            f"{args.like}-shaped Qwen2.5-VL ({args.layers} text, {args.vision_layers} vision blocks) written to {path}"
+        )
+        return
+    defaults = TinySpec()
+    spec = TinySpec(
+        hidden_size=args.hidden or defaults.hidden_size,
+        num_layers=args.layers,
+        num_heads=args.heads or defaults.num_heads,
+        num_kv_heads=args.kv_heads or defaults.num_kv_heads,
+        intermediate_size=args.intermediate or defaults.intermediate_size,
+        vision_depth=args.vision_layers,
+        max_pixels=args.max_pixels or defaults.max_pixels,
+    )
+    try:
+        path = build_tiny_model(args.out_dir, seed=args.seed, spec=spec, overwrite=args.overwrite)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     print(f"tiny Qwen2.5-VL written to {path}")
 
 

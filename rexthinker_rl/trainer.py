@@ -47,13 +47,14 @@ def _names_dead_workers(fit):
 
 class GRPOTrainer:
     def __init__(self, config: Config) -> None:
+        from rexthinker_rl.checkpoint import check_compatible, check_run_folder, model_signature, resolve_resume
         from rexthinker_rl.data import ResumableSampler, RLDataset
         from rexthinker_rl.modeling import load_processor
 
         self.config = config
         seed_everything(config.trainer.seed)
         self.run_dir = Path(config.trainer.output_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        check_run_folder(self.run_dir, config.trainer.resume)  # nothing of an earlier run or a user's is overwritten
         model = config.model
         # Everything cheap that can be wrong is checked before any worker starts: data, reward function, model folder.
         self.processor = load_processor(
@@ -67,6 +68,11 @@ class GRPOTrainer:
         )
         self.rewards = RewardRunner(config.reward)
         self.rewards.check(probe_inputs(self.train_set))
+        self.signature = model_signature(model.path, len(self.processor.tokenizer), model.lora)
+        key = f"trainer.resume={config.trainer.resume}"
+        self.resume_from = resolve_resume(config.trainer.resume, self.run_dir / "checkpoints")
+        if self.resume_from is not None:
+            check_compatible(self.resume_from, self.signature, key)
         self.sampler = ResumableSampler(
             len(self.train_set), config.data.rollout_batch_size, config.data.shuffle, config.data.seed
         )
@@ -83,6 +89,8 @@ class GRPOTrainer:
         self.history: list[dict[str, float]] = []
         # Greedy validation reward of every prompt, by step ("0" = before training): the paired gain and its noise.
         self.val_rewards: dict[str, list[float]] = {}
+        self._ray_switch: str | None = None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, self.run_dir / "config.yaml")
 
     # ------------------------------------------------------------------ the algorithm
@@ -203,19 +211,20 @@ class GRPOTrainer:
             to_yaml(self.config),
             self.config.checkpoint.save_limit,
             rng_state(),
+            self.signature,
         )
 
     def _resume(self) -> int:
         """Restore actor, rollout weights, data position and history from a checkpoint; the step to continue after."""
         import ray
 
-        from rexthinker_rl.checkpoint import load_checkpoint, resolve_resume
+        from rexthinker_rl.checkpoint import load_checkpoint
 
-        folder = resolve_resume(self.config.trainer.resume, self.run_dir / "checkpoints")
+        folder = self.resume_from  # found, verified and checked against the model before Ray started
         if folder is None:
             _truncate_metrics(self.run_dir / "metrics.jsonl", keep_through=-1)
             return 0
-        ckpt = load_checkpoint(folder)
+        ckpt = load_checkpoint(folder, verified=True)
         ray.get(self.workers.actor.load_train_state.remote(ckpt.weights, ckpt.train_state))
         ray.get(self.workers.rollout.load_weights.remote(self.workers.actor.get_weights.remote()))
         self.sampler.load_state_dict(ckpt.trainer_state["sampler"])
@@ -231,17 +240,21 @@ class GRPOTrainer:
     # ------------------------------------------------------------------ helpers
     def _worker_died(self, error: Exception) -> WorkerDiedError:
         """Ray's report of a dead worker process, as one line naming the worker, the step and how to resume."""
-        from rexthinker_rl.checkpoint import list_checkpoints
-
         when = f"step {self.step}" if self.step else "start-up (step 0)"
         detail = "its actor failed to start" if getattr(error, "actor_init_failed", False) else "its process died"
         pid = re.search(r"\bpid[:=]\s*(\d+)", str(error))
-        checkpoints = list_checkpoints(self.run_dir / "checkpoints")
-        since = f"from {checkpoints[0]}" if checkpoints else "from the start (no checkpoint yet)"
         return WorkerDiedError(
             f"{self._worker_role(error)} worker died during {when} ({detail}{f', pid {pid.group(1)}' if pid else ''});"
-            f" the run stopped; rerun the same command with trainer.resume=auto to continue {since}"
+            f" the run stopped; {self.how_to_resume()}"
         )
+
+    def how_to_resume(self) -> str:
+        """The rerun that continues this run, and from where."""
+        from rexthinker_rl.checkpoint import list_checkpoints
+
+        checkpoints = list_checkpoints(self.run_dir / "checkpoints")
+        since = f"from {checkpoints[0]}" if checkpoints else "from the start (no checkpoint yet)"
+        return f"rerun the same command with trainer.resume=auto to continue {since}"
 
     def _worker_role(self, error) -> str:
         """``actor``, ``reference`` or ``rollout`` for the Ray actor an error is about; ``reward`` for a task."""
@@ -329,24 +342,13 @@ class GRPOTrainer:
     def _start_workers(self) -> None:
         import ray
 
+        from rexthinker_rl.ray_cluster import start_ray
         from rexthinker_rl.workers import spawn_workers, worker_env
 
         if not ray.is_initialized():
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            # Ray starts workers at nice 15; the driver only waits on them, so any other load on a laptop would
-            # starve the processes doing the work. Workers of a local cluster run at the driver's priority.
-            os.environ.setdefault("RAY_worker_niceness", "0")
-            address = self.config.trainer.ray_address or None
-            init_kwargs = (
-                {"address": address}
-                if address
-                else {
-                    "num_cpus": max(2, os.cpu_count() or 2),
-                    "object_store_memory": 300 * 2**20,
-                    "include_dashboard": False,
-                }
-            )
-            ray.init(**init_kwargs, runtime_env={"env_vars": worker_env(str(self.run_dir))}, log_to_driver=True)
+            cpus, store = max(2, os.cpu_count() or 2), 300 * 2**20
+            env = worker_env(str(self.run_dir))
+            self._ray_switch = start_ray(self.config.trainer.ray_address, env, cpus, store)
         updates = self.total_steps * self.config.derived["updates_per_step"]
         self.workers = spawn_workers(self.config, self.config.model.path, updates, str(self.run_dir))
 
@@ -381,11 +383,10 @@ class GRPOTrainer:
             warnings.warn(f"could not draw {self.run_dir / 'curves.png'}: {error!r}", stacklevel=2)
 
     def shutdown(self) -> None:
-        import ray
+        from rexthinker_rl.ray_cluster import stop_ray
 
         self.workers = None
-        if ray.is_initialized():
-            ray.shutdown()
+        stop_ray(self._ray_switch)
 
 
 def _truncate_metrics(path: Path, keep_through: int) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from rexthinker_rl.config import DataConfig
 from rexthinker_rl.data import DataError, decode_image, hints_from_problem, image_payload, read_rows, resized_size
+from rexthinker_rl.outputs import check_new_file
 from rexthinker_rl.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,8 @@ def load_images(data: str | None, uids: Iterable[str], data_cfg: dict) -> dict[s
         if uid not in wanted or uid in images:
             continue
         where = rows.where(index)
-        image = decode_image(image_payload(row, image_key, file.parent, where), where)
+        apply_exif = bool(data_cfg.get("apply_exif_orientation", True))
+        image = decode_image(image_payload(row, image_key, file.parent, where), where, apply_exif)
         size = resized_size(image.width, image.height, min_pixels, max_pixels)
         image = image.resize(size) if image.size != size else image
         buffer = io.BytesIO()
@@ -231,12 +233,19 @@ def render_page(title: str, rollouts: list[Rollout], images: dict[str, tuple[str
 
 
 def build_viewer(
-    run_dir: str | Path, data: str | None = None, max_rollouts: int = 2000, out: str | None = None
+    run_dir: str | Path,
+    data: str | None = None,
+    max_rollouts: int = 2000,
+    out: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write ``viewer.html`` for a run folder; returns its path."""
+    """Write ``viewer.html`` for a run folder (its own page there is rewritten each time; another existing ``out`` only
+    with ``overwrite``, and never an input); returns its path."""
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"run folder {run} does not exist")
+    inputs = [run / "rollouts.jsonl", run / "config.yaml", data or ""]
+    check_new_file(out or run / "viewer.html", overwrite or not out, inputs)
     rollouts = read_rollouts(run / "rollouts.jsonl", max_rollouts)
     data_cfg = _run_config(run)
     data = data or data_cfg.get("train_files") or None
@@ -255,9 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="training set with the rollouts' images (default: config's)")
     parser.add_argument("--max-rollouts", type=int, default=2000, help="the last N logged rollouts (0: all)")
     parser.add_argument("--out", default=None, help="HTML file to write (default RUN_DIR/viewer.html)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out (never an input)")
     args = parser.parse_args(argv)
     try:
-        path = build_viewer(args.run_dir, args.data, args.max_rollouts, args.out)
+        path = build_viewer(args.run_dir, args.data, args.max_rollouts, args.out, args.overwrite)
     except (DataError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

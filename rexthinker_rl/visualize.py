@@ -60,6 +60,12 @@ def wrap(text: str, width_px: int, text_font) -> list[str]:
     return lines
 
 
+def legend_text(hints: Boxes = (), gt: Boxes = (), pred: Boxes = ()) -> str:
+    """The legend of what a picture shows (a picture without ground truth names none)."""
+    drawn = (("magenta: hints (numbered)", hints), ("green: ground truth", gt), ("red: prediction", pred))
+    return "   ".join(label for label, boxes in drawn if len(boxes))
+
+
 def render(
     image: Image.Image,
     hints: Boxes = (),
@@ -78,7 +84,7 @@ def render(
     draw_boxes(draw, gt, GT_COLOUR, scale, 4)
     draw_boxes(draw, pred, PRED_COLOUR, scale, 2)
     body_font, title_font = font(15), font(18)
-    legend = "magenta: hints (numbered)   green: ground truth   red: prediction"
+    legend = legend_text(hints, gt, pred)
     lines = wrap(text, TEXT_WIDTH - 2 * MARGIN, body_font)
     line_height = 20
     header = 2 * line_height + MARGIN

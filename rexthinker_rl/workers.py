@@ -40,8 +40,9 @@ class _PolicyVerbs:
         return self.policy.compute_ref_logprobs(batch)
 
     def get_weights(self) -> dict[str, torch.Tensor]:
-        """Merged, Hugging Face-named weights: what the rollout engine loads (a sharded rank 0 only; {} elsewhere)."""
-        return self.policy.state_dict()
+        """Merged, Hugging Face-named weights: what the rollout engine loads (a sharded rank 0 only; {} elsewhere).
+        Under LoRA only the adapted weights: nothing else changes."""
+        return self.policy.sync_state_dict()
 
     def get_checkpoint_weights(self) -> dict[str, torch.Tensor]:
         return self.policy.checkpoint_state()
@@ -56,8 +57,8 @@ class _PolicyVerbs:
         from rexthinker_rl.modeling import save_hf_folder
 
         model = self.policy.hf_model()  # collective when sharded: a model on rank 0 only
-        if model is not None:
-            save_hf_folder(model, processor, folder)
+        if model is not None:  # the run's own final/ (checked before Ray started to be a model folder, if present)
+            save_hf_folder(model, processor, folder, overwrite=True, key="final/")
 
 
 class ActorWorker(_PolicyVerbs):

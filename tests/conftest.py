@@ -1,17 +1,25 @@
-"""Session-wide test setup: one thread for torch, no Ray auth or tokenizer threads, and shared fixtures."""
+"""Session-wide test setup: one thread for torch, no tokenizer threads, Ray with token authentication on (a token of
+the test session's own, so tests neither read nor write ~/.ray), and shared fixtures."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
-os.environ["RAY_AUTH_MODE"] = "disabled"
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+_RAY_TOKEN_DIR = tempfile.mkdtemp(prefix="rexthinker-test-ray-")
+os.environ["RAY_AUTH_TOKEN_PATH"] = os.path.join(_RAY_TOKEN_DIR, "auth_token")
+atexit.register(shutil.rmtree, _RAY_TOKEN_DIR, True)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import rexthinker_rl  # noqa: E402, F401  (installs the torchvision shim before any processor import)
+from rexthinker_rl.ray_cluster import ensure_auth_token  # noqa: E402
 
+ensure_auth_token()  # RAY_AUTH_MODE=token and the token file (mode 600), for every Ray the tests start
 torch.set_num_threads(1)
 
 
@@ -21,6 +29,15 @@ def tiny_model_dir(tmp_path_factory):
     from rexthinker_rl.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def qwen7b_shaped_dir(tmp_path_factory):
+    """Qwen2.5-VL-7B's real shape (152,064-row embedding and head, 3,584 hidden, GQA 28/4, windowed vision tower)
+    with 1 text and 2 vision blocks, random bf16 weights (2.8 GB on disk), built once per session (~30 s)."""
+    from rexthinker_rl.shapes import build_shaped_model
+
+    return build_shaped_model(tmp_path_factory.mktemp("qwen7b_shaped") / "model", "qwen2.5-vl-7b", 1, 2, seed=0)
 
 
 @pytest.fixture(scope="session")

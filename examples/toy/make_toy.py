@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=24, help="number of records (one image each)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if (Path(args.out) / "toy.json").exists():
+        parser.error(f"{args.out}/toy.json exists; choose a new --out")
     print(f"wrote {make_toy(args.out, args.num, args.seed)} and {args.num} images")
 
 

@@ -168,7 +168,12 @@ def write_humanref(path: str | Path, records: list[HumanRefRecord]) -> None:
 
 # ---------------------------------------------------------------------------------------------------- our datasets
 def dataset_records(
-    path: str | Path, min_pixels: int, max_pixels: int, answer_key: str = "answer", image_key: str = "images"
+    path: str | Path,
+    min_pixels: int,
+    max_pixels: int,
+    answer_key: str = "answer",
+    image_key: str = "images",
+    apply_exif: bool = True,
 ) -> list[HumanRefRecord]:
     """Rows of a training-schema parquet/JSONL as HumanRef records in original-image pixels.
 
@@ -184,7 +189,7 @@ def dataset_records(
         file, local = rows.locate(index)
         original = row.get("image_size")
         if original is None:
-            original = image_header_size(image_payload(row, image_key, file.parent, where), where)
+            original = image_header_size(image_payload(row, image_key, file.parent, where), where, apply_exif)
         resized = row.get("resized_size") or resized_size(original[0], original[1], min_pixels, max_pixels)
         answer = row.get(answer_key)
         parsed = parse_answer(answer) if isinstance(answer, str) else None
@@ -215,11 +220,11 @@ def dataset_records(
     return records
 
 
-def load_records(path: str | Path, min_pixels: int, max_pixels: int) -> list[HumanRefRecord]:
+def load_records(path: str | Path, min_pixels: int, max_pixels: int, apply_exif: bool = True) -> list[HumanRefRecord]:
     """Ground truth of a HumanRef ``annotations.jsonl`` or of one of our parquet/JSONL sets."""
     if is_humanref_file(path):
         return read_humanref(path)
-    return dataset_records(path, min_pixels, max_pixels)
+    return dataset_records(path, min_pixels, max_pixels, apply_exif=apply_exif)
 
 
 # -------------------------------------------------------------------------------------------------------- predictions

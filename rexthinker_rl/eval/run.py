@@ -32,9 +32,12 @@ from rexthinker_rl.eval.annotations import (
 )
 from rexthinker_rl.eval.metrics import evaluate, markdown_table
 from rexthinker_rl.eval.prompts import make_prompt
+from rexthinker_rl.outputs import check_new_file, check_new_folder, folder_holds_only
 from rexthinker_rl.prompts import clean_up_spaces, preset_for
 from rexthinker_rl.rollout.base import RolloutEngine, RolloutPrompt, SamplingSpec
 from rexthinker_rl.utils import atomic_write_text
+
+EVAL_FILES = ("predictions.jsonl", "annotations.jsonl", "responses.jsonl", "report.json", "report.md")
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +96,8 @@ class HumanRefPrompts:
         for record in records:
             if not record.image_name:
                 raise DataError(f"HumanRef record {record.id!r}: no 'image_name' (needed to run the model)")
+            if not record.referring.strip():
+                raise DataError(f"HumanRef record {record.id!r}: the referring expression is empty")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -102,7 +107,7 @@ class HumanRefPrompts:
         path = self.root / str(record.image_name)
         if not path.is_file():
             raise FileNotFoundError(f"record {record.id!r}: image {path} not found (check --image-root)")
-        image = decode_image(path, f"record {record.id!r}")
+        image = decode_image(path, f"record {record.id!r}", self.data_cfg.apply_exif_orientation)
         hints = {record.category: record.candidate_boxes}
         return make_prompt(self.processor, self.data_cfg, image, record.referring, hints, record.id)
 
@@ -151,7 +156,7 @@ def load_prompts(data: str, config: Config, processor, image_root: str | None, m
     # Every row is scored: an over-long prompt is an error naming the row, never silently left out.
     cfg = replace(config.data, filter_overlong_prompts=False)
     prompts = RLDataset(data, processor, cfg, max_samples=max_samples)
-    records = load_records(data, cfg.min_pixels, cfg.max_pixels)[: len(prompts)]
+    records = load_records(data, cfg.min_pixels, cfg.max_pixels, cfg.apply_exif_orientation)[: len(prompts)]
     return prompts, records
 
 
@@ -165,11 +170,13 @@ def run_eval(
     batch_size: int = 16,
     engine: RolloutEngine | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
-    """Evaluate ``model_path`` on ``data``; writes the files listed in the module docstring and returns the report."""
+    """Evaluate ``model_path`` on ``data``; writes the files listed in the module docstring and returns the report.
+    ``out_dir`` must be new or empty, or (with ``overwrite``) hold an earlier evaluation's files and nothing else."""
     from rexthinker_rl.modeling import load_processor
 
-    out = Path(out_dir)
+    out = check_new_folder(out_dir, overwrite, is_eval_folder, "evaluation output folder", inputs=[data, image_root])
     out.mkdir(parents=True, exist_ok=True)
     processor = load_processor(
         config.model.tokenizer_path or model_path,
@@ -196,6 +203,7 @@ def run_eval(
     atomic_write_text(out / "responses.jsonl", "".join(json.dumps(item) + "\n" for item in responses))
     report = evaluate([record.ground_truth() for record in records], dict(predictions))
     report["unparsed_answers"] = sum(item["kind"] == "invalid" for item in responses)
+    report["answers"] = len(responses)
     report |= {"model": str(model_path), "data": str(data), "prompt_preset": preset.name}
     write_report(out / "report.json", report)
     return report
@@ -212,6 +220,17 @@ def score_files(annotations: str, predictions: str, min_pixels: int, max_pixels:
     if unknown:
         logger.warning("%d prediction ids are not in %s (e.g. %r); ignored", len(unknown), annotations, unknown[0])
     return report
+
+
+def is_eval_folder(folder: Path) -> bool:
+    """An earlier ``run``'s output folder: its report and files, nothing else."""
+    return folder_holds_only(folder, EVAL_FILES, "report.json")
+
+
+def check_report_path(path: str | Path, overwrite: bool, inputs: Sequence[str]) -> None:
+    """``score --out``: a new file (and its ``.md`` twin), or an existing one with ``--overwrite``; never an input."""
+    for target in (Path(path), Path(path).with_suffix(".md")):
+        check_new_file(target, overwrite, inputs)
 
 
 def write_report(path: str | Path, report: dict) -> Path:

@@ -90,7 +90,7 @@ def test_convert_writes_rows_validate_accepts(tmp_path):
     assert [row["id"] for row in rows] == [
         f"humanref_cot-{s:06d}-{n}" for s, n in ((0, 0), (1, 0), (2, 0), (3, 0), (3, 1))
     ]
-    assert json.loads((tmp_path / "cot.report.json").read_text())["rows"] == 5
+    assert json.loads((tmp_path / "cot.parquet.report.json").read_text())["rows"] == 5
 
 
 def test_cli_converts_and_draws(tmp_path, capsys):
@@ -117,7 +117,7 @@ def test_bad_samples_are_named(tmp_path, capsys):
     assert pq.read_table(tmp_path / "cot.parquet").num_rows == 5
     capsys.readouterr()
     (tmp_path / "annotations.tsv.lineidx").write_text("7\n")  # not the start of a line
-    assert main(args) == 1
+    assert main([*args, "--overwrite"]) == 1  # cot.parquet exists now: replacing it needs the flag
     printed = capsys.readouterr().out
     assert "annotations.tsv sample 0: expected '<image line offset>" in printed and "wrote nothing" in printed
     assert main(["humanref-cot", "--images-tsv", str(images), "--annotations-tsv", str(annotations)]) == 2

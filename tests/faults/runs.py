@@ -50,20 +50,30 @@ def run_overrides(model_dir: Path, data_dir: Path, run_dir: Path, *extra: str) -
     ]
 
 
+def call(entry, argv: list[str]) -> int:
+    """Run a console entry point (``main(argv)``) in this process; its exit status, whether returned or exited."""
+    try:
+        status = entry(argv)
+    except SystemExit as exit_info:
+        return int(exit_info.code or 0)
+    return int(status or 0)
+
+
 def train_command(overrides: list[str]) -> list[str]:
     return [sys.executable, "-c", "from rexthinker_rl.cli import train_main; train_main()", *overrides]
 
 
-def start(command: list[str], log: Path, ray_tmp: Path, **env: str) -> subprocess.Popen:
-    """Start ``command`` in a new session (its pid is the session id), stdout and stderr to ``log``."""
+def start(command: list[str], log: Path, ray_tmp: Path, **env: str | None) -> subprocess.Popen:
+    """Start ``command`` in a new session (its pid is the session id), stdout and stderr to ``log``; ``env`` entries
+    set variables, or with None remove them."""
     ray_tmp.mkdir(parents=True, exist_ok=True)
     environ = {
         **os.environ,
-        "RAY_AUTH_MODE": "disabled",
         "TOKENIZERS_PARALLELISM": "false",
         "RAY_TMPDIR": str(ray_tmp),  # Ray's session files in the test's folder, not /tmp/ray
         **env,
     }
+    environ = {name: value for name, value in environ.items() if value is not None}
     environ.pop("RAY_ADDRESS", None)
     with log.open("w") as handle:
         return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environ, start_new_session=True)

@@ -79,11 +79,11 @@ def test_failed_hf_folder_write_keeps_the_previous_model(tmp_path, tiny_model_di
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
     with file_size_limit(64 * 1024), pytest.raises(Exception, match="File too large"):
-        save_hf_folder(model, processor, final)
+        save_hf_folder(model, processor, final, overwrite=True)  # replacing a model folder is asked for
     assert {p.name: p.read_bytes() for p in final.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]  # the half-written temp folder is gone
     # A successful write replaces the folder and leaves nothing beside it.
-    save_hf_folder(model, processor, final)
+    save_hf_folder(model, processor, final, overwrite=True)
     assert {p.name: p.read_bytes() for p in final.iterdir()} != before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
 

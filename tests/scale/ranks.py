@@ -3,7 +3,6 @@ training script each rank of those tests runs."""
 
 from __future__ import annotations
 
-import os
 import traceback
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import torch.multiprocessing as mp
 
 def _entry(rank: int, world_size: int, port: int, fn, args, errors: Path) -> None:
     torch.set_num_threads(1)
-    os.environ["RAY_AUTH_MODE"] = "disabled"
     import rexthinker_rl  # noqa: F401  (torchvision shim before any processor import)
     from rexthinker_rl.distributed import init_process_group
 

@@ -27,6 +27,10 @@ OVERRIDES = BASE + [
     "trainer.nnodes=1",
     "trainer.n_gpus_per_node=2",
 ]
+# The ranks compute log-probs with a chunked LM head (chunks of 5 of the ~25 response tokens a step: the tied head's
+# weight is read inside the root module's forward and recomputed in backward), the one process with all logits at once.
+SHARDED = ["actor.logprob_chunk_tokens=5"]
+ALL_LOGITS = ["actor.logprob_chunk_tokens=0"]
 # float32, 4 AdamW updates at lr 1e-3: the weights move by 1.6e-3 on average (4e-3 at most). The ranks sum gradients in
 # another order than one process, and Adam divides each entry by its own gradient scale, so entries whose gradient
 # nearly cancels carry that float noise into the step. Measured (FSDP2): max difference 1.8e-5, 64 of 3.4M entries
@@ -64,7 +68,7 @@ def single_process(model_dir, overrides):
 
 @pytest.fixture(scope="module")
 def reference(tiny_model_dir):
-    return single_process(tiny_model_dir, OVERRIDES)
+    return single_process(tiny_model_dir, OVERRIDES + ALL_LOGITS)
 
 
 def _distributed(tiny_model_dir, tmp_path, overrides):
@@ -94,13 +98,14 @@ def test_fsdp2_two_ranks_equal_one_process(tiny_model_dir, tmp_path, reference):
     """Also packed (padding-free) with token-budget micro-batches, where the ranks need different micro-batch counts
     and must agree on one, against the padded single process."""
     packed = ["actor.padding_free=true", "actor.max_tokens_per_micro_batch=150"]
-    result = _distributed(tiny_model_dir, tmp_path, OVERRIDES + ["actor.strategy=fsdp2", *packed])
+    result = _distributed(tiny_model_dir, tmp_path, OVERRIDES + SHARDED + ["actor.strategy=fsdp2", *packed])
     _assert_same_training(result, reference)
 
 
 def test_deepspeed_zero3_two_ranks_equal_one_process(tiny_model_dir, tmp_path, reference):
     pytest.importorskip("deepspeed")
-    result = _distributed(tiny_model_dir, tmp_path, OVERRIDES + ["actor.strategy=deepspeed", "actor.zero_stage=3"])
+    zero3 = ["actor.strategy=deepspeed", "actor.zero_stage=3"]
+    result = _distributed(tiny_model_dir, tmp_path, OVERRIDES + SHARDED + zero3)
     _assert_same_training(result, reference)
 
 
@@ -108,8 +113,8 @@ def test_deepspeed_zero3_two_ranks_equal_one_process(tiny_model_dir, tmp_path, r
 def test_fsdp2_lora_two_ranks_equal_one_process(tiny_model_dir, tmp_path):
     """LoRA composes with FSDP2: only adapters train, and the merged weights (what vLLM loads) match one process."""
     lora = ["model.lora.rank=4", "model.lora.alpha=8"]
-    expected = single_process(tiny_model_dir, OVERRIDES + lora)
-    result = _distributed(tiny_model_dir, tmp_path, OVERRIDES + lora + ["actor.strategy=fsdp2"])
+    expected = single_process(tiny_model_dir, OVERRIDES + lora + ALL_LOGITS)
+    result = _distributed(tiny_model_dir, tmp_path, OVERRIDES + lora + SHARDED + ["actor.strategy=fsdp2"])
     _assert_same_training(result, expected)
     changed = {n for n, t in result["weights"].items() if not torch.equal(t, expected["initial"][n])}
     assert changed and all(".lora_" in name for name in changed)

@@ -64,7 +64,7 @@ def test_validate_cli_exit_codes(broken_file, capsys):
     path, target = broken_file
     assert main(["validate", str(path)]) == 1
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 4  # one line per bad row, then the summary
+    assert len(out) == 5  # one line per bad row, the note that no bounds were given, then the summary
     assert out[0].startswith("broken.parquet row 2: ") and out[-1].endswith("3 bad")
     assert main(["validate", str(path.parent / "missing.parquet")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

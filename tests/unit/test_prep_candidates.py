@@ -98,7 +98,7 @@ def test_snap_policy_counts_batches_and_arguments(setup, capsys):
     assert records["a-cat"]["answer_boxes"] == [[21.0, 20.0, 60.0, 60.0]]  # snapped onto the detection
     assert [0, 0, 9, 9] in [c["bbox"] for c in records["b-cat"]["candidate_boxes"]]  # inserted
     assert records["c-dog"]["candidate_boxes"] == [{"bbox": [5.0, 5.0, 30.0, 30.0], "category": "dog", "score": 0.5}]
-    report = json.loads((tmp_path / "out.report.json").read_text())
+    report = json.loads((tmp_path / "out.json.report.json").read_text())
     assert report["detector_calls"] == 2 and report["pairs"] == 3
     assert report["repair"] == {
         "rows": 4,
@@ -143,7 +143,7 @@ def test_bad_records_and_bad_detectors(setup, capsys):
     assert not (tmp_path / "out.json").exists()
     assert run(setup, "--on-error", "skip") == 0
     assert [r["id"] for r in json.loads((tmp_path / "out.json").read_text())] == ["a-cat", "b-cat"]
-    assert run(setup, detector="broken") == 2
+    assert run(setup, "--overwrite", detector="broken") == 2  # out.json exists now: replacing it needs the flag
     assert "expected a list of {'bbox': [x0, y0, x1, y1], 'score': number}" in capsys.readouterr().err
-    assert run(setup, "--detector-arg", "speed=9") == 2
+    assert run(setup, "--detector-arg", "speed=9", "--overwrite") == 2
     assert "got an unexpected keyword argument 'speed'" in capsys.readouterr().err

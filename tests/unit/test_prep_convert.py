@@ -76,7 +76,7 @@ def test_every_bad_record_is_reported_and_fail_writes_nothing(tmp_path, images, 
         assert any(line.startswith(f"anno.json record {index}: ") and reason in line for line in printed), reason
     assert f"{len(CASES)} records, {len(bad)} bad" in printed[-1] and "wrote nothing" in printed[-1]
     assert not out.exists()
-    report = json.loads((tmp_path / "out.report.json").read_text())
+    report = json.loads((tmp_path / "out.parquet.report.json").read_text())
     assert [error["record"] for error in report["errors"]] == [index for index, _ in bad]
 
 

@@ -133,5 +133,5 @@ def test_add_candidates_with_grounding_dino(gdino, tmp_path, capsys):
         hints = [c["bbox"] for c in record["candidate_boxes"]]
         assert all(box in hints for box in record["answer_boxes"])
         assert len(hints) >= 1
-    assert main([*args[:-2], "--detector-arg", "model_path=/nonexistent"]) == 2
+    assert main([*args[:-2], "--detector-arg", "model_path=/nonexistent", "--overwrite"]) == 2
     assert "Grounding DINO checkpoint folder /nonexistent does not exist" in capsys.readouterr().err

@@ -27,7 +27,7 @@ def test_toy_walk_through(tmp_path, capsys):
     common = ["--image-root", str(images)]
     detector = ["--detector", f"{TOY / 'toy_detector.py'}:detect", "--detector-arg", "jitter=2"]
     assert main(["add-candidates", "--anno", str(anno), *common, *detector, "--out", str(candidates)]) == 0
-    repair = json.loads((tmp_path / "toy_cand.report.json").read_text())["repair"]
+    repair = json.loads((tmp_path / "toy_cand.json.report.json").read_text())["repair"]
     assert repair["rows"] == 24 and repair["snapped"] > 0 and repair["inserted"] > 0  # the jitter and misses show
     assert main(["convert", "--anno", str(candidates), *common, "--out", str(parquet), *TINY]) == 0
     assert "wrote 24 rows" in capsys.readouterr().out

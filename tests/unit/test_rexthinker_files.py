@@ -115,7 +115,7 @@ def test_convert_writes_what_the_originals_convert_writes(original_files, capsys
         "max_pixels": 1003520,
         "prompt_preset": "rexthinker-grpo",
     }
-    assert json.loads((folder / "ours.report.json").read_text())["frame"]["box_rounding"] == "original"
+    assert json.loads((folder / "ours.parquet.report.json").read_text())["frame"]["box_rounding"] == "original"
     report = validate_file(out, min_pixels=12544, max_pixels=1003520)
     assert report.ok, [problem.line() for problem in report.problems]
 
