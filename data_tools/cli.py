@@ -296,7 +296,7 @@ def _add_prep_commands(commands, defaults: DataConfig) -> None:
     convert.add_argument(
         "--ignore-exif",
         action="store_true",
-        help="boxes are in the stored frame: keep images as stored, ignoring EXIF orientation (README)",
+        help="boxes are in the stored frame: keep images as stored, ignoring EXIF orientation (docs/data.md)",
     )
     add_repair_args(convert, CONVERT_POLICIES, "check")
     _add_overwrite(convert)

@@ -42,8 +42,8 @@ class DataConfig:
     """Column holding the image (PNG/JPEG bytes, a list of them, or a path)."""
     apply_exif_orientation: bool = True
     """Turn each image upright by its EXIF orientation tag (as photo viewers and annotation tools show it) before
-    anything else; false uses the pixels as stored, for data annotated in the stored frame (README "Image modes and
-    EXIF orientation")."""
+    anything else; false uses the pixels as stored, for data annotated in the stored frame (docs/data.md, "Image modes
+    and EXIF orientation")."""
     prompt_key: str = "problem"
     """Column holding the user prompt (referring expression and box-hint text)."""
     answer_key: str = "answer"
@@ -51,7 +51,7 @@ class DataConfig:
     prompt_preset: str = "rexthinker-rl"
     """Prompt preset (rexthinker_rl/assets/prompt_presets.yaml, or a .yaml file of one): system message and templates
     that turn a row's problem into the chat prompt; rexthinker-grpo | rexthinker-infer | humanref-eval |
-    rexthinker-plain reproduce Rex-Thinker's texts byte for byte (README, "Prompt presets")."""
+    rexthinker-plain reproduce Rex-Thinker's texts byte for byte (docs/recipes.md, "Prompt presets")."""
     format_prompt: str | None = None
     """Reasoning instruction of the preset's user template (null: the preset's own; "": none)."""
     system_prompt: str | None = None
