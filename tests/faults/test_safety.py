@@ -6,7 +6,7 @@
   refused with a clear error and its payload never runs. Weights travel as safetensors; no bare ``torch.load`` or
   ``pickle.load`` exists in the framework.
 - The demo binds 127.0.0.1 unless told otherwise (checked on the live socket); so does a local training run (its live
-  sockets, sampled while it runs; expected to fail until Ray is bound to loopback, issue #20).
+  sockets, sampled while it runs: Ray's included, bound to loopback by ``rexthinker_rl/ray_cluster.py``).
 - A secret that a real run reads (from the environment, from ``${oc.env:...}`` in its config, in a reward's keyword
   arguments) reaches none of the files it or Ray writes, its console output included.
 """
@@ -310,11 +310,6 @@ def test_no_secret_reaches_any_file_of_a_real_run(secret_run):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="Ray's services listen on all interfaces (docs/reliability.md, limits); issue #20 binds local clusters to "
-    "127.0.0.1: remove this mark when it lands",
-)
 def test_a_local_run_listens_on_loopback_only(secret_run):
     _, _, _, sockets, _ = secret_run
     assert sockets, "no listening socket seen: the sampling missed the run"
