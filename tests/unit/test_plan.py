@@ -29,7 +29,9 @@ def test_head_memory_by_hand(qwen7b):
     chunked = load_config(None, ["model.dtype=float32", "model.lora.rank=8", "data.max_response_length=2048"])
     response = 4 * 2048  # micro_batch_size_per_device_for_update=4 rows
     assert head_bytes(chunked, qwen7b, True) == 256 * vocab * 4 * 2 + response * hidden * 4
-    everything = load_config(None, ["model.dtype=float32", "actor.logprob_chunk_tokens=0", "data.max_response_length=2048"])
+    everything = load_config(
+        None, ["model.dtype=float32", "actor.logprob_chunk_tokens=0", "data.max_response_length=2048"]
+    )
     assert head_bytes(everything, qwen7b, True) == response * vocab * 4 * 4
     assert head_bytes(everything, qwen7b, False) == 16 * 2048 * vocab * 4 * 2  # 16 rows a log-prob micro-batch
 
@@ -37,14 +39,19 @@ def test_head_memory_by_hand(qwen7b):
 def test_paper_recipe_fits_8x80_and_names_a_knob_on_small_gpus(qwen7b):
     overrides = ["trainer.n_gpus_per_node=8"]
     assert verdict(RECIPE, overrides, qwen7b, 80 * GIB).fits
-    small = verdict(RECIPE, overrides + ["actor.offload_params=false", "actor.offload_optimizer=false"], qwen7b, 24 * GIB)
+    small = verdict(
+        RECIPE, overrides + ["actor.offload_params=false", "actor.offload_optimizer=false"], qwen7b, 24 * GIB
+    )
     assert not small.fits and small.knob and small.knob_peak < small.peak
 
 
 def test_chunking_is_the_first_knob_when_all_logits_do_not_fit(qwen7b):
     """4 rows of 4,096 + 4,096 tokens an update micro-batch, 16 a log-prob one: all-logits needs ~100 GiB."""
     overrides = ["trainer.n_gpus_per_node=8", "actor.logprob_chunk_tokens=0", "actor.max_tokens_per_micro_batch=0"]
-    overrides += ["actor.micro_batch_size_per_device_for_update=4", "actor.micro_batch_size_per_device_for_experience=16"]
+    overrides += [
+        "actor.micro_batch_size_per_device_for_update=4",
+        "actor.micro_batch_size_per_device_for_experience=16",
+    ]
     result = verdict(RECIPE, overrides, qwen7b, 40 * GIB)
     assert not result.fits and result.peak > 90 * GIB
     assert result.knob == ["actor.logprob_chunk_tokens=256"] and result.knob_peak <= 40 * GIB
@@ -59,9 +66,7 @@ def test_offloaded_and_sharded_state_moves_between_gpu_and_host(qwen7b):
     assert offloaded.host_load >= 8 * qwen7b.total * 4  # every rank reads the whole float32 model before sharding
 
 
-@pytest.mark.parametrize(
-    ("kept", "expected"), [(1, [0]), (2, [1]), (8, [7]), (9, [0, 8]), (32, [7, 15, 23, 31])]
-)
+@pytest.mark.parametrize(("kept", "expected"), [(1, [0]), (2, [1]), (8, [7]), (9, [0, 8]), (32, [7, 15, 23, 31])])
 def test_cut_vision_tower_keeps_the_released_window_pattern(kept, expected):
     assert kept_fullatt_blocks([7, 15, 23, 31], 32, kept) == expected
     config = shape_config("qwen2.5-vl-7b", 1, kept).vision_config
