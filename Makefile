@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 
 DEMO_PACKAGES := gradio gradio_client playwright
 
-.PHONY: install install-browser demo test test-fast lint style clean bench-trl bench-scaling
+.PHONY: install install-browser demo test test-fast lint style docs clean bench-trl bench-scaling
 
 install: $(VENV)/.installed install-browser
 
@@ -45,6 +45,10 @@ lint: install
 style: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# docs/configuration.md from the config dataclasses (tests/unit/test_docs.py fails when it is stale).
+docs: install
+	$(PY) -m rexthinker_rl.config_doc
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis

@@ -258,7 +258,7 @@ def _add_prep_commands(commands, defaults: DataConfig) -> None:
             "--gt-policy",
             choices=policies,
             default=default,
-            help="GT-in-hints repair: snap, insert or drop (see README)",
+            help="GT-in-hints repair: snap, insert or drop (see docs/data.md)",
         )
         parser.add_argument("--snap-iou", type=float, default=DEFAULT_SNAP_IOU, help="IoU to snap a GT box (snap)")
         parser.add_argument("--seed", type=int, default=0, help="seed of where an inserted GT box goes among hints")
@@ -296,7 +296,7 @@ def _add_prep_commands(commands, defaults: DataConfig) -> None:
     convert.add_argument(
         "--ignore-exif",
         action="store_true",
-        help="boxes are in the stored frame: keep images as stored, ignoring EXIF orientation (README)",
+        help="boxes are in the stored frame: keep images as stored, ignoring EXIF orientation (docs/data.md)",
     )
     add_repair_args(convert, CONVERT_POLICIES, "check")
     _add_overwrite(convert)
@@ -349,7 +349,9 @@ def _add_fidelity_commands(commands, defaults: DataConfig) -> None:
     repair = commands.add_parser("repair", help="fix GT-not-in-hints rows of a training parquet (e.g. Rex-Thinker's)")
     repair.add_argument("file", help="parquet file in the training schema (images, problem, answer)")
     repair.add_argument("--out", required=True, help="parquet file to write (the input is left as it is)")
-    repair.add_argument("--gt-policy", choices=GT_POLICIES, default="snap", help="snap, insert or drop (see README)")
+    repair.add_argument(
+        "--gt-policy", choices=GT_POLICIES, default="snap", help="snap, insert or drop (see docs/data.md)"
+    )
     repair.add_argument("--snap-iou", type=float, default=DEFAULT_SNAP_IOU, help="IoU to snap a GT box (snap)")
     repair.add_argument("--seed", type=int, default=0, help="seed of where an inserted GT box goes among hints")
     repair.add_argument("--prompt-key", default=defaults.prompt_key)

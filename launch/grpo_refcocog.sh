@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The paper's GRPO run (configs/grpo_refcocog.yaml): Rex-Thinker-GRPO-7B on RefCOCOg-RexThinker-20k, 8 GPUs, as
-# Rex-Thinker's rexthinker/scripts/grpo_tune_refcocog.sh ran it (README "The paper recipe": data, every value, and
-# our own recipe, configs/grpo_refcocog_ours.yaml, beside it). Extra arguments pass through: overrides, or
+# Rex-Thinker's rexthinker/scripts/grpo_tune_refcocog.sh ran it (docs/recipes.md "The paper recipe": data, every
+# value, and our own recipe, configs/grpo_refcocog_ours.yaml, beside it). Extra arguments pass through: overrides, or
 #   bash launch/grpo_refcocog.sh --print-config            # the resolved recipe; starts nothing, needs no GPU
 #   bash launch/grpo_refcocog.sh model.path=/models/Rex-Thinker-GRPO-7B data.train_files=/data/refcocog_20k.parquet
 #   bash launch/grpo_refcocog.sh --config configs/grpo_refcocog_ours.yaml    # our recipe (the last --config wins)

@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM=false
 # two files); nothing else is ever replaced. The GRPO run folder resumes (trainer.resume=auto).
 "$BIN/rexthinker-tiny" "$RUN/base" --seed 0 --overwrite
 # 1-2 hints per image: a 2-layer model learns to copy one box within the SFT budget, so GRPO starts with some correct
-# samples to reinforce (with 2-4 hints it copies none, and GRPO only learns to refuse; README "The tiny CPU demo").
+# samples to reinforce (with 2-4 hints it copies none, and GRPO only learns to refuse; docs/tiny-demo.md).
 "$BIN/rexthinker-data" synth --out "$RUN/data" --num-train 1024 --num-val 512 --seed 0 \
     --image-size 112 --min-pixels 12544 --max-pixels 12544 --hints 1 2 --rejection-fraction 0.25 --overwrite
 "$BIN/rexthinker-data" validate "$RUN/data/train.parquet" --min-pixels 12544 --max-pixels 12544

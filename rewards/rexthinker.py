@@ -1,6 +1,6 @@
 """The Rex-Thinker reward (``rexthinker/scripts/reward_func.py``), reproduced exactly, for runs comparable with the paper.
 
-Behaviour, every quirk kept on purpose (README, "Departures and fix-ups", says where our default differs):
+Behaviour, every quirk kept on purpose (docs/departures.md says where our default differs):
 
 1. Whitespace around every ``<``, ``>`` and ``/`` in the prediction is removed.
 2. ``format`` is 1.0 if the whole prediction matches ``<think>.*?</think>\\s*<answer>.*?</answer>`` (dot

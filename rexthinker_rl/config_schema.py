@@ -35,7 +35,7 @@ class DataConfig:
     prompt_preset: str = "rexthinker-rl"
     """Prompt preset (rexthinker_rl/assets/prompt_presets.yaml, or a .yaml file of one): system message and templates
     that turn a row's problem into the chat prompt; rexthinker-grpo | rexthinker-infer | humanref-eval |
-    rexthinker-plain reproduce Rex-Thinker's texts byte for byte (README, "Prompt presets")."""
+    rexthinker-plain reproduce Rex-Thinker's texts byte for byte (docs/recipes.md, "Prompt presets")."""
     format_prompt: str | None = None
     """Reasoning instruction of the preset's user template (null: the preset's own; "": none)."""
     system_prompt: str | None = None

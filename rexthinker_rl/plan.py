@@ -9,8 +9,8 @@ the reference and vLLM's share (``rollout.gpu_memory_utilization``, its KV cache
 tokens); whether it fits in ``--gpu-mem`` and which knob to turn first; and host memory per node (each rank's full
 load, offloaded state, vLLM's sleeping weights).
 
-The formulas (``activation_bytes``, ``head_bytes``) follow the tensors the code keeps; README compares them with
-measured CPU peaks (``benchmarks/bench_memory.py``). Assumed constants are named below, not measured on GPUs.
+The formulas (``activation_bytes``, ``head_bytes``) follow the tensors the code keeps; docs/scaling.md compares them
+with measured CPU peaks (``benchmarks/bench_memory.py``). Assumed constants are named below, not measured on GPUs.
 """
 
 from __future__ import annotations

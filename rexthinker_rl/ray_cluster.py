@@ -14,7 +14,7 @@ Linux during a run (``tests/faults/test_ray_security.py`` checks it on every tes
 The token is Ray's: ``RAY_AUTH_TOKEN``, else the file ``RAY_AUTH_TOKEN_PATH``, else ``~/.ray/auth_token``. When the file
 is missing it is created here, mode 600 (Ray's own would be 644, readable by every user of the machine); an existing
 one readable by others is tightened to 600. The token is never printed, logged or written into a run folder.
-``RAY_AUTH_MODE=disabled`` is respected, with a warning. Multi-node set-up: README "Several nodes".
+``RAY_AUTH_MODE=disabled`` is respected, with a warning. Multi-node set-up: docs/scaling.md, "Several nodes".
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def run_sft(config: Config) -> Path:
     if not rows:
         raise ValueError(
             f"{config.data.train_files}: no row has an sft_target; write templated chain-of-thought targets with "
-            "`rexthinker-data cot` (README: own data), or skip SFT and start GRPO from released weights"
+            "`rexthinker-data cot` (docs/data.md, own photos), or skip SFT and start GRPO from released weights"
         )
     device = "cuda" if config.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
     model = load_model(

@@ -37,22 +37,23 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 @functools.cache
-def _libc_malloc_trim():
-    """glibc's ``malloc_trim``, or None on other C libraries (macOS, musl) and platforms."""
+def _libc_malloc_trim(library: str = "libc.so.6"):
+    """glibc's ``malloc_trim``, or None where ``library`` is missing (macOS, musl) or lacks the function."""
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
+        return ctypes.CDLL(library).malloc_trim
     except (OSError, AttributeError):
         return None
 
 
-def release_free_heap() -> bool:
+def release_free_heap(library: str = "libc.so.6") -> bool:
     """Hand the C heap's free pages back to the OS (glibc ``malloc_trim(0)``); True if it ran.
 
     A vLLM engine on CPU allocates and frees batches of varying shape every generate call; glibc keeps the freed pages,
-    so a CPU engine's resident memory grew ~8 MB per call of 128 samples without this and ~3 MB with it (40 calls; the
-    README's "Scaling" section has the 200-step figures).
+    so a CPU engine's resident memory grew ~8 MB per call of 128 samples without this and ~3 MB with it (40 calls;
+    docs/performance.md has the 200-step figures). ``library`` is the C library to ask; where it is missing or has no
+    ``malloc_trim`` (macOS, musl) this does nothing and returns False.
     """
-    trim = _libc_malloc_trim()
+    trim = _libc_malloc_trim(library)
     if trim is None:
         return False
     trim(0)

@@ -1,4 +1,5 @@
-"""Stand-in "own photos" for the README's own-data walk-through: files as a phone, a scanner or an editor leave them.
+"""Stand-in "own photos" for the own-data walk-through (docs/data.md): files as a phone, a scanner or an editor
+leave them.
 
 Coloured shapes on a plain background, saved the ways real photos come: JPEG, PNG, transparent PNG (RGBA), greyscale,
 16-bit greyscale PNG, palette PNG, and JPEGs stored sideways or upside down with an EXIF orientation tag (what a phone

@@ -150,7 +150,7 @@ class RolloutWorker(_Identified):
 
     def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
         results = self.engine.generate(prompts, sampling)
-        release_free_heap()  # else the worker's memory creeps up with every batch (README "Scaling")
+        release_free_heap()  # else the worker's memory creeps up with every batch (docs/performance.md, 200 steps)
         return results
 
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:

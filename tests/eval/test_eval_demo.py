@@ -47,7 +47,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_demo_page_answers_in_a_browser(predictor, scene, browser, tmp_path):
+def test_demo_page_answers_in_a_browser(predictor, scene, browser):
     pytest.importorskip("gradio", reason="the [demo] extra is not installed")
     from rexthinker_rl.demo import build_app
 
@@ -71,9 +71,6 @@ def test_demo_page_answers_in_a_browser(predictor, scene, browser, tmp_path):
         boxes = json.loads(page.locator("#boxes textarea").input_value())
         assert boxes["hints"] == {key: [[float(v) for v in box] for box in value] for key, value in hints.items()}
         assert boxes["answer"] in {"boxes", "rejection", "invalid"}
-        shot = tmp_path / "demo.png"
-        page.screenshot(path=str(shot), full_page=True)
         page.close()
-        assert Image.open(shot).width == 1280
     finally:
         app.close()

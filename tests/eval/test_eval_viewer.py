@@ -12,6 +12,7 @@ from rexthinker_rl.rollout.base import RolloutResult
 from rexthinker_rl.rollout_log import log_rollouts
 from rexthinker_rl.viewer import build_viewer, main
 from tests.conftest import TINY_OVERRIDES, TINY_PIXELS
+from tests.eval.conftest import red_pixels
 
 GARBAGE = "<think>no idea</think><answer>[[1, 1, 2</answer>"
 
@@ -81,6 +82,9 @@ def test_viewer_filters_in_a_browser(run_dir, browser, tmp_path):
     answer_box = json.loads(first["ground_truth"].split("```json")[1].split("```")[0])[0]["bbox_2d"]
     assert pred_box["x"] - svg_box["x"] == pytest.approx(answer_box[0] * scale, abs=2)
     assert pred_box["width"] == pytest.approx((answer_box[2] - answer_box[0]) * scale, abs=2)
-    page.screenshot(path=str(tmp_path / "viewer.png"))
+    # The answer box is painted, in the answer colour: hiding it takes red pixels away (the shapes may be red too).
+    bare = tmp_path / "card_without_answer.png"
+    page.eval_on_selector("#r0 rect.pred", "e => { e.style.visibility = 'hidden'; }")
+    page.locator("#r0 svg").screenshot(path=str(bare))
+    assert red_pixels(card) - red_pixels(bare) > 20
     page.close()
-    assert Image.open(tmp_path / "viewer.png").size == (1280, 900)

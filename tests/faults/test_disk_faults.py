@@ -12,12 +12,18 @@ import contextlib
 import json
 import resource
 import signal
-from pathlib import Path
 
 import pytest
 import torch
 
-from rexthinker_rl.checkpoint import TRACKER, CheckpointError, load_checkpoint, save_checkpoint, verify
+from rexthinker_rl.checkpoint import (
+    TRACKER,
+    CheckpointError,
+    load_checkpoint,
+    resolve_resume,
+    save_checkpoint,
+    verify,
+)
 
 
 @contextlib.contextmanager
@@ -114,11 +120,17 @@ def test_a_metrics_line_torn_by_a_failed_write_is_dropped_on_resume(tmp_path):
     assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
 
 
-def test_limit_is_restored(tmp_path):
-    """The helper above leaves the process able to write large files again."""
-    with file_size_limit(1024):
-        pass
-    big = tmp_path / "big.bin"
-    big.write_bytes(b"x" * 4 * 2**20)
-    assert big.stat().st_size == 4 * 2**20
-    assert Path(big).is_file()
+def test_a_save_that_failed_succeeds_when_retried_and_resumes(tmp_path):
+    """Space comes back (the limit is lifted): the same save, retried, writes a complete checkpoint that the tracker
+    names and a resume picks, with nothing of the failed attempt left beside it."""
+    save_checkpoint(tmp_path, *_checkpoint_args(1))
+    with file_size_limit(64 * 1024), pytest.raises(CheckpointError):
+        save_checkpoint(tmp_path, *_checkpoint_args(2))  # the weights are written, the optimizer state is not
+    retried = save_checkpoint(tmp_path, *_checkpoint_args(2))
+    assert (tmp_path / TRACKER).read_text() == "2" and resolve_resume("auto", tmp_path) == retried
+    assert verify(retried) is None
+    loaded = load_checkpoint(retried)
+    expected = _checkpoint_args(2)
+    assert loaded.step == 2 and torch.equal(loaded.weights["w"], expected[1]["w"])
+    assert loaded.train_state["scheduler"] == {"last_epoch": 2} and loaded.trainer_state == expected[3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["global_step_1", "global_step_2", TRACKER]

@@ -449,7 +449,7 @@ def test_convert_suggests_bounds_that_work_and_the_set_trains(tmp_path, tiny_mod
     assert suggested is not None
     low, high = suggested.groups()
     assert data_main([*args, str(out), "--min-pixels", low, "--max-pixels", high]) == 0
-    assert (tmp_path / "train.parquet.report.json").is_file()  # OUT.report.json, as the README says
+    assert (tmp_path / "train.parquet.report.json").is_file()  # OUT.report.json, as docs/data.md says
     assert data_main(["validate", str(out)]) == 0  # no bounds given: each row's own frame
     assert data_main(["validate", str(out), "--min-pixels", low, "--max-pixels", high]) == 0
     assert data_main(["cot", str(out), "--out", str(tmp_path / "cot.parquet")]) == 0

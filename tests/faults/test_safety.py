@@ -5,19 +5,24 @@
 - Checkpoint ``.pt`` files are read with ``weights_only=True``: a crafted pickle (with a manifest that matches it) is
   refused with a clear error and its payload never runs. Weights travel as safetensors; no bare ``torch.load`` or
   ``pickle.load`` exists in the framework.
-- The demo binds 127.0.0.1 unless told otherwise (checked on the live socket).
-- A wandb key in the environment reaches none of the files a run writes (config, metrics, checkpoint, plots).
+- The demo binds 127.0.0.1 unless told otherwise (checked on the live socket); so does a local training run (its live
+  sockets, sampled while it runs: Ray's included, bound to loopback by ``rexthinker_rl/ray_cluster.py``).
+- A secret that a real run reads (from the environment, from ``${oc.env:...}`` in its config, in a reward's keyword
+  arguments) reaches none of the files it or Ray writes, its console output included.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import ipaddress
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,6 +32,15 @@ import torch
 
 from rexthinker_rl.checkpoint import CheckpointError, _sha256, load_checkpoint, save_checkpoint, verify
 from rexthinker_rl.config import load_config
+from tests.faults.runs import (
+    finish,
+    read_jsonl,
+    run_overrides,
+    session_processes,
+    start,
+    train_command,
+    wait_until_gone,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted(
@@ -201,32 +215,114 @@ def test_the_demo_binds_localhost_by_default(tiny_model_dir, tmp_path):
         process.wait(timeout=30)
 
 
-def test_no_source_binds_all_interfaces_by_default():
-    scripts = [*SOURCES, *sorted((ROOT / "launch").glob("*.sh"))]
-    wildcard = [str(p.relative_to(ROOT)) for p in scripts if "0.0.0.0" in p.read_text()]
-    assert not wildcard
+# ------------------------------------------------------------------------------------- a real run: secrets, sockets
+SECRET = "wandb-key-" + os.urandom(8).hex()
+JUDGE = '''
+import os
 
 
-# ---------------------------------------------------------------------------------------------------- secrets
-def test_no_secret_reaches_the_files_a_run_writes(tmp_path, monkeypatch):
-    from rexthinker_rl.config import save_config, to_yaml
-    from rexthinker_rl.logging import MetricsLogger
-    from rexthinker_rl.plots import plot_curves
+def judge(inputs, api_key: str = ""):
+    """A reward that needs a key (a paid judge would): it only reports whether the key reached it."""
+    seen = float(bool(api_key) and api_key == os.environ.get("WANDB_API_KEY"))
+    return [{"overall": 0.0, "key_seen": seen} for _ in inputs]
+'''
+RUN_YAML = """
+reward:
+  components:
+    - function: {example}:hint_faithful_f1
+      name: faithful_f1
+      kwargs: {{penalty: 0.5}}
+    - function: {judge}:judge
+      weight: 0.0
+      kwargs: {{api_key: "${{oc.env:WANDB_API_KEY}}"}}
+trainer:
+  project_name: ${{oc.env:WANDB_API_KEY}}
+"""
 
-    secret = "wandb-key-" + os.urandom(8).hex()
-    monkeypatch.setenv("WANDB_API_KEY", secret)
-    config = load_config(None, [f"trainer.output_dir={tmp_path}", "logging.sinks=[console,jsonl,tensorboard]"])
-    save_config(config, tmp_path / "config.yaml")
-    logger = MetricsLogger(config.logging.sinks, tmp_path, 2, "project", "name")
-    for step in (1, 2):
-        logger.log(step, {"reward/overall": 0.5 * step, "response_length/mean": 10.0})
-    logger.close()
-    plot_curves(tmp_path)
-    save_checkpoint(tmp_path / "checkpoints", 2, {"w": torch.ones(1)}, None, {"step": 2}, to_yaml(config))
-    written = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(written) >= 6  # config, metrics, tensorboard events, plot, checkpoint files
-    leaked = [str(p.relative_to(tmp_path)) for p in written if secret.encode() in p.read_bytes()]
-    assert not leaked, f"the wandb key was written to {leaked}"
+
+def _listening(processes) -> set[tuple[str, str, int]]:
+    """(process name, address, port) of every TCP socket the processes listen on."""
+    found = set()
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            name = process.name()
+            for connection in process.net_connections(kind="tcp"):
+                if connection.status == psutil.CONN_LISTEN:
+                    found.add((name, connection.laddr.ip, connection.laddr.port))
+    return found
+
+
+@pytest.fixture(scope="module")
+def secret_run(tiny_model_dir, synthetic_data_dir, tmp_path_factory):
+    """A real ``rexthinker-train`` run (Ray, actor and rollout workers, 1 step, validation, checkpoint, final model)
+    with a secret where the code could leak it: in the environment (inherited by Ray and every worker), in a config
+    value through ``${oc.env:...}`` (saved configs, logger names) and in a reward's keyword arguments (shipped to the
+    reward tasks). The reward is the README's custom reward. Its listening sockets are sampled while it runs."""
+    folder = tmp_path_factory.mktemp("secret_run")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes
+    (folder / "judge.py").write_text(JUDGE)
+    example = ROOT / "examples" / "custom_reward.py"
+    (folder / "run.yaml").write_text(RUN_YAML.format(example=example, judge=folder / "judge.py"))
+    run_dir = folder / "run"
+    overrides = [o for o in run_overrides(tiny_model_dir, synthetic_data_dir, run_dir) if not o.startswith("reward.")]
+    overrides += [
+        "rollout.engine=hf",
+        "trainer.total_steps=1",
+        "trainer.val_before_train=false",
+        "logging.sinks=[console,jsonl,tensorboard]",
+    ]
+    log = folder / "console.log"
+    process = start(
+        train_command(["--config", str(folder / "run.yaml"), *overrides]), log, ray_tmp, WANDB_API_KEY=SECRET
+    )
+    sockets: set[tuple[str, str, int]] = set()
+    try:
+        while process.poll() is None:
+            sockets |= _listening(session_processes(process.pid))
+            time.sleep(0.5)
+        status = finish(process, log)
+        assert not wait_until_gone(process.pid), "processes of the run outlived it"
+        written = [p for root in (folder, ray_tmp) for p in root.rglob("*") if p.is_file()]
+        yield status, run_dir, log, sockets, written
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_the_run_used_the_custom_reward_and_the_secret(secret_run):
+    status, run_dir, log, _, _ = secret_run
+    assert status == 0, log.read_text()[-3000:]
+    (step,) = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step") == 1]
+    assert "reward/faithful_f1" in step and "reward/faithful_f1/faithful" in step  # examples/custom_reward.py ran
+    assert step["reward/judge/key_seen"] == 1.0  # the secret reached the reward task: the code really read it
+
+
+@pytest.mark.slow
+def test_no_secret_reaches_any_file_of_a_real_run(secret_run):
+    _, run_dir, _, _, written = secret_run
+    names = {p.name for p in written}
+    assert {"config.yaml", "metrics.jsonl", "model.safetensors", "manifest.json", "console.log"} <= names
+    assert any(p.name.startswith("events.out.tfevents") for p in written)  # tensorboard
+    assert any(p.suffix == ".log" and "session_" in str(p) for p in written)  # Ray's own logs are read too
+    leaked = [str(p) for p in written if SECRET.encode() in p.read_bytes()]
+    assert not leaked, f"the secret was written to {leaked}"
+    assert "<redacted" in (run_dir / "config.yaml").read_text()  # where it was, a placeholder is
+
+
+def _is_loopback(address: str) -> bool:
+    """127.0.0.1 and ::1, also as Ray's dual-stack sockets report 127.0.0.1 (::ffff:127.0.0.1, which
+    ``is_loopback`` misses before Python 3.13)."""
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+@pytest.mark.slow
+def test_a_local_run_listens_on_loopback_only(secret_run):
+    _, _, _, sockets, _ = secret_run
+    assert sockets, "no listening socket seen: the sampling missed the run"
+    exposed = sorted(s for s in sockets if not _is_loopback(s[1]))
+    assert not exposed, f"listening beyond this host: {exposed}"
 
 
 def test_a_secret_interpolated_into_the_config_is_not_saved(tmp_path, monkeypatch):

@@ -32,8 +32,21 @@ def test_freed_heap_goes_back_to_the_os():
     assert after_trim < before_trim - 100 * 2**20  # the trim gave back most of the 200 MB
 
 
-def test_is_a_no_op_without_glibc(monkeypatch):
-    from rexthinker_rl import utils
+# The other C libraries, for real: a name that does not load (macOS and musl have no libc.so.6), and the dynamic
+# loader, a C library that loads but has no malloc_trim (every other glibc library reaches libc's through its
+# dependencies).
+LOADER = {"x86_64": "ld-linux-x86-64.so.2", "aarch64": "ld-linux-aarch64.so.1"}.get(platform.machine())
 
-    monkeypatch.setattr(utils, "_libc_malloc_trim", lambda: None)
-    assert release_free_heap() is False
+
+@pytest.mark.parametrize(
+    "library",
+    [
+        "libc.so.no-such-version",
+        pytest.param(LOADER, marks=pytest.mark.skipif(LOADER is None, reason="no known loader name here")),
+    ],
+    ids=["library-missing", "no-malloc_trim"],
+)
+def test_is_a_no_op_without_glibcs_malloc_trim(library):
+    if library == LOADER:
+        ctypes.CDLL(library)  # it loads: the function, not the library, is what is missing
+    assert release_free_heap(library) is False

@@ -1,4 +1,4 @@
-"""The README walk-through on the toy set: make_toy -> add-candidates (toy detector) -> convert -> validate."""
+"""The walk-through on the toy set (docs/data.md): make_toy -> add-candidates (toy detector) -> convert -> validate."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The paper recipe: `bash launch/grpo_refcocog.sh --print-config` resolves it on a CPU machine (no GPU, no worker) with
-Rex-Thinker's values; our recipe differs from it only in keys the README's recipe table names."""
+Rex-Thinker's values; our recipe differs from it only in keys the recipe table (docs/recipes.md) names."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def test_readme_table_names_every_difference_between_the_two_recipes():
+def test_recipe_table_names_every_difference_between_the_two_recipes():
     paper, ours = (
         _flat(OmegaConf.to_container(OmegaConf.structured(load_config(ROOT / "configs" / name))))
         for name in ("grpo_refcocog.yaml", "grpo_refcocog_ours.yaml")
@@ -105,7 +105,7 @@ def test_readme_table_names_every_difference_between_the_two_recipes():
         key for key in paper if paper[key] != ours[key] and not key.startswith(("derived.", "sft.output_dir"))
     }
     assert "actor.loss_agg_mode" in differing and "reward.function" in differing
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### The paper recipe", 1)[1].split("\n### ", 1)[0]
+    page = (ROOT / "docs" / "recipes.md").read_text(encoding="utf-8")
+    section = page.split("\n## The paper recipe", 1)[1].split("\n## ", 1)[0]
     missing = sorted(key for key in differing if f"`{key}`" not in section)
-    assert missing == [], f"README's recipe table does not name {missing}"
+    assert missing == [], f"docs/recipes.md's recipe table does not name {missing}"
