@@ -122,6 +122,7 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("actor.clip_ratio_high", lambda v: v >= 0, "clip_ratio_high >= 0"),
     ("actor.clip_ratio_dual", lambda v: v > 1, "a dual-clip bound > 1"),
     ("algorithm.kl_coef", lambda v: v >= 0, "kl_coef >= 0"),
+    ("algorithm.adv_eps", lambda v: v > 0, "a positive epsilon (GRPO divides by group std + adv_eps)"),
     ("trainer.nnodes", _positive, "a positive number of nodes"),
     ("trainer.n_gpus_per_node", _positive, "a positive number of GPUs (CPU: processes) per node"),
     ("trainer.total_epochs", _positive, "a positive number of epochs"),
