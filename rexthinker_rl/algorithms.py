@@ -22,6 +22,12 @@ from typing import NamedTuple, TypeVar
 import torch
 from torch import Tensor
 
+from rexthinker_rl.masking import masked, masked_mean
+from rexthinker_rl.rollout_correction import (
+    RolloutCorrection,
+    rollout_is_weights,
+)
+
 # exp() of a log-ratio beyond this overflows float32 gradients; padded or wildly off-policy tokens are capped.
 MAX_LOG_RATIO = 20.0
 # Bound on the k3 estimate per token (as in verl/EasyR1), so one outlier token cannot dominate the KL term.
@@ -41,20 +47,6 @@ def _lookup(registry: Mapping[str, _Entry], name: str, kind: str) -> _Entry:
 # ----------------------------------------------------------------------------------------------------------
 # Masked reductions, logprobs, entropy
 # ----------------------------------------------------------------------------------------------------------
-
-
-def masked(values: Tensor, mask: Tensor) -> Tensor:
-    """``values`` where ``mask`` is set, 0 elsewhere, selected rather than multiplied: a -inf or NaN at a masked
-    position (a padding token's log-prob) gives 0 here, where ``values * mask`` gives NaN, and no gradient flows to it."""
-    return torch.where(mask.bool(), values, torch.zeros((), dtype=values.dtype, device=values.device))
-
-
-def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
-    """Mean of ``values`` where ``mask`` is set (over all elements, or along ``dim``); 0 where nothing is set."""
-    kept, mask = masked(values, mask), mask.to(values.dtype)
-    if dim is None:
-        return kept.sum() / mask.sum().clamp(min=1)
-    return kept.sum(dim) / mask.sum(dim).clamp(min=1)
 
 
 def logprobs_from_logits(logits: Tensor, token_ids: Tensor) -> Tensor:
@@ -405,6 +397,7 @@ class LossSpec:
     entropy_coef: float = 0.0
     kl_estimator: str = "low_var_kl"  # a key of KL_ESTIMATORS
     kl_coef: float = 0.0  # 0: no KL term in the loss
+    rollout: RolloutCorrection = RolloutCorrection()
 
 
 class GRPOLoss(NamedTuple):
@@ -414,7 +407,7 @@ class GRPOLoss(NamedTuple):
     policy: Tensor
     entropy: Tensor | None
     kl: Tensor | None
-    metrics: dict[str, float]  # clipfrac, dual_clipfrac, approx_kl: over this batch's response tokens
+    metrics: dict[str, float]  # clipfrac, dual_clipfrac, approx_kl (+ rollout_is_weights'): this batch's tokens
 
 
 def grpo_loss(
@@ -426,6 +419,7 @@ def grpo_loss(
     norms: Normalisers | None = None,
     entropy: Tensor | None = None,
     ref_logprobs: Tensor | None = None,
+    rollout_logprobs: Tensor | None = None,
 ) -> GRPOLoss:
     """The GRPO objective of one (micro-)batch: policy loss, entropy bonus and KL penalty, each aggregated by
     ``spec.agg_mode`` over the same normalisers, so that micro-batch losses add up to the mini-batch's.
@@ -434,7 +428,9 @@ def grpo_loss(
     ``norms``: the mini-batch's normalisers (None: this batch's own counts). The entropy term is skipped when
     ``entropy`` is None, the KL term when ``spec.kl_coef`` is 0 or there are no
     ``ref_logprobs``. Metrics: clipfrac (share of tokens where the clip engaged), dual_clipfrac, and approx_kl (mean of
-    old_logp - logp, a k1 estimate of KL(old || new)).
+    old_logp - logp, a k1 estimate of KL(old || new)). With ``rollout_logprobs`` (the sampler's), the policy loss of
+    each token is weighted by the truncated importance weight of ``spec.rollout`` (:func:`rollout_is_weights`, whose
+    metrics are added) against ``old_logprobs``, the proximal policy.
     """
     policy_loss = _lookup(POLICY_LOSSES, spec.policy_loss, "policy loss")
     aggregate = _lookup(LOSS_AGGREGATIONS, spec.agg_mode, "loss aggregation mode")
@@ -446,7 +442,12 @@ def grpo_loss(
     ref_logprobs = None if ref_logprobs is None else masked(ref_logprobs, response_mask)
     mask = response_mask.to(logprobs.dtype)
     token_loss = policy_loss(logprobs, old_logprobs, advantages, response_mask, spec.clip)
-    policy = aggregate(token_loss.loss, mask, norms)
+    per_token, rollout_metrics = token_loss.loss, {}
+    if rollout_logprobs is not None:
+        behaviour = masked(rollout_logprobs, response_mask)
+        weights, rollout_metrics = rollout_is_weights(old_logprobs, behaviour, response_mask, spec.rollout)
+        per_token = per_token if weights is None else per_token * weights.to(per_token.dtype)
+    policy = aggregate(per_token, mask, norms)
     total = policy
     entropy_term = kl_term = None
     if entropy is not None:
@@ -460,5 +461,5 @@ def grpo_loss(
             "clipfrac": masked_mean(token_loss.clipped.to(logprobs.dtype), response_mask).item(),
             "dual_clipfrac": masked_mean(token_loss.dual_clipped.to(logprobs.dtype), response_mask).item(),
             "approx_kl": masked_mean(old_logprobs - logprobs, response_mask).item(),
-        }
+        } | rollout_metrics
     return GRPOLoss(total, policy, entropy_term, kl_term, metrics)

@@ -20,6 +20,7 @@ from rexthinker_rl.errors import ConfigError
 from rexthinker_rl.modeling import ATTN_IMPLEMENTATIONS, DTYPES
 from rexthinker_rl.prompts import PresetError, preset_for
 from rexthinker_rl.rollout import ENGINES
+from rexthinker_rl.rollout_correction import ROLLOUT_IS_LEVELS
 
 if TYPE_CHECKING:
     from rexthinker_rl.config_schema import Config
@@ -94,6 +95,7 @@ _CHOICES: list[tuple[str, Callable[[Any], bool], str]] = [
     _rule("algorithm.adv_estimator", algorithms.ADVANTAGE_ESTIMATORS),
     _rule("algorithm.kl_mode", ("loss", "reward", "none")),
     _rule("algorithm.kl_estimator", algorithms.KL_ESTIMATORS),
+    _rule("algorithm.rollout_is", ROLLOUT_IS_LEVELS),
     _rule("trainer.device", ("auto", "cpu", "cuda")),
 ]
 
@@ -122,6 +124,7 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("actor.clip_ratio_high", lambda v: v >= 0, "clip_ratio_high >= 0"),
     ("actor.clip_ratio_dual", lambda v: v > 1, "a dual-clip bound > 1"),
     ("algorithm.kl_coef", lambda v: v >= 0, "kl_coef >= 0"),
+    ("algorithm.rollout_is_cap", lambda v: v >= 1, "a cap >= 1 on the importance weights"),
     ("algorithm.adv_eps", lambda v: v > 0, "a positive epsilon (GRPO divides by group std + adv_eps)"),
     ("trainer.nnodes", _positive, "a positive number of nodes"),
     ("trainer.n_gpus_per_node", _positive, "a positive number of GPUs (CPU: processes) per node"),
@@ -160,6 +163,11 @@ def check(config: Config) -> None:
         raise ConfigError(f"data.prompt_preset={data.prompt_preset!r}: {err}") from None
     if not config.reward.function and not config.reward.components:
         raise ConfigError("reward: set reward.function or reward.components")
+    if config.algorithm.rollout_is != "none" and config.rollout.temperature not in (0, 1):
+        raise ConfigError(
+            f"algorithm.rollout_is={config.algorithm.rollout_is} needs rollout.temperature=1 (got "
+            f"{config.rollout.temperature}): the engines report temperature-1 log-probs, the actor's are tempered"
+        )
     if config.model.lora.rank > 0 and actor.strategy == "deepspeed":
         raise ConfigError(
             f"model.lora.rank={config.model.lora.rank} with actor.strategy=deepspeed is not supported: "

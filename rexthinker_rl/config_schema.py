@@ -217,7 +217,13 @@ class AlgorithmConfig:
     online_filtering: bool = False
     """Drop groups whose rewards are all equal (DAPO dynamic sampling, without re-sampling)."""
     adv_eps: float = 1.0e-6
-    """Epsilon in the GRPO std normalisation."""
+    """Epsilon in the GRPO std normalisation (> 0)."""
+    rollout_is: str = "none"
+    """Truncated importance sampling between the rollout engine (the sampler) and the actor at the start of the
+    update: none | token | sequence. Corrects the engine/trainer numerical mismatch (bf16 vLLM vs the trainer) and a
+    stale sampler. The mismatch is logged whatever this is (rollout/logprob_diff_mean, rollout/logprob_diff_max)."""
+    rollout_is_cap: float = 2.0
+    """Importance weights above this are truncated to it (>= 1)."""
 
 
 @dataclass

@@ -236,6 +236,7 @@ class GRPOTrainer:
             [r.prompt_index for r in results],
             [r.response_ids for r in results],
             self.processor.tokenizer.pad_token_id,
+            [r.logprobs for r in results],
         )
 
     def _due(self, step: int, freq: int) -> bool:
