@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from rexthinker_rl.config_schema import Config
 
 PLACEMENTS = ("colocate", "separate")  # read as Derived.colocated
+PIPELINES = ("sync", "one_step_off")  # read as Derived.pipelined
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class Derived:
     uses_reference: bool  # a KL term (loss or reward) against the initial policy
     needs_reference_policy: bool  # uses_reference without LoRA (LoRA: the actor with its adapters off)
     on_policy: bool  # one update per step and no KL in the reward: the old log-probs are the actor's own
+    pipelined: bool  # trainer.pipeline=one_step_off: the next batch is generated while the actor updates
+    rollout_is: str  # algorithm.rollout_is with auto resolved: token when pipelined, else none
 
 
 def derive(config: Config) -> Derived:
@@ -64,6 +67,10 @@ def derive(config: Config) -> Derived:
         uses_reference=uses_reference,
         needs_reference_policy=uses_reference and config.model.lora.rank == 0,
         on_policy=updates_per_step == 1 and not (algo.kl_mode == "reward" and algo.kl_coef > 0),
+        pipelined=trainer.pipeline == "one_step_off",
+        rollout_is=("token" if trainer.pipeline == "one_step_off" else "none")
+        if algo.rollout_is == "auto"
+        else algo.rollout_is,
     )
 
 
@@ -95,7 +102,8 @@ _CHOICES: list[tuple[str, Callable[[Any], bool], str]] = [
     _rule("algorithm.adv_estimator", algorithms.ADVANTAGE_ESTIMATORS),
     _rule("algorithm.kl_mode", ("loss", "reward", "none")),
     _rule("algorithm.kl_estimator", algorithms.KL_ESTIMATORS),
-    _rule("algorithm.rollout_is", ROLLOUT_IS_LEVELS),
+    _rule("algorithm.rollout_is", ("auto", *ROLLOUT_IS_LEVELS)),
+    _rule("trainer.pipeline", PIPELINES),
     _rule("trainer.device", ("auto", "cpu", "cuda")),
 ]
 
@@ -163,17 +171,35 @@ def check(config: Config) -> None:
         raise ConfigError(f"data.prompt_preset={data.prompt_preset!r}: {err}") from None
     if not config.reward.function and not config.reward.components:
         raise ConfigError("reward: set reward.function or reward.components")
-    if config.algorithm.rollout_is != "none" and config.rollout.temperature not in (0, 1):
-        raise ConfigError(
-            f"algorithm.rollout_is={config.algorithm.rollout_is} needs rollout.temperature=1 (got "
-            f"{config.rollout.temperature}): the engines report temperature-1 log-probs, the actor's are tempered"
-        )
+    _check_rollout_correction(config)
     if config.model.lora.rank > 0 and actor.strategy == "deepspeed":
         raise ConfigError(
             f"model.lora.rank={config.model.lora.rank} with actor.strategy=deepspeed is not supported: "
             "use actor.strategy=fsdp2 (or torch) for LoRA, or model.lora.rank=0"
         )
     _check_placement(config)
+
+
+def _check_rollout_correction(config: Config) -> None:
+    derived = derive(config)
+    if derived.rollout_is != "none" and config.rollout.temperature != 1:
+        raise ConfigError(
+            f"algorithm.rollout_is={derived.rollout_is} needs rollout.temperature=1 (got {config.rollout.temperature}"
+            "): the engines report temperature-1 log-probs, the actor's are tempered"
+            + (" (set algorithm.rollout_is=none to pipeline without the correction)" if derived.pipelined else "")
+        )
+    if derived.pipelined and derived.colocated:
+        raise ConfigError(
+            "trainer.pipeline=one_step_off needs rollout engines of their own: rollout.placement=separate (a colocated "
+            "engine shares the actor's processes, so there is nothing to overlap)"
+        )
+    for key in ("actor.cpus", "rollout.cpus", "ref.cpus"):
+        cores = list(_get(config, key))
+        if len(set(cores)) != len(cores) or any(core < 0 for core in cores):
+            raise ConfigError(f"{key}={cores} must list distinct core ids >= 0 (or be empty: every core)")
+    ranks, cores = derived.ranks_per_node, len(config.actor.cpus)
+    if cores and cores % ranks:
+        raise ConfigError(f"actor.cpus lists {cores} cores for {ranks} ranks a node: give a multiple of {ranks}")
 
 
 def _check_placement(config: Config) -> None:

@@ -71,7 +71,7 @@ def loss_spec(config: Config) -> algorithms.LossSpec:
     actor, algo = config.actor, config.algorithm
     clip = algorithms.Clip(actor.clip_ratio_low, actor.clip_ratio_high, actor.clip_ratio_dual)
     kl_coef = algo.kl_coef if algo.kl_mode == "loss" else 0.0
-    correction = RolloutCorrection(algo.rollout_is, algo.rollout_is_cap)
+    correction = RolloutCorrection(config.derived.rollout_is, algo.rollout_is_cap)
     return algorithms.LossSpec(
         actor.policy_loss, clip, actor.loss_agg_mode, actor.entropy_coef, algo.kl_estimator, kl_coef, correction
     )
