@@ -75,7 +75,7 @@ def _steps(run_dir: Path) -> list[dict]:
 
 def _algorithm_metrics(record: dict) -> dict:
     """What a step computed (timings and throughput left out: they differ run to run)."""
-    return {k: v for k, v in record.items() if not k.startswith(("timing/", "throughput/", "perf/"))}
+    return {k: v for k, v in record.items() if k != "time" and not k.startswith(("timing/", "throughput/", "perf/"))}
 
 
 @pytest.fixture(scope="module")
