@@ -90,8 +90,8 @@ def run_ours(args: argparse.Namespace, model_dir: str, train_file: str, run_dir:
     class ClockedTrainer(GRPOTrainer):
         """Our trainer, unchanged, with the wall-clock time at the end of every step recorded."""
 
-        def train_step(self, step: int) -> dict[str, float]:
-            metrics = super().train_step(step)
+        def train_step(self, step: int, rollout=None) -> dict[str, float]:
+            metrics = super().train_step(step, rollout)
             step_ends.append(time.perf_counter())
             return metrics
 

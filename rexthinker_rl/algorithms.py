@@ -22,6 +22,12 @@ from typing import NamedTuple, TypeVar
 import torch
 from torch import Tensor
 
+from rexthinker_rl.masking import masked, masked_mean
+from rexthinker_rl.rollout_correction import (
+    RolloutCorrection,
+    rollout_is_weights,
+)
+
 # exp() of a log-ratio beyond this overflows float32 gradients; padded or wildly off-policy tokens are capped.
 MAX_LOG_RATIO = 20.0
 # Bound on the k3 estimate per token (as in verl/EasyR1), so one outlier token cannot dominate the KL term.
@@ -41,14 +47,6 @@ def _lookup(registry: Mapping[str, _Entry], name: str, kind: str) -> _Entry:
 # ----------------------------------------------------------------------------------------------------------
 # Masked reductions, logprobs, entropy
 # ----------------------------------------------------------------------------------------------------------
-
-
-def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
-    """Mean of ``values`` where ``mask`` is set (over all elements, or along ``dim``); 0 where nothing is set."""
-    mask = mask.to(values.dtype)
-    if dim is None:
-        return (values * mask).sum() / mask.sum().clamp(min=1)
-    return (values * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
 def logprobs_from_logits(logits: Tensor, token_ids: Tensor) -> Tensor:
@@ -143,11 +141,23 @@ def compute_advantages(name: str, scores: Tensor, group_ids: Sequence[Hashable] 
         raise ValueError(f"scores must be 1-D (batch,), got shape {tuple(scores.shape)}")
     if len(group_ids) != scores.shape[0]:
         raise ValueError(f"got {len(group_ids)} group ids for {scores.shape[0]} scores; need one per score")
-    if not scores.is_floating_point():
-        scores = scores.float()
-    stats = group_stats(scores, group_index(group_ids, device=scores.device))
-    advantages = estimator(scores, stats, eps)  # (batch,)
-    return torch.where(stats.size > 1, advantages, torch.zeros_like(advantages))
+    dtype = scores.dtype if scores.is_floating_point() else torch.float32
+    # Group statistics in float64: in float32 the mean of 16 rewards of 0.7 rounds away from 0.7, and GRPO divides
+    # that rounding by a std of ~1e-8 + eps into an advantage of +0.106 for every row of a group that has no signal.
+    wide = scores.to(torch.float64)
+    index = group_index(group_ids, device=scores.device)
+    stats = group_stats(wide, index)
+    advantages = estimator(wide, stats, eps)  # (batch,)
+    # A group of one, or one whose rewards are all equal, carries no signal: exactly 0, whatever the estimator.
+    informative = (stats.size > 1) & (_group_extreme(wide, index, "amax") > _group_extreme(wide, index, "amin"))
+    return torch.where(informative, advantages, torch.zeros_like(advantages)).to(dtype)
+
+
+def _group_extreme(scores: Tensor, index: Tensor, reduce: str) -> Tensor:
+    """The largest (``amax``) or smallest (``amin``) score of each sample's group. scores, index: (batch,)."""
+    num_groups = int(index.max()) + 1 if index.numel() else 0
+    extremes = scores.new_zeros(num_groups).scatter_reduce(0, index, scores, reduce, include_self=False)
+    return extremes[index]
 
 
 def informative_rows(scores: Tensor, group_ids: Sequence[Hashable]) -> list[int]:
@@ -208,7 +218,7 @@ def kl_reward_penalty(scores: Tensor, kl: Tensor, response_mask: Tensor, coef: f
 
     scores: (batch,); kl, response_mask: (batch, seq) -> (batch,).
     """
-    return scores - coef * (kl * response_mask.to(kl.dtype)).sum(-1)
+    return scores - coef * masked(kl, response_mask).sum(-1)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -251,24 +261,24 @@ def _seqs(mask: Tensor, norms: Normalisers, like: Tensor) -> Tensor:
 
 def _token_mean(loss: Tensor, mask: Tensor, norms: Normalisers) -> Tensor:
     """sum(loss * mask) / tokens."""
-    return (loss * mask).sum() / _normaliser(norms.global_tokens, mask.sum(), loss)
+    return masked(loss, mask).sum() / _normaliser(norms.global_tokens, mask.sum(), loss)
 
 
 def _seq_mean_token_sum(loss: Tensor, mask: Tensor, norms: Normalisers) -> Tensor:
     """sum over sequences of the per-sequence token sums / sequences."""
-    return (loss * mask).sum(-1).sum() / _seqs(mask, norms, loss)
+    return masked(loss, mask).sum(-1).sum() / _seqs(mask, norms, loss)
 
 
 def _seq_mean_token_mean(loss: Tensor, mask: Tensor, norms: Normalisers) -> Tensor:
     """sum over sequences of the per-sequence token means / sequences."""
-    seq_means = (loss * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (batch,)
+    seq_means = masked(loss, mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (batch,)
     return seq_means.sum() / _seqs(mask, norms, loss)
 
 
 def _seq_mean_token_sum_norm(loss: Tensor, mask: Tensor, norms: Normalisers) -> Tensor:
     """Dr. GRPO: sum(loss * mask) / (sequences * a constant length; default the padded length, mask.shape[-1])."""
     length = mask.shape[-1] if norms.norm_len is None else norms.norm_len
-    return (loss * mask).sum() / (_seqs(mask, norms, loss) * length)
+    return masked(loss, mask).sum() / (_seqs(mask, norms, loss) * length)
 
 
 def _micro_batch_token_mean(loss: Tensor, mask: Tensor, norms: Normalisers) -> Tensor:
@@ -276,7 +286,7 @@ def _micro_batch_token_mean(loss: Tensor, mask: Tensor, norms: Normalisers) -> T
     micro-batches the mini-batch was split into (gradient accumulation steps x data-parallel ranks, since ranks here
     sum gradients). Tokens of a short micro-batch weigh more than those of a long one: a biased estimator of the
     mini-batch token mean, kept to reproduce the paper's runs. The 1e-8 is EasyR1's masked_mean epsilon."""
-    token_mean = (loss * mask).sum() / (mask.sum() + 1e-8)
+    token_mean = masked(loss, mask).sum() / (mask.sum() + 1e-8)
     return token_mean / _normaliser(norms.micro_batches, 1, loss)
 
 
@@ -342,7 +352,7 @@ def ppo_clip_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, ma
     at clip.dual * -A (dual clip), so a huge ratio on a bad sample cannot blow up the step.
     logprobs, old_logprobs, mask (the response mask): (batch, seq); advantages: (batch,).
     """
-    log_ratio = (logprobs - old_logprobs.detach()) * mask.to(logprobs.dtype)  # (batch, seq), 0 on padding
+    log_ratio = masked(logprobs - old_logprobs.detach(), mask)  # (batch, seq), 0 on padding
     ratio = torch.exp(log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))  # (batch, seq)
     advantages = advantages.detach().unsqueeze(-1)  # (batch, 1)
     clipped = _clipped_objective(ratio, advantages, clip)
@@ -361,8 +371,9 @@ def gspo_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: 
     as in the GSPO paper; note the paper uses much tighter clip ranges (3e-4 / 4e-4) than token-level PPO.
     logprobs, old_logprobs, mask (the response mask): (batch, seq); advantages: (batch,).
     """
+    logprobs = masked(logprobs, mask)  # -inf - -inf below would be NaN
+    log_ratio = masked(logprobs - old_logprobs.detach(), mask)  # (batch, seq)
     mask = mask.to(logprobs.dtype)
-    log_ratio = (logprobs - old_logprobs.detach()) * mask  # (batch, seq)
     seq_log_ratio = log_ratio.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)  # (batch, 1)
     token_log_ratio = seq_log_ratio.detach() + logprobs - logprobs.detach()  # (batch, seq), value = seq ratio
     ratio = torch.exp(token_log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))  # (batch, seq)
@@ -386,6 +397,7 @@ class LossSpec:
     entropy_coef: float = 0.0
     kl_estimator: str = "low_var_kl"  # a key of KL_ESTIMATORS
     kl_coef: float = 0.0  # 0: no KL term in the loss
+    rollout: RolloutCorrection = RolloutCorrection()
 
 
 class GRPOLoss(NamedTuple):
@@ -395,7 +407,7 @@ class GRPOLoss(NamedTuple):
     policy: Tensor
     entropy: Tensor | None
     kl: Tensor | None
-    metrics: dict[str, float]  # clipfrac, dual_clipfrac, approx_kl: over this batch's response tokens
+    metrics: dict[str, float]  # clipfrac, dual_clipfrac, approx_kl (+ rollout_is_weights'): this batch's tokens
 
 
 def grpo_loss(
@@ -407,6 +419,7 @@ def grpo_loss(
     norms: Normalisers | None = None,
     entropy: Tensor | None = None,
     ref_logprobs: Tensor | None = None,
+    rollout_logprobs: Tensor | None = None,
 ) -> GRPOLoss:
     """The GRPO objective of one (micro-)batch: policy loss, entropy bonus and KL penalty, each aggregated by
     ``spec.agg_mode`` over the same normalisers, so that micro-batch losses add up to the mini-batch's.
@@ -415,14 +428,26 @@ def grpo_loss(
     ``norms``: the mini-batch's normalisers (None: this batch's own counts). The entropy term is skipped when
     ``entropy`` is None, the KL term when ``spec.kl_coef`` is 0 or there are no
     ``ref_logprobs``. Metrics: clipfrac (share of tokens where the clip engaged), dual_clipfrac, and approx_kl (mean of
-    old_logp - logp, a k1 estimate of KL(old || new)).
+    old_logp - logp, a k1 estimate of KL(old || new)). With ``rollout_logprobs`` (the sampler's), the policy loss of
+    each token is weighted by the truncated importance weight of ``spec.rollout`` (:func:`rollout_is_weights`, whose
+    metrics are added) against ``old_logprobs``, the proximal policy.
     """
     policy_loss = _lookup(POLICY_LOSSES, spec.policy_loss, "policy loss")
     aggregate = _lookup(LOSS_AGGREGATIONS, spec.agg_mode, "loss aggregation mode")
     norms = norms or Normalisers()
+    # Padding and prompt positions are selected away before anything is computed from them: a -inf or NaN there (a
+    # padding token's log-prob) reaches neither the loss nor, through an exp or a difference, the gradient.
+    logprobs, old_logprobs = masked(logprobs, response_mask), masked(old_logprobs, response_mask)
+    entropy = None if entropy is None else masked(entropy, response_mask)
+    ref_logprobs = None if ref_logprobs is None else masked(ref_logprobs, response_mask)
     mask = response_mask.to(logprobs.dtype)
     token_loss = policy_loss(logprobs, old_logprobs, advantages, response_mask, spec.clip)
-    policy = aggregate(token_loss.loss, mask, norms)
+    per_token, rollout_metrics = token_loss.loss, {}
+    if rollout_logprobs is not None:
+        behaviour = masked(rollout_logprobs, response_mask)
+        weights, rollout_metrics = rollout_is_weights(old_logprobs, behaviour, response_mask, spec.rollout)
+        per_token = per_token if weights is None else per_token * weights.to(per_token.dtype)
+    policy = aggregate(per_token, mask, norms)
     total = policy
     entropy_term = kl_term = None
     if entropy is not None:
@@ -436,5 +461,5 @@ def grpo_loss(
             "clipfrac": masked_mean(token_loss.clipped.to(logprobs.dtype), response_mask).item(),
             "dual_clipfrac": masked_mean(token_loss.dual_clipped.to(logprobs.dtype), response_mask).item(),
             "approx_kl": masked_mean(old_logprobs - logprobs, response_mask).item(),
-        }
+        } | rollout_metrics
     return GRPOLoss(total, policy, entropy_term, kl_term, metrics)

@@ -22,6 +22,7 @@ class SequenceBatch:
     prompt_length: int  # P
     old_logprobs: torch.Tensor | None = None  # (batch, R)
     ref_logprobs: torch.Tensor | None = None  # (batch, R)
+    rollout_logprobs: torch.Tensor | None = None  # (batch, R): the sampler's (behaviour policy's), 0 on padding
     advantages: torch.Tensor | None = None  # (batch,)
     extras: dict = field(default_factory=dict)
 
@@ -56,6 +57,7 @@ class SequenceBatch:
             image_grid_thw=self.image_grid_thw[index],
             old_logprobs=pick(self.old_logprobs),
             ref_logprobs=pick(self.ref_logprobs),
+            rollout_logprobs=pick(self.rollout_logprobs),
             advantages=pick(self.advantages),
         )
 
@@ -94,6 +96,7 @@ class SequenceBatch:
             prompt_length=self.prompt_length - first,
             old_logprobs=cut(self.old_logprobs),
             ref_logprobs=cut(self.ref_logprobs),
+            rollout_logprobs=cut(self.rollout_logprobs),
         )
 
     def length_sorted_chunks(self, size: int) -> list[tuple[list[int], SequenceBatch]]:
@@ -162,6 +165,7 @@ _TENSOR_FIELDS = (
     "image_grid_thw",
     "old_logprobs",
     "ref_logprobs",
+    "rollout_logprobs",
     "advantages",
 )
 
@@ -182,8 +186,10 @@ def build_sequence_batch(
     prompt_indices: list[int],
     responses: list[list[int]],
     pad_token_id: int,
+    rollout_logprobs: list[list[float]] | None = None,
 ) -> SequenceBatch:
-    """One row per response: its prompt (left-padded) followed by the response (right-padded)."""
+    """One row per response: its prompt (left-padded) followed by the response (right-padded); with
+    ``rollout_logprobs`` (the engine's log-prob of each response token) their (batch, R) tensor, 0 on padding."""
     prompts = [encoded_prompts[i]["input_ids"][0] for i in prompt_indices]
     prompt_length = max(len(p) for p in prompts)
     response_length = max(1, max(len(r) for r in responses))
@@ -199,6 +205,11 @@ def build_sequence_batch(
         input_ids[row, prompt_length : prompt_length + len(response)] = torch.tensor(response, dtype=torch.long)
         attention_mask[row, start : prompt_length + len(response)] = 1
         response_mask[row, : len(response)] = 1
+    sampled = None
+    if rollout_logprobs is not None:
+        sampled = torch.zeros((rows, response_length), dtype=torch.float32)
+        for row, values in enumerate(rollout_logprobs):
+            sampled[row, : len(values)] = torch.tensor(values, dtype=torch.float32)
     return SequenceBatch(
         input_ids=input_ids,
         attention_mask=attention_mask,
@@ -207,6 +218,7 @@ def build_sequence_batch(
         pixel_values=torch.cat([encoded_prompts[i]["pixel_values"] for i in prompt_indices]),
         image_grid_thw=torch.cat([encoded_prompts[i]["image_grid_thw"] for i in prompt_indices]),
         prompt_length=prompt_length,
+        rollout_logprobs=sampled,
     )
 
 

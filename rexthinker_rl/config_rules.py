@@ -20,11 +20,13 @@ from rexthinker_rl.errors import ConfigError
 from rexthinker_rl.modeling import ATTN_IMPLEMENTATIONS, DTYPES
 from rexthinker_rl.prompts import PresetError, preset_for
 from rexthinker_rl.rollout import ENGINES
+from rexthinker_rl.rollout_correction import ROLLOUT_IS_LEVELS
 
 if TYPE_CHECKING:
     from rexthinker_rl.config_schema import Config
 
 PLACEMENTS = ("colocate", "separate")  # read as Derived.colocated
+PIPELINES = ("sync", "one_step_off")  # read as Derived.pipelined
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ class Derived:
     uses_reference: bool  # a KL term (loss or reward) against the initial policy
     needs_reference_policy: bool  # uses_reference without LoRA (LoRA: the actor with its adapters off)
     on_policy: bool  # one update per step and no KL in the reward: the old log-probs are the actor's own
+    pipelined: bool  # trainer.pipeline=one_step_off: the next batch is generated while the actor updates
+    rollout_is: str  # algorithm.rollout_is with auto resolved: token when pipelined, else none
 
 
 def derive(config: Config) -> Derived:
@@ -63,6 +67,10 @@ def derive(config: Config) -> Derived:
         uses_reference=uses_reference,
         needs_reference_policy=uses_reference and config.model.lora.rank == 0,
         on_policy=updates_per_step == 1 and not (algo.kl_mode == "reward" and algo.kl_coef > 0),
+        pipelined=trainer.pipeline == "one_step_off",
+        rollout_is=("token" if trainer.pipeline == "one_step_off" else "none")
+        if algo.rollout_is == "auto"
+        else algo.rollout_is,
     )
 
 
@@ -94,6 +102,8 @@ _CHOICES: list[tuple[str, Callable[[Any], bool], str]] = [
     _rule("algorithm.adv_estimator", algorithms.ADVANTAGE_ESTIMATORS),
     _rule("algorithm.kl_mode", ("loss", "reward", "none")),
     _rule("algorithm.kl_estimator", algorithms.KL_ESTIMATORS),
+    _rule("algorithm.rollout_is", ("auto", *ROLLOUT_IS_LEVELS)),
+    _rule("trainer.pipeline", PIPELINES),
     _rule("trainer.device", ("auto", "cpu", "cuda")),
 ]
 
@@ -123,6 +133,8 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("actor.clip_ratio_high", lambda v: v >= 0, "clip_ratio_high >= 0"),
     ("actor.clip_ratio_dual", lambda v: v > 1, "a dual-clip bound > 1"),
     ("algorithm.kl_coef", lambda v: v >= 0, "kl_coef >= 0"),
+    ("algorithm.rollout_is_cap", lambda v: v >= 1, "a cap >= 1 on the importance weights"),
+    ("algorithm.adv_eps", lambda v: v > 0, "a positive epsilon (GRPO divides by group std + adv_eps)"),
     ("trainer.nnodes", _positive, "a positive number of nodes"),
     ("trainer.n_gpus_per_node", _positive, "a positive number of GPUs (CPU: processes) per node"),
     ("trainer.total_epochs", _positive, "a positive number of epochs"),
@@ -160,6 +172,7 @@ def check(config: Config) -> None:
     except (PresetError, FileNotFoundError) as err:
         raise ConfigError(f"data.prompt_preset={data.prompt_preset!r}: {err}") from None
     _check_reward(config)
+    _check_rollout_correction(config)
     if config.model.lora.rank > 0 and actor.strategy == "deepspeed":
         raise ConfigError(
             f"model.lora.rank={config.model.lora.rank} with actor.strategy=deepspeed is not supported: "
@@ -182,6 +195,28 @@ def _check_reward(config: Config) -> None:
         reward.components = []
     if not reward.function and not reward.components:
         raise ConfigError("reward: set reward.function or reward.components")
+
+
+def _check_rollout_correction(config: Config) -> None:
+    derived = derive(config)
+    if derived.rollout_is != "none" and config.rollout.temperature != 1:
+        raise ConfigError(
+            f"algorithm.rollout_is={derived.rollout_is} needs rollout.temperature=1 (got {config.rollout.temperature}"
+            "): the engines report temperature-1 log-probs, the actor's are tempered"
+            + (" (set algorithm.rollout_is=none to pipeline without the correction)" if derived.pipelined else "")
+        )
+    if derived.pipelined and derived.colocated:
+        raise ConfigError(
+            "trainer.pipeline=one_step_off needs rollout engines of their own: rollout.placement=separate (a colocated "
+            "engine shares the actor's processes, so there is nothing to overlap)"
+        )
+    for key in ("actor.cpus", "rollout.cpus", "ref.cpus"):
+        cores = list(_get(config, key))
+        if len(set(cores)) != len(cores) or any(core < 0 for core in cores):
+            raise ConfigError(f"{key}={cores} must list distinct core ids >= 0 (or be empty: every core)")
+    ranks, cores = derived.ranks_per_node, len(config.actor.cpus)
+    if cores and cores % ranks:
+        raise ConfigError(f"actor.cpus lists {cores} cores for {ranks} ranks a node: give a multiple of {ranks}")
 
 
 def _check_placement(config: Config) -> None:

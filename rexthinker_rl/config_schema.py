@@ -141,6 +141,10 @@ class RolloutConfig:
     """Never sample image/video/vision special tokens."""
     seed: int = 1
     """Sampling seed of the engine."""
+    cpus: list[int] = field(default_factory=list)
+    """CPU only: the core ids the rollout worker is pinned to; their count sets its threads ([]: every core, shared). Giving
+    rollout.cpus and actor.cpus disjoint cores is how generation and training get resources of their own on one host
+    (the CPU analogue of separate rollout GPUs, what trainer.pipeline=one_step_off overlaps)."""
 
 
 @dataclass
@@ -159,6 +163,10 @@ class ActorConfig:
     """Sequences per forward/backward (gradient accumulation fills the global batch)."""
     micro_batch_size_per_device_for_experience: int = 16
     """Sequences per no-grad log-prob forward."""
+    cpus: list[int] = field(default_factory=list)
+    """CPU only: the core ids the actor's ranks on a node (split evenly between them) is pinned to; their count sets its threads ([]: every core, shared). Giving
+    them and rollout.cpus disjoint cores is how generation and training get resources of their own on one host
+    (the CPU analogue of separate rollout GPUs, what trainer.pipeline=one_step_off overlaps)."""
     ppo_epochs: int = 1
     """Passes over each rollout batch."""
     lr: float = 1.0e-6
@@ -209,6 +217,9 @@ class ActorConfig:
 class RefConfig:
     offload_params: bool = True
     """Keep the reference weights on CPU while idle (GPU)."""
+    cpus: list[int] = field(default_factory=list)
+    """CPU only: the core ids the reference worker (a separate one: no LoRA) is pinned to; their count sets its threads ([]: every core, shared). See
+    rollout.cpus."""
 
 
 @dataclass
@@ -224,7 +235,13 @@ class AlgorithmConfig:
     online_filtering: bool = False
     """Drop groups whose rewards are all equal (DAPO dynamic sampling, without re-sampling)."""
     adv_eps: float = 1.0e-6
-    """Epsilon in the GRPO std normalisation."""
+    """Epsilon in the GRPO std normalisation (> 0)."""
+    rollout_is: str = "auto"
+    """Truncated importance sampling between the rollout engine (the sampler) and the actor at the start of the
+    update: auto (token with trainer.pipeline=one_step_off, else none) | none | token | sequence. Corrects the engine/trainer numerical mismatch (bf16 vLLM vs the trainer) and a
+    stale sampler. The mismatch is logged whatever this is (rollout/logprob_diff_mean, rollout/logprob_diff_max)."""
+    rollout_is_cap: float = 2.0
+    """Importance weights above this are truncated to it (>= 1)."""
 
 
 @dataclass
@@ -283,6 +300,10 @@ class TrainerConfig:
     """auto (newest complete checkpoint in output_dir) | none | a checkpoint path."""
     ray_address: str = ""
     """Existing Ray cluster address; empty starts a local one."""
+    pipeline: str = "sync"
+    """sync: generate, then update, then sync the weights, one after the other | one_step_off: the rollout engines
+    generate the next batch (with the weights of the step before) while the actor updates on this one; at most one step
+    stale, corrected by algorithm.rollout_is (auto: token). Needs rollout engines of their own (not colocated)."""
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Training curves from a run's metrics.jsonl: reward, KL and response length, side by side.
+"""Training curves from a run's metrics.jsonl: reward, KL to the reference, the off-policy share (PPO clipping, truncated
+importance weights, sampler/actor log-prob gap) and response length, side by side.
 
 The trainer redraws ``RUN_DIR/curves.png`` at every checkpoint and at the end; ``python -m rexthinker_rl.plots RUN_DIR``
 redraws it by hand (e.g. while a run is going).
@@ -36,7 +37,8 @@ def rolling_mean(points: list[tuple[int, float]], window: int) -> list[tuple[int
 
 
 def plot_curves(run_dir: str | Path) -> Path:
-    """Draw reward (sampled train and greedy validation), KL to the reference and response length; returns the PNG."""
+    """Draw reward (sampled train and greedy validation), KL to the reference, the off-policy share and response
+    length; returns the PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,17 +46,23 @@ def plot_curves(run_dir: str | Path) -> Path:
 
     run = Path(run_dir)
     records = read_metrics(run / "metrics.jsonl")
-    fig, (reward_ax, kl_ax, length_ax) = plt.subplots(1, 3, figsize=(15, 4))
+    fig, (reward_ax, kl_ax, policy_ax, length_ax) = plt.subplots(1, 4, figsize=(20, 4))
     panels = [
         (
             reward_ax,
             "reward",
             [("reward/overall", "train (sampled, mean of group)", "-"), ("val/reward", "validation (greedy)", "o-")],
         ),
+        # The KL to the old policy (actor/approx_kl) is not drawn: with one update a step it is 0 by construction.
+        (kl_ax, "KL to the reference", [("actor/kl_loss", "KL to reference (loss term)", "-")]),
         (
-            kl_ax,
-            "KL",
-            [("actor/kl_loss", "KL to reference (loss)", "-"), ("actor/approx_kl", "KL to old policy", "-")],
+            policy_ax,
+            "off-policy share",
+            [
+                ("actor/clipfrac", "PPO clip fraction", "-"),
+                ("rollout/is_clipfrac", "importance weights truncated", "-"),
+                ("rollout/logprob_diff_mean", "mean |log-prob sampler - actor|", "-"),
+            ],
         ),
         (length_ax, "response tokens", [("response_length/mean", "mean", "-"), ("response_length/max", "max", "-")]),
     ]
@@ -73,7 +81,8 @@ def plot_curves(run_dir: str | Path) -> Path:
                     *zip(*smooth, strict=True), "-", color="black", lw=2, label=f"train, mean of last {window} steps"
                 )
         if not drawn:
-            ax.text(0.5, 0.5, "not logged in this run", ha="center", va="center", transform=ax.transAxes)
+            absent = "no reference in this run\n(algorithm.kl_mode=none)" if ax is kl_ax else "not logged in this run"
+            ax.text(0.5, 0.5, absent, ha="center", va="center", transform=ax.transAxes)
         else:
             ax.legend(fontsize=8)
         ax.set_xlabel("GRPO step")

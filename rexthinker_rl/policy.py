@@ -22,6 +22,7 @@ from rexthinker_rl.logprobs import DEFAULT_CHUNK_TOKENS, HeadRequest, model_logp
 from rexthinker_rl.lora import apply_lora, merge_lora_weights
 from rexthinker_rl.modeling import load_model
 from rexthinker_rl.packing import packed_response_logprobs
+from rexthinker_rl.rollout_correction import ROLLOUT_METRICS, RolloutCorrection
 from rexthinker_rl.utils import rng_state, set_rng_state
 
 if TYPE_CHECKING:
@@ -72,8 +73,9 @@ def loss_spec(config: Config) -> algorithms.LossSpec:
     actor, algo = config.actor, config.algorithm
     clip = algorithms.Clip(actor.clip_ratio_low, actor.clip_ratio_high, actor.clip_ratio_dual)
     kl_coef = algo.kl_coef if algo.kl_mode == "loss" else 0.0
+    correction = RolloutCorrection(config.derived.rollout_is, algo.rollout_is_cap)
     return algorithms.LossSpec(
-        actor.policy_loss, clip, actor.loss_agg_mode, actor.entropy_coef, algo.kl_estimator, kl_coef
+        actor.policy_loss, clip, actor.loss_agg_mode, actor.entropy_coef, algo.kl_estimator, kl_coef, correction
     )
 
 
@@ -205,6 +207,7 @@ class Policy:
             global_tokens, global_seqs, self.config.data.max_response_length, len(micro_batches) * ranks
         )
         stats: dict[str, float] = defaultdict(float)
+        peaks: dict[str, float] = defaultdict(float)  # maxima over micro-batches and ranks
         for _, micro in micro_batches:
             micro = micro.to_device(self.device)
             share = 0.0 if micro.is_placeholder else len(micro) / global_rows
@@ -212,7 +215,7 @@ class Policy:
             old_logprobs = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
             loss = algorithms.grpo_loss(
                 self.loss, logprobs, old_logprobs, micro.advantages, micro.response_mask, norms, entropy,
-                micro.ref_logprobs,
+                micro.ref_logprobs, micro.rollout_logprobs,
             )  # fmt: skip
             self.backend.backward(loss.total)
             stats["actor/pg_loss"] += loss.policy.item()
@@ -220,10 +223,15 @@ class Policy:
             if loss.kl is not None:
                 stats["actor/kl_loss"] += loss.kl.item()
             for key, value in loss.metrics.items():
-                stats[f"actor/{key}"] += value * share
+                if key == "logprob_diff_max":
+                    peaks[f"rollout/{key}"] = max(peaks[f"rollout/{key}"], value)
+                else:
+                    stats[f"rollout/{key}" if key in ROLLOUT_METRICS else f"actor/{key}"] += value * share
         # Each rank holds its part of every sum (losses over global counts, metrics weighted by global rows).
         names = sorted(stats)
         stats = dict(zip(names, self.backend.all_reduce([stats[name] for name in names], "sum"), strict=True))
+        names = sorted(peaks)
+        stats |= dict(zip(names, self.backend.all_reduce([peaks[name] for name in names], "max"), strict=True))
         stats.update(self._step())
         return stats
 

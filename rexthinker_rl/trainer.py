@@ -1,7 +1,8 @@
 """The single controller: ``GRPOTrainer.fit()`` reads as the algorithm, one timer per phase.
 
 generate -> reward (off the critical path) -> old/ref log-probs -> advantages -> update -> sync -> log
--> validate / checkpoint.
+-> validate / checkpoint. With ``trainer.pipeline=one_step_off`` the next step's generation is launched before the
+update and waited for before the sync (``rexthinker_rl.pipeline``): the engines sample while the actor trains.
 
 Where the work runs (processes, ranks, engines) is the runtime's business (``rexthinker_rl.runtime``): the trainer
 only calls its verbs. Plots (``plots``), the run summary (``run_summary``) and rollout logs (``rollout_log``) live in
@@ -31,6 +32,7 @@ from rexthinker_rl.config import Config, save_config, to_yaml
 from rexthinker_rl.data import ResumableSampler, RLDataset
 from rexthinker_rl.logging import MetricsLogger, truncate_metrics
 from rexthinker_rl.modeling import load_processor
+from rexthinker_rl.pipeline import Rollout, idle_times
 from rexthinker_rl.plots import redraw_curves
 from rexthinker_rl.rewarding import RewardRunner, probe_inputs, reward_inputs
 from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
@@ -81,6 +83,9 @@ class GRPOTrainer:
         self.runtime: Runtime | None = None
         self.started_ray: StartedRay | None = None
         self.step = 0  # the step in progress (0: start-up and the validation before training), for error messages
+        self.updates = 0  # actor updates applied: the version of the actor's weights (the engines' after a sync)
+        self.synced = 0  # the version the engines hold
+        self.upcoming: Rollout | None = None  # one_step_off: the next step's batch, generated during this step
         self.history: list[dict[str, float]] = []
         # Greedy validation reward of every prompt, by step ("0" = before training): the paired gain and its noise.
         self.val_rewards: dict[str, list[float]] = {}
@@ -100,7 +105,7 @@ class GRPOTrainer:
                 logger.log(0, metrics)
             for step in range(start + 1, self.total_steps + 1):
                 self.step = step
-                metrics = self.train_step(step)
+                metrics = self.train_step(step, self.upcoming)  # one_step_off: generated during the step before
                 if self._due(step, self.config.trainer.val_freq) and self.val_set is not None:
                     metrics.update(self.validate())
                 self.history.append({"step": step, **metrics})
@@ -115,12 +120,17 @@ class GRPOTrainer:
             logger.close()
         return summary
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int, rollout: Rollout | None = None) -> dict[str, float]:
+        """One GRPO step on ``rollout``'s batch (launched during the step before), or on a batch generated now."""
         runtime, timer, derived = self.runtime, self.timer, self.config.derived
         step_start = time.perf_counter()
         with timer("generate"):
-            prompts = [self.train_set[i] for i in self.sampler.next_batch()]
-            results = self._generate(prompts, self._train_sampling(step))
+            rollout = rollout or self._launch(step)
+            prompts = [self.train_set[i] for i in rollout.indices]
+            results = rollout.wait().results
+            staleness = self.updates - rollout.version
+        # One step off: step + 1's batch is sampled now, with the weights the engines hold, while the actor trains.
+        self.upcoming = self._launch(step + 1) if derived.pipelined and step < self.total_steps else None
         with timer("reward_launch"):
             scores_ref = self.rewards.score_async(reward_inputs(prompts, results))  # runs during the log-probs
         with timer("prepare"):
@@ -141,11 +151,18 @@ class GRPOTrainer:
             batch, adv_metrics = self._advantages(batch, scores, results)
         with timer("update"):
             update_metrics = runtime.update(batch) if batch is not None else {}
+            self.updates += batch is not None
+        with timer("rollout_wait"):  # the engines finish the next batch before they take new weights
+            upcoming = self.upcoming.wait() if self.upcoming is not None else None
         with timer("sync"):
-            if batch is not None:
+            if self.synced != self.updates:
                 runtime.sync_weights()
+                self.synced = self.updates
         timings = timer.pop()
         timings["timing/step"] = time.perf_counter() - step_start
+        waited = timings["timing/rollout_wait"] + (0.0 if derived.pipelined else timings["timing/generate"])
+        timings |= idle_times(timings["timing/step"], waited, upcoming if derived.pipelined else rollout.generated)
+        timings["pipeline/staleness"] = float(staleness)
         lengths = length_metrics(results)
         tokens = lengths["throughput/generated_tokens"]
         lengths["throughput/tokens_per_s"] = tokens / timings["timing/step"]
@@ -186,6 +203,9 @@ class GRPOTrainer:
             "sampler": self.sampler.state_dict(),
             "history": self.history,
             "val_rewards": self.val_rewards,
+            "updates": self.updates,
+            # one_step_off: the next batch, already generated by weights this checkpoint does not hold
+            "upcoming": self.upcoming.state_dict() if self.upcoming is not None else None,
         }
         return save_checkpoint(
             self.run_dir / "checkpoints",
@@ -210,6 +230,9 @@ class GRPOTrainer:
         self.sampler.load_state_dict(ckpt.trainer_state["sampler"])
         self.history = ckpt.trainer_state["history"]
         self.val_rewards = ckpt.trainer_state.get("val_rewards", {})
+        self.updates = self.synced = ckpt.trainer_state.get("updates", ckpt.step)  # the runtime synced at load
+        upcoming = ckpt.trainer_state.get("upcoming")
+        self.upcoming = Rollout.from_state(upcoming) if upcoming else None
         if ckpt.rng_state is not None:
             set_rng_state(ckpt.rng_state)
         # Steps logged after this checkpoint (before a crash) will be run again: drop them so nothing is doubled.
@@ -226,6 +249,12 @@ class GRPOTrainer:
     # ------------------------------------------------------------------ helpers
     def _generate(self, prompts, sampling: SamplingSpec) -> list[RolloutResult]:
         return self.runtime.generate([RolloutPrompt(p.prompt_text, p.image) for p in prompts], sampling)
+
+    def _launch(self, step: int) -> Rollout:
+        """Start generating step ``step``'s batch (the sampler's next prompts) with the weights the engines hold."""
+        indices = self.sampler.next_batch()
+        requests = [RolloutPrompt(self.train_set[i].prompt_text, self.train_set[i].image) for i in indices]
+        return Rollout(step, indices, self.synced, self.runtime.generate_async(requests, self._train_sampling(step)))
 
     def _train_sampling(self, step: int) -> SamplingSpec:
         r = self.config.rollout
@@ -251,6 +280,7 @@ class GRPOTrainer:
             [r.prompt_index for r in results],
             [r.response_ids for r in results],
             self.processor.tokenizer.pad_token_id,
+            [r.logprobs for r in results],
         )
 
     def _due(self, step: int, freq: int) -> bool:

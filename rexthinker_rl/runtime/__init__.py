@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rexthinker_rl.errors import ConfigError
-from rexthinker_rl.runtime.base import ActorState, Pending, Runtime
+from rexthinker_rl.runtime.base import ActorState, Generated, Pending, Runtime
 from rexthinker_rl.runtime.cluster import worker_env
 from rexthinker_rl.runtime.colocated import ColocatedRuntime
 from rexthinker_rl.runtime.separate import SeparateRuntime
@@ -48,6 +48,7 @@ def start_runtime(config: Config, model_path: str, total_updates: int, run_dir: 
 __all__ = [
     "ActorState",
     "ColocatedRuntime",
+    "Generated",
     "Pending",
     "Runtime",
     "SeparateRuntime",

@@ -32,6 +32,16 @@ class Pending(Generic[T]):
 
 
 @dataclass
+class Generated:
+    """A batch's responses, in prompt order, and when the engines worked on it (wall clock, seconds since the epoch:
+    the earliest start and the latest finish over the engines; None where the placement does not time it)."""
+
+    results: list[RolloutResult]
+    started: float | None = None
+    finished: float | None = None
+
+
+@dataclass
 class ActorState:
     """The actor as a checkpoint holds it: full weights (peft names under LoRA) and, for an exact resume, the train
     state (optimizer, schedule, non-finite streak, every rank's RNG)."""
@@ -47,6 +57,9 @@ class Runtime(Protocol):
     """Ray actor id (hex) -> the role of that worker ("actor", "actor rank 1", "reference", "rollout", ...)."""
 
     def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]: ...
+
+    def generate_async(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> Pending[Generated]:
+        """Start generating; the engines work while the controller goes on (trainer.pipeline=one_step_off)."""
 
     def logprobs(self, batch: SequenceBatch) -> Pending[torch.Tensor]: ...
 
@@ -73,6 +86,9 @@ class ActorVerbs:
     generate, ref_logprobs, sync_weights and shutdown, which differ with the placement."""
 
     actor: ActorRanks
+
+    def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
+        return self.generate_async(prompts, sampling).result().results
 
     def logprobs(self, batch: SequenceBatch) -> Pending[torch.Tensor]:
         return self.actor.logprobs(batch)

@@ -17,15 +17,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import ray
-
-from rexthinker_rl.runtime.base import ActorVerbs, Pending, identify, merge_results, prompt_slices, wait_started
+from rexthinker_rl.runtime.base import (
+    ActorVerbs,
+    Generated,
+    Pending,
+    identify,
+    merge_results,
+    prompt_slices,
+    wait_started,
+)
 from rexthinker_rl.runtime.ranks import ActorRanks
 
 if TYPE_CHECKING:
     from rexthinker_rl.batch import SequenceBatch
     from rexthinker_rl.config import Config
-    from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec
+    from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec
 
 
 class ColocatedRuntime(ActorVerbs):
@@ -35,7 +41,7 @@ class ColocatedRuntime(ActorVerbs):
         self.roles = identify(self.actor.roles_by_handle)
         wait_started(self.actor.start_setup(), self.roles)
 
-    def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
+    def generate_async(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> Pending[Generated]:
         tp = self.config.rollout.tensor_parallel_size if self.config.rollout.engine == "vllm" else 1
         handles = self.actor.handles
         slices = prompt_slices(len(prompts), len(handles) // tp)
@@ -43,8 +49,8 @@ class ColocatedRuntime(ActorVerbs):
             handle.generate.remote([prompts[i] for i in slices[index // tp]], sampling)
             for index, handle in enumerate(handles)
         ]
-        outputs = ray.get(refs)
-        return merge_results(slices, outputs[::tp])  # every rank of a tensor-parallel engine returns the same results
+        # Every rank of a tensor-parallel engine returns the same results: one per engine is kept.
+        return Pending(refs, lambda outputs: Generated(merge_results(slices, outputs[::tp])))
 
     def ref_logprobs(self, batch: SequenceBatch) -> Pending:
         return self.actor.ref_logprobs(batch)

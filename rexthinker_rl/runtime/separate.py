@@ -15,7 +15,15 @@ import ray
 from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from rexthinker_rl.runtime.base import ActorVerbs, Pending, identify, merge_results, prompt_slices, wait_started
+from rexthinker_rl.runtime.base import (
+    ActorVerbs,
+    Generated,
+    Pending,
+    identify,
+    merge_results,
+    prompt_slices,
+    wait_started,
+)
 from rexthinker_rl.runtime.placement import rollout_slots
 from rexthinker_rl.runtime.ranks import CPU_SHARE_SINGLE_PROCESS, GPU_SHARE_SINGLE_PROCESS, ActorRanks
 from rexthinker_rl.runtime.workers import ReferenceWorker, RolloutWorker
@@ -71,15 +79,18 @@ class SeparateRuntime(ActorVerbs):
         self.roles |= identify({**reference, **engine_roles})
         wait_started(setup, self.roles)
 
-    def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
-        if len(self.engines) == 1:
-            return ray.get(self.engines[0].generate.remote(prompts, sampling))
+    def generate_async(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> Pending[Generated]:
         slices = prompt_slices(len(prompts), len(self.engines))
         refs = [
-            engine.generate.remote([prompts[i] for i in part], sampling)
+            engine.generate_timed.remote([prompts[i] for i in part], sampling)
             for engine, part in zip(self.engines, slices, strict=True)
         ]
-        return merge_results(slices, ray.get(refs))
+
+        def combine(outputs: list[tuple[list[RolloutResult], float, float]]) -> Generated:
+            results = merge_results(slices, [output[0] for output in outputs])
+            return Generated(results, min(output[1] for output in outputs), max(output[2] for output in outputs))
+
+        return Pending(refs, combine)
 
     def ref_logprobs(self, batch: SequenceBatch) -> Pending:
         """The reference worker's log-probs, or under LoRA the actor's with its adapters off."""

@@ -13,6 +13,7 @@ private handle fields. Usable without Ray (the methods are plain), as the GPU te
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -29,11 +30,29 @@ if TYPE_CHECKING:
     from rexthinker_rl.config import Config
 
 
-def _use_cores(config: Config, share: int = 1) -> None:
+def _use_cores(config: Config, share: int = 1, cores: list[int] | None = None) -> None:
     """On CPU, torch threads for this process: every core (phases run one after another), or 1/share of them for the
-    ranks of a node, which compute at the same time."""
-    if compute_device(config) == "cpu":
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // share))
+    ranks of a node, which compute at the same time; or, given ``cores`` (actor.cpus, rollout.cpus, ref.cpus), this
+    process pinned to those cores with one thread each."""
+    if compute_device(config) != "cpu":
+        return
+    if cores:
+        os.sched_setaffinity(0, cores)
+        # vLLM's CPU worker binds its OpenMP threads itself, from this list (its "auto" would take the first NUMA
+        # node's cores whatever the affinity).
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(core) for core in cores)
+        torch.set_num_threads(len(cores))
+        return
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // share))
+
+
+def rank_cores(cores: list[int], rank: int, ranks_per_node: int) -> list[int]:
+    """This rank's even share of its node's ``actor.cpus`` (ranks fill nodes in order)."""
+    if not cores:
+        return []
+    per_rank = len(cores) // ranks_per_node
+    local = rank % ranks_per_node
+    return cores[local * per_rank : (local + 1) * per_rank]
 
 
 class _Identified:
@@ -54,7 +73,8 @@ class ActorWorker(_Identified):
         world_size: int = 1,
         colocated: bool = False,
     ) -> None:
-        _use_cores(config, config.derived.ranks_per_node)
+        ranks = config.derived.ranks_per_node
+        _use_cores(config, ranks, rank_cores(config.actor.cpus, rank, ranks))
         self.config, self.model_path, self.total_updates = config, model_path, total_updates
         self.rank, self.world_size, self.colocated = rank, world_size, colocated
         self.policy: Policy | None = None
@@ -134,7 +154,7 @@ class ReferenceWorker(_Identified):
     """A frozen copy of the initial policy, for the KL term."""
 
     def __init__(self, config: Config, model_path: str) -> None:
-        _use_cores(config)
+        _use_cores(config, cores=config.ref.cpus)
         self.policy = Policy(config, model_path, trainable=False)
 
     def compute_logprobs(self, batch: SequenceBatch) -> torch.Tensor:
@@ -145,13 +165,20 @@ class RolloutWorker(_Identified):
     """The generation engine (vLLM or transformers) in a process of its own."""
 
     def __init__(self, config: Config, model_path: str) -> None:
-        _use_cores(config)
+        _use_cores(config, cores=config.rollout.cpus)
         self.engine = make_engine(config, model_path)
 
     def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
         results = self.engine.generate(prompts, sampling)
         release_free_heap()  # else the worker's memory creeps up with every batch (docs/performance.md, 200 steps)
         return results
+
+    def generate_timed(
+        self, prompts: list[RolloutPrompt], sampling: SamplingSpec
+    ) -> tuple[list[RolloutResult], float, float]:
+        """:meth:`generate`, with the wall-clock times it started and finished (the controller's idle accounting)."""
+        started = time.time()
+        return self.generate(prompts, sampling), started, time.time()
 
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
         self.engine.load_weights(weights.items())

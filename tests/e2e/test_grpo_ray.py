@@ -37,6 +37,7 @@ def finished_run(tiny_model_dir, synthetic_data_dir, tmp_path_factory):
             "actor.lr=1e-3",
             "rollout.n=4",
             "rollout.top_p=1.0",
+            "algorithm.rollout_is=token",  # weights ~1 here (float32 engine = actor); checks the sampler's log-probs
             "trainer.total_steps=3",
             "trainer.val_freq=3",
             "trainer.val_before_train=false",
@@ -94,6 +95,10 @@ def test_metrics_finite_and_logged(finished_run):
         for key in ("reward/overall", "actor/pg_loss", "actor/entropy", "actor/grad_norm", "timing/step"):
             assert math.isfinite(record[key]), key
         assert record["actor/skipped_updates"] == 0.0
+        # The engine's log-prob of each sampled token, placed at its position in the batch, equals the actor's at the
+        # start of the update (float32 both, same weights after the sync): a shifted or misaligned token would not.
+        assert record["rollout/logprob_diff_max"] < 1e-3 and record["rollout/logprob_diff_mean"] < 1e-4
+        assert record["rollout/is_weight_mean"] == pytest.approx(1.0, abs=1e-4) and record["rollout/is_clipfrac"] == 0
     assert "val/reward" in steps[-1]
     assert summary["steps"] == 3 and math.isfinite(summary["val_reward_last"])
     assert (run_dir / "config.yaml").is_file() and list((run_dir / "tensorboard").iterdir())

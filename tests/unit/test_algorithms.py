@@ -53,6 +53,19 @@ def test_grpo_equal_scores_give_zero_not_nan():
     assert torch.equal(advantages, t([0.0, 0.0, 0.0]))
 
 
+@pytest.mark.parametrize("name", sorted(alg.ADVANTAGE_ESTIMATORS))
+@pytest.mark.parametrize("reward", [0.7, 0.1, 1 / 3, 0.9 * 0.83 + 0.1])
+@pytest.mark.parametrize("size", [3, 5, 16])
+def test_float32_groups_of_equal_rewards_get_exactly_zero(name, reward, size):
+    """16 float32 rewards of 0.7: their float32 mean rounds off 0.7 and GRPO turned that rounding into +0.106 for every
+    row (verl has the same defect). A group with no signal gets exactly 0; its neighbours are untouched."""
+    scores = torch.tensor([reward] * size + [0.0, 1.0], dtype=torch.float32)
+    advantages = alg.compute_advantages(name, scores, ["same"] * size + ["mixed", "mixed"])
+    assert advantages.dtype == torch.float32
+    assert torch.equal(advantages[:size], torch.zeros(size))
+    assert advantages[size] < 0 < advantages[size + 1]
+
+
 def test_drgrpo_advantages_by_hand():
     expected = [0.5, -3.0, -0.5, 0.0, -0.5, 3.0, 0.5, 0.0]
     torch.testing.assert_close(alg.compute_advantages("drgrpo", t(SCORES), UIDS), t(expected))
@@ -205,6 +218,35 @@ def test_grpo_loss_adds_entropy_bonus_and_kl_penalty_by_hand():
     assert out.total.item() == pytest.approx(-0.25 - 0.1 * 2.5 + 0.5 * 0.375)
     no_kl = alg.grpo_loss(alg.LossSpec(kl_coef=0.0), logprobs, logprobs.detach(), advantages, mask, ref_logprobs=ref)
     assert no_kl.kl is None and no_kl.total.item() == pytest.approx(-0.25)
+
+
+@pytest.mark.parametrize("policy_loss", sorted(alg.POLICY_LOSSES))
+@pytest.mark.parametrize("mode", sorted(alg.LOSS_AGGREGATIONS))
+@pytest.mark.parametrize("bad", [-math.inf, math.nan])
+def test_masked_positions_never_reach_the_loss(policy_loss, mode, bad):
+    """A -inf or NaN log-prob, entropy or reference log-prob at a padding position (masked) changes neither the loss,
+    nor its terms, nor the gradient: masks select, they do not multiply (-inf * 0 is NaN)."""
+    mask = t([[1, 1, 0], [1, 0, 0]])
+    clean = t([[-1.0, -2.0, -0.5], [-0.7, -0.5, -0.5]])
+    dirty = torch.where(mask.bool(), clean, t(bad))
+    spec = alg.LossSpec(policy_loss=policy_loss, agg_mode=mode, entropy_coef=0.1, kl_estimator="k3", kl_coef=0.5)
+    advantages, old = t([1.0, -2.0]), clean - 0.1
+    results = []
+    for values in (clean, dirty):
+        logprobs = values.clone().requires_grad_()
+        dirty_old = torch.where(mask.bool(), old, values.detach())
+        out = alg.grpo_loss(
+            spec, logprobs, dirty_old, advantages, mask, entropy=-values, ref_logprobs=values.detach() + 0.2
+        )
+        out.total.backward()
+        results.append((out, logprobs.grad))
+    (clean_out, clean_grad), (dirty_out, dirty_grad) = results
+    assert torch.isfinite(dirty_out.total) and torch.isfinite(dirty_grad).all()
+    for term in ("total", "policy", "entropy", "kl"):
+        torch.testing.assert_close(getattr(dirty_out, term), getattr(clean_out, term))
+    assert dirty_out.metrics == pytest.approx(clean_out.metrics)
+    torch.testing.assert_close(dirty_grad, clean_grad)
+    assert torch.equal(dirty_grad[~mask.bool()], torch.zeros(3, dtype=torch.float64))
 
 
 def test_grpo_loss_ppo_clip_token_mean_and_metrics():
@@ -547,6 +589,13 @@ def test_logprobs_from_logits_by_hand():
     logprobs = alg.logprobs_from_logits(logits, torch.tensor([[1, 0]]))
     torch.testing.assert_close(logprobs, torch.tensor([[math.log(0.75), math.log(0.5)]]))
     assert alg.logprobs_from_logits(logits.to(torch.bfloat16), torch.tensor([[1, 0]])).dtype == torch.float32
+
+
+def test_masked_reductions_ignore_non_finite_values_outside_the_mask():
+    values, mask = t([[1.0, -math.inf], [math.nan, 3.0]]), t([[1, 0], [0, 1]])
+    assert alg.masked_mean(values, mask).item() == 2.0
+    assert torch.equal(alg.masked_mean(values, mask, dim=-1), t([1.0, 3.0]))
+    assert torch.equal(alg.kl_reward_penalty(t([1.0, 1.0]), values, mask, 0.5), t([0.5, -0.5]))
 
 
 def test_masked_mean():
