@@ -31,16 +31,16 @@ if TYPE_CHECKING:
 
 
 def _use_cores(config: Config, share: int = 1, cores: list[int] | None = None) -> None:
-    """On CPU, torch threads for this process: every core (phases run one after another), or 1/share of them for the
-    ranks of a node, which compute at the same time; or, given ``cores`` (actor.cpus, rollout.cpus, ref.cpus), this
-    process pinned to those cores with one thread each."""
+    """On CPU, torch threads for this process: every core (phases run one after another), or 1/share of them for
+    processes that compute at the same time (the ranks of a node; with trainer.pipeline=one_step_off, generation beside
+    training: two threads each on two shared cores stall on each other, one each do not); or, given ``cores``
+    (actor.cpus, rollout.cpus, ref.cpus), this process pinned to those cores with one thread each. vLLM's in-process
+    CPU engine computes with this process's torch threads (its own OpenMP binding is for multiprocess executors)."""
     if compute_device(config) != "cpu":
         return
+    share *= 2 if config.derived.pipelined and not cores else 1
     if cores:
         os.sched_setaffinity(0, cores)
-        # vLLM's CPU worker binds its OpenMP threads itself, from this list (its "auto" would take the first NUMA
-        # node's cores whatever the affinity).
-        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(core) for core in cores)
         torch.set_num_threads(len(cores))
         return
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // share))
