@@ -41,6 +41,7 @@ from pathlib import Path
 from benchutil import PIXELS, REPO, prepare_model, run_clocked, tiny_overrides
 
 TRL_ROLLOUTS = ("transformers", "vllm")
+PINNED = ["rollout.cpus=[0]", "actor.cpus=[1]"]  # --pin: generation and training on cores of their own
 
 
 def our_config(args: argparse.Namespace, model_dir: str, train_file: str, run_dir: str):
@@ -50,7 +51,8 @@ def our_config(args: argparse.Namespace, model_dir: str, train_file: str, run_di
 
     sizes = (args.prompts, args.group, args.max_tokens, args.warmup + args.steps)
     overrides = tiny_overrides(model_dir, train_file, run_dir, *sizes)
-    return load_config(REPO / "configs/grpo_tiny.yaml", [*overrides, f"actor.lr={args.lr}"])
+    pipeline = [f"trainer.pipeline={args.pipeline}", *(PINNED if args.pin else [])]
+    return load_config(REPO / "configs/grpo_tiny.yaml", [*overrides, f"actor.lr={args.lr}", *pipeline])
 
 
 def differences(times: list[float]) -> list[float]:
@@ -224,6 +226,7 @@ def spawn_side(args: argparse.Namespace, side: str, work: Path, round_index: int
     result = work / f"{side}-{round_index}.json"
     shared = ["--prompts", args.prompts, "--group", args.group, "--max-tokens", args.max_tokens, "--lr", args.lr]
     shared += ["--warmup", args.warmup, "--steps", args.steps, "--trl-threads", args.trl_threads]
+    shared += ["--pipeline", args.pipeline, *(["--pin"] if args.pin else [])]
     command = [sys.executable, __file__, "--side", side, "--workdir", work, "--result", result, *shared]
     log = work / f"{side}-{round_index}.log"
     print(f"  round {round_index + 1}: {side} ... (log: {log})", flush=True)
@@ -266,6 +269,8 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8, help="samples per prompt")
     parser.add_argument("--max-tokens", type=int, default=64, help="response cap")
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--pipeline", choices=("sync", "one_step_off"), default="sync", help="our trainer.pipeline")
+    parser.add_argument("--pin", action="store_true", help="ours: rollout worker on core 0, actor on core 1")
     parser.add_argument("--warmup", type=int, default=3, help="steps left out of the figures (>= 1)")
     parser.add_argument("--steps", type=int, default=3, help="measured steps per side and round")
     parser.add_argument("--rounds", type=int, default=1, help="runs per side, order alternating")
@@ -307,7 +312,8 @@ def main() -> None:
 def report(args: argparse.Namespace, rows: dict[str, dict]) -> None:
     print(
         f"{args.prompts} prompts x {args.group} samples, <= {args.max_tokens} new tokens, fp32, "
-        f"{args.warmup} warm-up + {args.steps} measured steps x {args.rounds} round(s)"
+        f"{args.warmup} warm-up + {args.steps} measured steps x {args.rounds} round(s); ours: trainer.pipeline="
+        f"{args.pipeline}{', rollout on core 0 and actor on core 1' if args.pin else ''}"
     )
     print(f"{'side':<18}{'median s':>9}{'min s':>8}{'max s':>8}{'steps/s':>9}{'tok/step':>9}{'tokens/s':>10}  rollout")
     for side, row in rows.items():
@@ -337,7 +343,7 @@ def report(args: argparse.Namespace, rows: dict[str, dict]) -> None:
         return
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    keys = ("prompts", "group", "max_tokens", "lr", "warmup", "steps", "rounds", "trl_threads")
+    keys = ("prompts", "group", "max_tokens", "lr", "warmup", "steps", "rounds", "trl_threads", "pipeline", "pin")
     settings = {k: getattr(args, k) for k in keys}
     payload = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
