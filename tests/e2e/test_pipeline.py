@@ -137,6 +137,7 @@ def test_a_resumed_pipelined_run_equals_the_uninterrupted_one(pipelined_run, tmp
     resumed_dir = tmp_path / "resumed"
     (resumed_dir / "checkpoints").mkdir(parents=True)
     shutil.copytree(run_dir / "checkpoints" / "global_step_2", resumed_dir / "checkpoints" / "global_step_2")
+    shutil.copy(run_dir / "config.yaml", resumed_dir / "config.yaml")  # a run folder, which trainer.resume continues
     extra = ("trainer.pipeline=one_step_off", "actor.lr=1e-3", "trainer.resume=auto")
     resumed = _fit(_config(config.model.path, Path(config.data.train_files).parent, resumed_dir, *extra))
     final, expected = (

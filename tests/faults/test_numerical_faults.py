@@ -2,9 +2,10 @@
 
 - A reward that returns NaN for some rollouts is a bug in the reward: the run stops at once with one line naming the
   row (we reject it rather than skip it, since a skipped row would silently bias the group's advantages).
-- A reward on the wrong scale (finite, near float32's max) overflows the group statistics: every advantage is NaN,
-  each such update is skipped and logged (``actor/skipped_updates``), and after ``actor.max_consecutive_nonfinite``
-  in a row the run aborts with one line saying what to change.
+- A reward beyond float32's range (1e39 for some rollouts: inf once the scores are a float32 tensor) makes the group
+  statistics NaN: every advantage is NaN, each such update is skipped and logged (``actor/skipped_updates``), and
+  after ``actor.max_consecutive_nonfinite`` in a row the run aborts with one line saying what to change. (A reward
+  that is merely large is no fault: the group statistics are float64, and an all-equal group gets advantage 0.)
 - A batch in which every group is filtered out (``algorithm.online_filtering`` with a constant reward) skips the
   update, logs ``filter/kept_fraction`` = 0 and completes.
 - A batch with no response tokens at all updates nothing and is not mistaken for a numerical fault.
@@ -36,7 +37,7 @@ def nan_for_generated(inputs):
 
 
 def huge(inputs):
-    return [{"overall": 3.0e38} for _ in inputs]
+    return [{"overall": 1.0e39 if index % 2 else 0.0} for index, _ in enumerate(inputs)]
 
 
 def constant(inputs):
