@@ -29,6 +29,13 @@ REWRITTEN = {
     "| `tests/faults` | see *Reliability*": "now a link to docs/reliability.md",
     "| a save fails (disk full;": "row extended (a failed save retried once space is back)",
     "| unsafe loading and exposure |": "row extended (the secret and socket checks of a real run)",
+    "| tiny offline Qwen2.5-VL (tokenizer, processor, weights)": "module path updated (its CLI is tiny_cli.py)",
+    "| Ray workers (actor, reference, rollout) and the single controller |": "modules moved to runtime/ (issue 18)",
+    "| sharded actor: FSDP2 / DeepSpeed ZeRO-2/3 ranks": "modules moved to backends/ and runtime/ (issue 18)",
+    "`make install` 4.0 minutes, then `make demo` 6.3 minutes": "says which code it was measured on (tiny-demo.md)",
+    "It printed the seed-1 row of the table above exactly": "the current code no longer does (tiny-demo.md)",
+    "DeepSpeed cannot skip a step with a non-finite gradient": "no longer true: every backend skips (issue 18)",
+    "| `tests/scale` | FSDP2 and DeepSpeed ZeRO-3 with 2 gloo ranks": "row extended (colocated, non-finite steps)",
 }
 
 
