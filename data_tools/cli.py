@@ -238,9 +238,30 @@ def _add_overwrite(parser) -> None:
 
 
 def _add_prep_commands(commands, defaults: DataConfig) -> None:
-    from data_tools.convert import CONVERT_POLICIES, ON_ERROR
-    from data_tools.repair import DEFAULT_SNAP_IOU, GT_POLICIES
+    """from-refcoco, add-candidates, convert, cot, humanref-cot: annotations to training parquet."""
+    _add_from_refcoco(commands)
+    _add_candidates_command(commands)
+    _add_convert_command(commands)
+    _add_cot_commands(commands, defaults)
 
+
+def _add_repair_args(parser, policies, default) -> None:
+    """The GT-in-hints repair options add-candidates and convert share."""
+    from data_tools.convert import ON_ERROR
+    from data_tools.repair import DEFAULT_SNAP_IOU
+
+    parser.add_argument(
+        "--gt-policy",
+        choices=policies,
+        default=default,
+        help="GT-in-hints repair: snap, insert or drop (see docs/data.md)",
+    )
+    parser.add_argument("--snap-iou", type=float, default=DEFAULT_SNAP_IOU, help="IoU to snap a GT box (snap)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of where an inserted GT box goes among hints")
+    parser.add_argument("--on-error", choices=ON_ERROR, default="fail", help="bad records: fail (write nothing)")
+
+
+def _add_from_refcoco(commands) -> None:
     refcoco = commands.add_parser("from-refcoco", help="RefCOCO/+/g refs pickle + instances.json -> interchange JSON")
     refcoco.add_argument("--refs", required=True, help="refs(unc|umd|google).p (read without running any code)")
     refcoco.add_argument("--instances", required=True, help="instances.json of the same dataset (COCO xywh boxes)")
@@ -253,16 +274,9 @@ def _add_prep_commands(commands, defaults: DataConfig) -> None:
     _add_overwrite(refcoco)
     refcoco.set_defaults(run=_from_refcoco)
 
-    def add_repair_args(parser, policies, default) -> None:
-        parser.add_argument(
-            "--gt-policy",
-            choices=policies,
-            default=default,
-            help="GT-in-hints repair: snap, insert or drop (see docs/data.md)",
-        )
-        parser.add_argument("--snap-iou", type=float, default=DEFAULT_SNAP_IOU, help="IoU to snap a GT box (snap)")
-        parser.add_argument("--seed", type=int, default=0, help="seed of where an inserted GT box goes among hints")
-        parser.add_argument("--on-error", choices=ON_ERROR, default="fail", help="bad records: fail (write nothing)")
+
+def _add_candidates_command(commands) -> None:
+    from data_tools.repair import GT_POLICIES
 
     candidates = commands.add_parser("add-candidates", help="detector box hints for every record, then GT repair")
     candidates.add_argument("--anno", required=True, help="interchange file (.json list or .jsonl)")
@@ -281,9 +295,13 @@ def _add_prep_commands(commands, defaults: DataConfig) -> None:
     )
     candidates.add_argument("--batch-size", type=int, default=16, help="images per detector call")
     candidates.add_argument("--out", required=True, help="interchange file to write")
-    add_repair_args(candidates, GT_POLICIES, "snap")
+    _add_repair_args(candidates, GT_POLICIES, "snap")
     _add_overwrite(candidates)
     candidates.set_defaults(run=_add_candidates)
+
+
+def _add_convert_command(commands) -> None:
+    from data_tools.convert import CONVERT_POLICIES
 
     convert = commands.add_parser("convert", help="interchange JSON -> training parquet (resized-frame boxes)")
     convert.add_argument("--anno", required=True, help="interchange file with candidate_boxes")
@@ -298,10 +316,12 @@ def _add_prep_commands(commands, defaults: DataConfig) -> None:
         action="store_true",
         help="boxes are in the stored frame: keep images as stored, ignoring EXIF orientation (docs/data.md)",
     )
-    add_repair_args(convert, CONVERT_POLICIES, "check")
+    _add_repair_args(convert, CONVERT_POLICIES, "check")
     _add_overwrite(convert)
     convert.set_defaults(run=_convert)
 
+
+def _add_cot_commands(commands, defaults: DataConfig) -> None:
     cot_targets = commands.add_parser("cot", help="templated chain-of-thought SFT targets from hints and answers")
     cot_targets.add_argument("file", help="training parquet file (e.g. convert's output)")
     cot_targets.add_argument("--out", required=True, help="parquet file to write (the input is never changed)")

@@ -296,20 +296,8 @@ def convert_file(
     and any bad record, nothing but the report is written. An existing ``out`` is replaced only with ``overwrite``,
     and a folder only when it holds nothing but shards.
     """
-    options.check()
-    if on_error not in ON_ERROR:
-        raise ValueError(f"--on-error {on_error!r}: choose one of {', '.join(ON_ERROR)}")
-    if num_proc < 1 or shard_size < 0:
-        raise ValueError(f"--num-proc {num_proc} must be >= 1 and --shard-size {shard_size} >= 0")
     anno, out = Path(anno), Path(out)
-    if shard_size and out.suffix == ".parquet":
-        raise ValueError(f"with --shard-size, --out names a folder of shards, not a .parquet file: {out}")
-    if shard_size:
-        check_new_folder(
-            out, overwrite, is_shard_folder, "folder of parquet shards", inputs=[anno, options.image_root]
-        )
-    else:
-        check_new_file(out, overwrite, inputs=[anno])
+    _check_arguments(anno, out, options, on_error, num_proc, shard_size, overwrite)
     raws = read_raw_records(anno)
     report = ConvertReport(str(anno), str(out), records=len(raws))
     options = replace(
@@ -319,11 +307,9 @@ def convert_file(
     )
     report.errors.extend(_duplicate_ids(raws))
     duplicates = {index for index, _ in report.errors}
+    kept_raws = [(index, raw) for index, raw in enumerate(raws) if index not in duplicates]
     source = datasets.Dataset.from_dict(
-        {
-            "record_index": [index for index in range(len(raws)) if index not in duplicates],
-            "raw": [json.dumps(raw) for index, raw in enumerate(raws) if index not in duplicates],
-        }
+        {"record_index": [index for index, _ in kept_raws], "raw": [json.dumps(raw) for _, raw in kept_raws]}
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.work-") as work:
@@ -353,6 +339,26 @@ def convert_file(
     write_frame_metadata(out, options.frame_record())
     write_report(out, report.as_dict() | {"frame": options.frame_record()})
     return report
+
+
+def _check_arguments(
+    anno: Path, out: Path, options: ConvertOptions, on_error: str, num_proc: int, shard_size: int, overwrite: bool
+) -> None:
+    """convert_file's arguments, and that ``out`` may be written (never over an input, a foreign folder or, without
+    ``overwrite``, anything that exists)."""
+    options.check()
+    if on_error not in ON_ERROR:
+        raise ValueError(f"--on-error {on_error!r}: choose one of {', '.join(ON_ERROR)}")
+    if num_proc < 1 or shard_size < 0:
+        raise ValueError(f"--num-proc {num_proc} must be >= 1 and --shard-size {shard_size} >= 0")
+    if shard_size and out.suffix == ".parquet":
+        raise ValueError(f"with --shard-size, --out names a folder of shards, not a .parquet file: {out}")
+    if shard_size:
+        check_new_folder(
+            out, overwrite, is_shard_folder, "folder of parquet shards", inputs=[anno, options.image_root]
+        )
+    else:
+        check_new_file(out, overwrite, inputs=[anno])
 
 
 def _duplicate_ids(raws: list[Any]) -> list[tuple[int, str]]:
