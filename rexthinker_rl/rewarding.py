@@ -1,4 +1,4 @@
-"""Scoring rollouts with the configured reward, in a Ray task so it overlaps the log-prob passes.
+"""Scoring rollouts with the configured reward, in a Ray worker of its own so it overlaps the log-prob passes.
 
 The reward function is loaded (and its signature checked) when the runner is built, and :meth:`RewardRunner.check`
 scores a few training rows before any worker starts. A reward that raises, or returns anything but one finite
@@ -48,10 +48,22 @@ def score_all(spec: dict, inputs: list[RewardInput]) -> list[RewardScore]:
         raise RewardError(f"reward failed on the batch but on no single row: {batch_error!r}") from batch_error
 
 
+class RewardWorker:
+    """A long-lived process that scores batches: a Ray task a step would start a fresh worker process (and import the
+    reward) whenever Ray has reaped the idle one, which on a small CPU host it does between steps (~2 s a step)."""
+
+    def __init__(self, spec: dict) -> None:
+        self.spec = spec
+
+    def score(self, inputs: list[RewardInput]) -> list[RewardScore]:
+        return score_all(self.spec, inputs)
+
+
 class RewardRunner:
     def __init__(self, reward_cfg) -> None:
         self.spec = _spec(reward_cfg)
         self.key = _key(reward_cfg)
+        self.worker = None  # started with the first batch, in the Ray cluster the trainer runs in
         try:  # fail now, not after the first rollout, on a bad file, function name, signature or keyword
             build_reward(**self.spec)
         except Exception as error:  # noqa: BLE001 - whatever importing the user's file raised, re-raised as config
@@ -70,7 +82,9 @@ class RewardRunner:
             ) from error
 
     def score_async(self, inputs: list[RewardInput]):
-        return ray.remote(score_all).options(num_cpus=0).remote(self.spec, inputs)
+        if self.worker is None:
+            self.worker = ray.remote(RewardWorker).options(num_cpus=0).remote(self.spec)
+        return self.worker.score.remote(inputs)
 
     def collect(self, ref) -> tuple[torch.Tensor, dict[str, float], list[RewardScore]]:
         """The ``overall`` scores (batch,), the batch mean of every component as ``reward/<name>``, the raw scores."""
