@@ -96,6 +96,7 @@ def run_variant(args: argparse.Namespace, work: Path) -> dict:
             f"actor.micro_batch_size_per_device_for_experience={rows}",
             "algorithm.online_filtering=false",  # every step updates, whatever the (random) rewards
             "algorithm.kl_mode=none",
+            "logging.kl_to_ref_freq=0",
             f"trainer.total_steps={args.total}",
             "trainer.val_before_train=false",
             "trainer.val_freq=-1",

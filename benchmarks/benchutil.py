@@ -24,7 +24,7 @@ def prepare_model(model: str, work: Path) -> Path:
 
 def tiny_overrides(model_dir, train_file, run_dir, prompts: int, group: int, max_tokens: int, steps: int) -> list[str]:
     """configs/grpo_tiny.yaml at a benchmark's sizes: every row in one micro-batch, every group trained on (no online
-    filtering), no KL reference, no validation, no checkpoint before the end, a fresh run folder."""
+    filtering), no KL reference (nor the KL curve's), no validation, no checkpoint before the end, a fresh run folder."""
     rows = prompts * group
     return [
         f"model.path={model_dir}",
@@ -40,6 +40,7 @@ def tiny_overrides(model_dir, train_file, run_dir, prompts: int, group: int, max
         f"actor.micro_batch_size_per_device_for_experience={rows}",
         "algorithm.online_filtering=false",
         "algorithm.kl_mode=none",
+        "logging.kl_to_ref_freq=0",
         f"trainer.total_steps={steps}",
         "trainer.val_before_train=false",
         "trainer.val_freq=-1",

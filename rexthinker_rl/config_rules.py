@@ -42,7 +42,8 @@ class Derived:
     ranks_per_node: int  # actor ranks that share a node's cores (1 for torch)
     on_gpu: bool  # CUDA asked for (or auto) and present where the controller runs
     colocated: bool  # sharded with rollout.placement=colocate: actor, reference and engine in one process per rank
-    uses_reference: bool  # a KL term (loss or reward) against the initial policy
+    kl_term: bool  # a KL term (loss or reward) against the initial policy
+    uses_reference: bool  # the initial policy's log-probs are needed: a KL term, or logging.kl_to_ref_freq > 0
     needs_reference_policy: bool  # uses_reference without LoRA (LoRA: the actor with its adapters off)
     on_policy: bool  # one update per step and no KL in the reward: the old log-probs are the actor's own
     pipelined: bool  # trainer.pipeline=one_step_off: the next batch is generated while the actor updates
@@ -53,7 +54,8 @@ def derive(config: Config) -> Derived:
     data, actor, algo, trainer = config.data, config.actor, config.algorithm, config.trainer
     updates_per_step = data.rollout_batch_size // actor.global_batch_size * actor.ppo_epochs
     sharded = actor.strategy != "torch"
-    uses_reference = algo.kl_mode != "none" and algo.kl_coef > 0
+    kl_term = algo.kl_mode != "none" and algo.kl_coef > 0
+    uses_reference = kl_term or config.logging.kl_to_ref_freq > 0
     return Derived(
         sequences_per_step=data.rollout_batch_size * config.rollout.n,
         updates_per_step=updates_per_step,
@@ -64,6 +66,7 @@ def derive(config: Config) -> Derived:
         ranks_per_node=trainer.n_gpus_per_node if sharded else 1,
         on_gpu=trainer.device != "cpu" and torch.cuda.is_available(),
         colocated=sharded and config.rollout.placement == "colocate",
+        kl_term=kl_term,
         uses_reference=uses_reference,
         needs_reference_policy=uses_reference and config.model.lora.rank == 0,
         on_policy=updates_per_step == 1 and not (algo.kl_mode == "reward" and algo.kl_coef > 0),
@@ -140,6 +143,7 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("trainer.total_epochs", _positive, "a positive number of epochs"),
     ("trainer.total_steps", lambda v: v == -1 or v > 0, "-1 (total_epochs x batches per epoch) or a positive count"),
     ("trainer.resume", lambda v: bool(v), "auto | none | a checkpoint path"),
+    ("logging.kl_to_ref_freq", lambda v: v >= 0, "0 (never) or every N steps"),
     ("sft.epochs", lambda v: v >= 0, "epochs >= 0"),
     ("sft.lr", lambda v: 0 < v < 1, "0 < lr < 1"),
     ("sft.batch_size", _positive, "a positive integer"),

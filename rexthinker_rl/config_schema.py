@@ -322,6 +322,10 @@ class LoggingConfig:
     """console | jsonl | tensorboard | wandb."""
     log_rollouts: int = 4
     """Rollouts per step written to rollouts.jsonl (for the viewer)."""
+    kl_to_ref_freq: int = 0
+    """Without a KL term (algorithm.kl_mode=none or kl_coef=0): every N steps, log the sampler's KL to the starting
+    weights (rollout/kl_to_ref, drawn in curves.png), from a reference forward pass over the batch; it keeps a
+    reference copy of the model, as a KL term does. 0: never. With a KL term it is logged every step."""
     wandb_mode: str = "offline"
     """online | offline (wandb only)."""
 

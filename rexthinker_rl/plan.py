@@ -308,7 +308,7 @@ def rollout_memory(config: Config, shape: ModelShape, gpu_mem: float, world: int
 
 
 def uses_reference(config: Config) -> bool:
-    return config.algorithm.kl_coef > 0 and config.algorithm.kl_mode != "none" and config.model.lora.rank == 0
+    return config.derived.needs_reference_policy
 
 
 def gpu_plan(config: Config, shape: ModelShape, gpu_mem: float) -> tuple[Breakdown, Rollout]:

@@ -54,7 +54,14 @@ def plot_curves(run_dir: str | Path) -> Path:
             [("reward/overall", "train (sampled, mean of group)", "-"), ("val/reward", "validation (greedy)", "o-")],
         ),
         # The KL to the old policy (actor/approx_kl) is not drawn: with one update a step it is 0 by construction.
-        (kl_ax, "KL to the reference", [("actor/kl_loss", "KL to reference (loss term)", "-")]),
+        (
+            kl_ax,
+            "KL to the reference",
+            [
+                ("rollout/kl_to_ref", "sampler's KL to the reference (starting weights)", "o-"),
+                ("actor/kl_loss", "KL loss term (actor)", "-"),
+            ],
+        ),
         (
             policy_ax,
             "off-policy share",
@@ -81,7 +88,11 @@ def plot_curves(run_dir: str | Path) -> Path:
                     *zip(*smooth, strict=True), "-", color="black", lw=2, label=f"train, mean of last {window} steps"
                 )
         if not drawn:
-            absent = "no reference in this run\n(algorithm.kl_mode=none)" if ax is kl_ax else "not logged in this run"
+            absent = (
+                "no reference in this run\n(algorithm.kl_mode=none; logging.kl_to_ref_freq=N\nlogs the KL every N steps)"
+                if ax is kl_ax
+                else "not logged in this run"
+            )
             ax.text(0.5, 0.5, absent, ha="center", va="center", transform=ax.transAxes)
         else:
             ax.legend(fontsize=8)

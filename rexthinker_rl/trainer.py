@@ -31,6 +31,7 @@ from rexthinker_rl.checkpoint import (
 from rexthinker_rl.config import Config, save_config, to_yaml
 from rexthinker_rl.data import ResumableSampler, RLDataset
 from rexthinker_rl.logging import MetricsLogger, truncate_metrics
+from rexthinker_rl.masking import masked_mean
 from rexthinker_rl.modeling import load_processor
 from rexthinker_rl.pipeline import Rollout, idle_times
 from rexthinker_rl.plots import redraw_curves
@@ -139,7 +140,7 @@ class GRPOTrainer:
             # On-policy (one update per step): the old policy IS the current one, so the update uses its own
             # detached log-probs as old_logprobs (ratio exactly 1) and a whole forward pass is saved.
             old = None if derived.on_policy else runtime.logprobs(batch)
-            ref = runtime.ref_logprobs(batch) if derived.uses_reference else None
+            ref = runtime.ref_logprobs(batch) if self._wants_reference(step) else None
             batch.old_logprobs = old.result() if old is not None else None
             batch.ref_logprobs = ref.result() if ref is not None else None
         with timer("reward_wait"):
@@ -148,7 +149,9 @@ class GRPOTrainer:
             logged = self.config.logging.log_rollouts
             log_rollouts(self.run_dir / "rollouts.jsonl", step, prompts, results, raw_scores, logged)
         with timer("advantages"):
-            batch, adv_metrics = self._advantages(batch, scores, results)
+            adv_metrics = self._kl_to_ref(batch)
+            batch, filtered = self._advantages(batch, scores, results)
+            adv_metrics |= filtered
         with timer("update"):
             update_metrics = runtime.update(batch) if batch is not None else {}
             self.updates += batch is not None
@@ -168,6 +171,21 @@ class GRPOTrainer:
         lengths["throughput/tokens_per_s"] = tokens / timings["timing/step"]
         lengths["throughput/generate_tokens_per_s"] = tokens / max(timings["timing/generate"], 1e-9)
         return {**reward_metrics, **adv_metrics, **update_metrics, **lengths, **timings}
+
+    def _wants_reference(self, step: int) -> bool:
+        """The reference's log-probs this step: every step for a KL term, every logging.kl_to_ref_freq steps for the
+        KL curve alone."""
+        derived = self.config.derived
+        return derived.kl_term or (derived.uses_reference and self._due(step, self.config.logging.kl_to_ref_freq))
+
+    def _kl_to_ref(self, batch) -> dict[str, float]:
+        """``rollout/kl_to_ref``: the sampler's KL to the reference (the starting weights) over this batch's response
+        tokens, with algorithm.kl_estimator; the sampler's log-probs, else the actor's."""
+        own = batch.rollout_logprobs if batch.rollout_logprobs is not None else batch.old_logprobs
+        if batch.ref_logprobs is None or own is None:
+            return {}
+        kl = algorithms.kl_penalty(self.config.algorithm.kl_estimator, own, batch.ref_logprobs)
+        return {"rollout/kl_to_ref": masked_mean(kl, batch.response_mask).item()}
 
     def _advantages(self, batch, scores: torch.Tensor, results: list[RolloutResult]):
         algo = self.config.algorithm

@@ -24,6 +24,7 @@ from tests.conftest import TINY_OVERRIDES
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 STEPS = 3
+PIPELINED = ("trainer.pipeline=one_step_off", "actor.lr=1e-3", "logging.kl_to_ref_freq=1")
 
 
 def _config(tiny_model_dir, data_dir, run_dir, *extra):
@@ -82,7 +83,7 @@ def _algorithm_metrics(record: dict) -> dict:
 def pipelined_run(tiny_model_dir, synthetic_data_dir, tmp_path_factory):
     pytest.importorskip("vllm")
     run_dir = tmp_path_factory.mktemp("pipelined")
-    config = _config(tiny_model_dir, synthetic_data_dir, run_dir, "trainer.pipeline=one_step_off", "actor.lr=1e-3")
+    config = _config(tiny_model_dir, synthetic_data_dir, run_dir, *PIPELINED)
     return config, _fit(config)
 
 
@@ -96,6 +97,16 @@ def test_staleness_and_idle_times_are_logged(pipelined_run):
     # Step 1 was sampled by the weights it trains from (float32 engine = actor); steps 2 and 3 by the step before's.
     assert steps[0]["rollout/logprob_diff_max"] < 1e-3
     assert all(r["rollout/logprob_diff_max"] > 1e-3 for r in steps[1:])
+
+
+def test_the_kl_to_the_reference_is_that_of_the_weights_that_sampled(pipelined_run):
+    """logging.kl_to_ref_freq without a KL term: batches 1 and 2 were sampled by the starting weights (KL ~0 up to the
+    engine/trainer round-off), batch 3 by the weights after one update."""
+    _, run_dir = pipelined_run
+    kl = [record["rollout/kl_to_ref"] for record in _steps(run_dir)]
+    assert all(math.isfinite(value) and value >= 0 for value in kl)
+    assert max(kl[:2]) < 1e-6
+    assert kl[2] > 1e-6 and kl[2] > 100 * max(kl[:2])
 
 
 def _engine_vs_policy(config, checkpoint_weights, upcoming: Rollout) -> float:
@@ -138,8 +149,8 @@ def test_a_resumed_pipelined_run_equals_the_uninterrupted_one(pipelined_run, tmp
     (resumed_dir / "checkpoints").mkdir(parents=True)
     shutil.copytree(run_dir / "checkpoints" / "global_step_2", resumed_dir / "checkpoints" / "global_step_2")
     shutil.copy(run_dir / "config.yaml", resumed_dir / "config.yaml")  # a run folder, which trainer.resume continues
-    extra = ("trainer.pipeline=one_step_off", "actor.lr=1e-3", "trainer.resume=auto")
-    resumed = _fit(_config(config.model.path, Path(config.data.train_files).parent, resumed_dir, *extra))
+    data_dir = Path(config.data.train_files).parent
+    resumed = _fit(_config(config.model.path, data_dir, resumed_dir, *PIPELINED, "trainer.resume=auto"))
     final, expected = (
         load_file(resumed / "final" / "model.safetensors"),
         load_file(run_dir / "final" / "model.safetensors"),

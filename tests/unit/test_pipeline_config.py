@@ -71,3 +71,15 @@ def test_the_batch_in_flight_survives_a_checkpoint_as_json():
     assert (back.step, back.indices, back.version) == (4, [12, 3], 2)
     assert back.generated.results == results and back.pending is None
     assert back.wait() is back.generated
+
+
+def test_the_kl_curve_alone_keeps_a_reference_but_no_kl_term():
+    plain = load_config(None, [*CPU, "algorithm.kl_mode=none"]).derived
+    assert not plain.uses_reference and not plain.needs_reference_policy
+    curve = load_config(None, [*CPU, "algorithm.kl_mode=none", "logging.kl_to_ref_freq=5"]).derived
+    assert curve.uses_reference and curve.needs_reference_policy and not curve.kl_term
+    assert curve.on_policy  # the reference pass changes nothing in the update
+    lora = load_config(None, [*CPU, "algorithm.kl_mode=none", "logging.kl_to_ref_freq=5", "model.lora.rank=4"])
+    assert lora.derived.uses_reference and not lora.derived.needs_reference_policy  # the actor, adapters off
+    with pytest.raises(ConfigError, match=r"logging\.kl_to_ref_freq"):
+        load_config(None, [*CPU, "logging.kl_to_ref_freq=-1"])
