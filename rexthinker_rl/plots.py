@@ -36,6 +36,39 @@ def rolling_mean(points: list[tuple[int, float]], window: int) -> list[tuple[int
     return out
 
 
+# The panels, left to right: y label, then (metric, legend label, line style) per line, and what an empty panel says.
+PANELS = [
+    (
+        "reward",
+        [("reward/overall", "train (sampled, mean of group)", "-"), ("val/reward", "validation (greedy)", "o-")],
+        "not logged in this run",
+    ),
+    # The KL to the old policy (actor/approx_kl) is not drawn: with one update a step it is 0 by construction.
+    (
+        "KL to the reference",
+        [
+            ("rollout/kl_to_ref", "sampler's KL to the reference (starting weights)", "o-"),
+            ("actor/kl_loss", "KL loss term (actor)", "-"),
+        ],
+        "no reference in this run\n(algorithm.kl_mode=none; logging.kl_to_ref_freq=N\nlogs the KL every N steps)",
+    ),
+    (
+        "off-policy share",
+        [
+            ("actor/clipfrac", "PPO clip fraction", "-"),
+            ("rollout/is_clipfrac", "importance weights truncated", "-"),
+            ("rollout/logprob_diff_mean", "mean |log-prob sampler - actor|", "-"),
+        ],
+        "not logged in this run",
+    ),
+    (
+        "response tokens",
+        [("response_length/mean", "mean", "-"), ("response_length/max", "max", "-")],
+        "not logged in this run",
+    ),
+]
+
+
 def plot_curves(run_dir: str | Path) -> Path:
     """Draw reward (sampled train and greedy validation), KL to the reference, the off-policy share and response
     length; returns the PNG."""
@@ -46,34 +79,8 @@ def plot_curves(run_dir: str | Path) -> Path:
 
     run = Path(run_dir)
     records = read_metrics(run / "metrics.jsonl")
-    fig, (reward_ax, kl_ax, policy_ax, length_ax) = plt.subplots(1, 4, figsize=(20, 4))
-    panels = [
-        (
-            reward_ax,
-            "reward",
-            [("reward/overall", "train (sampled, mean of group)", "-"), ("val/reward", "validation (greedy)", "o-")],
-        ),
-        # The KL to the old policy (actor/approx_kl) is not drawn: with one update a step it is 0 by construction.
-        (
-            kl_ax,
-            "KL to the reference",
-            [
-                ("rollout/kl_to_ref", "sampler's KL to the reference (starting weights)", "o-"),
-                ("actor/kl_loss", "KL loss term (actor)", "-"),
-            ],
-        ),
-        (
-            policy_ax,
-            "off-policy share",
-            [
-                ("actor/clipfrac", "PPO clip fraction", "-"),
-                ("rollout/is_clipfrac", "importance weights truncated", "-"),
-                ("rollout/logprob_diff_mean", "mean |log-prob sampler - actor|", "-"),
-            ],
-        ),
-        (length_ax, "response tokens", [("response_length/mean", "mean", "-"), ("response_length/max", "max", "-")]),
-    ]
-    for ax, ylabel, lines in panels:
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(20, 4))
+    for ax, (ylabel, lines, absent) in zip(axes, PANELS, strict=True):
         drawn = False
         for key, label, style in lines:
             points = _series(records, key)
@@ -88,11 +95,6 @@ def plot_curves(run_dir: str | Path) -> Path:
                     *zip(*smooth, strict=True), "-", color="black", lw=2, label=f"train, mean of last {window} steps"
                 )
         if not drawn:
-            absent = (
-                "no reference in this run\n(algorithm.kl_mode=none; logging.kl_to_ref_freq=N\nlogs the KL every N steps)"
-                if ax is kl_ax
-                else "not logged in this run"
-            )
             ax.text(0.5, 0.5, absent, ha="center", va="center", transform=ax.transAxes)
         else:
             ax.legend(fontsize=8)
