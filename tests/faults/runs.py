@@ -113,12 +113,26 @@ def wait_until_gone(session: int, timeout: float = 20.0) -> list[str]:
 
 
 def finish(process: subprocess.Popen, log: Path, timeout: float = 420) -> int:
-    """Wait for the run to exit by itself (killing its session on timeout); its exit status."""
+    """Wait for the run to exit by itself (killing its session on timeout, after taking the stack it hung in); its
+    exit status."""
     try:
         return process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
+        stacks = _driver_stacks(process.pid)
         kill_session(process)
-        raise AssertionError(f"run did not finish in {timeout} s:\n{log.read_text()[-3000:]}") from None
+        raise AssertionError(f"run did not finish in {timeout} s:\n{log.read_text()[-3000:]}\n{stacks}") from None
+
+
+def _driver_stacks(pid: int) -> str:
+    """Every thread's Python stack of a hung driver (py-spy, which Ray installs), or why there are none."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.is_file():
+        return "(no py-spy to show where the driver hung)"
+    try:
+        dump = subprocess.run([str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "(py-spy dump timed out)"
+    return f"where the driver hung (py-spy dump):\n{dump.stdout[-6000:]}{dump.stderr[-1000:]}"
 
 
 def read_jsonl(path: Path) -> list[dict]:
