@@ -16,7 +16,6 @@ import torch
 from rewards.composite import build_reward
 from rewards.types import RewardInput, RewardScore
 from rexthinker_rl.errors import ConfigError
-from rexthinker_rl.runtime.base import wait_get
 
 
 class RewardError(RuntimeError):
@@ -90,7 +89,7 @@ class RewardRunner:
     def collect(self, ref) -> tuple[torch.Tensor, dict[str, float], list[RewardScore]]:
         """The ``overall`` scores (batch,), the batch mean of every component as ``reward/<name>``, the raw scores."""
         try:
-            scores = wait_get(ref)
+            scores = ray.get(ref)
         except ray.exceptions.RayTaskError as error:
             raise error.as_instanceof_cause() from None
         totals: dict[str, float] = defaultdict(float)

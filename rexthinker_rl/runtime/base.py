@@ -18,18 +18,6 @@ if TYPE_CHECKING:
     from rexthinker_rl.runtime.ranks import ActorRanks
 
 T = TypeVar("T")
-POLL_S = 0.5  # how often a waiting controller returns to Python, where a Ctrl-C raises
-
-
-def wait_get(refs):
-    """``ray.get(refs)`` that returns to Python every POLL_S seconds while it waits, so a Ctrl-C raises
-    KeyboardInterrupt at once. One blocking ``ray.get`` can stay in Ray's C++ wait for good when the Ctrl-C, sent to
-    the whole process group, has also stopped the worker it waits on (the driver never raised: py-spy showed it in
-    ``get_objects``, tests/faults/test_ray_security.py)."""
-    waiting = list(refs) if isinstance(refs, list) else [refs]
-    while waiting:
-        _, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=POLL_S, fetch_local=False)
-    return ray.get(refs)
 
 
 class Pending(Generic[T]):
@@ -40,7 +28,7 @@ class Pending(Generic[T]):
         self.refs, self.combine = refs, combine
 
     def result(self) -> T:
-        return self.combine(wait_get(self.refs))
+        return self.combine(ray.get(self.refs))
 
 
 @dataclass

@@ -18,7 +18,7 @@ from ray.util.placement_group import remove_placement_group
 
 from rexthinker_rl.backends import combine_train_states
 from rexthinker_rl.batch import SequenceBatch, gather_logprobs, split_mini_batches, split_rows
-from rexthinker_rl.runtime.base import ActorState, Pending, wait_get
+from rexthinker_rl.runtime.base import ActorState, Pending
 from rexthinker_rl.runtime.placement import actor_slots, rank_bundle
 from rexthinker_rl.runtime.workers import ActorWorker
 
@@ -72,7 +72,7 @@ class ActorRanks:
         return [handle.setup.remote(master_addr, master_port) for handle in self.handles]
 
     def call_all(self, verb: str, *args) -> list:
-        return wait_get([getattr(handle, verb).remote(*args) for handle in self.handles])
+        return ray.get([getattr(handle, verb).remote(*args) for handle in self.handles])
 
     def _split_logprobs(self, verb: str, batch: SequenceBatch) -> Pending[torch.Tensor]:
         groups, parts = split_rows(batch, len(self.handles))
@@ -87,7 +87,7 @@ class ActorRanks:
 
     def update(self, batch: SequenceBatch) -> dict[str, float]:
         shares = split_mini_batches(batch, self.config.derived.sequences_per_update, len(self.handles))
-        return wait_get([handle.update.remote(share) for handle, share in zip(self.handles, shares, strict=True)])[0]
+        return ray.get([handle.update.remote(share) for handle, share in zip(self.handles, shares, strict=True)])[0]
 
     def weights(self):
         """A Ray reference to the merged weights: rank 0's (every rank takes part in gathering them)."""

@@ -22,7 +22,6 @@ from rexthinker_rl.runtime.base import (
     identify,
     merge_results,
     prompt_slices,
-    wait_get,
     wait_started,
 )
 from rexthinker_rl.runtime.placement import rollout_slots
@@ -101,7 +100,7 @@ class SeparateRuntime(ActorVerbs):
 
     def sync_weights(self) -> None:
         weights = self.actor.weights()  # one copy in the object store, read by every engine
-        wait_get([engine.load_weights.remote(weights) for engine in self.engines])
+        ray.get([engine.load_weights.remote(weights) for engine in self.engines])
 
     def shutdown(self) -> None:
         self.actor.shutdown()
