@@ -76,7 +76,21 @@ def start(command: list[str], log: Path, ray_tmp: Path, **env: str | None) -> su
     environ = {name: value for name, value in environ.items() if value is not None}
     environ.pop("RAY_ADDRESS", None)
     with log.open("w") as handle:
-        return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=environ, start_new_session=True)
+        return subprocess.Popen(
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=environ,
+            start_new_session=True,
+            preexec_fn=_as_a_terminal_starts_it,
+        )
+
+
+def _as_a_terminal_starts_it() -> None:
+    """Ctrl-C (SIGINT) at its default, as in a terminal's foreground job: a test suite started in the background
+    (`make test &`, nohup) has SIGINT ignored, every process it starts inherits that, and Python then never raises
+    KeyboardInterrupt (the Ctrl-C test hung exactly so)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def session_processes(session: int) -> list[psutil.Process]:
