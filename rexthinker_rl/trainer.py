@@ -330,9 +330,9 @@ class GRPOTrainer:
 
     def shutdown(self) -> None:
         """Stop the workers, and Ray when this trainer started or joined it. Then stopping Ray ends this driver's job
-        and with it every worker and placement group: no call per worker, which would wait on a GCS that a Ctrl-C
-        (sent to the whole process group) has already stopped. When Ray was already running in this process (a
-        notebook, a test), the workers and their placement groups are freed one by one and Ray is left running."""
+        and with it every worker and placement group at once, with no call per worker. When Ray was already running in
+        this process (a notebook, a test), the workers and their placement groups are freed one by one and Ray is left
+        running."""
         if self.runtime is not None:
             if self.started_ray is None:
                 self.runtime.shutdown()
