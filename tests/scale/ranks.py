@@ -45,37 +45,56 @@ def run_ranks(fn, world_size: int, args: tuple, tmp_path: Path) -> None:
 def train_two_steps(rank: int, world_size: int, model_dir: str, overrides: list[str], out: str) -> None:
     """Each rank: its share of the old log-probs, then two updates on its share of each mini-batch, with a checkpoint
     round trip between the steps (full weights and every rank's train state through ``torch.save`` and a
-    ``weights_only`` load, as checkpoint.py does) into a fresh policy. Rank 0 saves the gathered full weights, the
-    merged weights, the metrics and the log-probs (rows in batch order)."""
-    from rexthinker_rl.batch import split_mini_batches, split_rows
+    ``weights_only`` load, as checkpoint.py does) into a fresh policy, which must then train bit for bit as the
+    uninterrupted one (both take the second step). Rank 0 saves the gathered full weights after the first update and
+    at the end, the merged weights, the metrics, the log-probs (rows in batch order) and the resumed-vs-uninterrupted
+    gap."""
     from rexthinker_rl.config import load_config
     from rexthinker_rl.policy import make_policy
-    from tests.scale.test_backends import step_batch
 
     config = load_config(None, overrides)
     policy = make_policy(config, model_dir, trainable=True, total_updates=4, rank=rank, world_size=world_size)
     results = {"metrics": [], "logprobs": []}
     for step in range(2):
-        if step == 1:
-            policy = _checkpoint_round_trip(policy, config, model_dir, rank, world_size)
-        batch = step_batch(model_dir, step)
-        groups, parts = split_rows(batch, world_size)
-        mine = policy.compute_logprobs(parts[rank])
-        gathered = [None] * world_size
-        torch.distributed.all_gather_object(gathered, (groups[rank], mine))
-        old = torch.zeros(len(batch), batch.response_length)
-        for rows, logprobs in gathered:
-            if rows:
-                old[rows, : logprobs.shape[1]] = logprobs
-        batch.old_logprobs, batch.ref_logprobs = old, old + 0.01
-        per_update = config.actor.global_batch_size * config.rollout.n
-        results["metrics"].append(policy.update_mini_batches(split_mini_batches(batch, per_update, world_size)[rank]))
-        results["logprobs"].append(old * batch.response_mask)
+        resumed = _checkpoint_round_trip(policy, config, model_dir, rank, world_size) if step == 1 else policy
+        batch, shares = _step_inputs(resumed, config, model_dir, step, rank, world_size)
+        results["logprobs"].append(batch.old_logprobs * batch.response_mask)
+        if step == 0:
+            first = policy.update_mini_batches(shares[:1])
+            results["after_first_update"] = policy.checkpoint_state()
+            parts = [first, policy.update_mini_batches(shares[1:])]
+            results["metrics"].append({key: sum(part[key] for part in parts) / 2 for key in first})
+            continue
+        results["metrics"].append(resumed.update_mini_batches(shares))
+        policy.update_mini_batches(shares)  # the same step without the round trip
+        ours, theirs = resumed.checkpoint_state(), policy.checkpoint_state()
+        results["resume_gap"] = max(((ours[n] - t).abs().max().item() for n, t in theirs.items()), default=0.0)
+        policy = resumed
     weights = policy.checkpoint_state()
     merged = policy.state_dict()
     nonfinite = _non_finite_steps(policy, config, model_dir, rank, world_size)
     if rank == 0:
         torch.save({**results, "weights": weights, "merged": merged, "nonfinite": nonfinite}, out)
+
+
+def _step_inputs(policy, config, model_dir: str, step: int, rank: int, world_size: int):
+    """The step's batch with the old log-probs (each rank computes its share, all gather them) and the reference's,
+    and this rank's share of each mini-batch."""
+    from rexthinker_rl.batch import split_mini_batches, split_rows
+    from tests.scale.test_backends import step_batch
+
+    batch = step_batch(model_dir, step)
+    groups, parts = split_rows(batch, world_size)
+    mine = policy.compute_logprobs(parts[rank])
+    gathered = [None] * world_size
+    torch.distributed.all_gather_object(gathered, (groups[rank], mine))
+    old = torch.zeros(len(batch), batch.response_length)
+    for rows, logprobs in gathered:
+        if rows:
+            old[rows, : logprobs.shape[1]] = logprobs
+    batch.old_logprobs, batch.ref_logprobs = old, old + 0.01
+    per_update = config.actor.global_batch_size * config.rollout.n
+    return batch, split_mini_batches(batch, per_update, world_size)[rank]
 
 
 def _non_finite_steps(policy, config, model_dir: str, rank: int, world_size: int) -> dict:
