@@ -23,8 +23,9 @@ import sys
 from pathlib import Path
 
 from rexthinker_rl.config import DataConfig
+from rexthinker_rl.console import console_entry
 from rexthinker_rl.data import DataError
-from rexthinker_rl.outputs import check_new_file, check_new_folder, folder_holds_only
+from rexthinker_rl.outputs import check_new_file, check_new_folder, folder_holds_only, writing
 
 _DEFAULT_SIZE = 112
 _MAX_ERROR_LINES = 20  # more go to the JSON report only
@@ -437,11 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@console_entry("rexthinker-data")
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns (and, run as a script, exits with) the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        status = args.run(args)
+        with writing(getattr(args, "out", None) or ".", "--out"):  # a full disk: one line naming --out
+            status = args.run(args)
     except (DataError, FileNotFoundError, ValueError, pickle.UnpicklingError) as err:
         print(f"error: {err}", file=sys.stderr)
         status = 2

@@ -36,7 +36,7 @@ from omegaconf import OmegaConf
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from rexthinker_rl.outputs import OutputError, check_new_folder, is_model_folder
+from rexthinker_rl.outputs import OutputError, check_new_folder, check_writable, is_model_folder
 from rexthinker_rl.utils import atomic_write_text
 
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -160,15 +160,24 @@ def verify(folder: Path) -> str | None:
         return "no manifest.json (incomplete write)"
     try:
         manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         return f"manifest.json is not valid JSON ({error})"
-    for name, entry in manifest.get("files", {}).items():
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(_is_entry(entry) for entry in files.values()):
+        return (
+            f"manifest.json holds no file list (a JSON object of files with sha256 and bytes; found {manifest!r:.60})"
+        )
+    for name, entry in files.items():
         path = folder / name
         if not path.is_file():
             return f"{name} is missing"
         if path.stat().st_size != entry["bytes"] or _sha256(path) != entry["sha256"]:
             return f"{name} does not match its checksum"
     return None
+
+
+def _is_entry(entry: Any) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("bytes"), int) and isinstance(entry.get("sha256"), str)
 
 
 def find_resumable(root: Path) -> Path | None:
@@ -279,6 +288,7 @@ def check_run_folder(run_dir: Path, resume: str) -> None:
     a model folder, and ``trainer.resume=none`` does not train over an earlier run's checkpoints."""
     if run_dir.is_file():
         raise OutputError(f"trainer.output_dir={run_dir} is a file; give a folder")
+    check_writable(run_dir, "trainer.output_dir")
     if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / "config.yaml").is_file():
         names = ", ".join(sorted(p.name for p in run_dir.iterdir())[:4])
         raise OutputError(

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from rexthinker_rl.config import Config, ConfigError, load_config, to_yaml
+from rexthinker_rl.console import console_entry, error_lines, keep_errors_in, record
 from rexthinker_rl.prompts import preset_for
 from rexthinker_rl.run_summary import describe_summary
 
@@ -41,8 +42,9 @@ def _run_errors() -> tuple[type[Exception], ...]:
     from rexthinker_rl.policy import NonFiniteUpdateError
     from rexthinker_rl.rewarding import RewardError
     from rexthinker_rl.runtime.deaths import WorkerDiedError
+    from rexthinker_rl.runtime.placement import PlacementError
 
-    return (WorkerDiedError, RewardError, NonFiniteUpdateError, CheckpointError, DataError)
+    return (WorkerDiedError, RewardError, NonFiniteUpdateError, CheckpointError, DataError, PlacementError)
 
 
 def _parse(argv: list[str] | None, description: str) -> argparse.Namespace:
@@ -91,11 +93,9 @@ def _interrupted(message: str) -> None:
     sys.exit(130)
 
 
-def _fail(error: Exception, status: int = 2) -> None:
-    # An error raised inside a Ray worker arrives wrapped with the remote traceback; its cause holds the message.
-    cause = getattr(error, "cause", None)
-    message = " ".join(str(cause if isinstance(cause, Exception) else error).split())
-    print(f"error: {message}", file=sys.stderr, flush=True)
+def _fail(error: Exception, status: int = 2, command: str = "rexthinker-train") -> None:
+    record(error, command)  # the traceback, in the run folder's errors.log once there is one
+    print(error_lines(error), file=sys.stderr, flush=True)
     sys.exit(status)
 
 
@@ -108,6 +108,7 @@ def _config(args: argparse.Namespace) -> Config | None:
     return None
 
 
+@console_entry("rexthinker-train")
 def train_main(argv: list[str] | None = None) -> None:
     args = _parse(argv, "GRPO training of Qwen2.5-VL (Rex-Thinker recipe).")
     try:
@@ -117,6 +118,7 @@ def train_main(argv: list[str] | None = None) -> None:
         from rexthinker_rl.trainer import GRPOTrainer
 
         trainer = GRPOTrainer(config)
+        keep_errors_in(trainer.run_dir)  # checked to be a run folder (or new) and made by the trainer
     except _user_errors() as error:
         _fail(error)
     except KeyboardInterrupt:
@@ -135,6 +137,7 @@ def train_main(argv: list[str] | None = None) -> None:
     print(describe_summary(summary), flush=True)
 
 
+@console_entry("rexthinker-sft")
 def sft_main(argv: list[str] | None = None) -> None:
     args = _parse(argv, "Supervised warm start on chain-of-thought targets.")
     try:
@@ -145,7 +148,7 @@ def sft_main(argv: list[str] | None = None) -> None:
 
         out = run_sft(config)
     except USER_ERRORS as error:
-        _fail(error)
+        _fail(error, command="rexthinker-sft")
     except KeyboardInterrupt:
         _interrupted("SFT stopped before writing its model; rerun the same command to start it again")
     print(f"sft model written to {out}")

@@ -15,20 +15,19 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-from rexthinker_rl.checkpoint import CheckpointError, verify
+from rexthinker_rl.checkpoint import CheckpointError, list_checkpoints, verify
 from rexthinker_rl.config import ConfigError, load_config
+from rexthinker_rl.console import console_entry
 from rexthinker_rl.lora import is_lora_state, merge_into
 from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder
-from rexthinker_rl.outputs import OutputError, check_new_folder, is_model_folder
+from rexthinker_rl.outputs import OutputError, check_new_folder, is_model_folder, writing
 
 
 def convert_checkpoint(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     """Write the actor of ``checkpoint`` (a global_step_N folder) as a Hugging Face folder at ``out``."""
     folder, target = Path(checkpoint), Path(out)
     check_new_folder(target, overwrite, is_model_folder, "Hugging Face model folder", "OUT", inputs=[folder])
-    problem = verify(folder)
-    if problem is not None:
-        raise CheckpointError(f"{folder}: not a usable checkpoint ({problem})")
+    _check_is_checkpoint(folder)
     config = load_config(folder / "config.yaml")
     model_cfg, data = config.model, config.data
     # The base model and tokenizer are inputs too: OUT must not be (or hold) them.
@@ -54,6 +53,27 @@ def convert_checkpoint(checkpoint: str | Path, out: str | Path, overwrite: bool 
     return save_hf_folder(model, processor, target, overwrite, "OUT")
 
 
+def _check_is_checkpoint(folder: Path) -> None:
+    """A ``global_step_N`` folder that verifies; a run folder, its ``checkpoints/`` or a model folder is named as what
+    it is, with the folder to pass instead."""
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: no such checkpoint folder; pass a checkpoints/global_step_N folder of a run")
+    checkpoints = folder / "checkpoints" if (folder / "checkpoints").is_dir() else folder
+    steps = list_checkpoints(checkpoints)
+    if steps:
+        what = "a run folder" if checkpoints != folder else "a run's checkpoints folder"
+        final = "; its final/ is already a Hugging Face folder" if (folder / "final").is_dir() else ""
+        raise CheckpointError(
+            f"{folder} is {what}, not one checkpoint: pass one of its checkpoints, e.g. {steps[0]}, the newest{final}"
+        )
+    if is_model_folder(folder):
+        raise CheckpointError(f"{folder} is already a Hugging Face model folder: nothing to convert")
+    problem = verify(folder)
+    if problem is not None:
+        raise CheckpointError(f"{folder}: not a usable checkpoint ({problem})")
+
+
+@console_entry("rexthinker-convert")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Convert a training checkpoint to a Hugging Face folder.")
     parser.add_argument("checkpoint", help="a checkpoints/global_step_N folder")
@@ -63,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        path = convert_checkpoint(args.checkpoint, args.out, args.overwrite)
+        with writing(args.out, "OUT"):
+            path = convert_checkpoint(args.checkpoint, args.out, args.overwrite)
     except (CheckpointError, ConfigError, FileNotFoundError, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

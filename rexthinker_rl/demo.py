@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 
 from data_tools.detectors import load_detector
 from rexthinker_rl.config import load_config
+from rexthinker_rl.console import console_entry
 from rexthinker_rl.images import decode_image
 from rexthinker_rl.infer import USER_ERRORS, Predictor, detect_hints, parse_hints_text, render
 from rexthinker_rl.prompts import add_preset_argument, preset_overrides
@@ -74,6 +76,20 @@ def build_app(predictor: Predictor, detector: str | None = None, detector_args: 
     return app
 
 
+def check_port_free(host: str, port: int) -> None:
+    """ValueError naming ``--port`` when nothing can listen on ``host:port`` (another program holds it)."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gradio's server binds
+            probe.bind((host, port))
+    except OSError as error:
+        raise ValueError(
+            f"--port {port}: cannot listen on {host}:{port} ({error.strerror or error}); another program holds it: "
+            "choose another --port, or stop that program"
+        ) from None
+
+
+@console_entry("rexthinker-demo")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rexthinker-demo", description="Gradio demo of a Rex-Thinker model.")
     parser.add_argument("--model", required=True, help="Hugging Face folder of the model")
@@ -87,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.max_response_length=2048")
     args = parser.parse_args(argv)
     try:
+        check_port_free(args.host, args.port)  # before the model loads: gradio would raise deep in launch()
         if args.detector:
             load_detector(args.detector)  # a wrong spec fails now, not at the first request
         overrides = [*preset_overrides(args.prompt_preset), *args.overrides, f"rollout.engine={args.engine}"]

@@ -24,6 +24,7 @@ from PIL import Image
 from data_tools.detectors import check_detections, load_detector, parse_detector_args
 from rewards.parsing import parse_completion
 from rexthinker_rl.config import Config, ConfigError, load_config
+from rexthinker_rl.console import console_entry
 from rexthinker_rl.data import DataError, decode_image, is_box
 from rexthinker_rl.eval.prompts import make_prompt
 from rexthinker_rl.eval.run import build_engine, parse_response
@@ -154,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+@console_entry("rexthinker-infer")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:

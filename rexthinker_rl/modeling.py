@@ -6,6 +6,7 @@ The tiny offline model and a user's Qwen2.5-VL-7B go through exactly this code.
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -42,11 +43,45 @@ def check_model_path(path: str) -> None:
         raise FileNotFoundError(f"model.path={path}: no such folder; point it at a Hugging Face checkpoint folder")
 
 
+# A folder's tokenizer: one of these file sets (transformers builds an EMPTY tokenizer, silently, from none of them).
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"), ("tokenizer.model",))
+
+
+def check_processor_files(path: str) -> None:
+    """A local model folder holds what the processor is built from: an image-processor config and a tokenizer. Each
+    missing one is named (transformers would say "Can't load image processor ... huggingface.co", or build an empty
+    tokenizer that fails much later as "Mismatch in image token count")."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return
+    image = (folder / "preprocessor_config.json").is_file() or _bundled_image_processor(
+        folder / "processor_config.json"
+    )
+    missing = [] if image else ["an image processor config (preprocessor_config.json)"]
+    if not any(all((folder / name).is_file() for name in names) for names in TOKENIZER_FILES):
+        missing.append("a tokenizer (tokenizer.json, or vocab.json + merges.txt)")
+    if missing:
+        raise FileNotFoundError(
+            f"model folder {path} lacks {' and '.join(missing)}, which the processor is built from: copy the missing "
+            "files from its base model's folder (e.g. Qwen2.5-VL-7B-Instruct's), or point model.tokenizer_path at a "
+            "folder that has them"
+        )
+
+
+def _bundled_image_processor(file: Path) -> bool:
+    """transformers 5 may keep the image processor's settings inside processor_config.json."""
+    try:
+        return file.is_file() and "image_processor" in json.loads(file.read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def load_processor(path: str, min_pixels: int, max_pixels: int, trust_remote_code: bool = False):
     """The checkpoint's processor with our pixel bounds (they decide the resized frame the boxes live in)."""
     from transformers import AutoProcessor
 
     check_model_path(path)
+    check_processor_files(path)
     processor = AutoProcessor.from_pretrained(
         path,
         size={"shortest_edge": min_pixels, "longest_edge": max_pixels},

@@ -13,11 +13,13 @@ complete folder is in place at every moment and a failed write leaves the old on
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fnmatch
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 # Every file a Hugging Face save_pretrained of a Qwen2.5-VL (model, tokenizer, processor) or `rexthinker-tiny` writes.
@@ -50,6 +52,50 @@ class OutputError(ValueError):
     """An output path that the command will not write to; the message names the path, what is there and the way out."""
 
 
+# A write that failed for want of room: the OS's errno, or its words inside a library's own error (safetensors, torch).
+_NO_ROOM = {errno.ENOSPC: "no space left", errno.EFBIG: "file too large", errno.EDQUOT: "disk quota exceeded"}
+_NO_ROOM_WORDS = ("no space left on device", "file too large", "disk quota exceeded")
+
+
+def _no_room(error: BaseException | None, depth: int = 0) -> str | None:
+    """What a failed write lacked room for, from the error or the errors it arose from (a library that fails while
+    cleaning up, "I/O operation on closed file", hides the EFBIG it met first); None when it was not room."""
+    if error is None or depth > 8:
+        return None
+    if isinstance(error, OSError) and error.errno in _NO_ROOM:
+        return _NO_ROOM[error.errno]
+    text = str(error).lower()
+    found = next((words for words in _NO_ROOM_WORDS if words in text), None)
+    return found or _no_room(error.__cause__, depth + 1) or _no_room(error.__context__, depth + 1)
+
+
+@contextlib.contextmanager
+def writing(target: str | Path, key: str = "--out") -> Iterator[None]:
+    """Around a command's writes to ``target``: a write that fails for want of room (a full disk, a quota, a
+    file-size limit) becomes one :class:`OutputError` naming ``target``, the free space and what is left. Every writer
+    stages its output under a temp name and renames it into place, removing the temp file on failure, so nothing
+    half-written is left under a real name; anything else passes through unchanged."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except Exception as error:
+        reason = _no_room(error)
+        if reason is None:
+            raise
+        target = Path(target)
+        try:
+            free = (
+                f"{shutil.disk_usage(next(p for p in (target, *target.parents) if p.exists())).free / 2**20:.0f} MiB"
+            )
+        except (OSError, StopIteration):
+            free = "an unknown amount"
+        raise OutputError(
+            f"{key} {target}: the write failed: {reason} ({free} free on that disk; a file-size limit, ulimit -f, "
+            "counts too); nothing half-written was left: free space, or write elsewhere"
+        ) from error
+
+
 def _matches(name: str, patterns: Iterable[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
@@ -71,6 +117,30 @@ def is_model_folder(folder: str | Path) -> bool:
 def is_shard_folder(folder: str | Path) -> bool:
     """A folder of ``part-XXXXX-of-YYYYY.parquet`` shards and nothing else (what ``convert --shard-size`` writes)."""
     return Path(folder).is_dir() and folder_holds_only(Path(folder), SHARD_FILES)
+
+
+def check_writable(path: str | Path, key: str) -> None:
+    """Raise :class:`OutputError` unless something can be created at ``path``: its nearest existing ancestor (or the
+    folder itself) is a folder this process can write in. Tried for real (a probe file made and removed at once):
+    permission bits say nothing for root, and only a write tells a read-only mount."""
+    path = Path(path)
+    named = f"{key}={path}" if "." in key and not key.startswith("-") else f"{key} {path}"  # a config key, or a flag
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if path.is_dir():
+        ancestor = path
+    if not ancestor.is_dir():
+        raise OutputError(f"{named}: {ancestor} is a file, not a folder, so nothing can be made under it")
+    try:
+        handle, probe = tempfile.mkstemp(dir=ancestor, prefix=".rexthinker-write-check-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise OutputError(
+            f"{named}: cannot write in {ancestor} ({reason}); choose a folder you can write to"
+        ) from None
 
 
 def _listing(folder: Path, limit: int = 4) -> str:
@@ -101,6 +171,7 @@ def check_new_file(
         raise OutputError(f"{key} {path} is a folder; give a file name")
     if path.exists() and not overwrite:
         raise OutputError(f"{key} {path} already exists; {hint} to replace it, or choose another")
+    check_writable(path.parent, key)
     return path
 
 
@@ -121,6 +192,7 @@ def check_new_folder(
             raise OutputError(f"{key} {path} holds an input of this command ({item}); choose another folder")
     if path.is_file():
         raise OutputError(f"{key} {path} is a file, not a folder; choose a folder name")
+    check_writable(path, key)
     if not path.is_dir() or not any(path.iterdir()):
         return path
     if not owned(path):

@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 import math
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rexthinker_rl.config import Config, ConfigError, load_config
+from rexthinker_rl.console import console_entry
 from rexthinker_rl.shapes import shape_config
 
 GIB = 2**30
@@ -454,12 +454,13 @@ def report(
 
 def parse_size(text: str) -> float:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(TiB|GiB|MiB|TB|GB|MB|T|G|M)?\s*", text)
-    if not match:
-        raise ConfigError(f"--gpu-mem {text!r}: expected a size such as 80GiB, 40GB or 141G")
+    if not match or float(match.group(1)) <= 0:  # (0 GiB divided the KV-cache share by zero)
+        raise ConfigError(f"--gpu-mem {text!r}: expected a size above 0 such as 80GiB, 40GB or 141G")
     units = dict(TiB=2**40, GiB=2**30, MiB=2**20, TB=1e12, GB=1e9, MB=1e6, T=2**40, G=2**30, M=2**20)
     return float(match.group(1)) * units[match.group(2) or "GiB"]
 
 
+@console_entry("rexthinker-plan")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Per-GPU and per-node memory of a training config (no weights read).")
     parser.add_argument("config", nargs="?", default=None, help="YAML config (default: the built-in defaults)")
@@ -475,23 +476,24 @@ def main(argv: list[str] | None = None) -> None:
     if config_path and "=" in config_path and not Path(config_path).exists():
         args.overrides, config_path = [config_path, *args.overrides], None
     overrides = list(args.overrides)
-    overrides += [f"trainer.n_gpus_per_node={args.gpus}"] if args.gpus else []
-    overrides += [f"trainer.nnodes={args.nodes}"] if args.nodes else []
-    try:
-        gpu_mem = parse_size(args.gpu_mem)
-        config = load_config(config_path, overrides)
-        shape = model_shape(config, args.shape)
-        if config.trainer.device == "cpu":
-            peaks = single_process_peaks(config, shape)
-            print(
-                f"CPU actor process (actor.strategy=torch): log-prob pass {peaks['logprob']:.2f} GiB, update {peaks['update']:.2f} GiB"
-            )
-            return
-        plan, rollout = gpu_plan(config, shape, gpu_mem)
-        print(report(config, shape, plan, rollout, verdict(config_path, overrides, shape, gpu_mem), gpu_mem))
-    except (ConfigError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    for flag, key, value in (
+        ("--gpus", "trainer.n_gpus_per_node", args.gpus),
+        ("--nodes", "trainer.nnodes", args.nodes),
+    ):
+        if value is not None and value <= 0:  # (an error ends in one line through the console handler: exit 2)
+            raise ConfigError(f"{flag} {value}: expected a positive count ({key})")
+        overrides += [f"{key}={value}"] if value is not None else []
+    gpu_mem = parse_size(args.gpu_mem)
+    config = load_config(config_path, overrides)
+    shape = model_shape(config, args.shape)
+    if config.trainer.device == "cpu":
+        peaks = single_process_peaks(config, shape)
+        print(
+            f"CPU actor process (actor.strategy=torch): log-prob pass {peaks['logprob']:.2f} GiB, update {peaks['update']:.2f} GiB"
+        )
+        return
+    plan, rollout = gpu_plan(config, shape, gpu_mem)
+    print(report(config, shape, plan, rollout, verdict(config_path, overrides, shape, gpu_mem), gpu_mem))
 
 
 if __name__ == "__main__":

@@ -56,14 +56,13 @@ def ensure_auth_token() -> bool:
         return True
     path = token_file()
     if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:  # O_EXCL: two runs starting at once never overwrite each other's token
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(secrets.token_hex(32))  # 256 bits, the format of Ray's own generator
+        try:
+            _create_token(path)
+        except OSError as error:
+            raise RayStartError(
+                f"Ray's token file {path} cannot be created ({error.strerror or error}; HOME={Path.home()}): set "
+                "RAY_AUTH_TOKEN_PATH to a file in a private folder you can write, or RAY_AUTH_TOKEN to a token"
+            ) from None
     if stat.S_IMODE(path.stat().st_mode) & 0o077:
         try:
             path.chmod(0o600)
@@ -73,6 +72,16 @@ def ensure_auth_token() -> bool:
                 "chmod 600 it, or point RAY_AUTH_TOKEN_PATH at a private copy"
             ) from None
     return True
+
+
+def _create_token(path: Path) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:  # O_EXCL: two runs starting at once never overwrite each other's token
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secrets.token_hex(32))  # 256 bits, the format of Ray's own generator
 
 
 def start_ray(address: str, env_vars: dict[str, str], num_cpus: int, object_store_bytes: int) -> str | None:

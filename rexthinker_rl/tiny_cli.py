@@ -6,10 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rexthinker_rl.console import console_entry
+from rexthinker_rl.outputs import writing
 from rexthinker_rl.shapes import ShapeError, build_shaped_model
 from rexthinker_rl.tiny import TinySpec, build_tiny_model
 
 
+@console_entry("rexthinker-tiny")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Build a tiny (or real-shaped) random Qwen2.5-VL folder offline.")
     parser.add_argument("out_dir")
@@ -36,9 +39,10 @@ def main(argv: list[str] | None = None) -> None:
         if given:
             parser.exit(2, f"error: {', '.join(given)} cannot change a real shape (--like {args.like})\n")
         try:
-            path = build_shaped_model(
-                args.out_dir, args.like, args.layers, args.vision_layers, seed=args.seed, overwrite=args.overwrite
-            )
+            with writing(args.out_dir, "OUT_DIR"):
+                path = build_shaped_model(
+                    args.out_dir, args.like, args.layers, args.vision_layers, seed=args.seed, overwrite=args.overwrite
+                )
         except (ShapeError, ValueError) as error:
             parser.exit(2, f"error: {error}\n")
         print(
@@ -56,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         max_pixels=args.max_pixels or defaults.max_pixels,
     )
     try:
-        path = build_tiny_model(args.out_dir, seed=args.seed, spec=spec, overwrite=args.overwrite)
+        with writing(args.out_dir, "OUT_DIR"):
+            path = build_tiny_model(args.out_dir, seed=args.seed, spec=spec, overwrite=args.overwrite)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

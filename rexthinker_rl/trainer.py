@@ -15,6 +15,7 @@ import json
 import time
 from pathlib import Path
 
+import ray
 import torch
 
 from rexthinker_rl import algorithms
@@ -35,6 +36,7 @@ from rexthinker_rl.masking import masked_mean
 from rexthinker_rl.modeling import load_processor
 from rexthinker_rl.pipeline import Rollout, idle_times
 from rexthinker_rl.plots import redraw_curves
+from rexthinker_rl.ray_cluster import ensure_auth_token
 from rexthinker_rl.rewarding import RewardRunner, probe_inputs, reward_inputs
 from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
 from rexthinker_rl.rollout_log import length_metrics, log_rollouts, metrics_by_kind
@@ -52,8 +54,11 @@ class GRPOTrainer:
         self.run_dir = Path(config.trainer.output_dir)
         check_run_folder(self.run_dir, config.trainer.resume)  # nothing of an earlier run or a user's is overwritten
         model = config.model
-        # Everything cheap that can be wrong is checked before any worker starts: data, reward function, model folder.
+        # Everything cheap that can be wrong is checked before any worker starts: topology, Ray's token, data, reward
+        # function, model folder.
         check_topology(config)
+        if not ray.is_initialized():
+            ensure_auth_token()
         self.processor = load_processor(
             model.tokenizer_path or model.path, config.data.min_pixels, config.data.max_pixels, model.trust_remote_code
         )

@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from rexthinker_rl.config import ConfigError, DataConfig, load_config
+from rexthinker_rl.console import console_entry
 from rexthinker_rl.data import DataError
 from rexthinker_rl.eval.metrics import markdown_table
 from rexthinker_rl.eval.run import check_report_path, run_eval, score_files, write_report
@@ -56,6 +57,7 @@ def unparsed_note(report: dict) -> str:
     )
 
 
+@console_entry("rexthinker-eval")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
 

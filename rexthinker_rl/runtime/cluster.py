@@ -40,8 +40,12 @@ def start_cluster(address: str, run_dir: str) -> StartedRay | None:
     process (used as is, and not stopped by us)."""
     if ray.is_initialized():
         return None
-    cpus = max(2, os.cpu_count() or 2)
-    return StartedRay(start_ray(address, worker_env(run_dir), cpus, LOCAL_OBJECT_STORE_BYTES))
+    return StartedRay(start_ray(address, worker_env(run_dir), local_cpus(), LOCAL_OBJECT_STORE_BYTES))
+
+
+def local_cpus() -> int:
+    """The CPUs a local cluster is given (at least 2, so a 1-core machine still fits the smallest run)."""
+    return max(2, os.cpu_count() or 2)
 
 
 def stop_cluster(started: StartedRay) -> None:

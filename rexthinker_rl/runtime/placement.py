@@ -19,7 +19,14 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 if TYPE_CHECKING:
     from rexthinker_rl.config import Config
 
+
+class PlacementError(RuntimeError):
+    """The cluster cannot seat the run's workers; the message says what it has and what to change."""
+
+
 CPU_SHARE_PER_RANK = 0.5  # on CPU: ranks, reference and rollout work in turn, so each reserves half a core
+CPU_SHARE_SINGLE_PROCESS = 0.5  # on CPU the actor, reference and rollout work in turn: each reserves half a core
+GPU_SHARE_SINGLE_PROCESS = 1 / 3  # actor.strategy=torch on GPU: actor, reference and rollout share one GPU
 CPUS_PER_GPU_RANK = 2  # on GPU: the rank's batch preparation and Ray bookkeeping
 PLACEMENT_TIMEOUT_S = 120
 
@@ -38,6 +45,16 @@ class RankSlot:
         )
 
 
+def cpu_demand(config: Config) -> float:
+    """Ray CPUs a run on CPU reserves: its actor process(es), and the reference and rollout workers that have processes
+    of their own (``runtime.ranks`` and ``runtime.separate`` ask for these shares; the reward worker asks for none)."""
+    derived, single = config.derived, CPU_SHARE_SINGLE_PROCESS
+    actor = config.trainer.n_gpus_per_node * CPU_SHARE_PER_RANK if derived.sharded else single
+    if derived.colocated:
+        return actor
+    return actor + single * derived.needs_reference_policy + single
+
+
 def rank_bundle(on_gpu: bool) -> dict[str, float]:
     return {"GPU": 1.0, "CPU": float(CPUS_PER_GPU_RANK)} if on_gpu else {"CPU": CPU_SHARE_PER_RANK}
 
@@ -53,7 +70,7 @@ def pick_nodes(nnodes: int, per_node: dict[str, float]) -> list[str]:
     fits.sort(key=lambda node_id: node_id != here)
     if len(fits) < nnodes:
         need = ", ".join(f"{value:g} {key}" for key, value in per_node.items())
-        raise RuntimeError(
+        raise PlacementError(
             f"trainer.nnodes={nnodes} but the Ray cluster has {len(fits)} node(s) with {need} each; join more with "
             "`ray start --address=<head>:6379` on each node, or lower trainer.nnodes / trainer.n_gpus_per_node"
         )
@@ -77,7 +94,7 @@ def actor_slots(config: Config, on_gpu: bool, name: str = "actor") -> list[RankS
     groups = list({id(slot.placement_group): slot.placement_group for slot in slots}.values())
     ready, _ = ray.wait([group.ready() for group in groups], num_returns=len(groups), timeout=PLACEMENT_TIMEOUT_S)
     if len(ready) < len(groups):
-        raise RuntimeError(
+        raise PlacementError(
             f"only {len(ready)} of {len(groups)} node placement groups ({bundle} x {per_node_count} each) were placed "
             f"within {PLACEMENT_TIMEOUT_S} s: are other jobs holding the GPUs?"
         )

@@ -19,14 +19,16 @@ from ray.util.placement_group import remove_placement_group
 from rexthinker_rl.backends import combine_train_states
 from rexthinker_rl.batch import SequenceBatch, gather_logprobs, split_mini_batches, split_rows
 from rexthinker_rl.runtime.base import ActorState, Pending
-from rexthinker_rl.runtime.placement import actor_slots, rank_bundle
+from rexthinker_rl.runtime.placement import (
+    CPU_SHARE_SINGLE_PROCESS,
+    GPU_SHARE_SINGLE_PROCESS,
+    actor_slots,
+    rank_bundle,
+)
 from rexthinker_rl.runtime.workers import ActorWorker
 
 if TYPE_CHECKING:
     from rexthinker_rl.config import Config
-
-CPU_SHARE_SINGLE_PROCESS = 0.5  # on CPU the actor, reference and rollout work in turn: each reserves half a core
-GPU_SHARE_SINGLE_PROCESS = 1 / 3  # actor.strategy=torch on GPU: actor, reference and rollout share one GPU
 
 
 class ActorRanks:

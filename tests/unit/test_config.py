@@ -1,5 +1,6 @@
 """Config loader: precedence, one-line errors naming the key, YAML round trip, the shipped experiment files."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -139,5 +140,44 @@ def test_colocated_tensor_parallelism_needs_cuda():
 
     with pytest.raises(ConfigError, match="rollout.tensor_parallel_size=2 with rollout.placement=colocate needs CUDA"):
         check_topology(load_config(None, ["trainer.device=cpu"]))
-    check_topology(load_config(None, ["trainer.device=cpu", "rollout.tensor_parallel_size=1"]))
-    check_topology(load_config(None, ["trainer.device=cpu", "rollout.engine=hf"]))  # no vLLM groups to form
+    two_ranks = ["trainer.device=cpu", "trainer.n_gpus_per_node=2"]  # what 2 cores seat (check_local_resources)
+    check_topology(load_config(None, [*two_ranks, "rollout.tensor_parallel_size=1"]))
+    check_topology(load_config(None, [*two_ranks, "rollout.engine=hf"]))  # no vLLM groups to form
+
+
+def test_a_group_of_one_is_refused():
+    """rollout.n=1 gives every response advantage 0 (a group of one): it trained on nothing, silently (issue 28)."""
+    with pytest.raises(ConfigError, match=r"^rollout.n=1 is invalid: expected a group size >= 2"):
+        load_config(None, ["rollout.n=1"])
+    assert load_config(None, ["rollout.n=2"]).rollout.n == 2
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["optimizer.betas=[0.9,0.99]"], "unknown config section 'optimizer': the sections are data, model, "),
+        (["optimizer.betas=[0.9,0.99]"], "; 'betas' is actor.betas"),
+        (["trainr.seed=3"], "unknown config section 'trainr' (did you mean trainer.seed?)"),
+    ],
+)
+def test_an_unknown_section_is_named_as_a_section(overrides, expected):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, overrides)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_unknown_section_in_yaml_lists_the_sections(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("optim:\n  lr: 1.0e-6\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: unknown config section 'optim': the sections are data, model"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "override", ["trainer.seed=100000000000000000000000", "data.seed=-1", "rollout.seed=4294967296"]
+)
+def test_seeds_out_of_range_are_refused(override):
+    """trainer.seed=10**23 loaded, then failed as "Overflow when unpacking long long" deep in seeding (issue 28)."""
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=.* is invalid: expected a seed in 0..4294967295"):
+        load_config(None, [override])

@@ -87,6 +87,22 @@ def test_bad_shapes_and_sizes_are_one_line_errors(capsys):
         assert err.startswith("error: ") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--gpu-mem", "0GiB"], "error: --gpu-mem '0GiB': expected a size above 0"),  # was a ZeroDivisionError
+        (["--gpus", "0"], "error: --gpus 0: expected a positive count (trainer.n_gpus_per_node)"),  # was ignored
+        (["--nodes", "0"], "error: --nodes 0: expected a positive count (trainer.nnodes)"),  # was ignored
+    ],
+)
+def test_zero_gpus_nodes_or_memory_are_refused(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--shape", "qwen2.5-vl-7b", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1
+
+
 def test_tiny_cli_refuses_to_change_a_real_shape(tmp_path, capsys):
     from rexthinker_rl.tiny_cli import main as tiny_main
 
