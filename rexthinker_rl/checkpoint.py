@@ -26,7 +26,6 @@ import os
 import pickle
 import re
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from rexthinker_rl.outputs import OutputError, check_new_folder, check_writable, is_model_folder
+from rexthinker_rl.run_lock import LOCK_FILE
 from rexthinker_rl.utils import atomic_write_text
 
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -44,7 +44,12 @@ STEP_DIR = re.compile(r"^global_step_(\d+)$")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint could not be written or read; the message says which file and why."""
+    """A checkpoint could not be written or read; the message says which file and why (``details``: one more line
+    each, e.g. one per checkpoint)."""
+
+    def __init__(self, message: str, details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
 
 
 @dataclass
@@ -181,12 +186,27 @@ def _is_entry(entry: Any) -> bool:
 
 
 def find_resumable(root: Path) -> Path | None:
-    """The newest checkpoint that verifies; corrupt or half-written ones are skipped with a warning."""
+    """The newest checkpoint, verified; None when there is none. When the newest ones fail their check, refuses
+    (CheckpointError naming each and why): starting over, or from an older one, would replace them."""
+    unusable = []
     for folder in list_checkpoints(root):
         problem = verify(folder)
-        if problem is None:
+        if problem is None and not unusable:
             return folder
-        warnings.warn(f"skipping checkpoint {folder}: {problem}", stacklevel=2)
+        if problem is None:
+            raise CheckpointError(
+                f"trainer.resume=auto: the newest checkpoints under {root} cannot be used, and resuming from the newest "
+                f"usable one ({folder.name}) would replace them as the run reaches their steps: repair or move them, or "
+                f"resume from it explicitly with trainer.resume={folder}; unusable:",
+                unusable,
+            )
+        unusable.append(f"{folder.name}: {problem}")
+    if unusable:
+        raise CheckpointError(
+            f"trainer.resume=auto: no checkpoint under {root} can be used, and starting over would replace them and "
+            "the run's metrics: repair or move them, or choose a new trainer.output_dir; unusable:",
+            unusable,
+        )
     return None
 
 
@@ -289,8 +309,9 @@ def check_run_folder(run_dir: Path, resume: str) -> None:
     if run_dir.is_file():
         raise OutputError(f"trainer.output_dir={run_dir} is a file; give a folder")
     check_writable(run_dir, "trainer.output_dir")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / "config.yaml").is_file():
-        names = ", ".join(sorted(p.name for p in run_dir.iterdir())[:4])
+    entries = [p for p in run_dir.iterdir() if p.name != LOCK_FILE] if run_dir.is_dir() else []
+    if entries and not (run_dir / "config.yaml").is_file():
+        names = ", ".join(sorted(p.name for p in entries)[:4])
         raise OutputError(
             f"trainer.output_dir={run_dir} is not empty and not a run folder (no config.yaml; holds {names}); a run "
             "writes and prunes files there: choose a new or empty folder"

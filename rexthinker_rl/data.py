@@ -120,6 +120,12 @@ class RLDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._kept)
 
+    def kept_texts(self) -> Iterator[tuple[str, str]]:
+        """``(prompt, answer)`` of every kept row, in order: what identifies the training rows (``data_position``)."""
+        prompts, answers = self.rows.column(self.cfg.prompt_key), self.rows.column(self.cfg.answer_key)
+        for index in self._kept:
+            yield prompts[index], answers[index]
+
     def _scan(self, max_samples: int) -> None:
         cfg, pending = self.cfg, []
         for index, row in enumerate(self.rows.iter_rows()):

@@ -55,6 +55,12 @@ class RowTable:
         for batch in self._table.to_batches(max_chunksize=batch_size):
             yield from batch.to_pylist()
 
+    def column(self, name: str) -> list[Any]:
+        """One column's values, every row (None where a JSONL record lacks the key)."""
+        if self._table is not None:
+            return self._table.column(name).to_pylist()
+        return [record.get(name) for record in self._records]
+
     def locate(self, index: int) -> tuple[Path, int]:
         """``(file, row index within that file)`` of a row."""
         for source in self.sources:

@@ -31,6 +31,7 @@ from rexthinker_rl.checkpoint import (
 )
 from rexthinker_rl.config import Config, save_config, to_yaml
 from rexthinker_rl.data import ResumableSampler, RLDataset
+from rexthinker_rl.data_position import check_data_position, data_settings
 from rexthinker_rl.logging import MetricsLogger, truncate_metrics
 from rexthinker_rl.masking import masked_mean
 from rexthinker_rl.modeling import load_processor
@@ -40,6 +41,7 @@ from rexthinker_rl.ray_cluster import ensure_auth_token
 from rexthinker_rl.rewarding import RewardRunner, probe_inputs, reward_inputs
 from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
 from rexthinker_rl.rollout_log import length_metrics, log_rollouts, metrics_by_kind
+from rexthinker_rl.run_lock import RunLock
 from rexthinker_rl.run_summary import summarize
 from rexthinker_rl.runtime import ActorState, Runtime, check_topology, start_runtime
 from rexthinker_rl.runtime.cluster import StartedRay, start_cluster, stop_cluster
@@ -53,12 +55,32 @@ class GRPOTrainer:
         seed_everything(config.trainer.seed)
         self.run_dir = Path(config.trainer.output_dir)
         check_run_folder(self.run_dir, config.trainer.resume)  # nothing of an earlier run or a user's is overwritten
-        model = config.model
-        # Everything cheap that can be wrong is checked before any worker starts: topology, Ray's token, data, reward
-        # function, model folder.
+        # Everything cheap that can be wrong is checked before any worker starts: topology, Ray's token, model folder,
+        # data, reward function, the checkpoint to resume from and the data settings its position depends on.
         check_topology(config)
         if not ray.is_initialized():
             ensure_auth_token()
+        self.lock = RunLock.acquire(self.run_dir)  # one live run per folder, until shutdown()
+        try:
+            self._prepare()
+        except BaseException:
+            self.lock.release(started=False)
+            raise
+        self.timer = PhaseTimer()
+        self.runtime: Runtime | None = None
+        self.started_ray: StartedRay | None = None
+        self.step = 0  # the step in progress (0: start-up and the validation before training), for error messages
+        self.updates = 0  # actor updates applied: the version of the actor's weights (the engines' after a sync)
+        self.synced = 0  # the version the engines hold
+        self.upcoming: Rollout | None = None  # one_step_off: the next step's batch, generated during this step
+        self.history: list[dict[str, float]] = []
+        # Greedy validation reward of every prompt, by step ("0" = before training): the paired gain and its noise.
+        self.val_rewards: dict[str, list[float]] = {}
+        save_config(config, self.run_dir / "config.yaml")
+
+    def _prepare(self) -> None:
+        """The processor, the data sets, the reward and the checkpoint to resume from, all checked; the step count."""
+        config, model = self.config, self.config.model
         self.processor = load_processor(
             model.tokenizer_path or model.path, config.data.min_pixels, config.data.max_pixels, model.trust_remote_code
         )
@@ -71,10 +93,6 @@ class GRPOTrainer:
         self.rewards = RewardRunner(config.reward)
         self.rewards.check(probe_inputs(self.train_set))
         self.signature = model_signature(model.path, len(self.processor.tokenizer), model.lora)
-        key = f"trainer.resume={config.trainer.resume}"
-        self.resume_from = resolve_resume(config.trainer.resume, self.run_dir / "checkpoints")
-        if self.resume_from is not None:
-            check_compatible(self.resume_from, self.signature, key)
         self.sampler = ResumableSampler(
             len(self.train_set), config.data.rollout_batch_size, config.data.shuffle, config.data.seed
         )
@@ -83,20 +101,14 @@ class GRPOTrainer:
                 f"data.train_files={config.data.train_files} has {len(self.train_set)} usable rows, fewer than "
                 f"data.rollout_batch_size={config.data.rollout_batch_size}"
             )
+        self.data_settings = data_settings(self.train_set, config.data)
+        key = f"trainer.resume={config.trainer.resume}"
+        self.resume_from = resolve_resume(config.trainer.resume, self.run_dir / "checkpoints")
+        if self.resume_from is not None:
+            check_compatible(self.resume_from, self.signature, key)
+            check_data_position(self.resume_from, self.data_settings, self.sampler.batches_per_epoch, key)
         steps = config.trainer.total_epochs * self.sampler.batches_per_epoch
         self.total_steps = config.trainer.total_steps if config.trainer.total_steps > 0 else steps
-        self.timer = PhaseTimer()
-        self.runtime: Runtime | None = None
-        self.started_ray: StartedRay | None = None
-        self.step = 0  # the step in progress (0: start-up and the validation before training), for error messages
-        self.updates = 0  # actor updates applied: the version of the actor's weights (the engines' after a sync)
-        self.synced = 0  # the version the engines hold
-        self.upcoming: Rollout | None = None  # one_step_off: the next step's batch, generated during this step
-        self.history: list[dict[str, float]] = []
-        # Greedy validation reward of every prompt, by step ("0" = before training): the paired gain and its noise.
-        self.val_rewards: dict[str, list[float]] = {}
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, self.run_dir / "config.yaml")
 
     # ------------------------------------------------------------------ the algorithm
     @names_dead_workers
@@ -224,6 +236,7 @@ class GRPOTrainer:
         state = {
             "step": step,
             "sampler": self.sampler.state_dict(),
+            "data": self.data_settings,  # what the sampler's position means (data_position)
             "history": self.history,
             "val_rewards": self.val_rewards,
             "updates": self.updates,
@@ -345,3 +358,4 @@ class GRPOTrainer:
         if self.started_ray is not None:
             stop_cluster(self.started_ray)
             self.started_ray = None
+        self.lock.release()

@@ -38,20 +38,37 @@ def test_save_limit_keeps_the_newest(tmp_path):
     assert [p.name for p in list_checkpoints(tmp_path)] == ["global_step_4", "global_step_3"]
 
 
-def test_truncated_and_half_written_checkpoints_are_skipped(tmp_path):
+def test_unusable_newest_checkpoints_are_named_not_skipped(tmp_path):
+    """A truncated and a half-written checkpoint above a good one: resume=auto refuses, naming each and why, instead of
+    resuming from the older one (whose run would replace them; issue 28); the good one stays resumable by name."""
     _save(tmp_path, 1)
     newest = _save(tmp_path, 2)
     weights = newest / "actor" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])  # truncated
     (tmp_path / "global_step_3").mkdir()  # a folder without a manifest: a write that never finished
-    with pytest.warns(UserWarning) as record:
-        chosen = find_resumable(tmp_path)
-    messages = [str(w.message) for w in record]
-    assert any("global_step_3: no manifest.json" in m for m in messages)
-    assert any("global_step_2: actor/model.safetensors does not match its checksum" in m for m in messages)
-    assert chosen.name == "global_step_1"
+    with pytest.raises(CheckpointError, match=r"trainer.resume=.*global_step_1") as info:
+        find_resumable(tmp_path)
+    assert info.value.details == [
+        "global_step_3: no manifest.json (incomplete write)",
+        "global_step_2: actor/model.safetensors does not match its checksum",
+    ]
+    assert resolve_resume(str(tmp_path / "global_step_1"), tmp_path).name == "global_step_1"
     with pytest.raises(CheckpointError, match="not usable"):
         load_checkpoint(newest)
+
+
+def test_no_usable_checkpoint_is_refused_not_started_over(tmp_path):
+    """Every checkpoint unusable (a manifest holding null, one without its train state): refused by name; the old
+    behaviour started over from step 0 and replaced them."""
+    first, second = _save(tmp_path, 1), _save(tmp_path, 2)
+    (first / "manifest.json").write_text("null")
+    (second / "actor" / "train_state.pt").unlink()
+    with pytest.raises(CheckpointError, match="no checkpoint under .* can be used, and starting over") as info:
+        resolve_resume("auto", tmp_path)
+    assert info.value.details == [
+        "global_step_2: actor/train_state.pt is missing",
+        "global_step_1: manifest.json holds no file list (a JSON object of files with sha256 and bytes; found None)",
+    ]
 
 
 def test_resume_modes(tmp_path):
