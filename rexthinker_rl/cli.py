@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
@@ -88,7 +90,25 @@ def _steps(config: Config) -> str:
     return f"{trainer.total_epochs} epoch(s) x ({rows} rows // {batch}) = {trainer.total_epochs * (rows // batch)}"
 
 
-def _interrupted(message: str) -> None:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler stopping the job, ``kill PID``): raised like Ctrl-C, so the run stops its workers and Ray on
+    the way out instead of dying at once and leaving them running."""
+
+
+# Set by the SIGTERM handler: Ray's blocking calls turn any signal's exception into a plain KeyboardInterrupt.
+_TERMINATED = threading.Event()
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: the shutdown under way must not be cut short
+    _TERMINATED.set()
+    raise Terminated
+
+
+def _interrupted(message: str, error: KeyboardInterrupt | None = None) -> None:
+    if isinstance(error, Terminated) or _TERMINATED.is_set():
+        print(f"terminated (SIGTERM): {message}", file=sys.stderr, flush=True)
+        sys.exit(128 + signal.SIGTERM)
     print(f"interrupted: {message}", file=sys.stderr, flush=True)
     sys.exit(130)
 
@@ -111,6 +131,8 @@ def _config(args: argparse.Namespace) -> Config | None:
 @console_entry("rexthinker-train")
 def train_main(argv: list[str] | None = None) -> None:
     args = _parse(argv, "GRPO training of Qwen2.5-VL (Rex-Thinker recipe).")
+    if threading.current_thread() is threading.main_thread():  # (kept through Ray's start: runtime.cluster)
+        signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         config = _config(args)
         if config is None:
@@ -121,15 +143,15 @@ def train_main(argv: list[str] | None = None) -> None:
         keep_errors_in(trainer.run_dir)  # checked to be a run folder (or new) and made by the trainer
     except _user_errors() as error:
         _fail(error)
-    except KeyboardInterrupt:
-        _interrupted("before training started; nothing was trained")
+    except KeyboardInterrupt as error:
+        _interrupted("before training started; nothing was trained", error)
     try:
         summary = trainer.fit()
     except _run_errors() as error:
         _fail(error, status=1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         where = f"during step {trainer.step}" if trainer.step else "during start-up (step 0)"
-        _interrupted(f"{where}; {trainer.how_to_resume()}")
+        _interrupted(f"{where}; {trainer.how_to_resume()}", error)
     finally:
         trainer.shutdown()
 

@@ -145,6 +145,7 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("actor.clip_ratio_high", lambda v: v >= 0, "clip_ratio_high >= 0"),
     ("actor.clip_ratio_dual", lambda v: v > 1, "a dual-clip bound > 1"),
     ("algorithm.kl_coef", lambda v: v >= 0, "kl_coef >= 0"),
+    ("reward.timeout_s", lambda v: v >= 0, "0 (no limit) or a positive number of seconds"),
     ("algorithm.rollout_is_cap", lambda v: v >= 1, "a cap >= 1 on the importance weights"),
     ("algorithm.adv_eps", lambda v: v > 0, "a positive epsilon (GRPO divides by group std + adv_eps)"),
     ("trainer.seed", _seed, SEED),

@@ -270,6 +270,10 @@ class RewardConfig:
     the Rex-Thinker weights); unused (and saved as []) when reward.function is set."""
     num_workers: int = 1
     """Ray tasks scoring rewards in parallel."""
+    timeout_s: float = 600.0
+    """Seconds one call of the reward may take, on a training or validation batch and on the sample completions scored
+    before training; past it the run stops with an error naming the batch (a reward that blocks would hang the run,
+    printing nothing). 0: no limit."""
 
 
 @dataclass

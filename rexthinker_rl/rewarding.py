@@ -1,12 +1,14 @@
 """Scoring rollouts with the configured reward, in a Ray worker of its own so it overlaps the log-prob passes.
 
 The reward function is loaded (and its signature checked) when the runner is built, and :meth:`RewardRunner.check`
-scores a few training rows before any worker starts. A reward that raises, or returns anything but one finite
-``overall`` per input, stops the run with the row that caused it.
+scores a few training rows before any worker starts. A reward that raises, calls ``sys.exit``, or returns anything but
+one finite ``overall`` per input, stops the run with the row that caused it; one that takes longer than
+``reward.timeout_s`` on a batch stops it naming the batch (the blocked worker is killed).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from dataclasses import asdict
 
@@ -33,19 +35,29 @@ def _spec(reward_cfg) -> dict:
     return {"function": reward_cfg.function, "kwargs": dict(reward_cfg.kwargs)}
 
 
+# sys.exit inside a reward would end the run with its status (0: "success") or the scoring worker without a word.
+FAILURES = (Exception, SystemExit)
+
+
 def score_all(spec: dict, inputs: list[RewardInput]) -> list[RewardScore]:
     """Score ``inputs``; on failure re-score row by row to name the first row that breaks the function."""
     reward = build_reward(**spec)
     try:
         return reward(inputs)
-    except Exception as batch_error:  # noqa: BLE001 - re-raised below with the failing row
+    except FAILURES as batch_error:  # re-raised below with the failing row
         for row, single in enumerate(inputs):
             try:
                 reward([single])
-            except Exception as error:  # noqa: BLE001
+            except FAILURES as error:
                 row_id = single["metadata"].get("row_id", row)
-                raise RewardError(f"reward failed on row {row_id} (batch index {row}): {error!r}") from error
-        raise RewardError(f"reward failed on the batch but on no single row: {batch_error!r}") from batch_error
+                raise RewardError(f"reward failed on row {row_id} (batch index {row}): {_failure(error)}") from error
+        raise RewardError(f"reward failed on the batch but on no single row: {_failure(batch_error)}") from batch_error
+
+
+def _failure(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        return f"it called sys.exit({error.code!r}); a reward returns scores and never ends the process"
+    return repr(error)
 
 
 class RewardWorker:
@@ -63,6 +75,7 @@ class RewardRunner:
     def __init__(self, reward_cfg) -> None:
         self.spec = _spec(reward_cfg)
         self.key = _key(reward_cfg)
+        self.timeout_s = reward_cfg.timeout_s or None
         self.worker = None  # started with the first batch, in the Ray cluster the trainer runs in
         try:  # fail now, not after the first rollout, on a bad file, function name, signature or keyword
             build_reward(**self.spec)
@@ -73,7 +86,7 @@ class RewardRunner:
         """Score ``inputs`` here and now (before workers start): the reward must not raise and must return one finite
         ``overall`` per input."""
         try:
-            score_all(self.spec, inputs)
+            self._score_here(inputs)
         except RewardError as error:
             raise RewardError(
                 f"{self.key} fails before training, on sample completions (each row's ground truth and an empty one): "
@@ -81,15 +94,46 @@ class RewardRunner:
                 "on a completion"
             ) from error
 
-    def score_async(self, inputs: list[RewardInput]):
+    def _score_here(self, inputs: list[RewardInput]) -> None:
+        """:func:`score_all` in this process, within reward.timeout_s: in a thread of its own, since a call that
+        blocks cannot be interrupted (the thread is a daemon: it does not keep the process alive)."""
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                score_all(self.spec, inputs)
+            except BaseException as error:  # handed to the caller's thread below
+                failure.append(error)
+
+        thread = threading.Thread(target=run, name="reward-check", daemon=True)
+        thread.start()
+        thread.join(self.timeout_s)
+        if thread.is_alive():
+            raise RewardError(self._timed_out("the sample completions scored before training", len(inputs)))
+        if failure:
+            raise failure[0]
+
+    def _timed_out(self, batch: str, count: int) -> str:
+        return (
+            f"{self.key} did not return within reward.timeout_s={self.timeout_s:g} s on {batch} ({count} responses): "
+            "it blocks or is far slower than that; the run stopped; fix the function, or raise reward.timeout_s"
+        )
+
+    def score_async(self, inputs: list[RewardInput]) -> tuple:
         if self.worker is None:
             self.worker = ray.remote(RewardWorker).options(num_cpus=0).remote(self.spec)
-        return self.worker.score.remote(inputs)
+        return self.worker.score.remote(inputs), len(inputs)
 
-    def collect(self, ref) -> tuple[torch.Tensor, dict[str, float], list[RewardScore]]:
-        """The ``overall`` scores (batch,), the batch mean of every component as ``reward/<name>``, the raw scores."""
+    def collect(self, pending: tuple, batch: str) -> tuple[torch.Tensor, dict[str, float], list[RewardScore]]:
+        """The ``overall`` scores (batch,), the batch mean of every component as ``reward/<name>``, the raw scores;
+        ``batch`` names the batch in an error ("step 3's batch")."""
+        ref, count = pending
         try:
-            scores = ray.get(ref)
+            scores = ray.get(ref, timeout=self.timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            ray.kill(self.worker)  # blocked: it would never take the next batch
+            self.worker = None
+            raise RewardError(self._timed_out(batch, count)) from None
         except ray.exceptions.RayTaskError as error:
             raise error.as_instanceof_cause() from None
         totals: dict[str, float] = defaultdict(float)

@@ -161,7 +161,7 @@ class GRPOTrainer:
             batch.old_logprobs = old.result() if old is not None else None
             batch.ref_logprobs = ref.result() if ref is not None else None
         with timer("reward_wait"):
-            scores, reward_metrics, raw_scores = self.rewards.collect(scores_ref)
+            scores, reward_metrics, raw_scores = self.rewards.collect(scores_ref, f"step {step}'s batch")
             reward_metrics.update(metrics_by_kind(prompts, results, raw_scores, "reward"))
             logged = self.config.logging.log_rollouts
             log_rollouts(self.run_dir / "rollouts.jsonl", step, prompts, results, raw_scores, logged)
@@ -224,7 +224,8 @@ class GRPOTrainer:
             prompts = [self.val_set[i] for i in range(len(self.val_set))]
             results = self._generate(prompts, self._val_sampling())
             inputs = reward_inputs(prompts, results)
-            rewards, metrics, raw_scores = self.rewards.collect(self.rewards.score_async(inputs))
+            batch = f"the validation at step {self.step}"
+            rewards, metrics, raw_scores = self.rewards.collect(self.rewards.score_async(inputs), batch)
             metrics.update(metrics_by_kind(prompts, results, raw_scores, "reward"))
             self.val_rewards[str(self.step)] = rewards.tolist()
         # reward/overall -> val/reward, reward/<component> -> val/<component>

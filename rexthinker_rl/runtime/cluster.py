@@ -4,6 +4,8 @@ the environment its worker processes get."""
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from dataclasses import dataclass
 
 import ray
@@ -40,7 +42,13 @@ def start_cluster(address: str, run_dir: str) -> StartedRay | None:
     process (used as is, and not stopped by us)."""
     if ray.is_initialized():
         return None
-    return StartedRay(start_ray(address, worker_env(run_dir), local_cpus(), LOCAL_OBJECT_STORE_BYTES))
+    # ray.init replaces the SIGTERM handler with sys.exit; one the caller installed (the CLI's, which stops the run's
+    # workers and Ray on the way out) is put back.
+    caller = signal.getsignal(signal.SIGTERM)
+    started = StartedRay(start_ray(address, worker_env(run_dir), local_cpus(), LOCAL_OBJECT_STORE_BYTES))
+    if callable(caller) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, caller)
+    return started
 
 
 def local_cpus() -> int:

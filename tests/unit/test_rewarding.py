@@ -1,5 +1,6 @@
 """The controller's reward runner: loads the reward before training, names the row a reward crashes on."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,24 @@ def test_bad_reward_function_fails_before_training(tmp_path: Path):
     config = load_config(None, ["reward.components=[]", "reward.function=rewards.box:no_such_function"])
     with pytest.raises(ConfigError, match=r"reward\.function=rewards\.box:no_such_function: .*no attribute"):
         RewardRunner(config.reward)
+
+
+def test_a_reward_that_calls_sys_exit_is_an_error_naming_the_row(tmp_path: Path):
+    """sys.exit(0) in a reward ended the run with exit status 0 (issue 28): now an error naming the row."""
+    plugin = tmp_path / "quits.py"
+    plugin.write_text("import sys\n\n\ndef quits(inputs):\n    if any(i['response'] == 'bye' for i in inputs):\n"
+                      "        sys.exit(0)\n    return [{'overall': 1.0} for _ in inputs]\n")  # fmt: skip
+    spec = {"function": f"{plugin}:quits", "kwargs": {}}
+    with pytest.raises(RewardError, match=r"reward failed on row row-2 \(batch index 1\): it called sys.exit\(0\)"):
+        score_all(spec, [_input("hello", "row-1"), _input("bye", "row-2")])
+
+
+def test_a_blocking_reward_is_stopped_before_training_within_its_timeout(tmp_path: Path):
+    plugin = tmp_path / "stuck.py"
+    plugin.write_text("import time\n\n\ndef stuck(inputs):\n    time.sleep(600)\n")
+    overrides = ["reward.components=[]", f"reward.function={plugin}:stuck", "reward.timeout_s=1"]
+    runner = RewardRunner(load_config(None, overrides).reward)
+    started = time.monotonic()
+    with pytest.raises(RewardError, match=r"did not return within reward.timeout_s=1 s on the sample completions"):
+        runner.check([_input("hello", "row-1")])
+    assert time.monotonic() - started < 10
