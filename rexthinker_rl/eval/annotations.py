@@ -175,6 +175,7 @@ def dataset_records(
     answer_key: str = "answer",
     image_key: str = "images",
     apply_exif: bool = True,
+    prompt_key: str = "problem",
 ) -> list[HumanRefRecord]:
     """Rows of a training-schema parquet/JSONL as HumanRef records in original-image pixels.
 
@@ -195,7 +196,7 @@ def dataset_records(
         if parsed is None or not parsed.ok:
             reason = parsed.error if parsed is not None else "missing"
             raise DataError(f"{where}: {answer_key!r} is not boxes or the rejection sentence ({reason})")
-        problem = row.get("problem") or ""
+        problem = row.get(prompt_key) or ""
         hints = (
             parse_hints(row["hints"], where) if row.get("hints") is not None else hints_from_problem(problem, where)
         )
@@ -219,11 +220,14 @@ def dataset_records(
     return records
 
 
-def load_records(path: str | Path, min_pixels: int, max_pixels: int, apply_exif: bool = True) -> list[HumanRefRecord]:
-    """Ground truth of a HumanRef ``annotations.jsonl`` or of one of our parquet/JSONL sets."""
+def load_records(
+    path: str | Path, min_pixels: int, max_pixels: int, apply_exif: bool = True, keys: dict[str, str] | None = None
+) -> list[HumanRefRecord]:
+    """Ground truth of a HumanRef ``annotations.jsonl`` or of one of our parquet/JSONL sets; ``keys``: the set's
+    columns (``answer_key``, ``image_key``, ``prompt_key``: ``data.*``) where they are not the defaults."""
     if is_humanref_file(path):
         return read_humanref(path)
-    return dataset_records(path, min_pixels, max_pixels, apply_exif=apply_exif)
+    return dataset_records(path, min_pixels, max_pixels, apply_exif=apply_exif, **(keys or {}))
 
 
 # -------------------------------------------------------------------------------------------------------- predictions

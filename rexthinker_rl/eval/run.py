@@ -154,7 +154,12 @@ def load_prompts(data: str, config: Config, processor, image_root: str | None, m
     # Every row is scored: an over-long prompt is an error naming the row, never silently left out.
     cfg = replace(config.data, filter_overlong_prompts=False)
     prompts = RLDataset(data, processor, cfg, max_samples=max_samples)
-    records = load_records(data, cfg.min_pixels, cfg.max_pixels, cfg.apply_exif_orientation)[: len(prompts)]
+    keys = {
+        "answer_key": cfg.answer_key,
+        "image_key": cfg.image_key,
+        "prompt_key": cfg.prompt_key,
+    }  # as training reads
+    records = load_records(data, cfg.min_pixels, cfg.max_pixels, cfg.apply_exif_orientation, keys)[: len(prompts)]
     return prompts, records
 
 

@@ -141,6 +141,27 @@ def test_humanref_run_gives_the_parquet_answers(eval_set, humanref_set, tiny_mod
     assert from_parquet["overall"] == from_humanref["overall"]
 
 
+def test_eval_reads_the_configured_answer_column(eval_set, tiny_model_dir, hf_engine, tmp_path):
+    """data.answer_key names the ground truth (issue 28: eval read the "answer" column whatever it said, here a decoy
+    box, and scored against it silently)."""
+    import pyarrow as pa
+
+    table = pq.read_table(eval_set)
+    decoy = '```json\n[{"bbox_2d": [0, 0, 8, 8], "label": "decoy"}]\n```'
+    renamed = table.append_column("truth", table.column("answer")).set_column(
+        table.column_names.index("answer"), "answer", pa.array([decoy] * len(table))
+    )
+    moved = tmp_path / "truth_column.parquet"
+    pq.write_table(renamed.replace_schema_metadata(table.schema.metadata), moved)
+    kwargs = {"max_samples": 2, "engine": hf_engine, "progress": False}
+    config = load_config(None, TINY_OVERRIDES + ["rollout.engine=hf"])
+    expected = run_eval(config, str(tiny_model_dir), str(eval_set), tmp_path / "a", **kwargs)
+    config = load_config(None, TINY_OVERRIDES + ["rollout.engine=hf", "data.answer_key=truth"])
+    report = run_eval(config, str(tiny_model_dir), str(moved), tmp_path / "b", **kwargs)
+    assert (tmp_path / "a" / "annotations.jsonl").read_text() == (tmp_path / "b" / "annotations.jsonl").read_text()
+    assert report["overall"] == expected["overall"] and report["rejection_score"] == expected["rejection_score"]
+
+
 def test_score_with_perfect_predictions_and_bad_files(humanref_set, tmp_path, capsys):
     anno = humanref_set / "annotations.jsonl"
     records = [json.loads(line) for line in anno.read_text().splitlines()]
