@@ -41,7 +41,7 @@ class Derived:
     actor_world_size: int  # actor ranks: 1 for torch, nnodes x n_gpus_per_node when sharded
     ranks_per_node: int  # actor ranks that share a node's cores (1 for torch)
     on_gpu: bool  # CUDA asked for (or auto) and present where the controller runs
-    colocated: bool  # sharded with rollout.placement=colocate: actor, reference and engine in one process per rank
+    colocated: bool  # rollout.placement=colocate: actor, reference and engine in one process (per rank when sharded)
     kl_term: bool  # a KL term (loss or reward) against the initial policy
     uses_reference: bool  # the initial policy's log-probs are needed: a KL term, or logging.kl_to_ref_freq > 0
     needs_reference_policy: bool  # uses_reference without LoRA (LoRA: the actor with its adapters off)
@@ -65,7 +65,7 @@ def derive(config: Config) -> Derived:
         actor_world_size=trainer.nnodes * trainer.n_gpus_per_node if sharded else 1,
         ranks_per_node=trainer.n_gpus_per_node if sharded else 1,
         on_gpu=trainer.device != "cpu" and torch.cuda.is_available(),
-        colocated=sharded and config.rollout.placement == "colocate",
+        colocated=config.rollout.placement == "colocate",
         kl_term=kl_term,
         uses_reference=uses_reference,
         needs_reference_policy=uses_reference and config.model.lora.rank == 0,
@@ -231,6 +231,11 @@ def _check_rollout_correction(config: Config) -> None:
         cores = list(_get(config, key))
         if len(set(cores)) != len(cores) or any(core < 0 for core in cores):
             raise ConfigError(f"{key}={cores} must list distinct core ids >= 0 (or be empty: every core)")
+    if derived.colocated and (config.rollout.cpus or config.ref.cpus):
+        raise ConfigError(
+            "rollout.cpus and ref.cpus pin processes of their own; with rollout.placement=colocate the reference and "
+            "the engine live in the actor's process: pin it with actor.cpus, or set rollout.placement=separate"
+        )
     ranks, cores = derived.ranks_per_node, len(config.actor.cpus)
     if cores and cores % ranks:
         raise ConfigError(f"actor.cpus lists {cores} cores for {ranks} ranks a node: give a multiple of {ranks}")
@@ -238,8 +243,9 @@ def _check_rollout_correction(config: Config) -> None:
 
 def _check_placement(config: Config) -> None:
     rollout, tp = config.rollout, config.rollout.tensor_parallel_size
-    # On CPU a separate rollout is one worker process: rollout.num_gpus applies to GPU runs only.
-    gpus_apply = config.trainer.device != "cpu"
+    # On CPU a separate rollout is one worker process, and beside the one torch actor process it shares that process's
+    # GPU: rollout.num_gpus applies to a sharded actor's GPU runs only.
+    gpus_apply = config.trainer.device != "cpu" and config.actor.strategy != "torch"
     if rollout.placement == "separate" and gpus_apply and (rollout.num_gpus <= 0 or rollout.num_gpus % tp):
         raise ConfigError(
             f"rollout.num_gpus={rollout.num_gpus} must be a positive multiple of "

@@ -133,8 +133,9 @@ class RolloutConfig:
     epoch, so the cache mostly holds images that will not come back; raise it when the same images come back often
     (many validation rounds on one small set)."""
     placement: str = "colocate"
-    """GPU only. colocate: one process per GPU hosts its actor shard, the reference and a vLLM engine that sleeps while
-    the actor trains | separate: the rollout gets its own rollout.num_gpus GPUs (no sleep/wake, weights sent over)."""
+    """colocate: one process per GPU hosts its actor shard, the reference and a vLLM engine that sleeps while the actor
+    trains (actor.strategy=torch: the one actor process hosts all three, on its GPU or on CPU) | separate: the rollout
+    gets its own rollout.num_gpus GPUs (on CPU, a process of its own; no sleep/wake, weights sent over)."""
     num_gpus: int = 0
     """GPUs given to the rollout engines when placement=separate (a multiple of tensor_parallel_size)."""
     suppress_vision_tokens: bool = True

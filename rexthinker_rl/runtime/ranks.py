@@ -46,10 +46,12 @@ class ActorRanks:
         """Start the ranks and (sharded) join them; ``setup`` builds each rank's policy (and, colocated, its engine)."""
         derived = config.derived
         worker = ray.remote(ActorWorker)
-        if not derived.sharded:
-            share = {"num_gpus": GPU_SHARE_SINGLE_PROCESS, "num_cpus": 1} if derived.on_gpu else {}
-            options = share or {"num_cpus": CPU_SHARE_SINGLE_PROCESS}
-            handle = worker.options(name="actor", **options, **env).remote(config, model_path, total_updates)
+        if not derived.sharded:  # one process; colocated, it also hosts the reference and the engine (its whole GPU)
+            gpus = 1.0 if derived.colocated else GPU_SHARE_SINGLE_PROCESS
+            options = {"num_gpus": gpus, "num_cpus": 1} if derived.on_gpu else {"num_cpus": CPU_SHARE_SINGLE_PROCESS}
+            handle = worker.options(name="actor", **options, **env).remote(
+                config, model_path, total_updates, 0, 1, derived.colocated
+            )
             return cls(config, [handle])
         slots = actor_slots(config, derived.on_gpu)
         bundle = rank_bundle(derived.on_gpu)

@@ -68,6 +68,7 @@ def paper_run(original_format_data, tiny_model_dir, tmp_path_factory):
             "data.rollout_batch_size=2",
             "actor.global_batch_size=2",
             "actor.strategy=torch",
+            "rollout.placement=separate",
             "rollout.engine=hf",
             "rollout.n=4",
             "trainer.total_steps=2",

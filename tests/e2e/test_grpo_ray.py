@@ -34,6 +34,7 @@ def finished_run(tiny_model_dir, synthetic_data_dir, tmp_path_factory):
             "data.rollout_batch_size=4",
             "actor.global_batch_size=4",
             "actor.strategy=torch",
+            "rollout.placement=separate",
             "actor.lr=1e-3",
             "rollout.n=4",
             "rollout.top_p=1.0",

@@ -40,6 +40,7 @@ def _config(tiny_model_dir, data_dir, run_dir, *extra):
             "data.rollout_batch_size=4",
             "actor.global_batch_size=4",
             "actor.strategy=torch",
+            "rollout.placement=separate",
             "rollout.n=4",
             "rollout.top_p=1.0",
             "algorithm.kl_mode=none",

@@ -38,6 +38,7 @@ def run_overrides(model_dir: Path, data_dir: Path, run_dir: Path, *extra: str) -
         "data.val_max_samples=4",
         "actor.global_batch_size=4",
         "actor.strategy=torch",
+        "rollout.placement=separate",  # a rollout worker of its own (the worker-death tests kill it)
         "actor.lr=1e-3",
         "rollout.n=4",
         "algorithm.kl_mode=none",  # no reference worker: one process less per run

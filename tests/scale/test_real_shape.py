@@ -40,6 +40,7 @@ def _overrides(model_dir, data_dir, run_dir) -> list[str]:
         "data.rollout_batch_size=2",
         "actor.global_batch_size=2",
         "actor.strategy=torch",
+        "rollout.placement=separate",
         "actor.lr=1e-3",
         "model.dtype=bfloat16",
         "model.lora.rank=8",

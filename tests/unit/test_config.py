@@ -126,7 +126,9 @@ def test_derived_values_are_typed_and_follow_the_config():
     with pytest.raises(dataclasses.FrozenInstanceError):
         derived.colocated = False
     torch_run = load_config(None, ["actor.strategy=torch", "algorithm.kl_mode=none"]).derived
-    assert not torch_run.colocated and torch_run.actor_world_size == 1 and not torch_run.uses_reference
+    assert torch_run.colocated and torch_run.actor_world_size == 1 and not torch_run.uses_reference  # one process
+    torch_separate = ["actor.strategy=torch", "rollout.placement=separate"]
+    assert not load_config(None, torch_separate).derived.colocated
     lora = load_config(None, ["model.lora.rank=8"]).derived
     assert lora.uses_reference and not lora.needs_reference_policy  # the actor with adapters off
     assert load_config(None, ["actor.ppo_epochs=2"]).derived.updates_per_step == 2

@@ -13,7 +13,7 @@ from rexthinker_rl.rollout.base import RolloutResult
 from rexthinker_rl.runtime import Generated
 from rexthinker_rl.runtime.workers import rank_cores
 
-CPU = ["trainer.device=cpu", "actor.strategy=torch"]
+CPU = ["trainer.device=cpu", "actor.strategy=torch", "rollout.placement=separate"]
 
 
 def test_rollout_correction_follows_the_pipeline_unless_set():
