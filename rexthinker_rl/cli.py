@@ -14,13 +14,14 @@ import json
 import signal
 import sys
 import threading
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from rexthinker_rl.config import Config, ConfigError, load_config, to_yaml
-from rexthinker_rl.console import console_entry, error_lines, keep_errors_in, record
+from rexthinker_rl.console import console_entry, debugging, error_lines, keep_errors_in, record
 from rexthinker_rl.prompts import preset_for
 from rexthinker_rl.run_summary import describe_summary
 
@@ -115,6 +116,8 @@ def _interrupted(message: str, error: KeyboardInterrupt | None = None) -> None:
 
 def _fail(error: Exception, status: int = 2, command: str = "rexthinker-train") -> None:
     record(error, command)  # the traceback, in the run folder's errors.log once there is one
+    if debugging():
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
     print(error_lines(error), file=sys.stderr, flush=True)
     sys.exit(status)
 

@@ -119,17 +119,15 @@ def is_shard_folder(folder: str | Path) -> bool:
     return Path(folder).is_dir() and folder_holds_only(Path(folder), SHARD_FILES)
 
 
-def check_writable(path: str | Path, key: str) -> None:
-    """Raise :class:`OutputError` unless something can be created at ``path``: its nearest existing ancestor (or the
-    folder itself) is a folder this process can write in. Tried for real (a probe file made and removed at once):
-    permission bits say nothing for root, and only a write tells a read-only mount."""
+def check_writable(path: str | Path, key: str, is_file: bool = False) -> None:
+    """Raise :class:`OutputError` unless ``path`` (a folder, or with ``is_file`` a file) can be written: the folder
+    itself or its nearest existing ancestor is a folder this process can write in. Tried for real (a probe file made
+    and removed at once): permission bits say nothing for root, and only a write tells a read-only mount."""
     path = Path(path)
     named = f"{key}={path}" if "." in key and not key.startswith("-") else f"{key} {path}"  # a config key, or a flag
-    ancestor = path
+    ancestor = path.parent if is_file else path
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
-    if path.is_dir():
-        ancestor = path
     if not ancestor.is_dir():
         raise OutputError(f"{named}: {ancestor} is a file, not a folder, so nothing can be made under it")
     try:
@@ -171,7 +169,7 @@ def check_new_file(
         raise OutputError(f"{key} {path} is a folder; give a file name")
     if path.exists() and not overwrite:
         raise OutputError(f"{key} {path} already exists; {hint} to replace it, or choose another")
-    check_writable(path.parent, key)
+    check_writable(path, key, is_file=True)
     return path
 
 
@@ -192,8 +190,8 @@ def check_new_folder(
             raise OutputError(f"{key} {path} holds an input of this command ({item}); choose another folder")
     if path.is_file():
         raise OutputError(f"{key} {path} is a file, not a folder; choose a folder name")
-    check_writable(path, key)
     if not path.is_dir() or not any(path.iterdir()):
+        check_writable(path, key)
         return path
     if not owned(path):
         raise OutputError(
@@ -202,6 +200,7 @@ def check_new_folder(
         )
     if not overwrite:
         raise OutputError(f"{key} {path} already holds a {kind}; {hint} to replace it, or choose another folder")
+    check_writable(path, key)
     return path
 
 

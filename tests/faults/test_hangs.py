@@ -53,7 +53,8 @@ def test_a_blocking_reward_ends_the_run_naming_the_batch(tiny_model_dir, synthet
                                                          ray_tmp):  # fmt: skip
     """It hung the run forever, printing nothing."""
     function = f"reward.function={rewards}:stuck_in_training"
-    overrides = _overrides(tiny_model_dir, synthetic_data_dir, tmp_path / "run", function, "reward.timeout_s=5")
+    run_dir = tmp_path / "run"
+    overrides = _overrides(tiny_model_dir, synthetic_data_dir, run_dir, function, "reward.timeout_s=5")
     log = tmp_path / "log.txt"
     process = start(train_command(overrides), log, ray_tmp)
     assert finish(process, log, timeout=240) == 1
@@ -63,6 +64,8 @@ def test_a_blocking_reward_ends_the_run_naming_the_batch(tiny_model_dir, synthet
         "is far slower than that; the run stopped; fix the function, or raise reward.timeout_s"
     ]
     assert wait_until_gone(process.pid, timeout=10) == []
+    kept = (run_dir / "errors.log").read_text()  # the traceback the console line leaves out
+    assert "Traceback (most recent call last)" in kept and "RewardError" in kept
 
 
 def test_sigterm_stops_the_run_its_workers_and_ray(tiny_model_dir, synthetic_data_dir, tmp_path, ray_tmp):

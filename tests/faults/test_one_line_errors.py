@@ -82,6 +82,13 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_kept(capsys, monkeypa
         Path(re.search(r"the traceback is in (\S+);", err).group(1)).unlink()
 
 
+def test_debug_shows_the_traceback_of_an_expected_error_too(capsys):
+    assert call(train_main, ["--debug", "rollout.n=1"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ConfigError" in err
+    assert err.rstrip().splitlines()[-1].startswith("error: rollout.n=1 is invalid")
+
+
 # ------------------------------------------------------------------------------------- output paths and full disks
 @pytest.fixture
 def afile(tmp_path) -> Path:
@@ -96,7 +103,8 @@ def test_outputs_under_a_file_are_one_line(afile, tmp_path, tiny_model_dir, synt
     assert call(convert_main, [str(tmp_path / "nothing"), str(afile / "out")]) == 2
     assert f"{afile} is a file, not a folder" in one_line(capsys)
     assert call(data_main, ["synth", "--out", str(afile / "data")]) == 2
-    assert f"--out {afile / 'data'}: {afile} is a file" in one_line(capsys)
+    line = one_line(capsys)
+    assert line.startswith(f"error: --out {afile / 'data'}") and f": {afile} is a file, not a folder" in line
     overrides = run_overrides(tiny_model_dir, synthetic_data_dir, afile / "run")
     assert call(train_main, overrides) == 2
     assert f"trainer.output_dir={afile / 'run'}: {afile} is a file, not a folder" in one_line(capsys)
