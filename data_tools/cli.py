@@ -119,6 +119,7 @@ def _add_candidates(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         on_error=args.on_error,
+        allow_outside_root=args.allow_outside_root,
     )
     _print_errors(report.error_lines(), args.out)
     print(report.summary())
@@ -141,6 +142,7 @@ def _convert(args: argparse.Namespace) -> int:
         prompt_preset=args.prompt_preset,
         box_rounding=args.box_rounding or preset.box_rounding,
         apply_exif=not args.ignore_exif,
+        allow_outside_root=args.allow_outside_root,
     )
     report = convert_file(
         args.anno,
@@ -173,16 +175,14 @@ def _repair(args: argparse.Namespace) -> int:
 
 
 def _show_prompt(args: argparse.Namespace) -> int:
-    import json
-
+    from rexthinker_rl.hints import parse_hints
     from rexthinker_rl.prompts import load_preset, render_chat
+    from rexthinker_rl.reserved import check_text
 
-    try:
-        hints = json.loads(args.hints)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--hints is not valid JSON ({err}); give {{category: [[x0, y0, x1, y1], ...]}}") from None
-    if not isinstance(hints, dict):
-        raise ValueError(f"--hints must be a JSON object {{category: [[x0, y0, x1, y1], ...]}}, got {args.hints!r}")
+    hints = parse_hints(args.hints, "--hints")  # {category: [[x0, y0, x1, y1], ...]}, 4 finite numbers a box
+    for field, text in [("--referring", args.referring), *(("--hints category", name) for name in hints)]:
+        if (reason := check_text(field, text)) is not None:
+            raise ValueError(reason)
     preset = load_preset(args.preset)
     messages = preset.messages(preset.problem_text(hints, args.referring))
     if args.model:
@@ -234,6 +234,14 @@ def _cot(args: argparse.Namespace) -> int:
 def _add_overwrite(parser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing output (never an input, never anything else)"
+    )
+
+
+def _add_outside_root(parser) -> None:
+    parser.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="read image_name that is absolute or climbs above --image-root with '..' (refused by default)",
     )
 
 
@@ -296,6 +304,7 @@ def _add_candidates_command(commands) -> None:
     candidates.add_argument("--batch-size", type=int, default=16, help="images per detector call")
     candidates.add_argument("--out", required=True, help="interchange file to write")
     _add_repair_args(candidates, GT_POLICIES, "snap")
+    _add_outside_root(candidates)
     _add_overwrite(candidates)
     candidates.set_defaults(run=_add_candidates)
 
@@ -317,6 +326,7 @@ def _add_convert_command(commands) -> None:
         help="boxes are in the stored frame: keep images as stored, ignoring EXIF orientation (docs/data.md)",
     )
     _add_repair_args(convert, CONVERT_POLICIES, "check")
+    _add_outside_root(convert)
     _add_overwrite(convert)
     convert.set_defaults(run=_convert)
 

@@ -19,6 +19,7 @@ import importlib.util
 import json
 import math
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,19 @@ def parse_detector_args(pairs: list[str]) -> dict[str, Any]:
     return kwargs
 
 
-def check_detections(output: Any, sizes: list[tuple[int, int]], spec: str) -> list[list[dict[str, Any]]]:
-    """Validate a detector's output for images of ``sizes``; boxes clipped into the image, empty ones left out."""
+# Why a detector's box is left out (check_detections counts each in its ``dropped`` argument).
+INVERTED = "x1 < x0 or y1 < y0 (corners in another order, or [x, y, w, h] boxes?)"
+EMPTY = "no area (x1 == x0 or y1 == y0)"
+OUTSIDE = "outside the image"
+
+
+def check_detections(
+    output: Any, sizes: list[tuple[int, int]], spec: str, dropped: Counter[str] | None = None
+) -> list[list[dict[str, Any]]]:
+    """Validate a detector's output for images of ``sizes``; boxes clipped into the image. Boxes left out, counted in
+    ``dropped`` by reason: inverted ones (x1 < x0 or y1 < y0: dropped, not swapped, since a box in another layout
+    swapped would be a wrong box), empty ones, and those with nothing inside the image."""
+    dropped = Counter() if dropped is None else dropped
     if not isinstance(output, list) or len(output) != len(sizes):
         got = f"a list of {len(output)}" if isinstance(output, list) else type(output).__name__
         raise DataError(f"detector {spec}: must return one list of detections per image ({len(sizes)}), got {got}")
@@ -91,11 +103,20 @@ def check_detections(output: Any, sizes: list[tuple[int, int]], spec: str) -> li
                     f"detector {spec}: image {image_index} of the batch: expected a list of "
                     f"{{'bbox': [x0, y0, x1, y1], 'score': number}}, got {detection!r}"
                 )
+            if bbox[2] < bbox[0] or bbox[3] < bbox[1]:
+                dropped[INVERTED] += 1
+                continue
+            if bbox[2] == bbox[0] or bbox[3] == bbox[1]:
+                dropped[EMPTY] += 1
+                continue
             x0, y0, x1, y1 = (
-                min(max(float(v), 0.0), limit) for v, limit in zip(bbox, (width, height) * 2, strict=True)
+                round(min(max(float(v), 0.0), limit), 2) for v, limit in zip(bbox, (width, height) * 2, strict=True)
             )
-            if x1 > x0 and y1 > y0:
-                kept.append({"bbox": [round(v, 2) for v in (x0, y0, x1, y1)], "score": round(float(score), 4)})
+            if not (x1 > x0 and y1 > y0):
+                outside = bbox[2] <= 0 or bbox[3] <= 0 or bbox[0] >= width or bbox[1] >= height
+                dropped[OUTSIDE if outside else EMPTY] += 1  # EMPTY: a sliver that rounding closed
+            else:
+                kept.append({"bbox": [x0, y0, x1, y1], "score": round(float(score), 4)})
         checked.append(kept)
     return checked
 

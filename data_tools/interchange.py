@@ -20,11 +20,13 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rexthinker_rl.data import DataError
+from rexthinker_rl.rows import read_text
 from rexthinker_rl.utils import atomic_write_text
 
 Box = list[float]
@@ -93,7 +95,7 @@ def read_raw_records(path: str | Path) -> list[Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"annotation file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if path.suffix == ".jsonl":
         return _json_lines(path, text)
     try:
@@ -205,6 +207,20 @@ def _candidates(value: Any, category: str, index: int) -> list[Candidate]:
             raise RecordError(index, f"{what}: 'score' must be a number, got {score!r}")
         candidates.append(Candidate(_box(item.get("bbox"), index, what), item_category.strip(), score))
     return candidates
+
+
+def image_path(root: Path, image_name: str, allow_outside: bool, index: int) -> Path:
+    """The file of a record's ``image_name`` under ``root``; RecordError for a name that leaves the root (absolute, or
+    climbing above it with ``..``) unless ``allow_outside``. Judged on the name as written: a symbolic link inside the
+    root (a linked image folder) is followed."""
+    parts = os.path.normpath(image_name).replace("\\", "/").split("/")
+    if not allow_outside and (os.path.isabs(image_name) or parts[0] == ".."):
+        raise RecordError(
+            index,
+            f"image_name {image_name!r} leaves --image-root (an absolute path, or '..' above it): images are read "
+            "only under --image-root; pass --allow-outside-root to read it anyway",
+        )
+    return root / image_name
 
 
 def box_outside(box: Box, width: int, height: int) -> bool:
