@@ -40,6 +40,7 @@ from rexthinker_rl.images import decode_image
 from rexthinker_rl.images import header_size as image_header_size
 from rexthinker_rl.parquet_meta import FrameMismatch, check_made_with
 from rexthinker_rl.prompts import PresetError, chat_prompt, preset_for
+from rexthinker_rl.reserved import row_keys, row_text_problems, tokenizer_tokens
 from rexthinker_rl.rows import RowTable, image_payload, read_rows
 
 __all__ = [
@@ -97,6 +98,7 @@ class RLDataset(torch.utils.data.Dataset):
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.image_token = getattr(processor, "image_token", "<|image_pad|>")
         self._processor_bounds = _processor_bounds(processor)
+        self._reserved = tokenizer_tokens(self.tokenizer)  # text no row may hold (rexthinker_rl.reserved)
         self.preset = preset_for(data_cfg)
         for key in (data_cfg.prompt_key, data_cfg.answer_key):
             if key not in self.rows.column_names:
@@ -129,6 +131,9 @@ class RLDataset(torch.utils.data.Dataset):
             payload = image_payload(row, cfg.image_key, self.rows.locate(index)[0].parent, where)
             sizes = self._frame(row, image_header_size(payload, where, cfg.apply_exif_orientation), where)
             problem, _, prompt_text = self._prompt(row, where)
+            reserved = row_text_problems(row, row_keys(cfg.prompt_key, cfg.answer_key), self._reserved)
+            if reserved:  # the processor would act on a special token in the text: stop here, not in a worker
+                raise DataError(f"{where}: {reserved[0]}")
             _metadata(row, problem, *sizes, "", where)  # malformed hints fail here, not mid-training
             _check_ground_truth(row[cfg.answer_key], sizes[1], where)
             pending.append((index, sizes, prompt_text))
