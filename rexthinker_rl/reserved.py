@@ -80,7 +80,7 @@ def row_text_problems(row: dict, keys: dict[str, str], tokens: Iterable[str] = Q
     for field, key in keys.items():
         value = row.get(key)
         if isinstance(value, dict):  # a hints column held as a mapping: its categories are text too
-            value = json.dumps(value, ensure_ascii=False)
+            value = json.dumps(value, ensure_ascii=False, default=str, skipkeys=True)
         if isinstance(value, str):
             reason = check_text(key, value, tokens, ROW_FIELDS[field])
             if reason is not None:

@@ -103,17 +103,17 @@ def row_uid(row: dict, file: Path, local: int) -> str:
 
 def duplicate_ids(rows: RowTable) -> list[tuple[str, str, str]]:
     """``(id, where it is repeated, where it was first)`` for every row whose id (:func:`row_uid`) an earlier row has."""
+    ids = rows.column("id") if "id" in rows.column_names else [None] * len(rows)
     first: dict[str, str] = {}
     repeated = []
-    ids = rows.column("id") if "id" in rows.column_names else [None] * len(rows)
-    for index, value in enumerate(ids):
-        file, local = rows.locate(index)
-        uid = row_uid({"id": value}, file, local)
-        where = rows.where(index)
-        if uid in first:
-            repeated.append((uid, where, first[uid]))
-        else:
-            first[uid] = where
+    for source in rows.sources:
+        for local, value in enumerate(ids[source.start : source.start + source.count]):
+            uid = row_uid({"id": value}, source.path, local)
+            where = f"{source.path.name} row {local}"
+            if uid in first:
+                repeated.append((uid, where, first[uid]))
+            else:
+                first[uid] = where
     return repeated
 
 
