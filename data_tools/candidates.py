@@ -25,6 +25,7 @@ from data_tools.interchange import (
     Record,
     RecordError,
     check_inside,
+    duplicate_ids,
     image_path,
     parse_record,
     read_raw_records,
@@ -122,7 +123,8 @@ def _candidate_records(
             records.append(parse_record(raw, index))
         except RecordError as err:
             report.errors.append((index, err.reason))
-    repeated = _duplicate_ids(records)
+    parsed = {record.index for record in records}
+    repeated = [(index, reason) for index, reason in duplicate_ids(raws) if index in parsed]
     report.errors.extend(repeated)
     records = [record for record in records if record.index not in {index for index, _ in repeated}]
     pairs = list(dict.fromkeys((record.image_name, record.category) for record in records))
@@ -150,20 +152,6 @@ def _candidate_records(
         if outcome.record is not None:
             kept.append(outcome.record)
     return kept
-
-
-def _duplicate_ids(records: list[Record]) -> list[tuple[int, str]]:
-    """Records whose id an earlier record has (the output keeps ids as given, and they must be unique)."""
-    first: dict[str, int] = {}
-    errors = []
-    for record in records:
-        if record.id is None:
-            continue
-        if record.id in first:
-            errors.append((record.index, f"id {record.id!r} already used by record {first[record.id]}"))
-        else:
-            first[record.id] = record.index
-    return errors
 
 
 def _check_arguments(
@@ -219,10 +207,7 @@ class _Detector:
         return found, errors
 
     def _image(self, name: str):
-        path = image_path(self.root, name, self.allow_outside, -1)
-        if not path.is_file():
-            raise DataError(f"image file {name!r} not found under {self.root}")
-        return decode_image(path, name)
+        return decode_image(image_path(self.root, name, self.allow_outside, -1), name)
 
     def _detect(self, batch: list, images: list, found: dict, errors: dict) -> None:
         """Detect ``batch``; when the detector raises, again one image at a time, and name the images it fails on.

@@ -39,7 +39,9 @@ import datasets
 from data_tools.interchange import (
     Record,
     RecordError,
+    assign_ids,
     check_inside,
+    duplicate_ids,
     image_path,
     parse_record,
     read_raw_records,
@@ -169,11 +171,8 @@ class ConvertReport:
             f"{'stored' if self.written else 'to store'} as the decoded picture (PNG), so that every reader sees the "
             "frame the boxes are in"
         )
-        if self.paths_decoded_differently:
-            line += (
-                f"; {self.paths_decoded_differently} stored as paths to files other readers decode differently "
-                "(drop --no-embed-images to store the decoded pictures)"
-            )
+        if self.paths_decoded_differently:  # only our decoding reads those files in the boxes' frame
+            line += f"; {self.paths_decoded_differently} paths to files other readers decode otherwise (embed them)"
         if self.ids_moved_aside:
             line += f"; {self.ids_moved_aside} automatic ids moved aside from ids records already use"
         if self.suggested_bounds:
@@ -191,10 +190,9 @@ class ConvertReport:
 def load_image(record: Record, options: ConvertOptions) -> tuple[bytes, tuple[int, int], dict[str, Any]]:
     """The record's encoded image bytes, ``(w, h)`` in the frame training will see, and what decoding changed (the
     status columns); decoded fully once, the way training decodes it, to catch truncated files."""
-    path = image_path(Path(options.image_root), record.image_name, options.allow_outside_root, record.index)
-    if not path.is_file():
-        raise RecordError(record.index, f"image file {record.image_name!r} not found under {options.image_root}")
-    data = path.read_bytes()
+    data = image_path(
+        Path(options.image_root), record.image_name, options.allow_outside_root, record.index
+    ).read_bytes()
     try:
         decoded = decode(data, record.image_name, options.apply_exif)
     except DataError as err:
@@ -320,32 +318,6 @@ def _convert_example(example: dict[str, Any], options: ConvertOptions) -> dict[s
     return convert_record(json.loads(example["raw"]), example["record_index"], options, example["row_id"])
 
 
-def assign_ids(raws: list[Any], prefix: str) -> tuple[list[str], int]:
-    """``(id of every record, automatic ids moved aside)``: a record's own id (as text), else ``<prefix>-<index>``;
-    an automatic id that some record already has as its own becomes ``<prefix>-<index>-<n>`` (the first n free), so
-    no automatic id ever equals a user's (repeated own ids are bad records, :func:`_duplicate_ids`)."""
-    own = [_own_id(raw) for raw in raws]
-    taken = {record_id for record_id in own if record_id is not None}
-    ids, moved = [], 0
-    for index, record_id in enumerate(own):
-        if record_id is None:
-            base = record_id = f"{prefix}-{index:06d}"
-            number = 0
-            while record_id in taken:
-                number += 1
-                record_id = f"{base}-{number}"
-            moved += number > 0
-            taken.add(record_id)
-        ids.append(record_id)
-    return ids, moved
-
-
-def _own_id(raw: Any) -> str | None:
-    """A record's own id as text; None when it has none, or one parse_record refuses (not a string or integer)."""
-    value = raw.get("id") if isinstance(raw, dict) else None
-    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
-
-
 # ------------------------------------------------------------------------------------------------------------ a file
 def convert_file(
     anno: str | Path,
@@ -396,7 +368,7 @@ def _convert_rows(
 ) -> None:
     """Map every record to a row, tally the report, and write the rows unless bad records stop it."""
     row_ids, report.ids_moved_aside = assign_ids(raws, options.id_prefix)
-    report.errors.extend(_duplicate_ids(raws))
+    report.errors.extend(duplicate_ids(raws))
     duplicates = {index for index, _ in report.errors}
     kept_raws = [(index, raw) for index, raw in enumerate(raws) if index not in duplicates]
     source = datasets.Dataset.from_dict(
@@ -451,59 +423,31 @@ def _check_arguments(
         check_new_file(out, overwrite, inputs=[anno])
 
 
-def _duplicate_ids(raws: list[Any]) -> list[tuple[int, str]]:
-    """Records whose id repeats an earlier one (the trainer groups rollouts by row id)."""
-    first: dict[str, int] = {}
-    errors = []
-    for index, raw in enumerate(raws):
-        record_id = raw.get("id") if isinstance(raw, dict) else None
-        if record_id is None:
-            continue
-        if str(record_id) in first:
-            errors.append((index, f"id {record_id!r} already used by record {first[str(record_id)]}"))
-        else:
-            first[str(record_id)] = index
-    return errors
-
-
 def _tally(converted: datasets.Dataset, report: ConvertReport, options: ConvertOptions) -> None:
-    status = converted.select_columns(list(_STATUS)).to_dict()
+    statuses = converted.select_columns(list(_STATUS)).to_list()
     modes: Counter[str] = Counter()
     scalings: Counter[str] = Counter()
-    for (
-        index,
-        error,
-        outcome,
-        snapped,
-        inserted,
-        merged,
-        degenerate,
-        _,
-        _,
-        mode,
-        orientation,
-        reencoded,
-        scaling,
-    ) in zip(*status.values(), strict=True):
-        if error is not None:
-            report.errors.append((index, error))
+    for status in statuses:
+        if status["error"] is not None:
+            report.errors.append((status["record_index"], status["error"]))
             continue
-        if mode != "RGB":
-            modes[mode] += 1
-        if scaling:
-            scalings[scaling] += 1
+        if status["source_mode"] != "RGB":
+            modes[status["source_mode"]] += 1
+        if status["scaling"]:
+            scalings[status["scaling"]] += 1
         if options.embed_images:
-            report.images_reencoded += reencoded
+            report.images_reencoded += status["reencoded"]
         else:
-            report.paths_decoded_differently += reencoded
-        report.exif_rotated += orientation != 1 and options.apply_exif
-        report.exif_ignored += orientation != 1 and not options.apply_exif
-        report.repair.add_kind(outcome, snapped, inserted)
-        report.candidates_merged += merged
-        report.candidates_degenerate += degenerate
+            report.paths_decoded_differently += status["reencoded"]
+        turned = status["orientation"] != 1
+        report.exif_rotated += turned and options.apply_exif
+        report.exif_ignored += turned and not options.apply_exif
+        report.repair.add_kind(status["outcome"], status["snapped"], status["inserted"])
+        report.candidates_merged += status["merged"]
+        report.candidates_degenerate += status["degenerate"]
     report.modes_converted, report.grey_scaling = dict(modes), dict(scalings)
     # An image over the processor's aspect-ratio limit (200) has no frame under any bounds (its record says so).
-    sizes = [(w, h) for w, h in zip(status["width"], status["height"], strict=True) if w and h]
+    sizes = [(status["width"], status["height"]) for status in statuses if status["width"] and status["height"]]
     sizes = [(w, h) for w, h in sizes if max(w, h) <= MAX_ASPECT_RATIO * min(w, h)]
     report.suggested_bounds = suggest_bounds(sizes, options.min_pixels, options.max_pixels)
 

@@ -342,8 +342,9 @@ GOOD_RECORD |= {"candidate_boxes": [[5, 5, 40, 30]]}
 @example([GOOD_RECORD | {"referring": "the red <|image_pad|> part"}, GOOD_RECORD | {"category": "<|im_end|>"}])
 @example([GOOD_RECORD | {"referring": "</think><answer>[]</answer>"}, GOOD_RECORD | {"referring": "the <image>"}])
 def test_every_record_ends_as_a_correct_row_or_one_line(fuzz_root, raws):
-    from data_tools.convert import ConvertOptions, _duplicate_ids, assign_ids, convert_record
+    from data_tools.convert import ConvertOptions, convert_record
     from data_tools.cot import _row_target
+    from data_tools.interchange import assign_ids, duplicate_ids
     from data_tools.validate import check_row
     from rewards.parsing import parse_completion
     from rexthinker_rl.config import DataConfig
@@ -355,7 +356,7 @@ def test_every_record_ends_as_a_correct_row_or_one_line(fuzz_root, raws):
         Image.fromarray(pictures.quadrants(80, 60)).save(folder / "p.png")
     options = ConvertOptions(image_root=str(folder), min_pixels=BOUNDS[0], max_pixels=BOUNDS[1])
     with time_limit(30):
-        duplicates = _duplicate_ids(raws)
+        duplicates = duplicate_ids(raws)
         ids, _ = assign_ids(raws, "fuzz")
         rows = [convert_record(raw, index, options, ids[index]) for index, raw in enumerate(raws)]
     assert all(isinstance(reason, str) and "\n" not in reason for _, reason in duplicates)
