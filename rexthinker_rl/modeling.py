@@ -96,7 +96,21 @@ def save_hf_folder(
     return swap_folder(tmp, target)
 
 
-def vision_token_ids(tokenizer) -> list[int]:
-    """Ids of the vision placeholder tokens present in this tokenizer (never to be sampled)."""
+# rollout.suppress_tokens -> the special tokens never sampled. image_pad is EasyR1's (vllm_rollout_spmd.py
+# _get_logit_bias: the processor's image token only); vision adds the video and vision start/end/pad tokens.
+SUPPRESSED_TOKENS: dict[str, tuple[str, ...]] = {
+    "vision": tuple(VISION_SPECIAL_TOKENS),
+    "image_pad": ("<|image_pad|>",),
+    "none": (),
+}
+
+
+def suppressed_token_ids(tokenizer, choice: str = "vision") -> list[int]:
+    """Ids of the ``rollout.suppress_tokens`` set present in this tokenizer (never to be sampled)."""
     vocab = tokenizer.get_vocab()
-    return [vocab[token] for token in VISION_SPECIAL_TOKENS if token in vocab]
+    return [vocab[token] for token in SUPPRESSED_TOKENS[choice] if token in vocab]
+
+
+def vision_token_ids(tokenizer) -> list[int]:
+    """Ids of the vision placeholder tokens present in this tokenizer."""
+    return suppressed_token_ids(tokenizer, "vision")

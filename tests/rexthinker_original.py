@@ -13,6 +13,7 @@ import re
 import jinja2
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from PIL import Image
 
 
@@ -205,3 +206,29 @@ def our_messages(hints: dict, referring: str) -> list[dict]:
         {"role": "system", "content": "You are a helpful assistant."},
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"{problem}\n{instruction}"}]},
     ]
+
+
+# ------------------------------------------------------------------------------------------------ the paper run
+def easyr1_epochs(num_rows: int, batch_size: int, seed: int, epochs: int) -> list[list[list[int]]]:
+    """The batches of each epoch as EasyR1 draws them for Rex-Thinker (rexthinker/verl/trainer/data_loader.py lines
+    42-45: torch's RandomSampler over a Generator seeded once with data.seed; lines 49-57: batches of
+    rollout_batch_size, drop_last=True; ray_trainer.py lines 476-477: the same loader iterated once an epoch). The
+    batches are cut by torch's own BatchSampler, which asks the sampler past the end of the epoch as torchdata's does
+    (pytorch/data torchdata/stateful_dataloader/sampler.py, _BatchSamplerIterator.__next__)."""
+    generator = torch.Generator().manual_seed(seed)
+    sampler = torch.utils.data.RandomSampler(range(num_rows), generator=generator)
+    batches = torch.utils.data.BatchSampler(sampler, batch_size, drop_last=True)
+    return [list(batches) for _ in range(epochs)]
+
+
+# rexthinker/verl/workers/rollout/config.py line 29: RolloutConfig.seed defaults to 1 (config.yaml and the launch script
+# leave it); vllm_rollout_spmd.py lines 93-104 copy every config field SamplingParams has (seed among them) into the one
+# SamplingParams every generate call uses; lines 106-120 and ray_trainer.py line 297: validation changes only the keys
+# of val_override_config (config.yaml lines 61-63: temperature 0.5, n 1), so top-p stays config.yaml line 55's 0.99.
+EASYR1_REQUEST_SEED = 1
+EASYR1_VALIDATION = {"temperature": 0.5, "n": 1, "top_p": 0.99, "seed": EASYR1_REQUEST_SEED}
+
+
+def easyr1_logit_bias(processor) -> dict[int, float]:
+    """vllm_rollout_spmd.py lines 41-47: the processor's image token, and only it, biased by -100."""
+    return {processor.tokenizer.convert_tokens_to_ids(processor.image_token): -100}
