@@ -232,3 +232,53 @@ EASYR1_VALIDATION = {"temperature": 0.5, "n": 1, "top_p": 0.99, "seed": EASYR1_R
 def easyr1_logit_bias(processor) -> dict[int, float]:
     """vllm_rollout_spmd.py lines 41-47: the processor's image token, and only it, biased by -100."""
     return {processor.tokenizer.convert_tokens_to_ids(processor.image_token): -100}
+
+
+# -------------------------------------------------------------------------------------- the original's own files
+# IDEA-Research/Rex-Thinker is under the IDEA License 1.0 (non-commercial research use; redistribution must carry the
+# license), and its toy images are COCO pictures under their own licenses: its files are not copied into this
+# repository. Tests read them from a clone named by REXTHINKER_ORIGINAL (a work tree, or a bare git directory, e.g. the
+# one `git clone --mirror` makes) and are skipped without one.
+ORIGINAL_REPO_ENV = "REXTHINKER_ORIGINAL"
+TOY_DATASET = "rexthinker/tools/dataset_tools/toy_dataset"
+
+
+def original_file(path: str) -> bytes | None:
+    """The bytes of ``path`` in the Rex-Thinker clone named by $REXTHINKER_ORIGINAL, or None (no clone, no file)."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = os.environ.get(ORIGINAL_REPO_ENV)
+    if not root:
+        return None
+    folder = Path(root)
+    if (folder / path).is_file():
+        return (folder / path).read_bytes()
+    if (folder / "HEAD").is_file() or (folder / ".git").exists():
+        git_dir = folder / ".git" if (folder / ".git").exists() else folder
+        done = subprocess.run(
+            ["git", f"--git-dir={git_dir}", "show", f"HEAD:{path}"], capture_output=True, check=False
+        )
+        return done.stdout if done.returncode == 0 else None
+    return None
+
+
+def add_candidates_record(anno: dict, detections: list[list[float]]) -> dict:
+    """add_candidates_by_grounding_dino.py lines 196-204 for one record: the detections as candidates, and the `ans` box
+    appended last when no detection has IoU >= 0.5 with it (lines 65-90: IoU over the boxes' areas, 0 without overlap;
+    the best box is sought only among IoUs >= 0.5)."""
+
+    def iou(first, second):
+        width = max(0, min(first[2], second[2]) - max(first[0], second[0]))
+        height = max(0, min(first[3], second[3]) - max(first[1], second[1]))
+        inter = width * height
+        if inter == 0:
+            return 0.0
+        area = (first[2] - first[0]) * (first[3] - first[1]) + (second[2] - second[0]) * (second[3] - second[1])
+        return inter / (area - inter)
+
+    boxes = [list(box) for box in detections]
+    if not any(iou(anno["ans"], box) >= 0.5 for box in boxes):
+        boxes.append(anno["ans"])
+    return {**anno, "candidate_boxes": [{"bbox": box, "category": anno["category"]} for box in boxes]}
