@@ -37,6 +37,11 @@ def check_model_path(path: str) -> None:
     if not path:
         raise ValueError("model.path is empty: set it to a Qwen2.5-VL folder (e.g. model.path=/models/Qwen2.5-VL-7B)")
     if folder.exists() and not (folder / "config.json").is_file():
+        if any(folder.glob("model_world_size_*_rank_0.pt")) or any(folder.glob("actor/model_world_size_*_rank_0.pt")):
+            raise FileNotFoundError(
+                f"model.path={path} is an EasyR1 actor checkpoint: convert it first with `rexthinker-convert {path} "
+                "OUT` and use OUT (rexthinker-train converts it by itself)"
+            )
         raise FileNotFoundError(f"model.path={path}: folder has no config.json (not a Hugging Face checkpoint folder)")
     if not folder.exists() and (folder.is_absolute() or path.startswith(".")):  # a local path, not a hub id
         raise FileNotFoundError(f"model.path={path}: no such folder; point it at a Hugging Face checkpoint folder")

@@ -31,6 +31,7 @@ from rexthinker_rl.checkpoint import (
 )
 from rexthinker_rl.config import Config, save_config, to_yaml
 from rexthinker_rl.data import ResumableSampler, RLDataset
+from rexthinker_rl.easyr1_checkpoint import actor_folder, model_for_run
 from rexthinker_rl.logging import MetricsLogger, truncate_metrics
 from rexthinker_rl.masking import masked_mean
 from rexthinker_rl.modeling import load_processor
@@ -55,8 +56,15 @@ class GRPOTrainer:
         model = config.model
         # Everything cheap that can be wrong is checked before any worker starts: data, reward function, model folder.
         check_topology(config)
+        if actor_folder(model.path) is not None:  # an EasyR1 checkpoint, converted into this run folder
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.run_dir / "config.yaml")  # a run folder from now on, whatever fails next
+        self.model_path = model_for_run(model.path, self.run_dir)  # model.path, or its conversion
         self.processor = load_processor(
-            model.tokenizer_path or model.path, config.data.min_pixels, config.data.max_pixels, model.trust_remote_code
+            model.tokenizer_path or self.model_path,
+            config.data.min_pixels,
+            config.data.max_pixels,
+            model.trust_remote_code,
         )
         self.train_set = RLDataset(config.data.train_files, self.processor, config.data)
         self.val_set = (
@@ -66,7 +74,7 @@ class GRPOTrainer:
         )
         self.rewards = RewardRunner(config.reward)
         self.rewards.check(probe_inputs(self.train_set))
-        self.signature = model_signature(model.path, len(self.processor.tokenizer), model.lora)
+        self.signature = model_signature(self.model_path, len(self.processor.tokenizer), model.lora)
         key = f"trainer.resume={config.trainer.resume}"
         self.resume_from = resolve_resume(config.trainer.resume, self.run_dir / "checkpoints")
         if self.resume_from is not None:
@@ -302,7 +310,7 @@ class GRPOTrainer:
         """Ray (unless already running in this process) and the workers of the configured topology."""
         self.started_ray = start_cluster(self.config.trainer.ray_address, str(self.run_dir))
         updates = self.total_steps * self.config.derived.updates_per_step
-        self.runtime = start_runtime(self.config, self.config.model.path, updates, str(self.run_dir))
+        self.runtime = start_runtime(self.config, self.model_path, updates, str(self.run_dir))
 
     def _logger(self) -> MetricsLogger:
         cfg = self.config

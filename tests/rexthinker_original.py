@@ -282,3 +282,53 @@ def add_candidates_record(anno: dict, detections: list[list[float]]) -> dict:
     if not any(iou(anno["ans"], box) >= 0.5 for box in boxes):
         boxes.append(anno["ans"])
     return {**anno, "candidate_boxes": [{"bbox": box, "category": anno["category"]} for box in boxes]}
+
+
+# --------------------------------------------------------------------------------------- EasyR1 actor checkpoints
+def easyr1_merge(folder) -> dict:
+    """tools/convert_easy_r1_ckpt_to_hugginface.py, the merge: the world size from the rank-0 file's name (lines
+    74-83); the mesh from rank 0's first key in sorted order (lines 88-99; a plain tensor: one "fsdp" dimension of the
+    world size) and its last dimension's size as the number of rank files read (lines 108-132); per key (lines
+    134-157): each rank's local tensor in bfloat16, the placements without the leading "ddp" one; then (lines 161-178)
+    a replicated placement keeps the first piece, a sharded one concatenates the pieces along its dimension, a plain
+    tensor concatenates along dimension 0. Names are left as the checkpoint has them. Files the test wrote itself are
+    read as the original reads them (weights_only=False)."""
+    import os
+    from pathlib import Path
+
+    from torch.distributed.tensor import DTensor
+
+    folder = Path(folder)
+    world_size = next(
+        m.group(1) for n in os.listdir(folder) if (m := re.match(r"model_world_size_(\d+)_rank_0\.pt", n))
+    )
+
+    def load(rank):
+        return torch.load(
+            folder / f"model_world_size_{world_size}_rank_{rank}.pt", map_location="cpu", weights_only=False
+        )
+
+    first = load(0)
+    pivot = first[sorted(first)[0]]
+    if isinstance(pivot, DTensor):
+        total, names = pivot.device_mesh.mesh.shape[-1], pivot.device_mesh.mesh_dim_names
+    else:
+        total, names = int(world_size), ("fsdp",)
+    states = [first] + [load(rank) for rank in range(1, total)]
+    merged = {}
+    for key in first:
+        pieces, placements = [], None
+        for state in states:
+            tensor = state[key]
+            if isinstance(tensor, DTensor):
+                pieces.append(tensor._local_tensor.bfloat16())
+                placements = tuple(tensor.placements)[1:] if names[0] == "ddp" else tuple(tensor.placements)
+            else:
+                pieces.append(tensor.bfloat16())
+        if placements is None:
+            merged[key] = torch.cat(pieces, dim=0)
+        elif placements[0].is_replicate():
+            merged[key] = pieces[0]
+        else:
+            merged[key] = torch.cat(pieces, dim=placements[0].dim).contiguous()
+    return merged
