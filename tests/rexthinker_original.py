@@ -332,3 +332,44 @@ def easyr1_merge(folder) -> dict:
         else:
             merged[key] = torch.cat(pieces, dim=placements[0].dim).contiguous()
     return merged
+
+
+def transformers_451_name(key: str) -> str:
+    """Today's Qwen2.5-VL module names as transformers 4.51 (Rex-Thinker's requirements.txt pins 4.51.3) named them."""
+    return re.sub(r"^model\.language_model\.", "model.", re.sub(r"^model\.visual\.", "visual.", key))
+
+
+def write_easyr1_actor(rank: int, world_size: int, model_dir: str, actor: str) -> None:
+    """One rank of EasyR1's save (rexthinker/verl/utils/checkpoint/fsdp_checkpoint_manager.py lines 80-113): the
+    model wrapped in FSDP (full shard, a unit per decoder / vision block, as EasyR1's auto-wrap by _no_split_modules),
+    its sharded state dict (a DTensor per parameter, get_state_dict with cpu_offload) saved as this rank's file with
+    the names of transformers 4.51; rank 0 adds huggingface/ (config, generation config, processor)."""
+    from pathlib import Path
+
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import FullyShardedDataParallel, ShardingStrategy
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    from rexthinker_rl.modeling import load_model, load_processor
+
+    model = load_model(model_dir, "float32", "sdpa", "cpu")
+    blocks = {type(module) for module in model.modules() if type(module).__name__ in model._no_split_modules}
+    mesh = init_device_mesh("cpu", (world_size,), mesh_dim_names=("fsdp",))
+    wrapped = FullyShardedDataParallel(
+        model,
+        device_mesh=mesh,
+        sharding_strategy=ShardingStrategy.FULL_SHARD,
+        auto_wrap_policy=ModuleWrapPolicy(blocks),
+        device_id=torch.device("cpu"),
+    )
+    optimizer = torch.optim.AdamW(wrapped.parameters(), lr=1e-6)
+    state, _ = get_state_dict(wrapped, optimizer, options=StateDictOptions(cpu_offload=True))
+    folder = Path(actor)
+    torch.save({transformers_451_name(k): v for k, v in state.items()}, folder / f"model_world_size_2_rank_{rank}.pt")
+    torch.distributed.barrier()
+    if rank == 0:
+        model.config.save_pretrained(folder / "huggingface")
+        model.generation_config.save_pretrained(folder / "huggingface")
+        load_processor(model_dir, 12544, 12544).save_pretrained(folder / "huggingface")
+    torch.distributed.barrier()
