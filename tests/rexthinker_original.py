@@ -370,6 +370,19 @@ def write_easyr1_actor(rank: int, world_size: int, model_dir: str, actor: str) -
     torch.distributed.barrier()
     if rank == 0:
         model.config.save_pretrained(folder / "huggingface")
+        config_file = folder / "huggingface" / "config.json"
+        config_file.write_text(json.dumps(transformers_451_config(json.loads(config_file.read_text())), indent=2))
         model.generation_config.save_pretrained(folder / "huggingface")
         load_processor(model_dir, 12544, 12544).save_pretrained(folder / "huggingface")
     torch.distributed.barrier()
+
+
+def transformers_451_config(config: dict) -> dict:
+    """A Qwen2.5-VL config.json of today's layout in transformers 4.51's (what EasyR1 of the time saved): the text
+    model's keys at the top level, mRoPE as rope_scaling {"type": "mrope", ...} with rope_theta beside it."""
+    text = config["text_config"]
+    old = {key: value for key, value in config.items() if key not in ("text_config", "dtype")}
+    old |= {key: value for key, value in text.items() if key not in ("rope_parameters", "model_type")}
+    old["rope_scaling"] = {"type": "mrope", "mrope_section": text["rope_parameters"]["mrope_section"]}
+    old |= {"rope_theta": text["rope_parameters"]["rope_theta"], "torch_dtype": "float32"}
+    return old | {"transformers_version": "4.51.3"}

@@ -104,6 +104,7 @@ def test_converted_folder_equals_the_original_merge_and_loads(easyr1_step, tiny_
     for key, tensor in loaded.state_dict().items():
         assert torch.equal(tensor, trained[key].bfloat16()), key  # every weight, in today's names
     assert merge_actor(easyr1_step / "actor").keys() == theirs.keys()
+    assert '"transformers_version": "4.51.3"' in (easyr1_step / "actor" / "huggingface" / "config.json").read_text()
 
 
 def test_names_map_as_transformers_own_mapping_does():
