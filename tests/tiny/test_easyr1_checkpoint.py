@@ -19,6 +19,8 @@ from rexthinker_rl.easyr1_checkpoint import current_name, load_rank_file, merge_
 from tests import rexthinker_original as original
 from tests.scale.ranks import run_ranks
 
+SPAWNS_RANKS = pytest.mark.slow  # 2 gloo processes: ~20-40 s on 2 cores
+
 
 @pytest.fixture(scope="module")
 def easyr1_step(tiny_model_dir, tmp_path_factory):
@@ -56,6 +58,7 @@ def write_placements(rank: int, world_size: int, root: str) -> None:
         torch.save(state, folder / f"model_world_size_{world_size}_rank_{rank}.pt")
 
 
+@SPAWNS_RANKS
 def test_every_placement_merges_as_the_original_merges(tmp_path):
     run_ranks(write_placements, 2, (str(tmp_path),), tmp_path)
     for name in ("fsdp", "hsdp"):
@@ -75,6 +78,7 @@ def _folder_tensors(folder) -> dict[str, torch.Tensor]:
     return tensors
 
 
+@SPAWNS_RANKS
 def test_rank_files_hold_dtensors_sharded_as_fsdp_saves_them(easyr1_step):
     from torch.distributed.tensor import DTensor, Shard
 
@@ -87,6 +91,7 @@ def test_rank_files_hold_dtensors_sharded_as_fsdp_saves_them(easyr1_step):
         assert tensor.to_local().shape[0] + ranks[1][key].to_local().shape[0] == tensor.shape[0]  # halves
 
 
+@SPAWNS_RANKS
 def test_converted_folder_equals_the_original_merge_and_loads(easyr1_step, tiny_model_dir, tmp_path, capsys):
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -121,7 +126,7 @@ def test_names_map_as_transformers_own_mapping_does():
     assert current_name("model.language_model.norm.weight") == "model.language_model.norm.weight"  # already today's
 
 
-def test_a_file_holding_other_objects_is_refused_unrun(easyr1_step, tmp_path):
+def test_a_file_holding_other_objects_is_refused_unrun(tmp_path):
     actor = tmp_path / "actor"
     actor.mkdir()
     marker = tmp_path / "ran"
@@ -145,6 +150,7 @@ def test_a_file_holding_other_objects_is_refused_unrun(easyr1_step, tmp_path):
         merge_actor(actor)
 
 
+@SPAWNS_RANKS
 def test_a_run_starts_from_an_easyr1_checkpoint(easyr1_step, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
