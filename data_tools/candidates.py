@@ -4,9 +4,10 @@ The detector runs once per distinct ``(image, category)`` pair (RefCOCO-style se
 in batches of ``batch_size`` pairs. Its boxes replace the records' ``candidate_boxes`` (boxes it returns inverted, empty
 or outside the image are left out and counted); then every record goes through the chosen GT-in-hints policy
 (:mod:`data_tools.repair`), so that in the written file every ground-truth box is exactly one of its record's candidate
-boxes. A detector that raises on a batch is called again image by image, so only the records of the images it fails on
-are bad records (named, skippable with ``on_error="skip"``). Ids are kept as given and must be unique. The report is
-written whatever happens.
+boxes; ``append`` instead does what Rex-Thinker's ``add_candidates_by_grounding_dino.py`` does (the rows it leaves with
+ground truth outside the hints are counted and warned about). A detector that raises on a batch is called again image
+by image, so only the records of the images it fails on are bad records (named, skippable with ``on_error="skip"``).
+Ids are kept as given and must be unique. The report is written whatever happens.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from data_tools.interchange import (
     write_records,
     write_report,
 )
-from data_tools.repair import DEFAULT_SNAP_IOU, GT_POLICIES, RepairCounts, repair_record
+from data_tools.repair import CANDIDATE_POLICIES, DEFAULT_SNAP_IOU, RepairCounts, repair_record
 from rexthinker_rl.data import DataError, decode_image
 from rexthinker_rl.images import describe_error
 
@@ -163,8 +164,8 @@ def _check_arguments(
     on_error: str,
     batch_size: int,
 ) -> None:
-    if gt_policy not in GT_POLICIES:
-        raise ValueError(f"--gt-policy {gt_policy!r}: choose one of {', '.join(GT_POLICIES)}")
+    if gt_policy not in CANDIDATE_POLICIES:
+        raise ValueError(f"--gt-policy {gt_policy!r}: choose one of {', '.join(CANDIDATE_POLICIES)}")
     if on_error not in ("fail", "skip"):
         raise ValueError(f"--on-error {on_error!r}: choose fail or skip")
     if batch_size < 1:

@@ -123,7 +123,14 @@ def _add_candidates(args: argparse.Namespace) -> int:
     )
     _print_errors(report.error_lines(), args.out)
     print(report.summary())
+    _warn_kept(report.repair, args.gt_policy)
     return 1 if report.errors and args.on_error == "fail" else 0
+
+
+def _warn_kept(counts, policy: str) -> None:
+    warning = counts.kept_warning(policy)
+    if warning:
+        print(warning)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -155,6 +162,7 @@ def _convert(args: argparse.Namespace) -> int:
     )
     _print_errors(report.error_lines(), args.out)
     print(report.summary())
+    _warn_kept(report.repair, args.gt_policy)
     if options.box_rounding == "original" and (report.candidates_merged or report.candidates_degenerate):
         print("box rounding 'original': those candidates stay in the hints, as Rex-Thinker's convert leaves them")
     return 1 if report.errors and args.on_error == "fail" else 0
@@ -262,7 +270,8 @@ def _add_repair_args(parser, policies, default) -> None:
         "--gt-policy",
         choices=policies,
         default=default,
-        help="GT-in-hints repair: snap, insert or drop (see docs/data.md)",
+        help=f"GT-in-hints: {', '.join(policies)} (docs/data.md; append and keep are Rex-Thinker's own, "
+        "and leave ground truth outside the hints, counted)",
     )
     parser.add_argument("--snap-iou", type=float, default=DEFAULT_SNAP_IOU, help="IoU to snap a GT box (snap)")
     parser.add_argument("--seed", type=int, default=0, help="seed of where an inserted GT box goes among hints")
@@ -284,7 +293,7 @@ def _add_from_refcoco(commands) -> None:
 
 
 def _add_candidates_command(commands) -> None:
-    from data_tools.repair import GT_POLICIES
+    from data_tools.repair import CANDIDATE_POLICIES
 
     candidates = commands.add_parser("add-candidates", help="detector box hints for every record, then GT repair")
     candidates.add_argument("--anno", required=True, help="interchange file (.json list or .jsonl)")
@@ -303,7 +312,7 @@ def _add_candidates_command(commands) -> None:
     )
     candidates.add_argument("--batch-size", type=int, default=16, help="images per detector call")
     candidates.add_argument("--out", required=True, help="interchange file to write")
-    _add_repair_args(candidates, GT_POLICIES, "snap")
+    _add_repair_args(candidates, CANDIDATE_POLICIES, "snap")
     _add_outside_root(candidates)
     _add_overwrite(candidates)
     candidates.set_defaults(run=_add_candidates)

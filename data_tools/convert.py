@@ -50,7 +50,7 @@ from data_tools.interchange import (
 )
 from data_tools.repair import (
     DEFAULT_SNAP_IOU,
-    GT_POLICIES,
+    RECORD_POLICIES,
     RepairCounts,
     RepairOutcome,
     missing_ground_truth,
@@ -67,7 +67,7 @@ from rexthinker_rl.reserved import check_text
 
 ON_ERROR = ("fail", "skip")
 MAX_ASPECT_RATIO = 200  # smart_resize refuses a longer side over 200 times the shorter one, whatever the bounds
-CONVERT_POLICIES = ("check", *GT_POLICIES)
+CONVERT_POLICIES = ("check", *RECORD_POLICIES)  # keep, append: Rex-Thinker's (data_tools.repair)
 _STATUS = datasets.Features(
     {
         "record_index": datasets.Value("int64"),
@@ -236,9 +236,13 @@ def build_row(record: Record, size: tuple[int, int], options: ConvertOptions) ->
             category_hints.append(box)
     answers: list[list[int]] = []
     for gt in record.answer_boxes:
-        position = next(i for i, c in enumerate(candidates) if c.category == record.category and c.bbox == gt)
-        box = converted[position]
-        if box not in hints[record.category]:
+        position = next((i for i, c in enumerate(candidates) if c.category == record.category and c.bbox == gt), None)
+        if position is None:  # --gt-policy keep | append left it out of the hints: mapped on its own, as Rex-Thinker
+            box = boxes_to_resized([gt], size, resized, options.box_rounding)[0]
+        else:
+            box = converted[position]
+        too_small = not (box[2] > box[0] and box[3] > box[1])
+        if too_small if position is None else box not in hints[record.category]:
             raise RecordError(
                 record.index,
                 f"answer box {gt} becomes {box} in the {resized[0]}x{resized[1]} resized frame, too small to keep "

@@ -1,13 +1,13 @@
 """``rexthinker-plan``: the memory a training config needs per GPU and per node, before anyone rents a GPU.
 
 No weights are read: the model is built on the meta device from the model folder's ``config.json`` (or a named shape,
-``--shape qwen2.5-vl-7b``) to count its parameters by part. Then, per GPU and per phase of a GRPO step (generate,
-log-prob passes, update, optimizer step): the actor's parameters, gradients and AdamW state under the configured
-backend (torch, FSDP2, DeepSpeed ZeRO-2/3; mixed precision; offload), the units gathered for compute, the activations
-of one micro-batch (gradient checkpointing on or off), the LM head's log-prob memory (``actor.logprob_chunk_tokens``),
-the reference and vLLM's share (``rollout.gpu_memory_utilization``, its KV cache against n x (prompt + response)
-tokens); whether it fits in ``--gpu-mem`` and which knob to turn first; and host memory per node (each rank's full
-load, offloaded state, vLLM's sleeping weights).
+``--shape qwen2.5-vl-7b``, or a released model's known one for its hub id) to count its parameters by part. Per GPU and
+per phase of a GRPO step (generate, log-prob passes, update, optimizer step): the actor's parameters, gradients and
+AdamW state under the configured backend (torch, FSDP2, DeepSpeed ZeRO-2/3; mixed precision; offload), the units
+gathered for compute, the activations of one micro-batch (gradient checkpointing on or off), the LM head's log-prob
+memory (``actor.logprob_chunk_tokens``), the reference and vLLM's share (``rollout.gpu_memory_utilization``, its KV
+cache against n x (prompt + response) tokens); whether it fits in ``--gpu-mem`` and which knob to turn first; and host
+memory per node (each rank's full load, offloaded state, vLLM's sleeping weights).
 
 The formulas (``activation_bytes``, ``head_bytes``) follow the tensors the code keeps; docs/scaling.md compares them
 with measured CPU peaks (``benchmarks/bench_memory.py``). Assumed constants are named below, not measured on GPUs.
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rexthinker_rl.config import Config, ConfigError, load_config
-from rexthinker_rl.shapes import shape_config
+from rexthinker_rl.shapes import HUB_SHAPES, hub_shape, shape_config
 
 GIB = 2**30
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -61,6 +61,7 @@ class ModelShape:
 
 
 def _hf_config(config: Config, shape: str):
+    shape = shape or hub_shape(config.model.path)
     if shape:
         return shape_config(shape)
     from transformers import AutoConfig
@@ -68,8 +69,8 @@ def _hf_config(config: Config, shape: str):
     folder = Path(config.model.path)
     if not (folder / "config.json").is_file():
         raise ConfigError(
-            f"model.path={config.model.path}: no config.json there; point it at a model folder or pass --shape "
-            "(e.g. --shape qwen2.5-vl-7b)"
+            f"model.path={config.model.path}: no config.json there; point it at a model folder, name a released "
+            f"model ({', '.join(sorted(HUB_SHAPES))}) or pass --shape (e.g. --shape qwen2.5-vl-7b)"
         )
     return AutoConfig.from_pretrained(folder, trust_remote_code=config.model.trust_remote_code)
 
@@ -474,12 +475,13 @@ def main(argv: list[str] | None = None) -> None:
     config_path = args.config
     if config_path and "=" in config_path and not Path(config_path).exists():
         args.overrides, config_path = [config_path, *args.overrides], None
-    overrides = list(args.overrides)
-    overrides += [f"trainer.n_gpus_per_node={args.gpus}"] if args.gpus else []
+    overrides = list(args.overrides) + ([f"trainer.n_gpus_per_node={args.gpus}"] if args.gpus else [])
     overrides += [f"trainer.nnodes={args.nodes}"] if args.nodes else []
     try:
         gpu_mem = parse_size(args.gpu_mem)
         config = load_config(config_path, overrides)
+        if not args.shape and hub_shape(config.model.path):  # a released model's hub id: its shape is known
+            print(f"model.path={config.model.path}: planned with its known shape, {hub_shape(config.model.path)}")
         shape = model_shape(config, args.shape)
         if config.trainer.device == "cpu":
             peaks = single_process_peaks(config, shape)
