@@ -332,7 +332,8 @@ class LoggingConfig:
     sinks: list[str] = field(default_factory=lambda: ["console", "jsonl", "tensorboard"])
     """console | jsonl | tensorboard | wandb."""
     log_rollouts: int = 4
-    """Rollouts per step written to rollouts.jsonl (for the viewer)."""
+    """Rollouts per step written to rollouts.jsonl (for the viewer); -1: every one (what
+    benchmarks/diagnose_learning.py reads)."""
     kl_to_ref_freq: int = 0
     """Without a KL term (algorithm.kl_mode=none or kl_coef=0): every N steps, log the sampler's KL to the starting
     weights (rollout/kl_to_ref, drawn in curves.png), from a reference forward pass over the batch; it keeps a

@@ -39,7 +39,7 @@ from rexthinker_rl.pipeline import Rollout, idle_times
 from rexthinker_rl.plots import redraw_curves
 from rexthinker_rl.rewarding import RewardRunner, probe_inputs, reward_inputs
 from rexthinker_rl.rollout.base import SEED_MODES, RolloutPrompt, RolloutResult, SamplingSpec
-from rexthinker_rl.rollout_log import length_metrics, log_rollouts, metrics_by_kind
+from rexthinker_rl.rollout_log import group_metrics, length_metrics, log_rollouts, metrics_by_kind
 from rexthinker_rl.run_summary import summarize
 from rexthinker_rl.runtime import ActorState, Runtime, check_topology, start_runtime
 from rexthinker_rl.runtime.cluster import StartedRay, start_cluster, stop_cluster
@@ -156,6 +156,7 @@ class GRPOTrainer:
         with timer("reward_wait"):
             scores, reward_metrics, raw_scores = self.rewards.collect(scores_ref)
             reward_metrics.update(metrics_by_kind(prompts, results, raw_scores, "reward"))
+            reward_metrics.update(group_metrics(prompts, results, raw_scores))
             logged = self.config.logging.log_rollouts
             log_rollouts(self.run_dir / "rollouts.jsonl", step, prompts, results, raw_scores, logged)
         with timer("advantages"):
