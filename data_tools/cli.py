@@ -47,6 +47,7 @@ def _synth(args: argparse.Namespace) -> int:
         multi_fraction=args.multi_fraction,
         hints=tuple(args.hints),
         distractors=tuple(args.distractors),
+        layout=args.layout,
     )
     for split, path in paths.items():
         print(f"{split}: {path}")
@@ -436,6 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[0, 2],
         metavar=("MIN", "MAX"),
         help="objects of other categories per image, inclusive",
+    )
+    synth.add_argument(
+        "--layout",
+        choices=["free", "grid"],
+        default="free",
+        help="free: objects anywhere, kept apart; grid: each object inside its own square of the model's image-token "
+        "grid (28 resized pixels a side), so that one image token sees one whole object",
     )
     _add_overwrite(synth)
     synth.set_defaults(run=_synth)
