@@ -48,6 +48,7 @@ def _synth(args: argparse.Namespace) -> int:
         multi_fraction=args.multi_fraction,
         hints=tuple(args.hints),
         distractors=tuple(args.distractors),
+        layout=args.layout,
     )
     for split, path in paths.items():
         print(f"{split}: {path}")
@@ -120,10 +121,18 @@ def _add_candidates(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         on_error=args.on_error,
+        allow_outside_root=args.allow_outside_root,
     )
     _print_errors(report.error_lines(), args.out)
     print(report.summary())
+    _warn_kept(report.repair, args.gt_policy)
     return 1 if report.errors and args.on_error == "fail" else 0
+
+
+def _warn_kept(counts, policy: str) -> None:
+    warning = counts.kept_warning(policy)
+    if warning:
+        print(warning)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -142,6 +151,7 @@ def _convert(args: argparse.Namespace) -> int:
         prompt_preset=args.prompt_preset,
         box_rounding=args.box_rounding or preset.box_rounding,
         apply_exif=not args.ignore_exif,
+        allow_outside_root=args.allow_outside_root,
     )
     report = convert_file(
         args.anno,
@@ -154,6 +164,7 @@ def _convert(args: argparse.Namespace) -> int:
     )
     _print_errors(report.error_lines(), args.out)
     print(report.summary())
+    _warn_kept(report.repair, args.gt_policy)
     if options.box_rounding == "original" and (report.candidates_merged or report.candidates_degenerate):
         print("box rounding 'original': those candidates stay in the hints, as Rex-Thinker's convert leaves them")
     return 1 if report.errors and args.on_error == "fail" else 0
@@ -174,16 +185,14 @@ def _repair(args: argparse.Namespace) -> int:
 
 
 def _show_prompt(args: argparse.Namespace) -> int:
-    import json
-
+    from rexthinker_rl.hints import parse_hints
     from rexthinker_rl.prompts import load_preset, render_chat
+    from rexthinker_rl.reserved import check_text
 
-    try:
-        hints = json.loads(args.hints)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--hints is not valid JSON ({err}); give {{category: [[x0, y0, x1, y1], ...]}}") from None
-    if not isinstance(hints, dict):
-        raise ValueError(f"--hints must be a JSON object {{category: [[x0, y0, x1, y1], ...]}}, got {args.hints!r}")
+    hints = parse_hints(args.hints, "--hints")  # {category: [[x0, y0, x1, y1], ...]}, 4 finite numbers a box
+    for field, text in [("--referring", args.referring), *(("--hints category", name) for name in hints)]:
+        if (reason := check_text(field, text)) is not None:
+            raise ValueError(reason)
     preset = load_preset(args.preset)
     messages = preset.messages(preset.problem_text(hints, args.referring))
     if args.model:
@@ -238,6 +247,14 @@ def _add_overwrite(parser) -> None:
     )
 
 
+def _add_outside_root(parser) -> None:
+    parser.add_argument(
+        "--allow-outside-root",
+        action="store_true",
+        help="read image_name that is absolute or climbs above --image-root with '..' (refused by default)",
+    )
+
+
 def _add_prep_commands(commands, defaults: DataConfig) -> None:
     """from-refcoco, add-candidates, convert, cot, humanref-cot: annotations to training parquet."""
     _add_from_refcoco(commands)
@@ -255,7 +272,8 @@ def _add_repair_args(parser, policies, default) -> None:
         "--gt-policy",
         choices=policies,
         default=default,
-        help="GT-in-hints repair: snap, insert or drop (see docs/data.md)",
+        help=f"GT-in-hints: {', '.join(policies)} (docs/data.md; append and keep are Rex-Thinker's own, "
+        "and leave ground truth outside the hints, counted)",
     )
     parser.add_argument("--snap-iou", type=float, default=DEFAULT_SNAP_IOU, help="IoU to snap a GT box (snap)")
     parser.add_argument("--seed", type=int, default=0, help="seed of where an inserted GT box goes among hints")
@@ -277,7 +295,7 @@ def _add_from_refcoco(commands) -> None:
 
 
 def _add_candidates_command(commands) -> None:
-    from data_tools.repair import GT_POLICIES
+    from data_tools.repair import CANDIDATE_POLICIES
 
     candidates = commands.add_parser("add-candidates", help="detector box hints for every record, then GT repair")
     candidates.add_argument("--anno", required=True, help="interchange file (.json list or .jsonl)")
@@ -296,7 +314,8 @@ def _add_candidates_command(commands) -> None:
     )
     candidates.add_argument("--batch-size", type=int, default=16, help="images per detector call")
     candidates.add_argument("--out", required=True, help="interchange file to write")
-    _add_repair_args(candidates, GT_POLICIES, "snap")
+    _add_repair_args(candidates, CANDIDATE_POLICIES, "snap")
+    _add_outside_root(candidates)
     _add_overwrite(candidates)
     candidates.set_defaults(run=_add_candidates)
 
@@ -318,6 +337,7 @@ def _add_convert_command(commands) -> None:
         help="boxes are in the stored frame: keep images as stored, ignoring EXIF orientation (docs/data.md)",
     )
     _add_repair_args(convert, CONVERT_POLICIES, "check")
+    _add_outside_root(convert)
     _add_overwrite(convert)
     convert.set_defaults(run=_convert)
 
@@ -418,6 +438,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[0, 2],
         metavar=("MIN", "MAX"),
         help="objects of other categories per image, inclusive",
+    )
+    synth.add_argument(
+        "--layout",
+        choices=["free", "grid"],
+        default="free",
+        help="free: objects anywhere, kept apart; grid: each object inside its own square of the model's image-token "
+        "grid (28 resized pixels a side), so that one image token sees one whole object",
     )
     _add_overwrite(synth)
     synth.set_defaults(run=_synth)

@@ -9,18 +9,22 @@ the two separately can round them apart, and rounding can merge two close candid
 
 Images are decoded the one way training decodes them (``rexthinker_rl.images``): EXIF orientation applied (sizes and
 boxes are in the upright frame photo tools show) unless ``apply_exif=False``, any PIL mode to 8-bit RGB; the report
-counts the images turned upright and the modes converted. When the pixel bounds cannot hold an image's resized frame,
-the summary suggests bounds that hold every image of the file.
+counts the images turned upright, the modes converted and how grey values were scaled. An image whose decoding changed
+anything is embedded as that decoded picture (PNG, lossless, no orientation tag), so any reader (``datasets``, EasyR1, a
+viewer) sees the frame the boxes are in; an image decoding left as it was is embedded as the file's own bytes. Images
+are read only under ``image_root`` (a name that leaves it is a bad record unless ``allow_outside_root``). When the pixel
+bounds cannot hold an image's resized frame, the summary suggests bounds that hold every image of the file.
 
 Rows are mapped in parallel with ``datasets`` (``num_proc``) in file order, so the output does not depend on the number
-of processes. A bad record (missing or unreadable image, box outside the image, malformed or unknown field, ground truth
-not among the candidates) is reported as ``"<file> record <i>: <reason>"``; ``on_error="skip"`` writes the good rows,
-``"fail"`` writes nothing.
+of processes. A bad record (missing or unreadable image, box outside the image, malformed or unknown field, a repeated
+id, a text field holding a special token or reasoning markup (``rexthinker_rl.reserved``), ground truth not among the
+candidates) is reported as ``"<file> record <i>: <reason>"``; ``on_error="skip"`` writes the good rows, ``"fail"``
+writes nothing. Ids are unique in the output: a record without an id gets ``<prefix>-<index>``, moved aside (and
+counted) when another record already uses that id. The report is written whatever happens, a failed run included.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -32,10 +36,21 @@ from typing import Any
 
 import datasets
 
-from data_tools.interchange import Record, RecordError, check_inside, parse_record, read_raw_records, write_report
+from data_tools.interchange import (
+    Record,
+    RecordError,
+    assign_ids,
+    check_inside,
+    duplicate_ids,
+    image_path,
+    parse_record,
+    read_raw_records,
+    report_path,
+    write_report,
+)
 from data_tools.repair import (
     DEFAULT_SNAP_IOU,
-    GT_POLICIES,
+    RECORD_POLICIES,
     RepairCounts,
     RepairOutcome,
     missing_ground_truth,
@@ -44,13 +59,15 @@ from data_tools.repair import (
 from data_tools.synthetic import FEATURES, format_answer
 from rexthinker_rl.config import DataConfig
 from rexthinker_rl.data import IMAGE_FACTOR, DataError, boxes_to_resized, check_fixed_point, resized_size
-from rexthinker_rl.images import decode
+from rexthinker_rl.images import decode, stored_bytes
 from rexthinker_rl.outputs import check_new_file, check_new_folder, is_shard_folder, swap_folder
 from rexthinker_rl.parquet_meta import write_frame_metadata
 from rexthinker_rl.prompts import BOX_ROUNDINGS, DEFAULT_PRESET, load_preset
+from rexthinker_rl.reserved import check_text
 
 ON_ERROR = ("fail", "skip")
-CONVERT_POLICIES = ("check", *GT_POLICIES)
+MAX_ASPECT_RATIO = 200  # smart_resize refuses a longer side over 200 times the shorter one, whatever the bounds
+CONVERT_POLICIES = ("check", *RECORD_POLICIES)  # keep, append: Rex-Thinker's (data_tools.repair)
 _STATUS = datasets.Features(
     {
         "record_index": datasets.Value("int64"),
@@ -64,6 +81,8 @@ _STATUS = datasets.Features(
         "height": datasets.Value("int32"),
         "source_mode": datasets.Value("string"),  # PIL mode of the file
         "orientation": datasets.Value("int32"),  # EXIF orientation tag (1: upright or none)
+        "reencoded": datasets.Value("int32"),  # 1: stored as the decoded picture (PNG), not the file's bytes
+        "scaling": datasets.Value("string"),  # how grey values were scaled to 8 bits (rexthinker_rl.images)
     }
 )
 
@@ -84,6 +103,7 @@ class ConvertOptions:
     apply_exif: bool = True  # False: boxes are in the stored frame (tagged images are re-encoded without the tag)
     prompt_preset: str = DEFAULT_PRESET  # writes the problem text (rexthinker_rl/assets/prompt_presets.yaml)
     box_rounding: str = "round"  # round (ours) | original (Rex-Thinker's int() truncation, clamped to size - 1)
+    allow_outside_root: bool = False  # read image_name that is absolute or climbs above image_root with ".."
 
     def frame_record(self) -> dict[str, Any]:
         """What the written parquet records about the frame its boxes are in (rexthinker_rl.parquet_meta)."""
@@ -127,7 +147,12 @@ class ConvertReport:
     exif_rotated: int = 0  # images turned upright by their EXIF orientation (boxes read in that frame)
     exif_ignored: int = 0  # --ignore-exif: images with an orientation tag, kept in the stored frame (re-encoded, PNG)
     modes_converted: dict[str, int] = field(default_factory=dict)  # PIL mode -> images converted to 8-bit RGB
+    grey_scaling: dict[str, int] = field(default_factory=dict)  # how 16/32-bit or float grey became 8-bit -> images
+    images_reencoded: int = 0  # embedded as the decoded picture (PNG), since decoding changed the file's pixels
+    paths_decoded_differently: int = 0  # --no-embed-images: stored paths whose file a plain reader shows otherwise
+    ids_moved_aside: int = 0  # records without an id whose automatic id another record uses: given another one
     suggested_bounds: list[int] | None = None  # [min_pixels, max_pixels] that hold every image, when these do not
+    aborted: str | None = None  # why the conversion stopped before writing (an error the records did not cause)
 
     def error_lines(self) -> list[str]:
         name = Path(self.anno).name
@@ -136,13 +161,20 @@ class ConvertReport:
     def summary(self) -> str:
         action = f"wrote {self.written} rows to {self.out}" if self.written else "wrote nothing"
         modes = ", ".join(f"{mode} x{count}" for mode, count in sorted(self.modes_converted.items())) or "none"
+        scaling = ", ".join(f"{how} x{count}" for how, count in sorted(self.grey_scaling.items()))
         line = (
             f"convert: {self.records} records, {len(self.errors)} bad, {self.repair.dropped} dropped by the GT policy; "
             f"{action}. {self.repair.line()}; {self.candidates_merged} candidates merged by rounding, "
             f"{self.candidates_degenerate} too small for the resized frame. Images: {self.exif_rotated} turned upright "
             f"by their EXIF orientation, {self.exif_ignored} orientation tags ignored (--ignore-exif); converted to "
-            f"8-bit RGB: {modes}"
+            f"8-bit RGB: {modes}{f' ({scaling})' if scaling else ''}; {self.images_reencoded} "
+            f"{'stored' if self.written else 'to store'} as the decoded picture (PNG), so that every reader sees the "
+            "frame the boxes are in"
         )
+        if self.paths_decoded_differently:  # only our decoding reads those files in the boxes' frame
+            line += f"; {self.paths_decoded_differently} paths to files other readers decode otherwise (embed them)"
+        if self.ids_moved_aside:
+            line += f"; {self.ids_moved_aside} automatic ids moved aside from ids records already use"
         if self.suggested_bounds:
             low, high = self.suggested_bounds
             line += f". These pixel bounds hold every image of the file: --min-pixels {low} --max-pixels {high}"
@@ -158,21 +190,19 @@ class ConvertReport:
 def load_image(record: Record, options: ConvertOptions) -> tuple[bytes, tuple[int, int], dict[str, Any]]:
     """The record's encoded image bytes, ``(w, h)`` in the frame training will see, and what decoding changed (the
     status columns); decoded fully once, the way training decodes it, to catch truncated files."""
-    path = Path(options.image_root) / record.image_name
-    if not path.is_file():
-        raise RecordError(record.index, f"image file {record.image_name!r} not found under {options.image_root}")
-    data = path.read_bytes()
+    data = image_path(
+        Path(options.image_root), record.image_name, options.allow_outside_root, record.index
+    ).read_bytes()
     try:
         decoded = decode(data, record.image_name, options.apply_exif)
     except DataError as err:
         raise RecordError(record.index, str(err)) from None
-    if not options.apply_exif and decoded.orientation != 1:
-        # Stored frame asked for: embed the pixels without the tag, so training (which applies tags) sees this frame.
-        buffer = io.BytesIO()
-        decoded.image.save(buffer, format="PNG")
-        data = buffer.getvalue()
+    # Whatever decoding changed (an orientation applied or dropped, a mode or a bit depth converted) is stored as the
+    # decoded picture, so a reader other than ours sees the frame the boxes are in.
+    data, reencoded = stored_bytes(data, decoded) if options.embed_images else (data, decoded.changed)
     status = {"width": decoded.image.width, "height": decoded.image.height, "source_mode": decoded.source_mode}
-    return data, decoded.image.size, status | {"orientation": decoded.orientation}
+    status |= {"orientation": decoded.orientation, "reencoded": int(reencoded), "scaling": decoded.scaling}
+    return data, decoded.image.size, status
 
 
 def build_row(record: Record, size: tuple[int, int], options: ConvertOptions) -> tuple[dict[str, Any], int, int]:
@@ -183,6 +213,11 @@ def build_row(record: Record, size: tuple[int, int], options: ConvertOptions) ->
     except ValueError as err:
         raise RecordError(record.index, f"{size[0]}x{size[1]} image: {err}") from None
     candidates = record.candidate_boxes or []
+    texts = [("referring", record.referring), ("category", record.category)]
+    for field_name, text in texts + [("candidate category", candidate.category) for candidate in candidates]:
+        reason = check_text(field_name, text)
+        if reason is not None:  # refused, not escaped: the text would reach the model other than as written
+            raise RecordError(record.index, reason)
     boxes = [candidate.bbox for candidate in candidates]
     converted = boxes_to_resized(boxes, size, resized, options.box_rounding)  # each candidate once
     hints: dict[str, list[list[int]]] = {record.category: []}
@@ -201,9 +236,13 @@ def build_row(record: Record, size: tuple[int, int], options: ConvertOptions) ->
             category_hints.append(box)
     answers: list[list[int]] = []
     for gt in record.answer_boxes:
-        position = next(i for i, c in enumerate(candidates) if c.category == record.category and c.bbox == gt)
-        box = converted[position]
-        if box not in hints[record.category]:
+        position = next((i for i, c in enumerate(candidates) if c.category == record.category and c.bbox == gt), None)
+        if position is None:  # --gt-policy keep | append left it out of the hints: mapped on its own, as Rex-Thinker
+            box = boxes_to_resized([gt], size, resized, options.box_rounding)[0]
+        else:
+            box = converted[position]
+        too_small = not (box[2] > box[0] and box[3] > box[1])
+        if too_small if position is None else box not in hints[record.category]:
             raise RecordError(
                 record.index,
                 f"answer box {gt} becomes {box} in the {resized[0]}x{resized[1]} resized frame, too small to keep "
@@ -244,10 +283,12 @@ def check_or_repair(record: Record, options: ConvertOptions) -> RepairOutcome:
     return RepairOutcome(record)
 
 
-def convert_record(raw: Any, index: int, options: ConvertOptions) -> dict[str, Any]:
-    """One raw record -> a row plus status columns (``error`` set and the row empty when the record is bad)."""
+def convert_record(raw: Any, index: int, options: ConvertOptions, row_id: str | None = None) -> dict[str, Any]:
+    """One raw record -> a row plus status columns (``error`` set and the row empty when the record is bad).
+    ``row_id``: the id :func:`assign_ids` gave it (default: the record's own, else ``<id_prefix>-<index>``)."""
     status = {"record_index": index, "error": None, "outcome": None, "snapped": 0, "inserted": 0}
     status |= {"merged": 0, "degenerate": 0, "width": 0, "height": 0, "source_mode": None, "orientation": 1}
+    status |= {"reencoded": 0, "scaling": None}
     empty = dict.fromkeys(FEATURES, None)
     try:
         record = parse_record(raw, index)
@@ -266,7 +307,8 @@ def convert_record(raw: Any, index: int, options: ConvertOptions) -> dict[str, A
         image = {"bytes": data, "path": record.image_name}
     else:
         image = {"bytes": None, "path": _relative_path(record.image_name, options)}
-    row_id = record.id if record.id is not None else f"{options.id_prefix}-{index:06d}"
+    if row_id is None:
+        row_id = record.id if record.id is not None else f"{options.id_prefix}-{index:06d}"
     return row | {"id": row_id, "images": [image]} | status | {"merged": merged, "degenerate": degenerate}
 
 
@@ -277,7 +319,7 @@ def _relative_path(image_name: str, options: ConvertOptions) -> str:
 
 
 def _convert_example(example: dict[str, Any], options: ConvertOptions) -> dict[str, Any]:
-    return convert_record(json.loads(example["raw"]), example["record_index"], options)
+    return convert_record(json.loads(example["raw"]), example["record_index"], options, example["row_id"])
 
 
 # ------------------------------------------------------------------------------------------------------------ a file
@@ -305,18 +347,47 @@ def convert_file(
         id_prefix=options.id_prefix or anno.stem,
         image_path_base=options.image_path_base or str(out if shard_size else out.parent),
     )
-    report.errors.extend(_duplicate_ids(raws))
+    try:
+        _convert_rows(raws, out, options, report, on_error, num_proc, shard_size)
+    except Exception as err:
+        report.aborted = f"{type(err).__name__}: {err}"
+        write_report(out, report.as_dict())  # what was found up to here, whatever stopped the run
+        raise
+    if report.written:
+        write_frame_metadata(out, options.frame_record())
+    write_report(out, report.as_dict() | ({"frame": options.frame_record()} if report.written else {}))
+    if not report.written and not (report.errors and on_error == "fail"):
+        raise DataError(f"{anno}: no rows left to write ({len(report.errors)} bad records, see {report_path(out)})")
+    return report
+
+
+def _convert_rows(
+    raws: list[Any],
+    out: Path,
+    options: ConvertOptions,
+    report: ConvertReport,
+    on_error: str,
+    num_proc: int,
+    shard_size: int,
+) -> None:
+    """Map every record to a row, tally the report, and write the rows unless bad records stop it."""
+    row_ids, report.ids_moved_aside = assign_ids(raws, options.id_prefix)
+    report.errors.extend(duplicate_ids(raws))
     duplicates = {index for index, _ in report.errors}
     kept_raws = [(index, raw) for index, raw in enumerate(raws) if index not in duplicates]
     source = datasets.Dataset.from_dict(
-        {"record_index": [index for index, _ in kept_raws], "raw": [json.dumps(raw) for _, raw in kept_raws]}
+        {
+            "record_index": [index for index, _ in kept_raws],
+            "raw": [json.dumps(raw) for _, raw in kept_raws],
+            "row_id": [row_ids[index] for index, _ in kept_raws],
+        }
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.work-") as work:
         converted = source.map(
             _convert_example,
             fn_kwargs={"options": options},
-            remove_columns=["raw"],
+            remove_columns=["raw", "row_id"],
             features=datasets.Features({**FEATURES, **_STATUS}),
             num_proc=num_proc if num_proc > 1 and len(source) > 1 else None,  # 1: in this process
             cache_file_name=str(Path(work) / "converted.arrow"),
@@ -325,20 +396,15 @@ def convert_file(
         _tally(converted, report, options)
         report.errors.sort()
         if report.errors and on_error == "fail":
-            write_report(out, report.as_dict())
-            return report
+            return
         kept = converted.filter(
             lambda error, outcome: error is None and outcome != "dropped",
             input_columns=["error", "outcome"],
             cache_file_name=str(Path(work) / "kept.arrow"),
         ).select_columns(list(FEATURES))
-        if len(kept) == 0:
-            raise DataError(f"{anno}: no rows left to write ({len(report.errors)} bad records, see the report)")
-        report.written = len(kept)
-        report.shards = _write(kept, out, shard_size, Path(work), options.embed_images)
-    write_frame_metadata(out, options.frame_record())
-    write_report(out, report.as_dict() | {"frame": options.frame_record()})
-    return report
+        if len(kept):
+            report.written = len(kept)
+            report.shards = _write(kept, out, shard_size, Path(work), options.embed_images)
 
 
 def _check_arguments(
@@ -361,39 +427,32 @@ def _check_arguments(
         check_new_file(out, overwrite, inputs=[anno])
 
 
-def _duplicate_ids(raws: list[Any]) -> list[tuple[int, str]]:
-    """Records whose id repeats an earlier one (the trainer groups rollouts by row id)."""
-    first: dict[str, int] = {}
-    errors = []
-    for index, raw in enumerate(raws):
-        record_id = raw.get("id") if isinstance(raw, dict) else None
-        if record_id is None:
-            continue
-        if str(record_id) in first:
-            errors.append((index, f"id {record_id!r} already used by record {first[str(record_id)]}"))
-        else:
-            first[str(record_id)] = index
-    return errors
-
-
 def _tally(converted: datasets.Dataset, report: ConvertReport, options: ConvertOptions) -> None:
-    status = converted.select_columns(list(_STATUS)).to_dict()
+    statuses = converted.select_columns(list(_STATUS)).to_list()
     modes: Counter[str] = Counter()
-    for index, error, outcome, snapped, inserted, merged, degenerate, _, _, mode, orientation in zip(
-        *status.values(), strict=True
-    ):
-        if error is not None:
-            report.errors.append((index, error))
+    scalings: Counter[str] = Counter()
+    for status in statuses:
+        if status["error"] is not None:
+            report.errors.append((status["record_index"], status["error"]))
             continue
-        if mode != "RGB":
-            modes[mode] += 1
-        report.exif_rotated += orientation != 1 and options.apply_exif
-        report.exif_ignored += orientation != 1 and not options.apply_exif
-        report.repair.add_kind(outcome, snapped, inserted)
-        report.candidates_merged += merged
-        report.candidates_degenerate += degenerate
-    report.modes_converted = dict(modes)
-    sizes = [(w, h) for w, h in zip(status["width"], status["height"], strict=True) if w and h]
+        if status["source_mode"] != "RGB":
+            modes[status["source_mode"]] += 1
+        if status["scaling"]:
+            scalings[status["scaling"]] += 1
+        if options.embed_images:
+            report.images_reencoded += status["reencoded"]
+        else:
+            report.paths_decoded_differently += status["reencoded"]
+        turned = status["orientation"] != 1
+        report.exif_rotated += turned and options.apply_exif
+        report.exif_ignored += turned and not options.apply_exif
+        report.repair.add_kind(status["outcome"], status["snapped"], status["inserted"])
+        report.candidates_merged += status["merged"]
+        report.candidates_degenerate += status["degenerate"]
+    report.modes_converted, report.grey_scaling = dict(modes), dict(scalings)
+    # An image over the processor's aspect-ratio limit (200) has no frame under any bounds (its record says so).
+    sizes = [(status["width"], status["height"]) for status in statuses if status["width"] and status["height"]]
+    sizes = [(w, h) for w, h in sizes if max(w, h) <= MAX_ASPECT_RATIO * min(w, h)]
     report.suggested_bounds = suggest_bounds(sizes, options.min_pixels, options.max_pixels)
 
 

@@ -6,7 +6,9 @@ synthetic set's targets (planning, one verdict per hint box, summary, then the r
 row's hints, referring expression and answer: a warm start that teaches the output format and copying a hint box into
 the answer, not reasoning about the picture. (Starting GRPO from released Rex-Thinker weights, without SFT, is the
 other way in.) Rows that already have a target keep it unless ``replace``. The output is a new parquet file, written
-atomically; the input is never changed.
+atomically; the input is never changed. A row whose text holds a special token or reasoning markup
+(``rexthinker_rl.reserved``), or whose target would not parse as ``<think>...</think><answer>...</answer>``, and a file
+whose ids repeat, are refused with one line naming the row.
 """
 
 from __future__ import annotations
@@ -21,8 +23,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_tools.validate import parse_answer_boxes
+from rewards.parsing import parse_completion
 from rexthinker_rl.data import DataError, hints_from_problem, parse_hints
 from rexthinker_rl.outputs import check_new_file
+from rexthinker_rl.reserved import row_keys, row_text_problems
+from rexthinker_rl.rows import duplicate_ids, read_rows
 
 _REFERRING_PREFIX, _REFERRING_SUFFIX = "Please detect ", " in the image."
 
@@ -56,6 +61,9 @@ def template_target(referring: str, category: str, hints: dict[str, list[list[fl
 
 
 def _row_target(row: dict, where: str) -> str:
+    reserved = row_text_problems({key: value for key, value in row.items() if key != "sft_target"}, row_keys())
+    if reserved:
+        raise DataError(f"{where}: {reserved[0]}")
     problem = row.get("problem") or ""
     hints = parse_hints(row["hints"], where) if row.get("hints") is not None else hints_from_problem(problem, where)
     if not hints:
@@ -63,23 +71,55 @@ def _row_target(row: dict, where: str) -> str:
     referring = row.get("referring") or problem.rpartition(_REFERRING_PREFIX)[2].removesuffix(_REFERRING_SUFFIX)
     category = row.get("category") or next(iter(hints))
     try:
-        return template_target(referring.strip(), category, hints, row.get("answer") or "")
+        target = template_target(referring.strip(), category, hints, row.get("answer") or "")
     except ValueError as err:
         raise DataError(f"{where}: {err}") from None
+    broken = parse_completion(target).structure_error
+    if broken is not None:  # what SFT would teach must parse the way the rewards read completions
+        raise DataError(f"{where}: the templated target does not parse ({broken})")
+    return target
+
+
+def _read_source(source: Path):
+    """The parquet table ``cot`` copies; DataError saying what it needs for anything else."""
+    needs = "cot reads one training parquet file (`rexthinker-data convert`'s output, or a set in its schema)"
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such parquet file ({needs}; run it per shard)")
+    if source.suffix == ".jsonl":
+        raise DataError(
+            f"{source}: JSON lines, but {needs}: convert interchange records with `rexthinker-data convert`, or "
+            "write a training-schema JSONL to parquet first"
+        )
+    try:
+        table = pq.read_table(source, memory_map=True)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(f"{source}: not a parquet file ({err}); {needs}") from None
+    repeated = duplicate_ids(read_rows(source))
+    if repeated:
+        uid, where, first = repeated[0]
+        raise DataError(
+            f"{where}: id {uid!r} is also {first}'s; ids must be unique (`rexthinker-data validate` lists all)"
+        )
+    return table
 
 
 def write_cot(source: str | Path, out: str | Path, replace: bool = False, overwrite: bool = False) -> CotReport:
     """Copy the parquet file ``source`` to ``out`` with an ``sft_target`` for every row (see the module docstring)."""
     source, out = Path(source), Path(out)
-    if not source.is_file():
-        raise FileNotFoundError(f"{source}: no such parquet file (cot reads one file; run it per shard)")
+    table = _read_source(source)
     check_new_file(out, overwrite, inputs=[source])
-    table = pq.read_table(source, memory_map=True)
     existing = table.column("sft_target").to_pylist() if "sft_target" in table.column_names else [None] * len(table)
     report, targets = CotReport(str(out), rows=len(table)), []
-    columns = [name for name in ("problem", "hints", "referring", "category", "answer") if name in table.column_names]
+    columns = [
+        name
+        for name in ("problem", "hints", "referring", "category", "answer", "sft_target")
+        if name in table.column_names
+    ]
     for index, (row, own) in enumerate(zip(table.select(columns).to_pylist(), existing, strict=True)):
         if own and not replace:
+            reserved = row_text_problems(row, row_keys())
+            if reserved:
+                raise DataError(f"{source.name} row {index}: {reserved[0]}")
             targets.append(own)
             report.kept += 1
             continue

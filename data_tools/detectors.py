@@ -7,7 +7,8 @@ The protocol (the same one the inference CLI uses for hints)::
 ``categories[i]`` names what to find in ``images[i]``; the result holds, per image, dicts ``{"bbox": [x0, y0, x1, y1],
 "score": float}`` in that image's own (original) pixels. Keyword arguments come from the command line
 (``--detector-arg key=value``). :func:`grounding_dino` is the shipped adapter, on the Grounding DINO implementation
-inside ``transformers`` (a local checkpoint folder; no clone and no CUDA op build).
+inside ``transformers`` (a local checkpoint folder; no clone and no CUDA op build); :func:`grounding_dino_rexthinker`
+runs it as Rex-Thinker's ``add_candidates_by_grounding_dino.py`` does (thresholds 0.25/0.25, every box, query order).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import importlib.util
 import json
 import math
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,8 +76,19 @@ def parse_detector_args(pairs: list[str]) -> dict[str, Any]:
     return kwargs
 
 
-def check_detections(output: Any, sizes: list[tuple[int, int]], spec: str) -> list[list[dict[str, Any]]]:
-    """Validate a detector's output for images of ``sizes``; boxes clipped into the image, empty ones left out."""
+# Why a detector's box is left out (check_detections counts each in its ``dropped`` argument).
+INVERTED = "x1 < x0 or y1 < y0 (corners in another order, or [x, y, w, h] boxes?)"
+EMPTY = "no area (x1 == x0 or y1 == y0)"
+OUTSIDE = "outside the image"
+
+
+def check_detections(
+    output: Any, sizes: list[tuple[int, int]], spec: str, dropped: Counter[str] | None = None
+) -> list[list[dict[str, Any]]]:
+    """Validate a detector's output for images of ``sizes``; boxes clipped into the image. Boxes left out, counted in
+    ``dropped`` by reason: inverted ones (x1 < x0 or y1 < y0: dropped, not swapped, since a box in another layout
+    swapped would be a wrong box), empty ones, and those with nothing inside the image."""
+    dropped = Counter() if dropped is None else dropped
     if not isinstance(output, list) or len(output) != len(sizes):
         got = f"a list of {len(output)}" if isinstance(output, list) else type(output).__name__
         raise DataError(f"detector {spec}: must return one list of detections per image ({len(sizes)}), got {got}")
@@ -91,11 +104,20 @@ def check_detections(output: Any, sizes: list[tuple[int, int]], spec: str) -> li
                     f"detector {spec}: image {image_index} of the batch: expected a list of "
                     f"{{'bbox': [x0, y0, x1, y1], 'score': number}}, got {detection!r}"
                 )
+            if bbox[2] < bbox[0] or bbox[3] < bbox[1]:
+                dropped[INVERTED] += 1
+                continue
+            if bbox[2] == bbox[0] or bbox[3] == bbox[1]:
+                dropped[EMPTY] += 1
+                continue
             x0, y0, x1, y1 = (
-                min(max(float(v), 0.0), limit) for v, limit in zip(bbox, (width, height) * 2, strict=True)
+                round(min(max(float(v), 0.0), limit), 2) for v, limit in zip(bbox, (width, height) * 2, strict=True)
             )
-            if x1 > x0 and y1 > y0:
-                kept.append({"bbox": [round(v, 2) for v in (x0, y0, x1, y1)], "score": round(float(score), 4)})
+            if not (x1 > x0 and y1 > y0):
+                outside = bbox[2] <= 0 or bbox[3] <= 0 or bbox[0] >= width or bbox[1] >= height
+                dropped[OUTSIDE if outside else EMPTY] += 1  # EMPTY: a sliver that rounding closed
+            else:
+                kept.append({"bbox": [x0, y0, x1, y1], "score": round(float(score), 4)})
         checked.append(kept)
     return checked
 
@@ -134,13 +156,45 @@ def grounding_dino(
     A box is kept when its best token score beats ``box_threshold`` and some word of the category (not a special
     token or the closing ".") beats ``text_threshold``; at most ``max_detections`` per image.
     """
+    results = _run_grounding_dino(images, categories, model_path, box_threshold, text_threshold, batch_size, device)
+    return [select_detections(*result, ranked=True, max_detections=max_detections) for result in results]
+
+
+def grounding_dino_rexthinker(
+    images: list[Image.Image],
+    categories: list[str],
+    *,
+    model_path: str,
+    box_threshold: float = 0.25,
+    text_threshold: float = 0.25,
+    batch_size: int = 8,
+    device: str = "auto",
+) -> list[list[dict[str, Any]]]:
+    """Grounding DINO as Rex-Thinker's ``add_candidates_by_grounding_dino.py`` runs it: box and text thresholds 0.25
+    (its lines 50-61 and 161), every box whose best token score beats the box threshold, in the detector's own query
+    order, none dropped for its label or for their number (the original's ``predict`` filters on the box score alone;
+    the text threshold only names the phrase). Use it with ``--gt-policy append``."""
+    results = _run_grounding_dino(images, categories, model_path, box_threshold, text_threshold, batch_size, device)
+    return [select_detections(*result, ranked=False, max_detections=None) for result in results]
+
+
+def _run_grounding_dino(
+    images: list[Image.Image],
+    categories: list[str],
+    model_path: str,
+    box_threshold: float,
+    text_threshold: float,
+    batch_size: int,
+    device: str,
+) -> list[tuple[dict[str, Any], set[str]]]:
+    """The post-processed output of every image (boxes, scores, text labels) with the tokenizer's special tokens."""
     if len(images) != len(categories):
         raise ValueError(f"grounding_dino: {len(images)} images but {len(categories)} categories")
     if batch_size < 1:
         raise ValueError(f"grounding_dino: batch_size={batch_size} must be >= 1")
     processor, model = _load_grounding_dino(str(model_path), _device(device))
     special = set(processor.tokenizer.all_special_tokens)
-    results: list[list[dict[str, Any]]] = []
+    results: list[tuple[dict[str, Any], set[str]]] = []
     for start in range(0, len(images), batch_size):
         batch = [image.convert("RGB") for image in images[start : start + batch_size]]
         prompts = [f"{category.strip().lower().rstrip('.')}." for category in categories[start : start + batch_size]]
@@ -154,15 +208,23 @@ def grounding_dino(
             text_threshold=text_threshold,
             target_sizes=[(image.height, image.width) for image in batch],
         )
-        for result in processed:
-            if len(result["boxes"]) == 0:  # the post-processor then returns one (empty) label all the same
-                results.append([])
-                continue
-            detections = [
-                {"bbox": [float(v) for v in box.tolist()], "score": float(score)}
-                for box, score, label in zip(result["boxes"], result["scores"], result["text_labels"], strict=True)
-                if any(word.strip(".") and word not in special for word in label.split())
-            ]
-            detections.sort(key=lambda detection: -detection["score"])
-            results.append(detections[:max_detections])
+        results.extend((result, special) for result in processed)
     return results
+
+
+def select_detections(
+    result: dict[str, Any], special: set[str], *, ranked: bool, max_detections: int | None
+) -> list[dict[str, Any]]:
+    """One image's detections from Grounding DINO's post-processed ``result``. ``ranked`` (ours): only boxes whose
+    label holds a word of the category, best score first, at most ``max_detections``; otherwise (Rex-Thinker's) every
+    box, in query order."""
+    if len(result["boxes"]) == 0:  # the post-processor then returns one (empty) label all the same
+        return []
+    detections = [
+        {"bbox": [float(v) for v in box.tolist()], "score": float(score)}
+        for box, score, label in zip(result["boxes"], result["scores"], result["text_labels"], strict=True)
+        if not ranked or any(word.strip(".") and word not in special for word in label.split())
+    ]
+    if ranked:
+        detections.sort(key=lambda detection: -detection["score"])
+    return detections[:max_detections]

@@ -33,6 +33,9 @@ from data_tools.convert import ConvertOptions, build_row
 from data_tools.interchange import Candidate, Record, RecordError, write_report
 from data_tools.synthetic import FEATURES
 from rexthinker_rl.data import DataError, decode_image
+from rexthinker_rl.images import decode, stored_bytes
+from rexthinker_rl.reserved import check_text
+from rexthinker_rl.rows import read_text
 from rexthinker_rl.visualize import render, save_image
 
 ON_ERROR = ("fail", "skip")
@@ -56,7 +59,7 @@ def read_lineidx(path: str | Path) -> list[int]:
     if not path.is_file():
         raise FileNotFoundError(f"line index {path} does not exist")
     offsets = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if line.strip():
             if not line.strip().isdigit():
                 raise DataError(f"{path.name} line {number}: expected a byte offset, got {line.strip()[:40]!r}")
@@ -162,18 +165,27 @@ class CoTReport:
     rows: int = 0
     with_reasoning: int = 0
     clipped_boxes: int = 0
+    images_reencoded: int = 0  # stored as the decoded picture (PNG): decoding changed the file's pixels
     errors: list[tuple[int, str]] = field(default_factory=list)
 
     def summary(self) -> str:
         action = f"wrote {self.rows} rows ({self.with_reasoning} with a reasoning target) to {self.out}"
         action = action if self.rows else "wrote nothing"
         bad = len(self.errors)
-        return f"humanref-cot: {self.samples} samples, {bad} bad; {action}; {self.clipped_boxes} boxes clipped"
+        return (
+            f"humanref-cot: {self.samples} samples, {bad} bad; {action}; {self.clipped_boxes} boxes clipped; "
+            f"{self.images_reencoded} images stored as the decoded picture (PNG)"
+        )
 
 
-def sample_rows(sample: CoTSample, options: ConvertOptions, category: str) -> tuple[list[dict], int]:
-    """Training rows of one sample (one per expression) and how many of its boxes were clipped into the image."""
-    size = decode_image(sample.image_bytes, f"sample {sample.index}").size
+def sample_rows(sample: CoTSample, options: ConvertOptions, category: str) -> tuple[list[dict], int, bool]:
+    """Training rows of one sample (one per expression), how many of its boxes were clipped into the image, and
+    whether its image is stored as the decoded picture (``rexthinker_rl.images.stored_bytes``)."""
+    decoded = decode(sample.image_bytes, f"sample {sample.index}")
+    size = decoded.image.size
+    image_bytes, reencoded = stored_bytes(sample.image_bytes, decoded)  # the frame the boxes are in, for every reader
+    if sample.think and (reason := check_text("think", sample.think)) is not None:
+        raise RecordError(sample.index, reason)
     clipped_boxes = [_clip(box, size) for box in sample.boxes]
     clipped = sum(box != original for box, original in zip(clipped_boxes, sample.boxes, strict=True))
     candidates = [Candidate(box, category) for box in clipped_boxes]
@@ -191,9 +203,9 @@ def sample_rows(sample: CoTSample, options: ConvertOptions, category: str) -> tu
             )
         if sample.think and len(sample.region_map) == 1:
             row["sft_target"] = f"<think>{sample.think}</think><answer>{row['answer']}</answer>"
-        image = {"bytes": sample.image_bytes, "path": sample.image_id}
+        image = {"bytes": image_bytes, "path": sample.image_id}
         rows.append(row | {"id": f"humanref_cot-{sample.index:06d}-{number}", "images": [image]})
-    return rows, clipped
+    return rows, clipped, reencoded
 
 
 def _clip(box: list[float], size: tuple[int, int]) -> list[float]:
@@ -227,12 +239,13 @@ def convert(
         for index in tqdm(range(count), desc="humanref-cot", unit="sample"):
             report.samples += 1
             try:
-                rows, clipped = sample_rows(reader[index], options, category)
+                rows, clipped, reencoded = sample_rows(reader[index], options, category)
             except (DataError, RecordError) as err:
                 reason = getattr(err, "reason", str(err))
                 report.errors.append((index, reason.split("): ", 1)[-1] if reason.startswith(where) else reason))
                 continue
             report.clipped_boxes += clipped
+            report.images_reencoded += reencoded
             report.rows += len(rows)
             report.with_reasoning += sum(row["sft_target"] is not None for row in rows)
             pending.extend(rows)

@@ -20,11 +20,13 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rexthinker_rl.data import DataError
+from rexthinker_rl.rows import read_text
 from rexthinker_rl.utils import atomic_write_text
 
 Box = list[float]
@@ -93,7 +95,7 @@ def read_raw_records(path: str | Path) -> list[Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"annotation file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if path.suffix == ".jsonl":
         return _json_lines(path, text)
     try:
@@ -207,6 +209,22 @@ def _candidates(value: Any, category: str, index: int) -> list[Candidate]:
     return candidates
 
 
+def image_path(root: Path, image_name: str, allow_outside: bool, index: int) -> Path:
+    """The file of a record's ``image_name`` under ``root``; RecordError when there is none, or for a name that leaves
+    the root (absolute, or climbing above it with ``..``) unless ``allow_outside``. Judged on the name as written: a
+    symbolic link inside the root (a linked image folder) is followed."""
+    parts = os.path.normpath(image_name).replace("\\", "/").split("/")
+    if not allow_outside and (os.path.isabs(image_name) or parts[0] == ".."):
+        raise RecordError(
+            index,
+            f"image_name {image_name!r} leaves --image-root (an absolute path, or '..' above it): images are read "
+            "only under --image-root; pass --allow-outside-root to read it anyway",
+        )
+    if not (root / image_name).is_file():
+        raise RecordError(index, f"image file {image_name!r} not found under {root}")
+    return root / image_name
+
+
 def box_outside(box: Box, width: int, height: int) -> bool:
     """True when ``box`` reaches outside a ``width x height`` image (coordinates run from 0 to the size)."""
     return box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height
@@ -219,6 +237,48 @@ def check_inside(record: Record, width: int, height: int) -> None:
     for what, box in boxes:
         if box_outside(box, width, height):
             raise RecordError(record.index, f"{what} {box} lies outside the {width}x{height} image")
+
+
+# ---------------------------------------------------------------------------------------------------------------- ids
+def assign_ids(raws: list[Any], prefix: str) -> tuple[list[str], int]:
+    """``(id of every record, automatic ids moved aside)``: a record's own id (as text), else ``<prefix>-<index>``;
+    an automatic id that some record already has as its own becomes ``<prefix>-<index>-<n>`` (the first n free), so
+    no automatic id ever equals a user's (repeated own ids are bad records: :func:`duplicate_ids`)."""
+    own = [_own_id(raw) for raw in raws]
+    taken = {record_id for record_id in own if record_id is not None}
+    ids, moved = [], 0
+    for index, record_id in enumerate(own):
+        if record_id is None:
+            base = record_id = f"{prefix}-{index:06d}"
+            number = 0
+            while record_id in taken:
+                number += 1
+                record_id = f"{base}-{number}"
+            moved += number > 0
+            taken.add(record_id)
+        ids.append(record_id)
+    return ids, moved
+
+
+def _own_id(raw: Any) -> str | None:
+    """A record's own id as text; None when it has none, or one parse_record refuses (not a string or integer)."""
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+
+def duplicate_ids(raws: list[Any]) -> list[tuple[int, str]]:
+    """``(index, reason)`` of every record whose id repeats an earlier one's (ids key predictions and rollout logs)."""
+    first: dict[str, int] = {}
+    errors = []
+    for index, raw in enumerate(raws):
+        record_id = raw.get("id") if isinstance(raw, dict) else None
+        if record_id is None:
+            continue
+        if str(record_id) in first:
+            errors.append((index, f"id {record_id!r} already used by record {first[str(record_id)]}"))
+        else:
+            first[str(record_id)] = index
+    return errors
 
 
 # ------------------------------------------------------------------------------------------------------------ writing

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from data_tools.interchange import Candidate, Record, write_records, write_report
 from data_tools.safe_pickle import load_plain_pickle
 from rexthinker_rl.data import DataError
+from rexthinker_rl.rows import read_text
 
 _REF_KEYS = ("ref_id", "image_id", "ann_id", "split", "sentences")
 
@@ -73,7 +74,7 @@ def load_instances(path: str | Path) -> _Instances:
     if not path.is_file():
         raise FileNotFoundError(f"instances file {path} does not exist")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: invalid JSON ({err})") from None
     missing = [key for key in ("images", "annotations", "categories") if key not in data]

@@ -12,6 +12,13 @@ total), then the rest by IoU with the Hungarian method (``scipy.optimize.linear_
 
 An inserted box goes to a position drawn from ``(seed, record id)``, not to the end of the list: a ground-truth box that
 is always the last hint would be a shortcut the policy learns instead of the task.
+
+Two policies reproduce Rex-Thinker's own tools, which do not make ground truth one of the hints; the rows they leave
+with ground truth outside the hints are counted (``kept``) and the commands warn about them. Never a default:
+
+- ``append`` (its ``add_candidates_by_grounding_dino.py``): a ground-truth box that no candidate overlaps by IoU >= 0.5
+  is appended as the last candidate; one that some candidate overlaps is left out of the hints.
+- ``keep`` (its ``convert_dataset.py``): nothing changes.
 """
 
 from __future__ import annotations
@@ -22,10 +29,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from data_tools.interchange import Box, Candidate, Record
+from data_tools.interchange import Box, Candidate, Record, RecordError
 
 GT_POLICIES = ("snap", "insert", "drop")
+CANDIDATE_POLICIES = (*GT_POLICIES, "append")  # add-candidates
+RECORD_POLICIES = (*CANDIDATE_POLICIES, "keep")  # what repair_record applies (convert offers them all)
 DEFAULT_SNAP_IOU = 0.5  # the accuracy reward's own IoU threshold: a snapped box would have scored as a hit anyway
+APPEND_IOU = 0.5  # add_candidates_by_grounding_dino.py: return_maximum_overlap(min_iou=0.5)
 
 
 def box_iou(first: Box, second: Box) -> float:
@@ -77,14 +87,14 @@ class RepairOutcome:
     record: Record | None
     snapped: int = 0  # ground-truth boxes replaced by their matched candidate
     inserted: int = 0  # ground-truth boxes added to the candidates
+    kept: int = 0  # ground-truth boxes left outside the candidates (append, keep)
 
     @property
     def kind(self) -> str:
         if self.record is None:
             return "dropped"
-        if self.snapped or self.inserted:
-            return "+".join(name for name, count in (("snapped", self.snapped), ("inserted", self.inserted)) if count)
-        return "exact"
+        counts = (("snapped", self.snapped), ("inserted", self.inserted), ("kept", self.kept))
+        return "+".join(name for name, count in counts if count) or "exact"
 
 
 @dataclass
@@ -98,6 +108,7 @@ class RepairCounts:
     dropped: int = 0
     boxes_snapped: int = 0
     boxes_inserted: int = 0
+    kept: int = 0  # rows left with a ground-truth box outside the hints (append, keep)
 
     def add(self, outcome: RepairOutcome) -> None:
         self.add_kind(outcome.kind, outcome.snapped, outcome.inserted)
@@ -111,11 +122,23 @@ class RepairCounts:
         self.inserted += inserted > 0
         self.boxes_snapped += snapped
         self.boxes_inserted += inserted
+        self.kept += "kept" in kind.split("+")
 
     def line(self) -> str:
+        kept = f", {self.kept} kept with ground truth outside the hints" if self.kept else ""
         return (
             f"GT-in-hints: {self.exact} rows exact, {self.snapped} snapped ({self.boxes_snapped} boxes), "
-            f"{self.inserted} inserted ({self.boxes_inserted} boxes), {self.dropped} dropped"
+            f"{self.inserted} inserted ({self.boxes_inserted} boxes), {self.dropped} dropped{kept}"
+        )
+
+    def kept_warning(self, policy: str) -> str | None:
+        """The warning for rows left with ground truth outside their hints, or None when there are none."""
+        if not self.kept:
+            return None
+        return (
+            f"warning: {self.kept} of {self.rows} rows keep a ground-truth box that is not among their hints "
+            f"(--gt-policy {policy}, as Rex-Thinker's tools leave them): the exact-match reward can never be earned "
+            "on them; `rexthinker-data repair` (or --gt-policy snap) makes the ground truth one of the hints"
         )
 
     def as_dict(self) -> dict[str, int]:
@@ -123,11 +146,14 @@ class RepairCounts:
 
 
 def repair_record(record: Record, policy: str, snap_iou: float = DEFAULT_SNAP_IOU, seed: int = 0) -> RepairOutcome:
-    """Apply a GT-in-hints policy to one record; afterwards every ground-truth box is exactly a candidate box."""
-    if policy not in GT_POLICIES:
-        raise ValueError(f"--gt-policy {policy!r}: choose one of {', '.join(GT_POLICIES)}")
+    """Apply a GT-in-hints policy to one record; afterwards every ground-truth box is exactly a candidate box, except
+    under ``append`` and ``keep`` (Rex-Thinker's), whose outcome counts the boxes left outside as ``kept``."""
+    if policy not in RECORD_POLICIES:
+        raise ValueError(f"--gt-policy {policy!r}: choose one of {', '.join(RECORD_POLICIES)}")
     if not 0 < snap_iou <= 1:
         raise ValueError(f"--snap-iou {snap_iou} must be in (0, 1]")
+    if policy in ("append", "keep"):
+        return _as_rexthinker(record, policy)
     candidates = list(record.candidate_boxes or [])
     same_category = [index for index, candidate in enumerate(candidates) if candidate.category == record.category]
     matches = match_ground_truth(record.answer_boxes, [candidates[index].bbox for index in same_category])
@@ -150,3 +176,21 @@ def repair_record(record: Record, policy: str, snap_iou: float = DEFAULT_SNAP_IO
     if missing_ground_truth(repaired):  # cannot happen by construction; a bug here must not write a broken row
         raise AssertionError(f"record {record.index}: repair left {missing_ground_truth(repaired)} out of the hints")
     return RepairOutcome(repaired, snapped=snapped, inserted=len(to_insert))
+
+
+def _as_rexthinker(record: Record, policy: str) -> RepairOutcome:
+    """``append``: add_candidates_by_grounding_dino.py lines 196-204 (the ground truth becomes the last candidate when
+    no candidate reaches IoU 0.5 with it, lines 82-90); ``keep``: convert_dataset.py lines 199-216 (the record as it
+    is). Boxes left outside the candidates are counted, never silently."""
+    if record.candidate_boxes is None:
+        raise RecordError(record.index, f"no 'candidate_boxes' (--gt-policy {policy} keeps a record's own candidates)")
+    candidates = list(record.candidate_boxes)
+    same_category = [candidate.bbox for candidate in candidates if candidate.category == record.category]
+    inserted = kept = 0
+    for box in missing_ground_truth(record):
+        if policy == "append" and not any(box_iou(box, other) >= APPEND_IOU for other in same_category):
+            candidates.append(Candidate(list(box), record.category))  # measured against the detections only
+            inserted += 1
+        else:
+            kept += 1
+    return RepairOutcome(replace(record, candidate_boxes=candidates), inserted=inserted, kept=kept)

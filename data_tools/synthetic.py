@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from rexthinker_rl.data import REJECTION_TEXT, boxes_to_resized, check_fixed_point, resized_size
+from rexthinker_rl.data import IMAGE_FACTOR, REJECTION_TEXT, boxes_to_resized, check_fixed_point, resized_size
 from rexthinker_rl.utils import atomic_write_bytes
 
 SHAPES = ("circle", "square", "triangle")
@@ -121,6 +121,20 @@ def _place(rng: np.random.Generator, count: int, image_size: int) -> list[list[i
     return boxes
 
 
+def _place_on_grid(rng: np.random.Generator, count: int, image_size: int, cell: int) -> list[list[int]]:
+    """``count`` square boxes, each inside its own ``cell`` x ``cell`` square of a grid over the image (one box per
+    square, a pixel of margin), so that every object lies under exactly one of the model's image tokens."""
+    per_side = image_size // cell
+    squares = rng.choice(per_side * per_side, size=count, replace=False)
+    boxes = []
+    for square in squares:
+        side = int(rng.integers(cell // 2, cell - 1))  # cell//2 .. cell-2
+        x_offset, y_offset = (int(value) for value in rng.integers(1, cell - side, size=2))
+        x0, y0 = int(square % per_side) * cell + x_offset, int(square // per_side) * cell + y_offset
+        boxes.append([x0, y0, x0 + side, y0 + side])
+    return boxes
+
+
 def _apart(box: list[int], other: list[int]) -> bool:
     return (
         box[2] + _GAP <= other[0]
@@ -142,11 +156,13 @@ def make_scene(
     position_margin: float = _POSITION_MARGIN,
     hints: tuple[int, int] = (2, 4),
     distractors: tuple[int, int] = (0, 2),
+    cell: int = 0,
 ) -> Scene:
     """Draw the objects and the referring expression of one image (random, but reproducible from ``rng``).
 
     ``position_margin``: original pixels by which the referred extreme object must beat the runner-up.
     ``hints``/``distractors``: inclusive ranges of the category's objects and of the other categories' objects.
+    ``cell`` > 0: objects on a grid of squares of that side (``_place_on_grid``); 0: anywhere, kept apart.
     With a single object of the category, "multi" and "position" rows become "colour" rows.
     """
     kind = _pick_kind(rng, rejection_fraction, multi_fraction)
@@ -160,7 +176,10 @@ def make_scene(
     colours, colour, matching = _colours(rng, kind, count)
     direction = str(rng.choice(list(POSITIONS))) if kind == "position" else ""
     for _attempt in range(200):
-        boxes = _place(rng, count + num_distractors, image_size)
+        if cell:
+            boxes = _place_on_grid(rng, count + num_distractors, image_size, cell)
+        else:
+            boxes = _place(rng, count + num_distractors, image_size)
         if boxes is None:
             continue
         objects = [ShapeObject(category, name, box) for name, box in zip(colours, boxes[:count], strict=True)]
@@ -251,6 +270,18 @@ def make_row(scene: Scene, row_id: str, image_size: int, resized: tuple[int, int
     }
 
 
+def _grid_cell(layout: str, image_size: int, resized: tuple[int, int], most_objects: int) -> int:
+    """The side, in original pixels, of one image token's square (0 for the free layout)."""
+    if layout == "free":
+        return 0
+    if layout != "grid":
+        raise ValueError(f"--layout {layout!r}: use free or grid")
+    cell = IMAGE_FACTOR * image_size // resized[0]
+    if (image_size // cell) ** 2 < most_objects:
+        raise ValueError(f"--layout grid: a {image_size}px image has fewer than {most_objects} squares of {cell}px")
+    return cell
+
+
 def write_parquet(rows: list[dict], path: Path) -> None:
     """Write rows with the Hugging Face feature metadata (``datasets`` loads ``images`` as images), atomically."""
     table = pa.Table.from_pylist(rows, schema=FEATURES.arrow_schema)
@@ -271,11 +302,13 @@ def make_synthetic_dataset(
     multi_fraction: float = 0.2,
     hints: tuple[int, int] = (2, 4),
     distractors: tuple[int, int] = (0, 2),
+    layout: str = "free",
 ) -> dict[str, Path]:
     """Write ``train.parquet`` and ``val.parquet`` under ``out_dir``; returns ``{"train": path, "val": path}``.
 
     ``hints``: inclusive range of objects of the referred category (the box hints) per image; ``distractors``: of
-    objects of other categories. At most 6 objects in all.
+    objects of other categories. At most 6 objects in all. ``layout``: ``free`` (objects anywhere, kept apart) or
+    ``grid`` (each object inside its own square of the model's image-token grid: 28 resized pixels a side).
     """
     if image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"--image-size {image_size} is too small to hold 6 objects apart (at least {MIN_IMAGE_SIZE})")
@@ -296,13 +329,14 @@ def make_synthetic_dataset(
     resized = resized_size(image_size, image_size, min_pixels, max_pixels)
     check_fixed_point(resized, min_pixels, max_pixels)
     margin = _POSITION_MARGIN * image_size / resized[0]  # so "leftmost" stays clear-cut after resizing
+    cell = _grid_cell(layout, image_size, resized, hints[1] + distractors[1])
     out = Path(out_dir)
     paths = {}
     for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
         rng = np.random.default_rng([seed, split_index])  # separate streams: val does not shift when train grows
         rows = []
         for index in range(count):
-            scene = make_scene(rng, image_size, rejection_fraction, multi_fraction, margin, hints, distractors)
+            scene = make_scene(rng, image_size, rejection_fraction, multi_fraction, margin, hints, distractors, cell)
             rows.append(make_row(scene, f"synth-{split}-{index:06d}", image_size, resized))
         paths[split] = out / f"{split}.parquet"
         write_parquet(rows, paths[split])

@@ -4,8 +4,10 @@ Per row: the image decodes; ``problem`` and ``answer`` are present; the answer i
 sentence; boxes lie inside the resized image with ``x1 > x0`` and ``y1 > y0``; every ground-truth box is *exactly* one
 of the row's hint boxes (a converter that rounds hints and answers differently breaks this silently); the
 ``image_size``, ``resized_size``, ``hints`` and ``answer_boxes`` columns, where present, agree with the image, the
-pixel bounds and the prompt text. Without pixel bounds, a row's ``resized_size`` column is taken as its frame (what
-``convert`` wrote for the bounds it was given); with them, that column is checked against them too.
+pixel bounds and the prompt text; no text column holds a special token of the tokenizer, reasoning markup or the image
+mark (``rexthinker_rl.reserved``). Across rows: no two rows go by one id (both rows named). Without pixel bounds, a
+row's ``resized_size`` column is taken as its frame (what ``convert`` wrote for the bounds it was given); with them,
+that column is checked against them too.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from rexthinker_rl.data import (
     read_rows,
     resized_size,
 )
+from rexthinker_rl.reserved import row_keys, row_text_problems
+from rexthinker_rl.rows import duplicate_ids
 
 _FENCED_JSON = re.compile(r"\A\s*```json\s*\n(.*?)\n?\s*```\s*\Z", re.DOTALL)
 
@@ -106,6 +110,7 @@ def check_row(row: dict, where: str, base_dir: Path, cfg: DataConfig, bounds_giv
     if image is not None:
         own_frame = not bounds_given and row.get("resized_size") is not None
         resized = _row_frame(row, image.size, reasons) if own_frame else _check_frame(row, image.size, cfg, reasons)
+    reasons += row_text_problems(row, row_keys(cfg.prompt_key, cfg.answer_key))
     problem, answer = row.get(cfg.prompt_key), row.get(cfg.answer_key)
     if not isinstance(problem, str) or not problem.strip():
         reasons.append(f"{cfg.prompt_key!r} is missing or empty")
@@ -220,9 +225,13 @@ def validate_file(
             "note: no pixel bounds given: each row's resized_size column was taken as its frame; pass the "
             "--min-pixels/--max-pixels you train with to check that frame too"
         )
+    repeated = {where: (uid, first) for uid, where, first in duplicate_ids(rows)}
     for index, row in enumerate(rows.iter_rows()):
         where = rows.where(index)
         reasons = check_row(row, where, rows.locate(index)[0].parent, cfg, bounds_given)
+        if where in repeated:
+            uid, first = repeated[where]
+            reasons.append(f"id {uid!r} is also {first}'s (ids must be unique: evaluation keys predictions by id)")
         if reasons:
             report.problems.append(RowProblem(where, reasons))
     return report

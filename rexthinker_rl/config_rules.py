@@ -17,9 +17,9 @@ import torch
 from rexthinker_rl import algorithms
 from rexthinker_rl.backends import BACKENDS
 from rexthinker_rl.errors import ConfigError
-from rexthinker_rl.modeling import ATTN_IMPLEMENTATIONS, DTYPES
+from rexthinker_rl.modeling import ATTN_IMPLEMENTATIONS, DTYPES, SUPPRESSED_TOKENS
 from rexthinker_rl.prompts import PresetError, preset_for
-from rexthinker_rl.rollout import ENGINES
+from rexthinker_rl.rollout import ENGINES, SEED_MODES
 from rexthinker_rl.rollout_correction import ROLLOUT_IS_LEVELS
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 PLACEMENTS = ("colocate", "separate")  # read as Derived.colocated
 PIPELINES = ("sync", "one_step_off")  # read as Derived.pipelined
+DATA_ORDERS = ("ours", "easyr1")  # data.ResumableSampler
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,9 @@ _CHOICES: list[tuple[str, Callable[[Any], bool], str]] = [
     _rule("model.attn_implementation", ATTN_IMPLEMENTATIONS),
     _rule("rollout.engine", ENGINES),
     _rule("rollout.placement", PLACEMENTS),
+    _rule("rollout.seed_mode", SEED_MODES),
+    _rule("rollout.suppress_tokens", SUPPRESSED_TOKENS),
+    _rule("data.order", DATA_ORDERS),
     _rule("actor.strategy", BACKENDS),
     _rule("actor.zero_stage", (2, 3)),
     _rule("actor.lr_scheduler", ("constant", "cosine")),
@@ -128,6 +132,9 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("rollout.n", lambda v: v >= 2, "a group size >= 2: the advantages compare responses to the same prompt"),
     ("rollout.temperature", lambda v: v >= 0, "temperature >= 0"),
     ("rollout.top_p", lambda v: 0 < v <= 1, "0 < top_p <= 1"),
+    ("rollout.val_top_p", lambda v: 0 < v <= 1, "0 < val_top_p <= 1"),
+    ("rollout.val_temperature", lambda v: v >= 0, "val_temperature >= 0 (0: greedy)"),
+    ("data.val_batch_size", _positive, "a positive number of prompts"),
     ("rollout.gpu_memory_utilization", lambda v: 0 < v <= 1, "a share in (0, 1]"),
     ("rollout.tensor_parallel_size", _positive, "a positive integer"),
     ("rollout.mm_processor_cache_gb", lambda v: v >= 0, "a size in GiB >= 0 (0: no cache)"),

@@ -57,9 +57,13 @@ class DataConfig:
     val_max_samples: int = -1
     """Use at most this many validation prompts (-1: all)."""
     shuffle: bool = True
-    """Shuffle the training set every epoch (the order depends only on seed and epoch, so resume is exact)."""
+    """Shuffle the training set every epoch (in the order ``data.order`` names; resume is exact either way)."""
     seed: int = 1
     """Seed of the data order (0..4294967295)."""
+    order: str = "ours"
+    """How the shuffled order is drawn: ours (each epoch a permutation from a generator seeded by seed and epoch) |
+    easyr1 (EasyR1 / Rex-Thinker: torch's RandomSampler over one generator seeded once with data.seed, its stream
+    continuing from epoch to epoch; the paper config's)."""
 
 
 @dataclass
@@ -110,6 +114,8 @@ class RolloutConfig:
     """Top-k sampling (-1: off)."""
     val_temperature: float = 0.0
     """Validation temperature (0: greedy)."""
+    val_top_p: float = 1.0
+    """Nucleus sampling threshold of validation (used when val_temperature > 0)."""
     dtype: str = "bfloat16"
     """Engine dtype (float32 gives exact parity with the actor on CPU)."""
     tensor_parallel_size: int = 2
@@ -138,10 +144,15 @@ class RolloutConfig:
     gets its own rollout.num_gpus GPUs (on CPU, a process of its own; no sleep/wake, weights sent over)."""
     num_gpus: int = 0
     """GPUs given to the rollout engines when placement=separate (a multiple of tensor_parallel_size)."""
-    suppress_vision_tokens: bool = True
-    """Never sample image/video/vision special tokens."""
+    suppress_tokens: str = "vision"
+    """Special tokens never sampled (vLLM: logit bias -100; hf: suppressed): vision (the five image/video/vision
+    placeholder tokens) | image_pad (<|image_pad|> only: EasyR1 / Rex-Thinker, the paper config's) | none."""
     seed: int = 1
-    """Sampling seed of the engine (0..4294967295)."""
+    """Sampling seed of the engine, and of each request as rollout.seed_mode says (0..4294967295)."""
+    seed_mode: str = "ours"
+    """Seed of each sampling request: ours (step s samples with rollout.seed x 100003 + s, a fresh stream every step;
+    validation unseeded) | easyr1 (every request of every step, validation included, samples with rollout.seed, as
+    EasyR1's SamplingParams(seed=1) does in Rex-Thinker's run; the paper config's)."""
     cpus: list[int] = field(default_factory=list)
     """CPU only: the core ids the rollout worker is pinned to; their count sets its threads ([]: every core, shared). Giving
     rollout.cpus and actor.cpus disjoint cores is how generation and training get resources of their own on one host
@@ -326,7 +337,8 @@ class LoggingConfig:
     sinks: list[str] = field(default_factory=lambda: ["console", "jsonl", "tensorboard"])
     """console | jsonl | tensorboard | wandb."""
     log_rollouts: int = 4
-    """Rollouts per step written to rollouts.jsonl (for the viewer)."""
+    """Rollouts per step written to rollouts.jsonl (for the viewer); -1: every one (what
+    benchmarks/diagnose_learning.py reads)."""
     kl_to_ref_freq: int = 0
     """Without a KL term (algorithm.kl_mode=none or kl_coef=0): every N steps, log the sampler's KL to the starting
     weights (rollout/kl_to_ref, drawn in curves.png), from a reference forward pass over the batch; it keeps a

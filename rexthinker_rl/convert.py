@@ -1,10 +1,13 @@
 """Checkpoint -> standard Hugging Face folder: ``rexthinker-convert CHECKPOINT OUT``.
 
-The output holds model.safetensors, config.json, generation config, tokenizer, processor and chat template, and loads
-with ``from_pretrained`` (and vLLM) like any Qwen2.5-VL checkpoint. No network. The folder is written under a temp
-name and renamed into place. A LoRA checkpoint (base + adapters) is merged: the output is a plain model. An existing
-OUT is replaced only with ``--overwrite`` and only when it is a model folder (``rexthinker_rl.outputs``): a data or run
-folder is refused before anything is loaded.
+CHECKPOINT is one of ours (``checkpoints/global_step_N``) or an EasyR1 actor checkpoint as Rex-Thinker's training writes
+it (``global_step_N/actor`` or the ``global_step_N`` above it: rank files of DTensors and a ``huggingface/`` folder),
+merged as Rex-Thinker's own converter merges it (``rexthinker_rl.easyr1_checkpoint``). The output holds
+model.safetensors, config.json, generation config, tokenizer, processor and chat template, and loads with
+``from_pretrained`` (and vLLM) like any Qwen2.5-VL checkpoint. No network. The folder is written under a temp name and
+renamed into place. A LoRA checkpoint (base + adapters) is merged: the output is a plain model. An existing OUT is
+replaced only with ``--overwrite`` and only when it is a model folder (``rexthinker_rl.outputs``): a data or run folder
+is refused before anything is loaded.
 """
 
 from __future__ import annotations
@@ -18,13 +21,18 @@ from safetensors.torch import load_file
 from rexthinker_rl.checkpoint import CheckpointError, list_checkpoints, verify
 from rexthinker_rl.config import ConfigError, load_config
 from rexthinker_rl.console import console_entry
+from rexthinker_rl.easyr1_checkpoint import actor_folder, convert_easyr1
 from rexthinker_rl.lora import is_lora_state, merge_into
 from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder
 from rexthinker_rl.outputs import OutputError, check_new_folder, is_model_folder, writing
 
 
 def convert_checkpoint(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> Path:
-    """Write the actor of ``checkpoint`` (a global_step_N folder) as a Hugging Face folder at ``out``."""
+    """Write the actor of ``checkpoint`` (a global_step_N folder, ours or EasyR1's) as a Hugging Face folder at
+    ``out``."""
+    easyr1 = actor_folder(checkpoint)
+    if easyr1 is not None:
+        return convert_easyr1(easyr1, out, overwrite)
     folder, target = Path(checkpoint), Path(out)
     check_new_folder(target, overwrite, is_model_folder, "Hugging Face model folder", "OUT", inputs=[folder])
     _check_is_checkpoint(folder)
@@ -76,7 +84,9 @@ def _check_is_checkpoint(folder: Path) -> None:
 @console_entry("rexthinker-convert")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Convert a training checkpoint to a Hugging Face folder.")
-    parser.add_argument("checkpoint", help="a checkpoints/global_step_N folder")
+    parser.add_argument(
+        "checkpoint", help="a checkpoints/global_step_N folder, or an EasyR1 global_step_N(/actor) one"
+    )
     parser.add_argument("out", help="output folder (new or empty; an existing model folder needs --overwrite)")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace OUT when it is a model folder (nothing else)"

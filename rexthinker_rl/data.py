@@ -18,6 +18,7 @@ from PIL import Image
 
 from rewards.parsing import parse_ground_truth
 from rexthinker_rl.config import DataConfig
+from rexthinker_rl.config_rules import DATA_ORDERS
 from rexthinker_rl.errors import DataError
 from rexthinker_rl.frames import (
     IMAGE_FACTOR,
@@ -40,6 +41,7 @@ from rexthinker_rl.images import decode_image
 from rexthinker_rl.images import header_size as image_header_size
 from rexthinker_rl.parquet_meta import FrameMismatch, check_made_with
 from rexthinker_rl.prompts import PresetError, chat_prompt, preset_for
+from rexthinker_rl.reserved import row_keys, row_text_problems, tokenizer_tokens
 from rexthinker_rl.rows import RowTable, image_payload, read_rows
 
 __all__ = [
@@ -97,6 +99,7 @@ class RLDataset(torch.utils.data.Dataset):
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.image_token = getattr(processor, "image_token", "<|image_pad|>")
         self._processor_bounds = _processor_bounds(processor)
+        self._reserved = tokenizer_tokens(self.tokenizer)  # text no row may hold (rexthinker_rl.reserved)
         self.preset = preset_for(data_cfg)
         for key in (data_cfg.prompt_key, data_cfg.answer_key):
             if key not in self.rows.column_names:
@@ -135,6 +138,9 @@ class RLDataset(torch.utils.data.Dataset):
             payload = image_payload(row, cfg.image_key, self.rows.locate(index)[0].parent, where)
             sizes = self._frame(row, image_header_size(payload, where, cfg.apply_exif_orientation), where)
             problem, _, prompt_text = self._prompt(row, where)
+            reserved = row_text_problems(row, row_keys(cfg.prompt_key, cfg.answer_key), self._reserved)
+            if reserved:  # the processor would act on a special token in the text: stop here, not in a worker
+                raise DataError(f"{where}: {reserved[0]}")
             _metadata(row, problem, *sizes, "", where)  # malformed hints fail here, not mid-training
             _check_ground_truth(row[cfg.answer_key], sizes[1], where)
             pending.append((index, sizes, prompt_text))
@@ -286,19 +292,28 @@ def _processor_bounds(processor) -> tuple[int, int] | None:
 
 # ----------------------------------------------------------------------------------------------------------- sampler
 class ResumableSampler:
-    """Batches of indices, epoch after epoch; the order depends only on ``(seed, epoch)``, so a saved position resumes
-    exactly (no batch repeated or skipped). The state counts batches handed out.
+    """Batches of indices, epoch after epoch, resumable exactly from a saved position (no batch repeated or skipped).
+    The state counts batches handed out and names the order.
 
-    Usable as a DataLoader ``batch_sampler``: iterating yields the rest of the current epoch, then moves to the next.
+    Orders (``data.order``): ``ours`` shuffles each epoch with a generator seeded from ``(seed, epoch)``; ``easyr1`` draws
+    as EasyR1 (and so Rex-Thinker) does: ``torch.utils.data.RandomSampler`` over one generator seeded once with
+    ``seed``, whose stream continues from epoch to epoch. Usable as a DataLoader ``batch_sampler``: iterating yields the
+    rest of the current epoch, then moves to the next.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool = True):
+    def __init__(
+        self, num_samples: int, batch_size: int, shuffle: bool, seed: int, drop_last: bool = True, order: str = "ours"
+    ):
         if num_samples < 0 or batch_size <= 0:
             raise ValueError(f"num_samples={num_samples} must be >= 0 and batch_size={batch_size} positive")
+        if order not in DATA_ORDERS:
+            raise ValueError(f"data.order={order!r}: choose one of {', '.join(DATA_ORDERS)}")
         self.num_samples, self.batch_size, self.shuffle, self.seed = num_samples, batch_size, shuffle, seed
-        self.drop_last = drop_last
+        self.drop_last, self.order = drop_last, order
         self._epoch, self._batch_in_epoch = 0, 0
         self._order_epoch, self._order = -1, torch.arange(0)
+        self._stream: torch.Generator | None = None  # easyr1: the one generator, and the epoch it will draw next
+        self._stream_epoch = 0
 
     @property
     def epoch(self) -> int:
@@ -314,14 +329,28 @@ class ResumableSampler:
 
     def _epoch_order(self) -> torch.Tensor:
         if self._order_epoch != self._epoch:
-            if self.shuffle:
+            if not self.shuffle:
+                self._order = torch.arange(self.num_samples)
+            elif self.order == "easyr1":
+                self._order = self._easyr1_order()
+            else:
                 # Seed and epoch mixed into one 63-bit seed (seed + epoch alone would repeat orders across seeds).
                 generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self._epoch) % 2**63)
                 self._order = torch.randperm(self.num_samples, generator=generator)
-            else:
-                self._order = torch.arange(self.num_samples)
             self._order_epoch = self._epoch
         return self._order
+
+    def _easyr1_order(self) -> torch.Tensor:
+        """This epoch's permutation from the one generator. RandomSampler draws ``randperm(n)`` for the epoch and, when
+        the batch sampler asks past the end, a second ``randperm(n)`` for the ``num_samples % n`` tail (empty), so each
+        epoch takes two draws. After a resume the generator is replayed to the saved epoch (a few randperms an epoch)."""
+        if self._stream is None or self._stream_epoch > self._epoch:
+            self._stream, self._stream_epoch = torch.Generator().manual_seed(self.seed), 0
+        while self._stream_epoch <= self._epoch:
+            order = torch.randperm(self.num_samples, generator=self._stream)
+            torch.randperm(self.num_samples, generator=self._stream)  # the tail draw at the epoch's end
+            self._stream_epoch += 1
+        return order  # the loop ran: a fresh stream starts at epoch 0 <= self._epoch
 
     def next_batch(self) -> list[int]:
         """The next batch of indices; crosses into the next epoch after the last batch of this one."""
@@ -341,13 +370,20 @@ class ResumableSampler:
         while self._epoch == epoch:
             yield self.next_batch()
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self._epoch, "batch_in_epoch": self._batch_in_epoch}
+    def state_dict(self) -> dict[str, int | str]:
+        return {"epoch": self._epoch, "batch_in_epoch": self._batch_in_epoch, "order": self.order}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, int | str]) -> None:
         missing = {"epoch", "batch_in_epoch"} - set(state)
         if missing:
             raise KeyError(f"sampler state lacks {sorted(missing)} (got keys {sorted(state)})")
-        if not 0 <= state["batch_in_epoch"] < self.batches_per_epoch or state["epoch"] < 0:
+        saved_order = state.get("order", "ours")  # states written before data.order existed are ours
+        if saved_order != self.order:
+            raise ValueError(
+                f"the checkpoint's data position is in data.order={saved_order}, the config says data.order="
+                f"{self.order}: resume with data.order={saved_order} (the rows drawn so far depend on it)"
+            )
+        epoch, batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
+        if not 0 <= batch_in_epoch < self.batches_per_epoch or epoch < 0:
             raise ValueError(f"sampler state {state} is out of range ({self.batches_per_epoch} batches per epoch)")
-        self._epoch, self._batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
+        self._epoch, self._batch_in_epoch = epoch, batch_in_epoch

@@ -4,6 +4,7 @@ image:" in Rex-Thinker problem text), the referring expression, and the rejectio
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -55,9 +56,11 @@ def referring_is_empty(referring: Any, problem: str) -> bool:
 
 
 def is_box(box: Any) -> bool:
-    """``[x0, y0, x1, y1]``: a list of 4 numbers (booleans are not numbers here)."""
+    """``[x0, y0, x1, y1]``: a list of 4 finite numbers (booleans are not numbers here; JSON's NaN is not finite)."""
     return (
         isinstance(box, list)
         and len(box) == 4
-        and all(isinstance(value, int | float) and not isinstance(value, bool) for value in box)
+        and all(
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) for value in box
+        )
     )

@@ -16,6 +16,7 @@ import argparse
 import json
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from rexthinker_rl.modeling import load_processor
 from rexthinker_rl.outputs import check_new_file
 from rexthinker_rl.prompts import add_preset_argument, clean_up_spaces, preset_for, preset_overrides
 from rexthinker_rl.rollout.base import RolloutEngine, RolloutPrompt, SamplingSpec
-from rexthinker_rl.rows import load_json
+from rexthinker_rl.rows import load_json, read_text
 from rexthinker_rl.visualize import render as draw
 from rexthinker_rl.visualize import save_image
 
@@ -118,14 +119,18 @@ def read_hints(path: str | Path, category: str) -> Hints:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--hints {path} does not exist")
-    return parse_hints_text(path.read_text(encoding="utf-8"), category, path.name)
+    return parse_hints_text(read_text(path), category, path.name)
 
 
 def detect_hints(spec: str, detector_args: list[str], image: Image.Image, category: str) -> Hints:
     """Hints from a detector function (``data_tools.detectors`` protocol) for ``category`` in ``image``."""
     detect = load_detector(spec)
     output = detect([image], [category], **parse_detector_args(detector_args))
-    detections = check_detections(output, [image.size], spec)[0]
+    dropped: Counter[str] = Counter()
+    detections = check_detections(output, [image.size], spec, dropped)[0]
+    if dropped:  # said, not silent: a detector writing boxes in another layout shows here first
+        left_out = "; ".join(f"{count} {reason}" for reason, count in sorted(dropped.items()))
+        print(f"note: detector boxes left out: {left_out}", file=sys.stderr)
     return {category: [detection["bbox"] for detection in detections]}
 
 

@@ -38,6 +38,11 @@ def check_model_path(path: str) -> None:
     if not path:
         raise ValueError("model.path is empty: set it to a Qwen2.5-VL folder (e.g. model.path=/models/Qwen2.5-VL-7B)")
     if folder.exists() and not (folder / "config.json").is_file():
+        if any(folder.glob("model_world_size_*_rank_0.pt")) or any(folder.glob("actor/model_world_size_*_rank_0.pt")):
+            raise FileNotFoundError(
+                f"model.path={path} is an EasyR1 actor checkpoint: convert it first with `rexthinker-convert {path} "
+                "OUT` and use OUT (rexthinker-train converts it by itself)"
+            )
         raise FileNotFoundError(f"model.path={path}: folder has no config.json (not a Hugging Face checkpoint folder)")
     if not folder.exists() and (folder.is_absolute() or path.startswith(".")):  # a local path, not a hub id
         raise FileNotFoundError(f"model.path={path}: no such folder; point it at a Hugging Face checkpoint folder")
@@ -131,7 +136,21 @@ def save_hf_folder(
     return swap_folder(tmp, target)
 
 
-def vision_token_ids(tokenizer) -> list[int]:
-    """Ids of the vision placeholder tokens present in this tokenizer (never to be sampled)."""
+# rollout.suppress_tokens -> the special tokens never sampled. image_pad is EasyR1's (vllm_rollout_spmd.py
+# _get_logit_bias: the processor's image token only); vision adds the video and vision start/end/pad tokens.
+SUPPRESSED_TOKENS: dict[str, tuple[str, ...]] = {
+    "vision": tuple(VISION_SPECIAL_TOKENS),
+    "image_pad": ("<|image_pad|>",),
+    "none": (),
+}
+
+
+def suppressed_token_ids(tokenizer, choice: str = "vision") -> list[int]:
+    """Ids of the ``rollout.suppress_tokens`` set present in this tokenizer (never to be sampled)."""
     vocab = tokenizer.get_vocab()
-    return [vocab[token] for token in VISION_SPECIAL_TOKENS if token in vocab]
+    return [vocab[token] for token in SUPPRESSED_TOKENS[choice] if token in vocab]
+
+
+def vision_token_ids(tokenizer) -> list[int]:
+    """Ids of the vision placeholder tokens present in this tokenizer."""
+    return suppressed_token_ids(tokenizer, "vision")

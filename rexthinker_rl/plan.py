@@ -1,13 +1,13 @@
 """``rexthinker-plan``: the memory a training config needs per GPU and per node, before anyone rents a GPU.
 
 No weights are read: the model is built on the meta device from the model folder's ``config.json`` (or a named shape,
-``--shape qwen2.5-vl-7b``) to count its parameters by part. Then, per GPU and per phase of a GRPO step (generate,
-log-prob passes, update, optimizer step): the actor's parameters, gradients and AdamW state under the configured
-backend (torch, FSDP2, DeepSpeed ZeRO-2/3; mixed precision; offload), the units gathered for compute, the activations
-of one micro-batch (gradient checkpointing on or off), the LM head's log-prob memory (``actor.logprob_chunk_tokens``),
-the reference and vLLM's share (``rollout.gpu_memory_utilization``, its KV cache against n x (prompt + response)
-tokens); whether it fits in ``--gpu-mem`` and which knob to turn first; and host memory per node (each rank's full
-load, offloaded state, vLLM's sleeping weights).
+``--shape qwen2.5-vl-7b``, or a released model's known one for its hub id) to count its parameters by part. Per GPU and
+per phase of a GRPO step (generate, log-prob passes, update, optimizer step): the actor's parameters, gradients and
+AdamW state under the configured backend (torch, FSDP2, DeepSpeed ZeRO-2/3; mixed precision; offload), the units
+gathered for compute, the activations of one micro-batch (gradient checkpointing on or off), the LM head's log-prob
+memory (``actor.logprob_chunk_tokens``), the reference and vLLM's share (``rollout.gpu_memory_utilization``, its KV
+cache against n x (prompt + response) tokens); whether it fits in ``--gpu-mem`` and which knob to turn first; and host
+memory per node (each rank's full load, offloaded state, vLLM's sleeping weights).
 
 The formulas (``activation_bytes``, ``head_bytes``) follow the tensors the code keeps; docs/scaling.md compares them
 with measured CPU peaks (``benchmarks/bench_memory.py``). Assumed constants are named below, not measured on GPUs.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rexthinker_rl.config import Config, ConfigError, load_config
 from rexthinker_rl.console import console_entry
-from rexthinker_rl.shapes import shape_config
+from rexthinker_rl.shapes import HUB_SHAPES, hub_shape, shape_config
 
 GIB = 2**30
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -61,6 +61,7 @@ class ModelShape:
 
 
 def _hf_config(config: Config, shape: str):
+    shape = shape or hub_shape(config.model.path)
     if shape:
         return shape_config(shape)
     from transformers import AutoConfig
@@ -68,8 +69,8 @@ def _hf_config(config: Config, shape: str):
     folder = Path(config.model.path)
     if not (folder / "config.json").is_file():
         raise ConfigError(
-            f"model.path={config.model.path}: no config.json there; point it at a model folder or pass --shape "
-            "(e.g. --shape qwen2.5-vl-7b)"
+            f"model.path={config.model.path}: no config.json there; point it at a model folder, name a released "
+            f"model ({', '.join(sorted(HUB_SHAPES))}) or pass --shape (e.g. --shape qwen2.5-vl-7b)"
         )
     return AutoConfig.from_pretrained(folder, trust_remote_code=config.model.trust_remote_code)
 
@@ -124,9 +125,7 @@ def trainable_params(config: Config, shape: ModelShape) -> int:
     return shape.total - (shape.vision if config.model.freeze_vision_tower else 0)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Micro-batch sizes, activations and the LM head
-# ----------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------- Micro-batch sizes, activations and the LM head
 
 
 def micro_tokens(config: Config, update: bool) -> tuple[int, int, int]:
@@ -216,9 +215,7 @@ def single_process_peaks(config: Config, shape: ModelShape, head: bool = True) -
     }
 
 
-# ----------------------------------------------------------------------------------------------------------
-# One GPU of a sharded, colocated run
-# ----------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------- One GPU of a sharded, colocated run
 
 
 @dataclass
@@ -346,9 +343,7 @@ def gpu_plan(config: Config, shape: ModelShape, gpu_mem: float) -> tuple[Breakdo
     return plan, rollout
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Verdict, knobs, report, CLI
-# ----------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------- Verdict, knobs, report, CLI
 
 
 def _knobs(config: Config, plan: Breakdown, gpu_mem: float) -> list[list[str]]:
@@ -476,15 +471,15 @@ def main(argv: list[str] | None = None) -> None:
     if config_path and "=" in config_path and not Path(config_path).exists():
         args.overrides, config_path = [config_path, *args.overrides], None
     overrides = list(args.overrides)
-    for flag, key, value in (
-        ("--gpus", "trainer.n_gpus_per_node", args.gpus),
-        ("--nodes", "trainer.nnodes", args.nodes),
-    ):
+    counts = {"--gpus": ("trainer.n_gpus_per_node", args.gpus), "--nodes": ("trainer.nnodes", args.nodes)}
+    for flag, (key, value) in counts.items():
         if value is not None and value <= 0:  # (an error ends in one line through the console handler: exit 2)
             raise ConfigError(f"{flag} {value}: expected a positive count ({key})")
         overrides += [f"{key}={value}"] if value is not None else []
     gpu_mem = parse_size(args.gpu_mem)
     config = load_config(config_path, overrides)
+    if not args.shape and hub_shape(config.model.path):  # a released model's hub id: its shape is known
+        print(f"model.path={config.model.path}: planned with its known shape, {hub_shape(config.model.path)}")
     shape = model_shape(config, args.shape)
     if config.trainer.device == "cpu":
         peaks = single_process_peaks(config, shape)

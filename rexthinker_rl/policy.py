@@ -33,7 +33,8 @@ class NonFiniteUpdateError(RuntimeError):
     """Too many consecutive updates with a NaN/inf loss or gradient."""
 
 
-def _vision_tower(model):
+def vision_tower(model):
+    """The model's vision encoder (patch embedding, blocks and the merger into the language model), or None."""
     inner = getattr(model, "model", model)
     return getattr(inner, "visual", None) or getattr(model, "visual", None)
 
@@ -109,8 +110,8 @@ class Policy:
             model.requires_grad_(False)
             self.model = self.backend.wrap(model, trainable=False)
             return
-        if config.model.freeze_vision_tower and _vision_tower(model) is not None:
-            _vision_tower(model).requires_grad_(False)
+        if config.model.freeze_vision_tower and vision_tower(model) is not None:
+            vision_tower(model).requires_grad_(False)
         if self.lora:
             model = apply_lora(model, config.model.lora)  # freezes all but the adapters
         if config.model.gradient_checkpointing:

@@ -47,6 +47,12 @@ class RowTable:
             return self._table.slice(index, 1).to_pylist()[0]
         return self._records[index]
 
+    def column(self, name: str) -> list[Any]:
+        """One column's values, in row order (None where a JSONL record lacks it)."""
+        if self._table is not None:
+            return self._table.column(name).to_pylist()
+        return [record.get(name) for record in self._records]
+
     def iter_rows(self, batch_size: int = 256) -> Iterator[dict[str, Any]]:
         """All rows in order, a batch of Arrow rows converted at a time."""
         if self._table is None:
@@ -54,12 +60,6 @@ class RowTable:
             return
         for batch in self._table.to_batches(max_chunksize=batch_size):
             yield from batch.to_pylist()
-
-    def column(self, name: str) -> list[Any]:
-        """One column's values, every row (None where a JSONL record lacks the key)."""
-        if self._table is not None:
-            return self._table.column(name).to_pylist()
-        return [record.get(name) for record in self._records]
 
     def locate(self, index: int) -> tuple[Path, int]:
         """``(file, row index within that file)`` of a row."""
@@ -80,6 +80,41 @@ def load_json(text: str, where: str, what: str = "") -> Any:
     except json.JSONDecodeError as err:
         where = f"{where}: " if where else ""
         raise DataError(f"{where}{what + ' ' if what else ''}not valid JSON ({err})") from None
+
+
+def read_text(path: str | Path) -> str:
+    """A text file's content as UTF-8; DataError naming the file, the first byte that is not UTF-8 and its line."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}, line {line}: {err.reason}); "
+            "save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT` for a Latin-1 file"
+        ) from None
+
+
+def row_uid(row: dict, file: Path, local: int) -> str:
+    """The id a row goes by in training and evaluation: its ``id`` column, else ``<file name>:<row in file>``."""
+    return str(row["id"]) if row.get("id") is not None else f"{file.name}:{local}"
+
+
+def duplicate_ids(rows: RowTable) -> list[tuple[str, str, str]]:
+    """``(id, where it is repeated, where it was first)`` for every row whose id (:func:`row_uid`) an earlier row has."""
+    ids = rows.column("id") if "id" in rows.column_names else [None] * len(rows)
+    first: dict[str, str] = {}
+    repeated = []
+    for source in rows.sources:
+        for local, value in enumerate(ids[source.start : source.start + source.count]):
+            uid = row_uid({"id": value}, source.path, local)
+            where = f"{source.path.name} row {local}"
+            if uid in first:
+                repeated.append((uid, where, first[uid]))
+            else:
+                first[uid] = where
+    return repeated
 
 
 def read_rows(path: str | Path) -> RowTable:
@@ -113,7 +148,7 @@ def read_rows(path: str | Path) -> RowTable:
 
 def _read_jsonl(path: Path) -> RowTable:
     records = []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         record = load_json(line, f"{path.name} line {line_number}")

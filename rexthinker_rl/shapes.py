@@ -76,6 +76,14 @@ SHAPES: dict[str, dict[str, Any]] = {
         "vision": {**_VISION, "out_hidden_size": 2048},
     },
 }
+# Hub ids of released models, by shape: a plan of a recipe that names one needs no download. Rex-Thinker-GRPO-7B is
+# Qwen2.5-VL-7B-Instruct fine-tuned (its README: "implemented on top of QwenVL-2.5", SFT then GRPO; the weights keep
+# the base's architecture), so it has the 7B's shape.
+HUB_SHAPES: dict[str, str] = {
+    "IDEA-Research/Rex-Thinker-GRPO-7B": "qwen2.5-vl-7b",
+    "Qwen/Qwen2.5-VL-7B-Instruct": "qwen2.5-vl-7b",
+    "Qwen/Qwen2.5-VL-3B-Instruct": "qwen2.5-vl-3b",
+}
 # Qwen2's tokenizer: 151,643 byte-level BPE tokens, then these special tokens from id 151643 on.
 FIRST_SPECIAL_ID = 151643
 TOKEN_IDS = {
@@ -86,6 +94,11 @@ TOKEN_IDS = {
 }
 # preprocessor_config.json of the released models (image mean/std are the processor's defaults, CLIP's).
 PROCESSOR = {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2}
+
+
+def hub_shape(path: str) -> str:
+    """The shape of a released model named by its hub id (``HUB_SHAPES``) when no such folder is here, else ""."""
+    return "" if (Path(path) / "config.json").is_file() else HUB_SHAPES.get(path, "")
 
 
 class ShapeError(ValueError):

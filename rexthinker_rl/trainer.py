@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import ray
@@ -32,6 +33,7 @@ from rexthinker_rl.checkpoint import (
 from rexthinker_rl.config import Config, save_config, to_yaml
 from rexthinker_rl.data import ResumableSampler, RLDataset
 from rexthinker_rl.data_position import check_data_position, data_settings
+from rexthinker_rl.easyr1_checkpoint import actor_folder, model_for_run
 from rexthinker_rl.logging import MetricsLogger, truncate_metrics
 from rexthinker_rl.masking import masked_mean
 from rexthinker_rl.modeling import load_processor
@@ -39,8 +41,8 @@ from rexthinker_rl.pipeline import Rollout, idle_times
 from rexthinker_rl.plots import redraw_curves
 from rexthinker_rl.ray_cluster import ensure_auth_token
 from rexthinker_rl.rewarding import RewardRunner, probe_inputs, reward_inputs
-from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
-from rexthinker_rl.rollout_log import length_metrics, log_rollouts, metrics_by_kind
+from rexthinker_rl.rollout.base import SEED_MODES, RolloutPrompt, RolloutResult, SamplingSpec
+from rexthinker_rl.rollout_log import group_metrics, length_metrics, log_rollouts, metrics_by_kind
 from rexthinker_rl.run_lock import RunLock
 from rexthinker_rl.run_summary import summarize
 from rexthinker_rl.runtime import ActorState, Runtime, check_topology, start_runtime
@@ -79,29 +81,33 @@ class GRPOTrainer:
         save_config(config, self.run_dir / "config.yaml")
 
     def _prepare(self) -> None:
-        """The processor, the data sets, the reward and the checkpoint to resume from, all checked; the step count."""
-        config, model = self.config, self.config.model
+        """The model folder (an EasyR1 checkpoint converted into the run folder), the processor, the data sets, the
+        reward and the checkpoint to resume from, all checked; the step count."""
+        config, model, data = self.config, self.config.model, self.config.data
+        if actor_folder(model.path) is not None and not (self.run_dir / "config.yaml").is_file():
+            save_config(config, self.run_dir / "config.yaml")  # a run folder from now on, whatever fails next
+        self.model_path = model_for_run(model.path, self.run_dir)  # model.path, or its conversion (under the lock)
         self.processor = load_processor(
-            model.tokenizer_path or model.path, config.data.min_pixels, config.data.max_pixels, model.trust_remote_code
+            model.tokenizer_path or self.model_path, data.min_pixels, data.max_pixels, model.trust_remote_code
         )
-        self.train_set = RLDataset(config.data.train_files, self.processor, config.data)
+        self.train_set = RLDataset(data.train_files, self.processor, data)
         self.val_set = (
-            RLDataset(config.data.val_files, self.processor, config.data, max_samples=config.data.val_max_samples)
-            if config.data.val_files
+            RLDataset(data.val_files, self.processor, data, max_samples=data.val_max_samples)
+            if data.val_files
             else None
         )
         self.rewards = RewardRunner(config.reward)
         self.rewards.check(probe_inputs(self.train_set))
-        self.signature = model_signature(model.path, len(self.processor.tokenizer), model.lora)
+        self.signature = model_signature(self.model_path, len(self.processor.tokenizer), model.lora)
         self.sampler = ResumableSampler(
-            len(self.train_set), config.data.rollout_batch_size, config.data.shuffle, config.data.seed
+            len(self.train_set), data.rollout_batch_size, data.shuffle, data.seed, order=data.order
         )
         if self.sampler.batches_per_epoch == 0:
             raise ValueError(
-                f"data.train_files={config.data.train_files} has {len(self.train_set)} usable rows, fewer than "
-                f"data.rollout_batch_size={config.data.rollout_batch_size}"
+                f"data.train_files={data.train_files} has {len(self.train_set)} usable rows, fewer than "
+                f"data.rollout_batch_size={data.rollout_batch_size}"
             )
-        self.data_settings = data_settings(self.train_set, config.data)
+        self.data_settings = data_settings(self.train_set, data)
         key = f"trainer.resume={config.trainer.resume}"
         self.resume_from = resolve_resume(config.trainer.resume, self.run_dir / "checkpoints")
         if self.resume_from is not None:
@@ -163,6 +169,7 @@ class GRPOTrainer:
         with timer("reward_wait"):
             scores, reward_metrics, raw_scores = self.rewards.collect(scores_ref, f"step {step}'s batch")
             reward_metrics.update(metrics_by_kind(prompts, results, raw_scores, "reward"))
+            reward_metrics.update(group_metrics(prompts, results, raw_scores))
             logged = self.config.logging.log_rollouts
             log_rollouts(self.run_dir / "rollouts.jsonl", step, prompts, results, raw_scores, logged)
         with timer("advantages"):
@@ -219,10 +226,18 @@ class GRPOTrainer:
         return (batch.select(keep) if keep else None), metrics
 
     def validate(self) -> dict[str, float]:
-        """Greedy decoding on the validation set; mean reward and its components."""
+        """One response per validation prompt (greedy unless rollout.val_temperature > 0); mean reward and its
+        components. Prompts go to the engines data.val_batch_size at a time, so only that many images are decoded at
+        once (the paper config validates on its 20,000 training rows)."""
         with self.timer("validate"):
-            prompts = [self.val_set[i] for i in range(len(self.val_set))]
-            results = self._generate(prompts, self._val_sampling())
+            sampling, batch = validation_sampling(self.config), self.config.data.val_batch_size
+            prompts, results = [], []
+            for start in range(0, len(self.val_set), batch):
+                chunk = [self.val_set[i] for i in range(start, min(start + batch, len(self.val_set)))]
+                for result in self._generate(chunk, sampling):
+                    result.prompt_index += start
+                    results.append(result)
+                prompts += [replace(prompt, image=None) for prompt in chunk]  # what scoring needs, not the pixels
             inputs = reward_inputs(prompts, results)
             batch = f"the validation at step {self.step}"
             rewards, metrics, raw_scores = self.rewards.collect(self.rewards.score_async(inputs), batch)
@@ -291,24 +306,8 @@ class GRPOTrainer:
         """Start generating step ``step``'s batch (the sampler's next prompts) with the weights the engines hold."""
         indices = self.sampler.next_batch()
         requests = [RolloutPrompt(self.train_set[i].prompt_text, self.train_set[i].image) for i in indices]
-        return Rollout(step, indices, self.synced, self.runtime.generate_async(requests, self._train_sampling(step)))
-
-    def _train_sampling(self, step: int) -> SamplingSpec:
-        r = self.config.rollout
-        return SamplingSpec(
-            n=r.n,
-            temperature=r.temperature,
-            top_p=r.top_p,
-            top_k=r.top_k,
-            max_tokens=self.config.data.max_response_length,
-            seed=r.seed * 100_003 + step,  # a fresh, reproducible sample stream every step
-        )
-
-    def _val_sampling(self) -> SamplingSpec:
-        r = self.config.rollout
-        return SamplingSpec(
-            n=1, temperature=r.val_temperature, top_p=1.0, max_tokens=self.config.data.max_response_length
-        )
+        sampling = training_sampling(self.config, step)
+        return Rollout(step, indices, self.synced, self.runtime.generate_async(requests, sampling))
 
     def _sequence_batch(self, prompts, results: list[RolloutResult]):
         encoded = encode_prompts(self.processor, [p.prompt_text for p in prompts], [p.image for p in prompts])
@@ -321,13 +320,13 @@ class GRPOTrainer:
         )
 
     def _due(self, step: int, freq: int) -> bool:
-        return step == self.total_steps or (freq > 0 and step % freq == 0)
+        return is_due(step, self.total_steps, freq)
 
     def start(self) -> None:
         """Ray (unless already running in this process) and the workers of the configured topology."""
         self.started_ray = start_cluster(self.config.trainer.ray_address, str(self.run_dir))
         updates = self.total_steps * self.config.derived.updates_per_step
-        self.runtime = start_runtime(self.config, self.config.model.path, updates, str(self.run_dir))
+        self.runtime = start_runtime(self.config, self.model_path, updates, str(self.run_dir))
 
     def _logger(self) -> MetricsLogger:
         cfg = self.config
@@ -360,3 +359,35 @@ class GRPOTrainer:
             stop_cluster(self.started_ray)
             self.started_ray = None
         self.lock.release()
+
+
+def training_sampling(config: Config, step: int) -> SamplingSpec:
+    """How step ``step`` samples: rollout.n responses a prompt, its seed as rollout.seed_mode says."""
+    rollout = config.rollout
+    return SamplingSpec(
+        n=rollout.n,
+        temperature=rollout.temperature,
+        top_p=rollout.top_p,
+        top_k=rollout.top_k,
+        max_tokens=config.data.max_response_length,
+        seed=SEED_MODES[rollout.seed_mode](rollout.seed, step),
+    )
+
+
+def validation_sampling(config: Config) -> SamplingSpec:
+    """How validation samples: one response a prompt at rollout.val_temperature and val_top_p (EasyR1 overrides only
+    temperature and n for validation, so its top-p and seed stay the training ones)."""
+    rollout = config.rollout
+    return SamplingSpec(
+        n=1,
+        temperature=rollout.val_temperature,
+        top_p=rollout.val_top_p,
+        max_tokens=config.data.max_response_length,
+        seed=SEED_MODES[rollout.seed_mode](rollout.seed, None),
+    )
+
+
+def is_due(step: int, total_steps: int, freq: int) -> bool:
+    """Whether something done every ``freq`` steps (-1 or 0: never) happens after ``step``; the last step always
+    (EasyR1 validates after training, once more, unless the last step already did)."""
+    return step == total_steps or (freq > 0 and step % freq == 0)

@@ -36,6 +36,21 @@ REWRITTEN = {
     "It printed the seed-1 row of the table above exactly": "the current code no longer does (tiny-demo.md)",
     "DeepSpeed cannot skip a step with a non-finite gradient": "no longer true: every backend skips (issue 18)",
     "| `tests/scale` | FSDP2 and DeepSpeed ZeRO-3 with 2 gloo ranks": "row extended (colocated, non-finite steps)",
+    "| what is scored | every": "departures.md row now gives the original's file and line (issue 29)",
+    "| box equality | exact equality": "departures.md row now gives the original's file and line (issue 29)",
+    "| matching | membership test": "departures.md row now gives the original's file and line (issue 29)",
+    "| duplicates | any repeated list zeroes": "departures.md row now gives the original's file and line (issue 29)",
+    "| what counts as a box | any bracketed list": "departures.md row now gives the original's file and line (issue 29)",
+    "| rejection | counts as correct only because": "departures.md row now gives the original's file and line (issue 29)",
+    "| format | after removing whitespace around every": "departures.md row now gives the original's file and line (issue 29)",
+    "| malformed ground truth | scores 0": "departures.md row now gives the original's file and line (issue 29)",
+    "Rex-Thinker's tools truncate with `int()` and clamp to size - 1.": "departures.md: now a table row with the original's file and line (issue 29)",
+    "Pictures are turned upright by their EXIF orientation tag in every path": "departures.md: now a table row with the original's file and line (issue 29)",
+    "writes templated chain-of-thought targets for data without GPT-4o traces;": "departures.md: under 'steps the original has no counterpart for' (issue 29)",
+    "**On-policy step skips the old-log-prob pass.**": "departures.md: 'The old-log-prob pass', with its line (issue 29)",
+    "The fp32 parity test shows the rollout's sampling log-probs equal the actor's, so nothing is lost.": "departures.md: the same sentence, '... and a forward pass over the batch is saved' (issue 29)",
+    "**Rewards can fail loudly.**": "departures.md: the original's file and line added (issue 29)",
+    "EasyR1 (and so Rex-Thinker) averages each micro-batch's tokens and divides by the accumulation steps": "departures.md: the original's files and lines added (issue 29)",
 }
 
 

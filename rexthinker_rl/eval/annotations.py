@@ -33,6 +33,7 @@ from rexthinker_rl.data import (
     resized_size,
 )
 from rexthinker_rl.eval.metrics import REJECTION_DOMAIN, GroundTruth
+from rexthinker_rl.rows import duplicate_ids, read_text, row_uid
 from rexthinker_rl.utils import atomic_write_text
 
 HUMANREF_REQUIRED = ("id", "referring", "answer_boxes", "domain")
@@ -92,7 +93,7 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     records = []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -114,7 +115,7 @@ def is_humanref_file(path: str | Path) -> bool:
     path = Path(path)
     if path.suffix != ".jsonl" or not path.is_file():
         return False
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8", errors="replace") as handle:  # a file that is not UTF-8 is named by its reader
         for line in handle:
             if line.strip():
                 try:
@@ -180,9 +181,11 @@ def dataset_records(
     """Rows of a training-schema parquet/JSONL as HumanRef records in original-image pixels.
 
     Sizes come from the ``image_size`` / ``resized_size`` columns, else from the image header and the pixel bounds
-    (which must be the ones the set was built with). Ids are the row id, else ``<file>:<row>`` (as training uses).
+    (which must be the ones the set was built with). Ids are the row id, else ``<file>:<row>`` (as training uses);
+    two rows with one id are refused, since predictions are keyed by id.
     """
     rows = read_rows(path)
+    check_unique_ids(rows)
     records = []
     for index, row in enumerate(rows.iter_rows()):
         where = rows.where(index)
@@ -205,7 +208,7 @@ def dataset_records(
         derived = derive_domain(referring, not answers)
         records.append(
             HumanRefRecord(
-                id=str(row["id"]) if row.get("id") is not None else f"{file.name}:{local}",
+                id=row_uid(row, file, local),
                 image_name=None,
                 referring=referring,
                 candidate_boxes=[
@@ -218,6 +221,22 @@ def dataset_records(
             )
         )
     return records
+
+
+def check_unique_ids(rows) -> None:
+    """DataError naming the first row whose id an earlier row has: predictions are keyed by id."""
+    repeated = duplicate_ids(rows)
+    if repeated:
+        uid, where, first = repeated[0]
+        more = (
+            f" ({len(repeated) - 1} more ids repeat; `rexthinker-data validate` lists them)"
+            if len(repeated) > 1
+            else ""
+        )
+        raise DataError(
+            f"{where}: id {uid!r} is also {first}'s; predictions are keyed by id, so both rows would be scored with "
+            f"one prediction: give every row its own id{more}"
+        )
 
 
 def load_records(

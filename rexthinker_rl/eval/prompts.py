@@ -11,8 +11,19 @@ from __future__ import annotations
 from PIL import Image
 
 from rexthinker_rl.config import DataConfig
-from rexthinker_rl.data import PromptSample, boxes_to_resized, check_fixed_point, resized_size
+from rexthinker_rl.data import DataError, PromptSample, boxes_to_resized, check_fixed_point, resized_size
 from rexthinker_rl.prompts import chat_prompt, preset_for
+from rexthinker_rl.reserved import check_text, tokenizer_tokens
+
+
+def check_prompt_text(processor, referring: str, categories, where: str) -> None:
+    """DataError naming ``where`` when the referring expression or a hint category holds a special token of the
+    processor's tokenizer, reasoning markup or the image mark (``rexthinker_rl.reserved``)."""
+    tokens = tokenizer_tokens(processor)
+    for field, text in [("referring", referring), *(("hint category", str(name)) for name in categories)]:
+        reason = check_text(field, text, tokens)
+        if reason is not None:
+            raise DataError(f"{where}: {reason}")
 
 
 def resize_to_frame(image: Image.Image, data_cfg: DataConfig) -> tuple[Image.Image, tuple[int, int]]:
@@ -32,6 +43,7 @@ def make_prompt(
     uid: str = "",
 ) -> PromptSample:
     """A prompt for ``image`` with box ``hints`` in original-image pixels; metadata records both frames."""
+    check_prompt_text(processor, referring, hints, f"record {uid!r}" if uid else "the prompt")
     preset = preset_for(data_cfg)
     resized, size = resize_to_frame(image, data_cfg)
     rounding = preset.box_rounding

@@ -33,7 +33,7 @@ from rexthinker_rl.eval.annotations import (
     write_predictions,
 )
 from rexthinker_rl.eval.metrics import evaluate, markdown_table
-from rexthinker_rl.eval.prompts import make_prompt
+from rexthinker_rl.eval.prompts import check_prompt_text, make_prompt
 from rexthinker_rl.modeling import load_processor
 from rexthinker_rl.outputs import check_new_file, check_new_folder, folder_holds_only
 from rexthinker_rl.prompts import clean_up_spaces, preset_for
@@ -98,6 +98,7 @@ class HumanRefPrompts:
                 raise DataError(f"HumanRef record {record.id!r}: no 'image_name' (needed to run the model)")
             if not record.referring.strip():
                 raise DataError(f"HumanRef record {record.id!r}: the referring expression is empty")
+            check_prompt_text(processor, record.referring, [record.category], f"HumanRef record {record.id!r}")
 
     def __len__(self) -> int:
         return len(self.records)

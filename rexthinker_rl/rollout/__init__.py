@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rexthinker_rl.rollout.base import RolloutEngine, RolloutPrompt, RolloutResult, SamplingSpec
+from rexthinker_rl.rollout.base import SEED_MODES, RolloutEngine, RolloutPrompt, RolloutResult, SamplingSpec
 from rexthinker_rl.rollout.hf_engine import HFEngine
 from rexthinker_rl.rollout.vllm_engine import VLLMEngine
 
@@ -21,4 +21,4 @@ def make_engine(config: Config, model_path: str, colocated: bool = False) -> Rol
     return ENGINES[config.rollout.engine](config, model_path, colocated=colocated)
 
 
-__all__ = ["ENGINES", "RolloutEngine", "RolloutPrompt", "RolloutResult", "SamplingSpec", "make_engine"]
+__all__ = ["ENGINES", "SEED_MODES", "RolloutEngine", "RolloutPrompt", "RolloutResult", "SamplingSpec", "make_engine"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -21,6 +21,15 @@ class RolloutPrompt:
     image: Image.Image
 
 
+# rollout.seed_mode -> the seed of every request of step ``step`` (validation: step None). ours: a fresh stream each
+# step; easyr1: rollout.seed for every request of every step (vllm_rollout_spmd.py builds one SamplingParams with
+# the config's seed, 1, and only temperature and n change between training and validation).
+SEED_MODES: dict[str, Callable[[int, int | None], int | None]] = {
+    "ours": lambda seed, step: None if step is None else seed * 100_003 + step,
+    "easyr1": lambda seed, step: seed,
+}
+
+
 @dataclass
 class SamplingSpec:
     n: int = 1
@@ -28,7 +37,7 @@ class SamplingSpec:
     top_p: float = 1.0
     top_k: int = -1
     max_tokens: int = 256
-    seed: int | None = None
+    seed: int | None = None  # each request's seed (vllm: this one for every request; hf: this + the prompt's index)
 
     @property
     def greedy(self) -> bool:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-from rexthinker_rl.modeling import compute_device, load_model, load_processor, vision_token_ids
+from rexthinker_rl.modeling import compute_device, load_model, load_processor, suppressed_token_ids
 from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
 
 
@@ -26,7 +26,7 @@ class HFEngine:
             self.device,
             config.model.trust_remote_code,
         )
-        self.suppressed = vision_token_ids(self.processor.tokenizer) if config.rollout.suppress_vision_tokens else []
+        self.suppressed = suppressed_token_ids(self.processor.tokenizer, config.rollout.suppress_tokens)
         self.eos_ids = _eos_ids(self.model, self.processor.tokenizer)
 
     @torch.no_grad()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from rexthinker_rl.modeling import check_model_path, compute_device, vision_token_ids
+from rexthinker_rl.modeling import check_model_path, compute_device, suppressed_token_ids
 from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
 
 if TYPE_CHECKING:
@@ -67,6 +67,11 @@ def engine_args(config: Config, model_path: str, colocated: bool) -> dict[str, A
     return kwargs
 
 
+def suppression_bias(tokenizer, choice: str) -> dict[int, float]:
+    """vLLM's ``logit_bias`` for ``rollout.suppress_tokens``: -100 on each token of the set (EasyR1's value)."""
+    return {token: -100.0 for token in suppressed_token_ids(tokenizer, choice)}
+
+
 def _quiet_known_warnings() -> None:
     """vLLM warnings that fire on every call of a healthy engine and would bury real ones:
     - reloading weights: rotary/norm layers hold derived buffers (cos/sin caches) that no checkpoint contains, so each
@@ -90,9 +95,7 @@ class VLLMEngine:
         self.in_process = kwargs.get("distributed_executor_backend") in ("uni", "external_launcher")
         self.sleeps = colocated and config.rollout.enable_sleep_mode
         self.weights_awake = self.cache_awake = True
-        self._suppressed: dict[int, float] = {}
-        if config.rollout.suppress_vision_tokens:
-            self._suppressed = {token: -100.0 for token in vision_token_ids(self.llm.get_tokenizer())}
+        self._suppressed = suppression_bias(self.llm.get_tokenizer(), config.rollout.suppress_tokens)
 
     def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
         from vllm import SamplingParams

@@ -1,7 +1,9 @@
 """The paper's recipe (configs/grpo_refcocog.yaml) end to end on CPU, from Rex-Thinker's own file formats: its records
 (one JSON record a line under a .json name, a single `ans` box, `candidate_boxes` entries) with generated images ->
-convert (rexthinker-grpo preset, original rounding, GT-in-hints snapped) -> validate -> 2 GRPO steps of the tiny model
-with the exact reward and EasyR1's loss aggregation, validating on a parquet written in the original's own format."""
+convert (rexthinker-grpo preset, original rounding, GT-in-hints snapped) -> validate -> 2 GRPO steps of the tiny model,
+started from an EasyR1 actor checkpoint of it (model.path names the global_step folder: converted on the fly), with
+the exact reward, EasyR1's loss aggregation, row order and request seed, validating in chunks on a parquet written in
+the original's own format."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from data_tools.cli import main as data_main
 from rexthinker_rl.config import load_config
 from tests import rexthinker_original as original
 from tests.conftest import TINY_OVERRIDES
+from tests.scale.ranks import run_ranks
 
 pytestmark = [pytest.mark.slow]
 
@@ -56,12 +59,16 @@ def paper_run(original_format_data, tiny_model_dir, tmp_path_factory):
     assert data_main([*args, "--out", str(train), "--prompt-preset", "rexthinker-grpo", "--gt-policy", "snap"]) == 0
     assert data_main(["validate", str(train), "--min-pixels", "12544", "--max-pixels", "1003520"]) == 0
     run_dir = tmp_path_factory.mktemp("paper_run")
+    easyr1 = tmp_path_factory.mktemp("easyr1") / "global_step_3"
+    (easyr1 / "actor").mkdir(parents=True)
+    run_ranks(original.write_easyr1_actor, 2, (str(tiny_model_dir), str(easyr1 / "actor")), easyr1.parent)
     cpu = [o for o in TINY_OVERRIDES if not o.startswith(("data.min_pixels", "data.max_pixels"))]
     config = load_config(
         "configs/grpo_refcocog.yaml",
         cpu
         + [
-            f"model.path={tiny_model_dir}",
+            f"model.path={easyr1}",  # an EasyR1 checkpoint, as Rex-Thinker's training leaves it
+            "data.val_batch_size=3",  # the 4 validation rows in two generation calls
             f"data.train_files={train}",
             f"data.val_files={folder / 'original.parquet'}",  # Rex-Thinker's own parquet, as it writes it
             "data.max_response_length=24",
@@ -97,6 +104,13 @@ def test_paper_recipe_trains_on_rexthinker_format_data(paper_run):
             assert math.isfinite(record[key]), key
         assert record["actor/skipped_updates"] == 0.0
     assert "val/reward" in steps[-1] and summary["steps"] == 2  # validated on the original-format parquet
+    assert len(json.loads((run_dir / "val_rewards.json").read_text())["2"]) == 4  # every row, over two chunks
+    assert (run_dir / "easyr1_model" / "config.json").is_file()  # the EasyR1 checkpoint, converted once
+    assert (config.data.order, config.rollout.seed_mode, config.rollout.suppress_tokens) == (
+        "easyr1",
+        "easyr1",
+        "image_pad",
+    )
     rollout = json.loads((run_dir / "rollouts.jsonl").read_text().splitlines()[0])
     # The paper's prompt: the dataset's problem through r1v_format.jinja (the chat text, system message included, is
     # held byte for byte to the original's in tests/unit/test_prompts.py).

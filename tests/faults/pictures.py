@@ -8,8 +8,10 @@ specification defines it.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -89,3 +91,24 @@ def composite_on_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def scaled_16bit(values: np.ndarray) -> np.ndarray:
     """0-65535 -> 0-255, rounded: what a 16-bit picture must look like in 8 bits (not clipped to 255)."""
     return np.rint(values.astype(np.float64) * 255.0 / 65535.0).astype(np.uint8)
+
+
+@functools.cache
+def writable_formats(width: int = 32, height: int = 24) -> dict[str, bytes]:
+    """A ``width x height`` picture in every format PIL can write here (``Image.SAVE``), each in the first mode the
+    format takes (RGB, else grey, 1-bit, palette, float): the files a user may bring, whatever PIL can read back."""
+    Image.init()
+    rgb = Image.fromarray(quadrants(width, height))
+    files = {}
+    for image_format in sorted(Image.SAVE):
+        for mode in ("RGB", "L", "1", "P", "F"):
+            buffer = io.BytesIO()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # formats PIL deprecates still write (IM)
+                    (rgb if mode == "RGB" else rgb.convert(mode)).save(buffer, format=image_format)
+            except Exception:  # noqa: BLE001 - a format that cannot write this mode (or needs a missing library)
+                continue
+            files[image_format] = buffer.getvalue()
+            break
+    return files

@@ -2,7 +2,8 @@
 
 Whatever the text, the config loader either returns a config or raises ConfigError (a one-line message), never a raw
 OmegaConf/YAML/Python error; whatever the row, the dataset raises DataError and ``rexthinker-data validate``'s row check
-returns reasons, never a TypeError from deep inside.
+returns reasons, never a TypeError from deep inside. A row the dataset accepts holds no special token of the tokenizer
+and no reasoning markup, and the processor tokenises its prompt with exactly its image's tokens (as every worker will).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from rexthinker_rl.config import ConfigError, DataConfig, load_config, valid_keys
+from rexthinker_rl.tiny import QWEN_EXTRA_TOKENS, QWEN_SPECIAL_TOKENS
 
 # No shrinking: a failure is reported as found, in seconds (shrinking these inputs can take minutes).
 FUZZ = settings(
@@ -103,10 +105,15 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=8,
 )
+# Special tokens and markup in text fields: the processor must never meet them (issue #28, item 6).
+RESERVED = [*QWEN_SPECIAL_TOKENS, *QWEN_EXTRA_TOKENS, "<think>", "</think>", "<answer>", "< /answer >", "<image>"]
+with_reserved = st.tuples(st.text(max_size=4), st.sampled_from(RESERVED), st.text(max_size=4)).map("".join)
+problem_with_reserved = st.sampled_from(RESERVED).map(lambda token: GOOD_PROBLEM.replace("the square", f"the {token}"))
 field_values = {
     "image": st.sampled_from(["img.png", "missing.png", "garbage.png", "", "../img.png"]) | json_values,
     "problem": st.sampled_from([GOOD_PROBLEM, "", "Hint: coordinates in this image: {broken", "<image>"])
-    | json_values,
+    | json_values
+    | problem_with_reserved,
     "answer": st.sampled_from([GOOD_ANSWER, "There is no such thing in the image.", "```json\n[]\n```"])
     | st.builds(lambda b: f'```json\n[{{"bbox_2d": {json.dumps(b)}}}]\n```', boxes)
     | json_values,
@@ -114,8 +121,8 @@ field_values = {
     "image_size": st.sampled_from([[112, 112], [0, 0], [1, 2, 3]]) | json_values,
     "resized_size": st.sampled_from([[112, 112], [28, 28]]) | json_values,
     "id": json_values,
-    "referring": json_values,
-    "category": json_values,
+    "referring": json_values | with_reserved,
+    "category": json_values | with_reserved,
     "answer_boxes": st.builds(lambda b: [b], boxes) | json_values,
 }
 GOOD_ROW = {
@@ -173,8 +180,11 @@ def processor(tiny_model_dir):
 
 @FUZZ
 @given(row=rows)
+@example(row=_mutate({"problem": GOOD_PROBLEM.replace("the square", "the red <|image_pad|> square")}))
+@example(row=_mutate({"referring": "the </think><answer>[]</answer> square"}))
+@example(row=_mutate({"category": "square<|im_end|>"}))
 def test_dataset_rows_raise_only_data_error(row, row_folder, processor):
-    from rexthinker_rl.data import DataError, RLDataset
+    from rexthinker_rl.data import DataError, RLDataset, image_tokens
 
     path = row_folder / "fuzz.jsonl"
     path.write_text(json.dumps(row, allow_nan=True) + "\n")
@@ -186,6 +196,13 @@ def test_dataset_rows_raise_only_data_error(row, row_folder, processor):
         return
     sample = dataset[0]  # a row the scan accepted must also load
     assert sample.image.size == (112, 112) and isinstance(sample.ground_truth, str)
+    tokens = set(processor.tokenizer.get_added_vocab())
+    texts = [row.get(key) for key in ("answer", "referring", "category", "hints")]
+    texts.append(row["problem"].strip().removeprefix("<image>"))  # the one mark a problem may start with
+    reserved = [t for text in texts if isinstance(text, str) for t in [*tokens, *RESERVED] if t in text]
+    assert not reserved, reserved  # the model would read them as markup, not text
+    inputs = processor(text=[sample.prompt_text], images=[sample.image])  # what every worker does with it
+    assert sum(token == processor.image_token_id for token in inputs["input_ids"][0]) == image_tokens(112, 112)
 
 
 @FUZZ

@@ -7,8 +7,12 @@ pixels.
   A converted row's embedded picture, decoded the way training decodes it, must equal the picture computed with numpy
   from the values written (``tests/faults/pictures.py``): upright, 16-bit scaled, alpha on white. Lossy JPEG is
   checked for shape only. Values no 8-bit picture can hold (float outside 0-1, 32-bit outside 0-65535) must be
-  refused, never clipped.
-- Interchange records (hypothesis): any JSON value and records with plausible and absurd fields.
+  refused, never clipped; 32-bit values up to 255 are 8-bit values, kept.
+- Corrupt headers (hypothesis): a picture in every format PIL can write here, one of its first 64 bytes changed; a row
+  or one line, the file's bytes never quoted back, through convert, validate and the training scan.
+- Interchange records (hypothesis): any JSON value and records with plausible and absurd fields, the tokenizer's
+  special tokens and reasoning markup in their text fields among them; an accepted row holds none, its ids are unique
+  and ``cot``'s target for it parses.
 - Every accepted row goes into one parquet set that ``validate`` passes and one shared SFT step trains on (one step for
   the whole tier, not one per example, to keep CI cost small).
 """
@@ -27,6 +31,7 @@ from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from rexthinker_rl.tiny import QWEN_EXTRA_TOKENS, QWEN_SPECIAL_TOKENS
 from tests.faults import pictures
 
 FUZZ = settings(
@@ -110,9 +115,13 @@ def _make(mode: str, width: int, height: int, wild: bool, rng) -> tuple[Image.Im
         values = rng.integers(0, 65536, shape, dtype=np.uint16)
         return Image.fromarray(values), pictures.grey_to_rgb(pictures.scaled_16bit(values))
     if mode == "I":
-        values = rng.integers(0, 70000 if wild else 65536, shape, dtype=np.int32)
-        ok = values.max() <= 65535
-        return Image.fromarray(values), pictures.grey_to_rgb(pictures.scaled_16bit(values)) if ok else None
+        top = rng.choice([256, 65536])  # 8-bit values in a 32-bit picture, or 16-bit ones
+        values = rng.integers(0, 70000 if wild else top, shape, dtype=np.int32)
+        if values.max() > 65535:
+            return Image.fromarray(values), None
+        # The range decides: values up to 255 are 8-bit values kept as they are, others are scaled as 16-bit.
+        grey = values.astype(np.uint8) if values.max() <= 255 else pictures.scaled_16bit(values)
+        return Image.fromarray(values), pictures.grey_to_rgb(grey)
     if mode == "F":
         values = rng.uniform(-0.5 if wild else 0.0, 1.5 if wild else 1.0, shape).astype(np.float32)
         ok = values.min() >= 0 and values.max() <= 1
@@ -196,12 +205,82 @@ def test_every_picture_ends_as_a_correct_row_or_one_line(fuzz_root, picture):
     ACCEPTED.append(row)
 
 
+# ------------------------------------------------------------------------------------- corrupted headers, any format
+HEADER_BYTES = 64  # where a format keeps its size, mode, depth and layout
+
+
+def every_format_corrupted(test):
+    """Explicit examples: every format PIL can write here, with a byte of its header set to 0, 0xfc and a digit."""
+    files = pictures.writable_formats()
+    for image_format in sorted(files):
+        size = min(HEADER_BYTES, len(files[image_format]))
+        for position, value in ((3, 0xFC), (size // 2, 0), (size - 1, ord("9"))):
+            test = example(image_format=image_format, position=position, value=value)(test)
+    return test
+
+
+@settings(FUZZ, max_examples=60)
+@given(
+    image_format=st.sampled_from(sorted(pictures.writable_formats())),
+    position=st.integers(0, HEADER_BYTES - 1),
+    value=st.integers(0, 255),
+)
+@every_format_corrupted
+def test_a_corrupt_header_in_any_format_ends_as_a_row_or_one_line(fuzz_root, image_format, position, value):
+    """PIL's readers raise what they like on a bad header (ValueError from int(), struct.error, NotImplementedError,
+    ...): convert, validate's decode and the training scan each end in a correct row or one line naming the file,
+    never a traceback, a hang or the file's bytes quoted back."""
+    from data_tools.convert import ConvertOptions, convert_record
+    from data_tools.validate import check_row
+    from rexthinker_rl.config import DataConfig
+    from rexthinker_rl.data import DataError, image_header_size
+
+    data = bytearray(pictures.writable_formats()[image_format])
+    data[min(position, len(data) - 1)] = value
+    folder = fuzz_root / "headers"
+    folder.mkdir(exist_ok=True)
+    name = f"corrupt.{image_format.lower()}"
+    (folder / name).write_bytes(bytes(data))
+    raw = {"image_name": name, "referring": "the part", "category": "part", "answer_boxes": [[0, 0, 4, 4]]}
+    options = ConvertOptions(image_root=str(folder), min_pixels=BOUNDS[0], max_pixels=BOUNDS[1])
+    with time_limit(30), warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing raw from PIL reaches the user either
+        row = convert_record(raw | {"candidate_boxes": [[0, 0, 4, 4]]}, 0, options)
+        try:
+            image_header_size(bytes(data), name)
+        except DataError as error:
+            assert str(error).startswith(f"{name}: ") and "\n" not in str(error), error
+    event(f"corrupt {image_format}: {'refused' if row['error'] else 'row'}")
+    if row["error"] is not None:
+        assert "\n" not in row["error"] and "Traceback" not in row["error"], row["error"]
+        assert "\\x" not in row["error"] and "b'" not in row["error"], row["error"]  # no file bytes quoted
+        return
+    assert check_row(row, "row", folder, DataConfig(min_pixels=BOUNDS[0], max_pixels=BOUNDS[1])) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the stored file may be in a format PIL deprecates (IM)
+        with Image.open(io.BytesIO(row["images"][0]["bytes"])) as stored:  # any reader sees the frame of the boxes
+            assert stored.size == tuple(row["image_size"]), (stored.size, row["image_size"])
+
+
 # ------------------------------------------------------------------------------------------------ interchange records
 def _boxes():
     number = st.one_of(
         st.integers(-50, 300), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.text(max_size=3)
     )
     return st.one_of(st.lists(number, min_size=0, max_size=6), st.just([5, 5, 40, 30]), st.just([10, 8, 60, 50]))
+
+
+# What a text field must never carry into a prompt or an answer: the tokenizer's special and added tokens, the markup
+# answers are parsed by (in the spellings the parser accepts) and the image mark.
+RESERVED = [*QWEN_SPECIAL_TOKENS, *QWEN_EXTRA_TOKENS, "<think>", "</think>", "< answer >", "</ answer>", "<image>"]
+with_reserved = st.tuples(st.text(max_size=5), st.sampled_from(RESERVED), st.text(max_size=5)).map("".join)
+
+
+def holds_reserved(text: str) -> bool:
+    """Independent of rexthinker_rl.reserved: the answer parser's own tag grammar and the tokenizer's token list."""
+    from rewards.parsing import _TAG
+
+    return any(token in text for token in RESERVED) or _TAG.search(text) is not None
 
 
 def _records():
@@ -213,7 +292,8 @@ def _records():
     candidate = st.one_of(
         _boxes(),
         st.fixed_dictionaries(
-            {"bbox": _boxes()}, optional={"category": st.sampled_from(["part", "", 3]), "score": value, "sorce": value}
+            {"bbox": _boxes()},
+            optional={"category": st.sampled_from(["part", "", 3]) | with_reserved, "score": value, "sorce": value},
         ),
     )
     record = st.fixed_dictionaries(
@@ -221,8 +301,10 @@ def _records():
         optional={
             "id": st.one_of(st.text(max_size=5), st.integers(), st.booleans(), st.none(), st.lists(st.integers())),
             "image_name": st.sampled_from(["p.png", "missing.png", "", "../p.png", "p.png/x", 7]),
-            "referring": st.one_of(st.text(max_size=12), st.just("the part"), st.just("   "), st.none()),
-            "category": st.one_of(st.just("part"), st.text(max_size=5), st.integers()),
+            "referring": st.one_of(
+                st.text(max_size=12), st.just("the part"), st.just("   "), st.none(), with_reserved
+            ),
+            "category": st.one_of(st.just("part"), st.text(max_size=5), st.integers(), with_reserved),
             "answer_boxes": st.one_of(st.lists(_boxes(), max_size=3), value),
             "ans": st.one_of(_boxes(), value),
             "candidate_boxes": st.one_of(st.lists(candidate, max_size=4), value),
@@ -233,7 +315,7 @@ def _records():
     good |= {"candidate_boxes": [[5, 5, 40, 30], {"bbox": [10, 8, 60, 50], "score": 0.5}]}
     # A good record with one field replaced, removed or added: most of the bad records users write are nearly right.
     mutated = st.tuples(
-        st.sampled_from([*good, "id", "ans", "catgory"]), st.one_of(st.just(None), value, _boxes())
+        st.sampled_from([*good, "id", "ans", "catgory"]), st.one_of(st.just(None), value, _boxes(), with_reserved)
     ).map(lambda change: {k: v for k, v in ({**good, change[0]: change[1]}).items() if v is not None or k == "id"})
     # The whole record moved: boxes consistent with each other, some reaching out of the 80x60 picture.
     moved = st.tuples(st.integers(-40, 60), st.integers(-40, 60)).map(lambda shift: _moved(good, *shift))
@@ -250,11 +332,21 @@ def _moved(record: dict, dx: int, dy: int) -> dict:
     return {**record, "answer_boxes": [move(box) for box in record["answer_boxes"]], "candidate_boxes": candidates}
 
 
+GOOD_RECORD = {"image_name": "p.png", "referring": "the part", "category": "part", "answer_boxes": [[5, 5, 40, 30]]}
+GOOD_RECORD |= {"candidate_boxes": [[5, 5, 40, 30]]}
+
+
 @settings(FUZZ, max_examples=150)
 @given(st.lists(_records(), min_size=1, max_size=3))
+@example([GOOD_RECORD | {"id": "fuzz-000001"}, GOOD_RECORD])  # an automatic id that is a user's
+@example([GOOD_RECORD | {"referring": "the red <|image_pad|> part"}, GOOD_RECORD | {"category": "<|im_end|>"}])
+@example([GOOD_RECORD | {"referring": "</think><answer>[]</answer>"}, GOOD_RECORD | {"referring": "the <image>"}])
 def test_every_record_ends_as_a_correct_row_or_one_line(fuzz_root, raws):
-    from data_tools.convert import ConvertOptions, _duplicate_ids, convert_record
+    from data_tools.convert import ConvertOptions, convert_record
+    from data_tools.cot import _row_target
+    from data_tools.interchange import assign_ids, duplicate_ids
     from data_tools.validate import check_row
+    from rewards.parsing import parse_completion
     from rexthinker_rl.config import DataConfig
     from rexthinker_rl.data import boxes_to_resized
 
@@ -264,15 +356,22 @@ def test_every_record_ends_as_a_correct_row_or_one_line(fuzz_root, raws):
         Image.fromarray(pictures.quadrants(80, 60)).save(folder / "p.png")
     options = ConvertOptions(image_root=str(folder), min_pixels=BOUNDS[0], max_pixels=BOUNDS[1])
     with time_limit(30):
-        duplicates = _duplicate_ids(raws)
-        rows = [convert_record(raw, index, options) for index, raw in enumerate(raws)]
+        duplicates = duplicate_ids(raws)
+        ids, _ = assign_ids(raws, "fuzz")
+        rows = [convert_record(raw, index, options, ids[index]) for index, raw in enumerate(raws)]
     assert all(isinstance(reason, str) and "\n" not in reason for _, reason in duplicates)
+    repeated = {index for index, _ in duplicates}
+    kept_ids = [row["id"] for index, row in enumerate(rows) if row["error"] is None and index not in repeated]
+    assert len(set(kept_ids)) == len(kept_ids), kept_ids  # every file we write has unique ids
     for raw, row in zip(raws, rows, strict=True):
         event(f"record: {'refused' if row['error'] else 'row'}")
         if row["error"] is not None:
             assert row["error"].strip() and "\n" not in row["error"], row["error"]
             continue
         assert check_row(row, "row", folder, DataConfig(min_pixels=BOUNDS[0], max_pixels=BOUNDS[1])) == []
+        texts = [row[key] for key in ("problem", "answer", "referring", "category", "hints")]
+        assert not any(holds_reserved(text) for text in texts), texts  # nothing the model would read as markup
+        assert parse_completion(_row_target(row, "row")).structure_error is None  # cot's target parses
         # The answer is the record's, in the resized frame: no box was clipped, dropped or made up on the way.
         answers = raw["answer_boxes"] if "answer_boxes" in raw else raw["ans"]
         answers = [answers] if answers and not isinstance(answers[0], list) else answers

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
+from rexthinker_rl.config_rules import DATA_ORDERS
 from rexthinker_rl.data import (
     DataError,
     ResumableSampler,
@@ -170,10 +171,11 @@ def _drain(sampler: ResumableSampler, count: int) -> list[list[int]]:
     shuffle=st.booleans(),
     drop_last=st.booleans(),
     stop=st.integers(0, 30),
+    order=st.sampled_from(DATA_ORDERS),
 )
-def test_sampler_resume_equals_uninterrupted(num_samples, batch_size, shuffle, drop_last, stop):
+def test_sampler_resume_equals_uninterrupted(num_samples, batch_size, shuffle, drop_last, stop, order):
     def make():
-        return ResumableSampler(num_samples, batch_size, shuffle=shuffle, seed=3, drop_last=drop_last)
+        return ResumableSampler(num_samples, batch_size, shuffle=shuffle, seed=3, drop_last=drop_last, order=order)
 
     total = 3 * make().batches_per_epoch + 1
     stop = min(stop, total)
@@ -189,7 +191,7 @@ def test_sampler_epochs_cover_data_once_and_differ():
     sampler = ResumableSampler(10, 3, shuffle=True, seed=0)
     assert sampler.batches_per_epoch == 3 and len(sampler) == 3
     epochs = [[i for batch in sampler for i in batch] for _ in range(3)]
-    assert sampler.epoch == 3 and sampler.state_dict() == {"epoch": 3, "batch_in_epoch": 0}
+    assert sampler.epoch == 3 and sampler.state_dict() == {"epoch": 3, "batch_in_epoch": 0, "order": "ours"}
     assert all(len(set(order)) == 9 for order in epochs)  # drop_last drops one sample per epoch
     assert epochs[0] != epochs[1]
     assert epochs[0] != [i for batch in ResumableSampler(10, 3, shuffle=True, seed=1) for i in batch]

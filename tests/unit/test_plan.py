@@ -1,6 +1,8 @@
 """rexthinker-plan and the named shapes: parameter counts of the real Qwen2.5-VL-7B (meta device, no weights), the
 memory formulas against hand-computed values, verdicts and knobs, and one-line errors for bad input."""
 
+from pathlib import Path
+
 import pytest
 
 from rexthinker_rl.config import load_config
@@ -113,3 +115,29 @@ def test_tiny_cli_refuses_to_change_a_real_shape(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_plan_of_the_paper_recipe_knows_the_released_models_shape(capsys, tmp_path, monkeypatch):
+    # rexthinker/scripts/grpo_tune_refcocog.sh line 40: MODEL_PATH="IDEA-Research/Rex-Thinker-GRPO-7B" (a hub id; the
+    # README's line 63: it is built on Qwen2.5-VL), and configs/grpo_refcocog.yaml names it as such.
+    main([RECIPE])
+    printed = capsys.readouterr().out
+    assert printed.startswith(
+        "model.path=IDEA-Research/Rex-Thinker-GRPO-7B: planned with its known shape, qwen2.5-vl-7b"
+    )
+    assert "model: 8.29B parameters" in printed and "fits on 80 GiB" in printed
+    for hub_id, total in (("Qwen/Qwen2.5-VL-7B-Instruct", "8.29B"), ("Qwen/Qwen2.5-VL-3B-Instruct", "3.75B")):
+        main([RECIPE, f"model.path={hub_id}"])
+        assert f"model: {total} parameters" in capsys.readouterr().out
+    # An unknown id is one line naming the known ones; a local folder of a known id's name is read, not assumed.
+    with pytest.raises(SystemExit):
+        main([RECIPE, "model.path=someone/Other-7B"])
+    assert "name a released model (IDEA-Research/Rex-Thinker-GRPO-7B, " in capsys.readouterr().err
+    folder = tmp_path / "IDEA-Research" / "Rex-Thinker-GRPO-7B"
+    folder.mkdir(parents=True)
+    shape_config("qwen2.5-vl-3b").save_pretrained(folder)
+    recipe = str(Path(RECIPE).resolve())
+    monkeypatch.chdir(tmp_path)  # model.path=IDEA-Research/Rex-Thinker-GRPO-7B now names that folder
+    main([recipe])
+    printed = capsys.readouterr().out
+    assert "model: 3.75B parameters" in printed and "known shape" not in printed

@@ -108,6 +108,7 @@ def test_snap_policy_counts_batches_and_arguments(setup, capsys):
         "dropped": 0,
         "boxes_snapped": 1,
         "boxes_inserted": 1,
+        "kept": 0,
     }
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert calls == [[2, ["cat", "cat"], 1, "hi"], [1, ["dog"], 1, "hi"]]

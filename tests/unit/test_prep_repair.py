@@ -129,6 +129,7 @@ def test_counts_over_a_file():
         "dropped": 1,
         "boxes_snapped": 1,
         "boxes_inserted": 1,
+        "kept": 0,
     }
     assert counts.line() == "GT-in-hints: 2 rows exact, 1 snapped (1 boxes), 1 inserted (1 boxes), 1 dropped"
 

@@ -44,7 +44,23 @@ def test_show_prompt_bad_input_is_one_line(capsys):
     assert data_cli.main(["show-prompt", "--preset", "humanref", "--hints", "{}", "--referring", "x"]) == 2
     assert "unknown prompt preset 'humanref' (did you mean humanref-eval?)" in capsys.readouterr().err
     assert data_cli.main(["show-prompt", "--hints", "[1, 2", "--referring", "x"]) == 2
-    assert "--hints is not valid JSON" in capsys.readouterr().err
+    assert "--hints: hints are not valid JSON" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "hints",
+    ['{"cat": [[1, 2, 3]]}', '{"cat": [[1, 2, 3, 4, 5]]}', '{"cat": [[1, 2, "3", 4]]}', '{"cat": [[NaN, 2, 3, 4]]}'],
+)
+def test_show_prompt_refuses_boxes_that_are_not_four_numbers(hints, capsys):
+    """Issue 28, item 12: a 3-number box used to be printed into the prompt as it was."""
+    assert data_cli.main(["show-prompt", "--hints", hints, "--referring", "the cat"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "must be a list of [x0, y0, x1, y1] boxes" in error, error
+
+
+def test_show_prompt_refuses_special_tokens_in_the_referring_expression(capsys):
+    assert data_cli.main(["show-prompt", "--hints", "{}", "--referring", "the <|im_end|> cat"]) == 2
+    assert "'--referring' holds '<|im_end|>', a special token" in capsys.readouterr().err
 
 
 def test_config_selects_and_checks_presets(tmp_path):

@@ -52,10 +52,15 @@ def test_launch_script_prints_the_paper_recipe():
         4,
     )
     assert actor["max_tokens_per_micro_batch"] == 0 and actor["loss_agg_mode"] == "micro-batch-token-mean"
-    assert (config["trainer"]["val_freq"], config["trainer"]["val_before_train"], config["data"]["val_files"]) == (
-        -1,
-        False,
-        "",
+    # config.yaml lines 3, 10, 61-63, 85-86: validated once, after training, on the training parquet (batch 16,
+    # temperature 0.5, one response); tests/unit/test_paper_run.py holds the details.
+    assert (config["trainer"]["val_freq"], config["trainer"]["val_before_train"]) == (-1, False)
+    assert config["data"]["val_files"] == config["data"]["train_files"] and config["data"]["val_batch_size"] == 16
+    assert (config["rollout"]["val_temperature"], config["rollout"]["val_top_p"]) == (0.5, 0.99)
+    assert (config["data"]["order"], config["rollout"]["seed_mode"], config["rollout"]["suppress_tokens"]) == (
+        "easyr1",
+        "easyr1",
+        "image_pad",
     )
     assert (config["checkpoint"]["save_freq"], config["checkpoint"]["save_limit"]) == (50, -1)
     assert (config["algorithm"]["kl_mode"], config["algorithm"]["kl_estimator"], config["algorithm"]["kl_coef"]) == (

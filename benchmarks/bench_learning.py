@@ -1,0 +1,142 @@
+"""Replicates of the tiny demo: does GRPO make the policy better on every seed, and at what?
+
+    python benchmarks/bench_learning.py --seeds 5 [--first 101] [--out benchmarks/results/learning.json]
+
+Each seed S runs the whole demo, ``SEED=S RUN=<runs>/seed_S bash launch/grpo_tiny.sh``: model weights, synthetic set,
+SFT and GRPO are all seeded from S, so the replicates share nothing. Per seed it records the greedy validation reward
+before GRPO (the SFT start) and at the end, the gain with its paired standard error over the held-out prompts, the
+prompts that got better and worse, ``accuracy@present`` (box F1 on prompts with a target: the box choice) and
+``accuracy@rejection`` (refusing where nothing matches) at both ends, the answer format, and the sampled training
+reward of the first and last quarter of steps. The summary says whether the demo's learning claim holds on every seed.
+
+A seed whose run finished is read back, not run again (delete its folder to rerun it): an interrupted benchmark resumes.
+Extra arguments after ``--`` are config overrides for SFT and GRPO (as ``launch/grpo_tiny.sh`` takes them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchutil import REPO
+
+from rexthinker_rl.utils import atomic_write_text
+
+VAL_KEYS = {"reward": "val/reward", "present": "val/accuracy@present", "rejection": "val/accuracy@rejection"}
+VAL_KEYS["format"] = "val/format"
+
+
+def run_seed(seed: int, run_dir: Path, overrides: list[str]) -> float:
+    """The demo for one seed, its output in ``run_dir/demo.log``; the wall time in seconds."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "SEED": str(seed), "RUN": str(run_dir)}
+    start = time.perf_counter()
+    with (run_dir / "demo.log").open("w") as log:
+        done = subprocess.run(
+            ["bash", str(REPO / "launch" / "grpo_tiny.sh"), *overrides], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    if done.returncode != 0:
+        raise SystemExit(f"seed {seed}: the demo failed (exit {done.returncode}); see {run_dir / 'demo.log'}")
+    return time.perf_counter() - start
+
+
+def validations(metrics_file: Path) -> list[dict]:
+    with metrics_file.open(encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    return [row for row in rows if "val/reward" in row]
+
+
+def seed_record(seed: int, run_dir: Path, wall_s: float | None) -> dict:
+    """One seed's figures from its run folder (summary.json and metrics.jsonl)."""
+    grpo = run_dir / "grpo"
+    summary = json.loads((grpo / "summary.json").read_text())
+    vals = validations(grpo / "metrics.jsonl")
+    first, last = vals[0], vals[-1]
+    record = {
+        "seed": seed,
+        "start": summary["val_reward_before"],
+        "end": summary["val_reward_last"],
+        "gain": summary["val_reward_gain"],
+        "paired_se": summary["val_reward_gain_se"],
+        "prompts": summary["val_prompts"],
+        "prompts_better": summary["val_prompts_improved"],
+        "prompts_worse": summary["val_prompts_worse"],
+        "val_rewards": {str(row["step"]): row["val/reward"] for row in vals},
+        "train_reward_first_quarter": summary["train_reward_first_quarter"],
+        "train_reward_last_quarter": summary["train_reward_last_quarter"],
+    }
+    for name, key in VAL_KEYS.items():
+        if name != "reward":
+            record[f"{name}_start"], record[f"{name}_end"] = first.get(key), last.get(key)
+    if wall_s is not None:
+        record["wall_s"] = round(wall_s, 1)
+    return record
+
+
+def summarize(records: list[dict]) -> dict:
+    gains = [r["gain"] for r in records]
+    mean = sum(gains) / len(gains)
+    sd = math.sqrt(sum((g - mean) ** 2 for g in gains) / (len(gains) - 1)) if len(gains) > 1 else float("nan")
+    ratios = [r["gain"] / r["paired_se"] for r in records if r["paired_se"] > 0]
+    return {
+        "seeds": len(records),
+        "mean_gain": mean,
+        "seed_sd": sd,
+        "smallest_gain_in_se": min(ratios) if ratios else float("nan"),
+        "seeds_gain_over_3_se": sum(ratio > 3 for ratio in ratios),
+        "seeds_present_up": sum(r["present_end"] > r["present_start"] for r in records),
+        "seeds_rejection_up": sum(r["rejection_end"] > r["rejection_start"] for r in records),
+        "seeds_last_val_below_first": sum(r["end"] < r["start"] for r in records),
+        "seeds_train_reward_up": sum(
+            r["train_reward_last_quarter"] > r["train_reward_first_quarter"] for r in records
+        ),
+    }
+
+
+def table(records: list[dict]) -> str:
+    head = (
+        "| seed | val reward: start -> end | gain | paired SE | better / worse | accuracy@present | "
+        "accuracy@rejection | training reward, first / last quarter |\n|---|---|---|---|---|---|---|---|"
+    )
+    rows = [
+        f"| {r['seed']} | {r['start']:.3f} -> {r['end']:.3f} | **{r['gain']:+.3f}** | {r['paired_se']:.3f} "
+        f"({r['gain'] / r['paired_se']:.1f} SE) | {r['prompts_better']} / {r['prompts_worse']} | "
+        f"{r['present_start']:.3f} -> {r['present_end']:.3f} | {r['rejection_start']:.3f} -> {r['rejection_end']:.3f} "
+        f"| {r['train_reward_first_quarter']:.3f} / {r['train_reward_last_quarter']:.3f} |"
+        for r in records
+    ]
+    return "\n".join([head, *rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=5, help="how many seeds")
+    parser.add_argument("--first", type=int, default=101, help="the first seed (then first+1, ...)")
+    parser.add_argument("--runs", default="runs/learning", help="folder of the seeds' run folders")
+    parser.add_argument("--out", default="benchmarks/results/learning.json")
+    parser.add_argument("overrides", nargs="*", help="config overrides for SFT and GRPO (after --)")
+    args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error(f"--seeds {args.seeds}: at least 1")
+    records = []
+    for seed in range(args.first, args.first + args.seeds):
+        run_dir = Path(args.runs) / f"seed_{seed}"
+        finished = (run_dir / "grpo" / "summary.json").is_file()
+        wall = None if finished else run_seed(seed, run_dir, args.overrides)
+        records.append(seed_record(seed, run_dir, wall))
+        print(f"seed {seed}: {records[-1]['start']:.3f} -> {records[-1]['end']:.3f}", flush=True)
+    result = {"overrides": args.overrides, "per_seed": records, "summary": summarize(records)}
+    atomic_write_text(Path(args.out), json.dumps(result, indent=2) + "\n")
+    print(table(records))
+    print(json.dumps(result["summary"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
