@@ -1,8 +1,9 @@
 """The data settings a checkpoint's sampler position depends on: recorded in every checkpoint, compared before a resume.
 
 The sampler saves its position as ``(epoch, batch_in_epoch)``: which rows those are depends on the rows themselves
-(how many survived the scan, and which), the batch size, shuffling and the data seed. A resume with any of them changed
-would silently skip or repeat rows (another batch size), or fail after Ray started (fewer rows). So each checkpoint
+(how many survived the scan, and which), the batch size, shuffling, the data seed and how the order is drawn
+(``data.order``). A resume with any of them changed would silently skip or repeat rows (another batch size), or fail
+after Ray started (fewer rows). So each checkpoint
 records them (``trainer_state.json``, key ``data``), and a resume compares them with the configured run before any
 worker starts, refusing with one line naming the key and both values. No position is converted: with another batch
 size the steps themselves would mean other batches (and ``trainer.total_steps`` another amount of data), so the run
@@ -26,7 +27,10 @@ KEYS = {
     "rollout_batch_size": "data.rollout_batch_size",
     "shuffle": "data.shuffle",
     "seed": "data.seed",
+    "order": "data.order",
 }
+# Values a record written before the setting existed stands for (data.order came later; until then: ours).
+RECORDED_BEFORE = {"order": "ours"}
 
 
 def data_settings(dataset, data_cfg) -> dict[str, Any]:
@@ -41,6 +45,7 @@ def data_settings(dataset, data_cfg) -> dict[str, Any]:
         "rollout_batch_size": data_cfg.rollout_batch_size,
         "shuffle": data_cfg.shuffle,
         "seed": data_cfg.seed,
+        "order": data_cfg.order,
     }
 
 
@@ -49,14 +54,17 @@ def check_data_position(folder: Path, settings: dict[str, Any], batches_per_epoc
     checkpoint that predates the record, when its position does not fit this data)."""
     state = json.loads((folder / "trainer_state.json").read_text())
     saved, position = state.get("data"), state.get("sampler", {})
-    changed = [name for name in KEYS if saved is not None and saved.get(name) != settings[name]]
+    # A checkpoint that predates the record: its sampler position still names its order.
+    recorded = {"order": position.get("order", "ours")} if saved is None else {**RECORDED_BEFORE, **saved}
+    changed = [name for name in KEYS if name in recorded and recorded[name] != settings[name]]
     if changed:
         name = changed[0]
+        files = f" (data.train_files was {saved['train_files']})" if saved is not None else ""
         raise CheckpointError(
-            f"{key}: checkpoint {folder.name} was trained with {KEYS[name]} = {saved[name]!r}, this run has "
-            f"{settings[name]!r} (data.train_files was {saved['train_files']}): its data position (epoch "
-            f"{position.get('epoch')}, batch {position.get('batch_in_epoch')}) would mean other rows; resume with the "
-            "data settings it was trained with, or start a new run in a new trainer.output_dir"
+            f"{key}: checkpoint {folder.name} was trained with {KEYS[name]} = {recorded[name]!r}, this run has "
+            f"{settings[name]!r}{files}: its data position (epoch {position.get('epoch')}, batch "
+            f"{position.get('batch_in_epoch')}) would mean other rows; resume with the data settings it was trained "
+            "with, or start a new run in a new trainer.output_dir"
         )
     if not 0 <= position.get("batch_in_epoch", 0) < batches_per_epoch:
         raise CheckpointError(

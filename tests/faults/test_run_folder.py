@@ -109,6 +109,7 @@ def test_an_unusable_newest_checkpoint_is_refused_not_resumed_below(damage, copy
         ("data.rollout_batch_size=8", "data.rollout_batch_size = 4, this run has 8"),
         ("data.shuffle=false", "data.shuffle = True, this run has False"),
         ("data.seed=7", "data.seed = 1, this run has 7"),
+        ("data.order=easyr1", "data.order = 'ours', this run has 'easyr1'"),
         ("smaller file", "usable rows of data.train_files = 64, this run has 8"),
     ],
 )

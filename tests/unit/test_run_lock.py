@@ -57,7 +57,39 @@ def test_a_killed_holders_folder_is_taken_over_with_one_line(tmp_path, capsys):
 def test_an_old_checkpoints_position_that_does_not_fit_is_refused(tmp_path):
     """A checkpoint from before the data record: its position is still checked against this data, before Ray."""
     (tmp_path / "trainer_state.json").write_text(json.dumps({"step": 9, "sampler": {"epoch": 0, "batch_in_epoch": 9}}))
-    settings = {"rows": 16, "rows_fingerprint": "x", "rollout_batch_size": 4, "shuffle": True, "seed": 1}
+    settings = {
+        "rows": 16,
+        "rows_fingerprint": "x",
+        "rollout_batch_size": 4,
+        "shuffle": True,
+        "seed": 1,
+        "order": "ours",
+    }
     with pytest.raises(CheckpointError, match="stopped at batch 9 of an epoch, but data.train_files makes 4 batches"):
         check_data_position(tmp_path, settings, 4, "trainer.resume=auto")
     check_data_position(tmp_path, settings, 10, "trainer.resume=auto")
+
+
+def test_a_position_drawn_in_another_data_order_is_refused(tmp_path):
+    """data.order: a record names it; a record from before data.order existed stands for ours; a checkpoint without a
+    record is compared through its sampler position's order (refused before Ray, not in load_state_dict after it)."""
+    settings = {
+        "rows": 16,
+        "rows_fingerprint": "x",
+        "rollout_batch_size": 4,
+        "shuffle": True,
+        "seed": 1,
+        "order": "ours",
+    }
+    easyr1 = {**settings, "order": "easyr1"}
+    record = {**settings, "train_files": "train.parquet"}
+    for data, sampler in (
+        (record, {"epoch": 0, "batch_in_epoch": 1}),
+        ({key: value for key, value in record.items() if key != "order"}, {"epoch": 0, "batch_in_epoch": 1}),
+        (None, {"epoch": 0, "batch_in_epoch": 1, "order": "ours"}),
+        (None, {"epoch": 0, "batch_in_epoch": 1}),
+    ):
+        (tmp_path / "trainer_state.json").write_text(json.dumps({"step": 1, "sampler": sampler, "data": data}))
+        check_data_position(tmp_path, settings, 4, "trainer.resume=auto")
+        with pytest.raises(CheckpointError, match="trained with data.order = 'ours', this run has 'easyr1'"):
+            check_data_position(tmp_path, easyr1, 4, "trainer.resume=auto")
