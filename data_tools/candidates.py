@@ -36,6 +36,7 @@ from data_tools.interchange import (
 from data_tools.repair import CANDIDATE_POLICIES, DEFAULT_SNAP_IOU, RepairCounts, repair_record
 from rexthinker_rl.data import DataError, decode_image
 from rexthinker_rl.images import describe_error
+from rexthinker_rl.outputs import stop_reason
 
 
 @dataclass
@@ -106,7 +107,7 @@ def add_candidates(
             write_records(out, kept)
             report.written = len(kept)
     except Exception as err:
-        report.aborted = f"{type(err).__name__}: {err}"
+        report.aborted = stop_reason(err)
         raise
     finally:  # the report, whatever stopped the run
         report.errors.sort()

@@ -60,7 +60,7 @@ from data_tools.synthetic import FEATURES, format_answer
 from rexthinker_rl.config import DataConfig
 from rexthinker_rl.data import IMAGE_FACTOR, DataError, boxes_to_resized, check_fixed_point, resized_size
 from rexthinker_rl.images import decode, stored_bytes
-from rexthinker_rl.outputs import check_new_file, check_new_folder, is_shard_folder, swap_folder
+from rexthinker_rl.outputs import check_new_file, check_new_folder, is_shard_folder, stop_reason, swap_folder
 from rexthinker_rl.parquet_meta import write_frame_metadata
 from rexthinker_rl.prompts import BOX_ROUNDINGS, DEFAULT_PRESET, load_preset
 from rexthinker_rl.reserved import check_text
@@ -350,7 +350,7 @@ def convert_file(
     try:
         _convert_rows(raws, out, options, report, on_error, num_proc, shard_size)
     except Exception as err:
-        report.aborted = f"{type(err).__name__}: {err}"
+        report.aborted = stop_reason(err)
         write_report(out, report.as_dict())  # what was found up to here, whatever stopped the run
         raise
     if report.written:

@@ -69,6 +69,13 @@ def _no_room(error: BaseException | None, depth: int = 0) -> str | None:
     return found or _no_room(error.__cause__, depth + 1) or _no_room(error.__context__, depth + 1)
 
 
+def stop_reason(error: BaseException) -> str:
+    """Why a command stopped, for the report it writes anyway: the room a write lacked where that was it (a library
+    failing while it cleans up, "I/O operation on closed file", hides it), else the error's type and message."""
+    room = _no_room(error)
+    return f"the write failed: {room}" if room else f"{type(error).__name__}: {error}"
+
+
 @contextlib.contextmanager
 def writing(target: str | Path, key: str = "--out") -> Iterator[None]:
     """Around a command's writes to ``target``: a write that fails for want of room (a full disk, a quota, a

@@ -11,6 +11,7 @@ folders without their processor files.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shutil
@@ -159,7 +160,13 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(command, tmp_pa
     line = one_line(capsys)
     assert re.search(r"--out|OUT_DIR", line) and str(out) in line, line
     assert "the write failed: file too large" in line and "nothing half-written was left" in line
-    assert not [p for p in out.rglob("*") if p.is_file()], list(out.rglob("*"))  # no partial file, no temp file
+    files = [p for p in out.rglob("*") if p.is_file()]
+    if command == "convert":  # convert writes its report whatever stops it: whole, saying why it stopped
+        report = out / "train.parquet.report.json"
+        assert files == [report], files
+        assert json.loads(report.read_text())["aborted"] == "the write failed: file too large"
+        files.remove(report)
+    assert not files, files  # no partial file, no temp file
 
 
 def _convert_args(tmp_path: Path, out: Path) -> list[str]:
