@@ -116,3 +116,18 @@ def test_paper_recipe_trains_on_rexthinker_format_data(paper_run):
     # held byte for byte to the original's in tests/unit/test_prompts.py).
     assert rollout["prompt"].startswith("Hint: Object and its coordinates in this image: {")
     assert "block in this image. A conversation between User and Assistant." in rollout["prompt"]
+
+
+def test_a_refused_resume_from_an_easyr1_model_path_changes_nothing(paper_run):
+    """With an EasyR1 model.path the trainer makes the folder a run folder (config.yaml) before converting; into a run
+    folder that has one, nothing is written before the resume's checks: a resume in another data.order is refused
+    before Ray and leaves every file as it was (the conversion is reused, config.yaml not rewritten)."""
+    from rexthinker_rl.checkpoint import CheckpointError
+    from rexthinker_rl.trainer import GRPOTrainer
+
+    _, _, run_dir = paper_run
+    files = {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    config = load_config(run_dir / "config.yaml", ["data.order=ours"])
+    with pytest.raises(CheckpointError, match="trained with data.order = 'easyr1', this run has 'ours'"):
+        GRPOTrainer(config)
+    assert {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()} == files
