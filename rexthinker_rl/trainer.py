@@ -238,9 +238,8 @@ class GRPOTrainer:
                     result.prompt_index += start
                     results.append(result)
                 prompts += [replace(prompt, image=None) for prompt in chunk]  # what scoring needs, not the pixels
-            inputs = reward_inputs(prompts, results)
-            batch = f"the validation at step {self.step}"
-            rewards, metrics, raw_scores = self.rewards.collect(self.rewards.score_async(inputs), batch)
+            inputs, named = reward_inputs(prompts, results), f"the validation at step {self.step}"
+            rewards, metrics, raw_scores = self.rewards.collect(self.rewards.score_async(inputs), named)
             metrics.update(metrics_by_kind(prompts, results, raw_scores, "reward"))
             self.val_rewards[str(self.step)] = rewards.tolist()
         # reward/overall -> val/reward, reward/<component> -> val/<component>
