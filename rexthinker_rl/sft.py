@@ -16,7 +16,7 @@ from rexthinker_rl.config import Config
 from rexthinker_rl.data import RLDataset
 from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder
 from rexthinker_rl.outputs import check_new_folder, is_model_folder
-from rexthinker_rl.policy import response_logprobs
+from rexthinker_rl.policy import response_logprobs, vision_tower
 from rexthinker_rl.utils import seed_everything
 
 
@@ -42,6 +42,8 @@ def run_sft(config: Config) -> Path:
     model = load_model(
         model_cfg.path, model_cfg.dtype, model_cfg.attn_implementation, device, model_cfg.trust_remote_code
     )
+    if model_cfg.freeze_vision_tower and vision_tower(model) is not None:
+        vision_tower(model).requires_grad_(False)
     model.train()
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=sft.lr, weight_decay=config.actor.weight_decay
