@@ -27,12 +27,15 @@ from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder
 from rexthinker_rl.outputs import OutputError, check_new_folder, is_model_folder, writing
 
 
-def convert_checkpoint(checkpoint: str | Path, out: str | Path, overwrite: bool = False) -> Path:
+def convert_checkpoint(
+    checkpoint: str | Path, out: str | Path, overwrite: bool = False, trust_remote_code: bool = False
+) -> Path:
     """Write the actor of ``checkpoint`` (a global_step_N folder, ours or EasyR1's) as a Hugging Face folder at
-    ``out``."""
+    ``out``. ``trust_remote_code`` applies to an EasyR1 checkpoint (ours take model.trust_remote_code from their
+    config.yaml)."""
     easyr1 = actor_folder(checkpoint)
     if easyr1 is not None:
-        return convert_easyr1(easyr1, out, overwrite)
+        return convert_easyr1(easyr1, out, overwrite, trust_remote_code)
     folder, target = Path(checkpoint), Path(out)
     check_new_folder(target, overwrite, is_model_folder, "Hugging Face model folder", "OUT", inputs=[folder])
     _check_is_checkpoint(folder)
@@ -91,10 +94,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace OUT when it is a model folder (nothing else)"
     )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="an EasyR1 checkpoint's huggingface/ folder may run its own model code (off by default)",
+    )
     args = parser.parse_args(argv)
     try:
         with writing(args.out, "OUT"):
-            path = convert_checkpoint(args.checkpoint, args.out, args.overwrite)
+            path = convert_checkpoint(args.checkpoint, args.out, args.overwrite, args.trust_remote_code)
     except (CheckpointError, ConfigError, FileNotFoundError, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -147,9 +147,10 @@ def current_name(key: str) -> str:
     return key
 
 
-def convert_easyr1(actor: Path, out: str | Path, overwrite: bool = False) -> Path:
+def convert_easyr1(actor: Path, out: str | Path, overwrite: bool = False, trust_remote_code: bool = False) -> Path:
     """Merge the EasyR1 actor folder ``actor`` and write it, with its ``huggingface/`` config and processor, as a
-    Hugging Face folder at ``out`` (atomically; an existing ``out`` only with ``overwrite`` and only a model folder)."""
+    Hugging Face folder at ``out`` (atomically; an existing ``out`` only with ``overwrite`` and only a model folder).
+    ``trust_remote_code`` is model.trust_remote_code: the config and processor load code from the folder only with it."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
@@ -161,7 +162,7 @@ def convert_easyr1(actor: Path, out: str | Path, overwrite: bool = False) -> Pat
     if not (config_folder / "config.json").is_file():
         raise CheckpointError(f"{actor}: no huggingface/config.json (EasyR1 writes the model's config there)")
     weights = {current_name(key): tensor for key, tensor in merge_actor(actor).items()}
-    config = AutoConfig.from_pretrained(config_folder)
+    config = AutoConfig.from_pretrained(config_folder, trust_remote_code=trust_remote_code)
     with init_empty_weights(include_buffers=False):  # parameters on meta, then the checkpoint's tensors in place
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
     tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
@@ -175,13 +176,13 @@ def convert_easyr1(actor: Path, out: str | Path, overwrite: bool = False) -> Pat
     if tied:
         model.tie_weights()
     try:
-        processor = AutoProcessor.from_pretrained(config_folder)
+        processor = AutoProcessor.from_pretrained(config_folder, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise CheckpointError(f"{config_folder}: no processor to save with the model ({error})") from None
     return save_hf_folder(model, processor, out, overwrite, "OUT")
 
 
-def model_for_run(path: str, run_dir: Path) -> str:
+def model_for_run(path: str, run_dir: Path, trust_remote_code: bool = False) -> str:
     """The model folder a run starts from: ``path`` itself, or for an EasyR1 checkpoint the Hugging Face folder it is
     converted to once, ``<run_dir>/easyr1_model`` (reused while the checkpoint's rank files are unchanged, as on a
     resume)."""
@@ -194,6 +195,7 @@ def model_for_run(path: str, run_dir: Path) -> str:
     if (target / "config.json").is_file() and record_file.is_file() and json.loads(record_file.read_text()) == source:
         return str(target)
     print(f"model.path={path}: an EasyR1 actor checkpoint; converting it once to {target}", flush=True)
-    convert_easyr1(actor, target, overwrite=True)  # replaces only a model folder: an earlier conversion of this run
+    # Replaces only a model folder: an earlier conversion of this run.
+    convert_easyr1(actor, target, overwrite=True, trust_remote_code=trust_remote_code)
     atomic_write_text(record_file, json.dumps(source, indent=2))
     return str(target)

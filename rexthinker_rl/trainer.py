@@ -86,7 +86,8 @@ class GRPOTrainer:
         config, model, data = self.config, self.config.model, self.config.data
         if actor_folder(model.path) is not None and not (self.run_dir / "config.yaml").is_file():
             save_config(config, self.run_dir / "config.yaml")  # a run folder from now on, whatever fails next
-        self.model_path = model_for_run(model.path, self.run_dir)  # model.path, or its conversion (under the lock)
+        # model.path, or its conversion (under the lock)
+        self.model_path = model_for_run(model.path, self.run_dir, model.trust_remote_code)
         self.processor = load_processor(
             model.tokenizer_path or self.model_path, data.min_pixels, data.max_pixels, model.trust_remote_code
         )
