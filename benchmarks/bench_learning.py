@@ -7,7 +7,10 @@ SFT and GRPO are all seeded from S, so the replicates share nothing. Per seed it
 before GRPO (the SFT start) and at the end, the gain with its paired standard error over the held-out prompts, the
 prompts that got better and worse, ``accuracy@present`` (box F1 on prompts with a target: the box choice) and
 ``accuracy@rejection`` (refusing where nothing matches) at both ends, the answer format, and the sampled training
-reward of the first and last quarter of steps. The summary says whether the demo's learning claim holds on every seed.
+reward of the first and last quarter of steps. ``by_kind`` splits the held-out greedy reward at both ends by what a
+prompt asks: ``choice`` (a target among 2 or more hints: choosing the box the expression names), ``single`` (a target,
+one hint), ``reject@1`` and ``reject@2+`` (nothing matches, by hint count). The summary says whether the demo's
+learning claim holds on every seed.
 
 A seed whose run finished is read back, not run again (delete its folder to rerun it): an interrupted benchmark resumes.
 Extra arguments after ``--`` are config overrides for SFT and GRPO (as ``launch/grpo_tiny.sh`` takes them).
@@ -24,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from benchutil import REPO
 
 from rexthinker_rl.utils import atomic_write_text
@@ -52,6 +56,30 @@ def validations(metrics_file: Path) -> list[dict]:
     return [row for row in rows if "val/reward" in row]
 
 
+def prompt_kind(hints: str, category: str, answer_boxes: str) -> str:
+    count = len(json.loads(hints).get(category, []))
+    if not json.loads(answer_boxes):
+        return "reject@1" if count == 1 else "reject@2+"
+    return "single" if count == 1 else "choice"
+
+
+def reward_by_kind(run_dir: Path, first: str, last: str) -> dict:
+    """Mean held-out greedy reward per prompt kind at validation steps ``first`` and ``last`` (``val_rewards.json``
+    lists the prompts in the validation file's order)."""
+    rewards = json.loads((run_dir / "grpo" / "val_rewards.json").read_text())
+    rows = pq.read_table(run_dir / "data" / "val.parquet", columns=["hints", "category", "answer_boxes"]).to_pylist()
+    if len(rows) != len(rewards[first]):
+        return {}  # rows were left out of validation (too long): the order no longer lines up
+    kinds = [prompt_kind(row["hints"], row["category"], row["answer_boxes"]) for row in rows]
+    out = {}
+    for kind in ("choice", "single", "reject@1", "reject@2+"):
+        picked = [i for i, name in enumerate(kinds) if name == kind]
+        if picked:
+            mean = {step: sum(rewards[step][i] for i in picked) / len(picked) for step in (first, last)}
+            out[kind] = {"prompts": len(picked), "start": mean[first], "end": mean[last]}
+    return out
+
+
 def seed_record(seed: int, run_dir: Path, wall_s: float | None) -> dict:
     """One seed's figures from its run folder (summary.json and metrics.jsonl)."""
     grpo = run_dir / "grpo"
@@ -70,6 +98,7 @@ def seed_record(seed: int, run_dir: Path, wall_s: float | None) -> dict:
         "val_rewards": {str(row["step"]): row["val/reward"] for row in vals},
         "train_reward_first_quarter": summary["train_reward_first_quarter"],
         "train_reward_last_quarter": summary["train_reward_last_quarter"],
+        "by_kind": reward_by_kind(run_dir, str(first["step"]), str(last["step"])),
     }
     for name, key in VAL_KEYS.items():
         if name != "reward":
@@ -92,6 +121,11 @@ def summarize(records: list[dict]) -> dict:
         "seeds_gain_over_3_se": sum(ratio > 3 for ratio in ratios),
         "seeds_present_up": sum(r["present_end"] > r["present_start"] for r in records),
         "seeds_rejection_up": sum(r["rejection_end"] > r["rejection_start"] for r in records),
+        "seeds_choice_up": sum(
+            r["by_kind"]["choice"]["end"] > r["by_kind"]["choice"]["start"]
+            for r in records
+            if "choice" in r["by_kind"]
+        ),
         "seeds_last_val_below_first": sum(r["end"] < r["start"] for r in records),
         "seeds_train_reward_up": sum(
             r["train_reward_last_quarter"] > r["train_reward_first_quarter"] for r in records
@@ -102,16 +136,22 @@ def summarize(records: list[dict]) -> dict:
 def table(records: list[dict]) -> str:
     head = (
         "| seed | val reward: start -> end | gain | paired SE | better / worse | accuracy@present | "
-        "accuracy@rejection | training reward, first / last quarter |\n|---|---|---|---|---|---|---|---|"
+        "accuracy@rejection | reward on box choice (2 hints) | training reward, first / last quarter |\n"
+        "|---|---|---|---|---|---|---|---|---|"
     )
     rows = [
         f"| {r['seed']} | {r['start']:.3f} -> {r['end']:.3f} | **{r['gain']:+.3f}** | {r['paired_se']:.3f} "
         f"({r['gain'] / r['paired_se']:.1f} SE) | {r['prompts_better']} / {r['prompts_worse']} | "
         f"{r['present_start']:.3f} -> {r['present_end']:.3f} | {r['rejection_start']:.3f} -> {r['rejection_end']:.3f} "
+        f"| {_span(r['by_kind'].get('choice'))} "
         f"| {r['train_reward_first_quarter']:.3f} / {r['train_reward_last_quarter']:.3f} |"
         for r in records
     ]
     return "\n".join([head, *rows])
+
+
+def _span(kind: dict | None) -> str:
+    return "" if not kind else f"{kind['start']:.3f} -> {kind['end']:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -238,10 +238,14 @@ def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str) -> str:
         )
         verdict = "yes" if number - 1 in scene.targets else "no"
         # Quoting each hint box in order (as Rex-Thinker's action step does) gives the answer a nearby copy source.
-        verdicts.append(f"Box {number} {obj.colour} {obj.shape} {json.dumps(box)}{where}: {verdict}.")
+        # The box comes first: its colour is then read right after its coordinates, and the verdict follows the colour
+        # word it compares (docs/tiny-demo.md, "Why the box choice did not move").
+        verdicts.append(f"Box {number} {json.dumps(box)} {obj.colour} {obj.shape}{where}: {verdict}.")
     matches = len(scene.targets)
     summary = "none match." if not matches else "1 match." if matches == 1 else f"{matches} matches."
-    planning = f"Planning: find {scene.referring} among the {len(scene.hinted)} {scene.category} hints."
+    # The planning names no colour or side: restating the expression here, right before each box's colour word, let
+    # SFT copy the colour from it instead of reading the picture (docs/tiny-demo.md, "Why the box choice did not move").
+    planning = f"Planning: check each of the {len(scene.hinted)} {scene.category} hints."
     think = f"{planning} Action: {' '.join(verdicts)} Summary: {summary}"
     return f"<think>{think}</think><answer>{answer}</answer>"
 

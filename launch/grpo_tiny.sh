@@ -21,9 +21,11 @@ fi
 # two files); nothing else is ever replaced. The GRPO run folder resumes (trainer.resume=auto).
 "$BIN/rexthinker-tiny" "$RUN/base" --seed "$MODEL_SEED" --overwrite
 # 1-2 hints per image: a 2-layer model learns to copy one box within the SFT budget, so GRPO starts with some correct
-# samples to reinforce (with 2-4 hints it copies none, and GRPO only learns to refuse; docs/tiny-demo.md).
+# samples to reinforce (with 2-4 hints it copies none, and GRPO only learns to refuse). No objects of other categories
+# (--distractors 0 0): with them SFT did not learn to read a hint's colour (docs/tiny-demo.md).
 "$BIN/rexthinker-data" synth --out "$RUN/data" --num-train 1024 --num-val 512 --seed "$DATA_SEED" \
-    --image-size 112 --min-pixels 12544 --max-pixels 12544 --hints 1 2 --rejection-fraction 0.25 --overwrite
+    --image-size 112 --min-pixels 12544 --max-pixels 12544 --hints 1 2 --distractors 0 0 --rejection-fraction 0.25 \
+    --overwrite
 "$BIN/rexthinker-data" validate "$RUN/data/train.parquet" --min-pixels 12544 --max-pixels 12544
 "$BIN/rexthinker-sft" --config configs/grpo_tiny.yaml model.path="$RUN/base" sft.output_dir="$RUN/sft" sft.overwrite=true \
     data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" ${SFT_SEEDS[@]+"${SFT_SEEDS[@]}"} "$@"

@@ -102,7 +102,7 @@ def test_answers_are_exactly_hint_boxes_and_match_the_picture(rows):
 
 def test_sft_target_follows_the_rex_thinker_shape(rows):
     pattern = re.compile(
-        r"<think>Planning: find (?P<referring>.+?) among the (?P<count>\d) (?P<category>\w+) hints\. "
+        r"<think>Planning: check each of the (?P<count>\d) (?P<category>\w+) hints\. "
         r"Action: (?P<action>.+?) Summary: (?P<summary>none match|1 match|\d matches)\.</think>"
         r"<answer>(?P<answer>.+)</answer>\Z",
         re.DOTALL,
@@ -111,9 +111,9 @@ def test_sft_target_follows_the_rex_thinker_shape(rows):
         match = pattern.match(row["sft_target"])
         assert match, row["sft_target"]
         hints = json.loads(row["hints"])[row["category"]]
-        assert match["referring"] == row["referring"] and match["category"] == row["category"]
+        assert match["category"] == row["category"]
         assert int(match["count"]) == len(hints)
-        verdicts = re.findall(r"Box (\d) \w+ \w+ (\[[\d, ]+\])(?: at [xy] \d+)?: (yes|no)\.", match["action"])
+        verdicts = re.findall(r"Box (\d) (\[[\d, ]+\]) \w+ \w+(?: at [xy] \d+)?: (yes|no)\.", match["action"])
         assert [int(number) for number, _, _ in verdicts] == list(range(1, len(hints) + 1))
         assert [json.loads(quoted) for _, quoted, _ in verdicts] == hints
         chosen = [hints[int(number) - 1] for number, _, verdict in verdicts if verdict == "yes"]
