@@ -33,7 +33,7 @@ demo: install
 	bash launch/grpo_tiny.sh
 
 test: install
-	$(PY) -m pytest -q -p no:cacheprovider tests
+	$(PY) -m pytest -q -p no:cacheprovider --durations=30 tests
 
 test-fast: install
 	$(PY) -m pytest -q -p no:cacheprovider tests -m "not slow and not vllm"
