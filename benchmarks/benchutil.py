@@ -73,3 +73,16 @@ def run_clocked(config) -> tuple[list[float], list[dict]]:
         trainer.shutdown()
     periods = [later - earlier for earlier, later in zip(ends, ends[1:], strict=False)]
     return periods, [h for h in trainer.history if "timing/step" in h]
+
+
+SIDES = ("leftmost", "rightmost", "topmost", "bottommost")
+
+
+def synthetic_kind(referring: str, rejection: bool) -> str:
+    """What a synthetic-set prompt asks: rejection (nothing matches), position ("the leftmost circle"), multi ("all
+    red circles") or colour ("the red circle")."""
+    if rejection:
+        return "rejection"
+    if any(side in referring for side in SIDES):
+        return "position"
+    return "multi" if referring.startswith("all ") else "colour"

@@ -18,6 +18,8 @@ import re
 import sys
 from collections import Counter
 
+from benchutil import synthetic_kind
+
 from rewards.parsing import parse_completion, parse_ground_truth
 from rexthinker_rl.config import load_config
 from rexthinker_rl.data import RLDataset
@@ -26,7 +28,6 @@ from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec, make_engine
 
 # "Box 1 [x0, y0, x1, y1] red circle: yes." (the synthetic set's order) or "Box 1 red circle [..]: yes." (before it)
 LINE = re.compile(r"Box (\d+) (?:(\[[^\]]*\]) (\w+) (\w+)|(\w+) (\w+) (\[[^\]]*\]))[^:]*: (yes|no)\.")
-SIDES = ("leftmost", "rightmost", "topmost", "bottommost")
 
 
 def hint_lines(text: str) -> dict[int, tuple[str, str, str]]:
@@ -37,16 +38,6 @@ def hint_lines(text: str) -> dict[int, tuple[str, str, str]]:
         colour = match.group(3) or match.group(5)
         out.setdefault(int(match.group(1)), (colour, box, match.group(8)))
     return out
-
-
-def prompt_kind(referring: str, rejection: bool, hints: int) -> str:
-    if rejection:
-        kind = "rejection"
-    elif any(side in referring for side in SIDES):
-        kind = "position"
-    else:
-        kind = "multi" if referring.startswith("all ") else "colour"
-    return f"{kind}/h{hints}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         truth, written = hint_lines(sample.sft_target), hint_lines(answer.text)
         expected = parse_ground_truth(sample.ground_truth)
         rejection = expected.kind == "rejection"
-        key = prompt_kind(sample.metadata.get("referring", ""), rejection, len(truth))
+        key = f"{synthetic_kind(sample.metadata.get('referring', ''), rejection)}/h{len(truth)}"
         given = parse_completion(answer.text).answer
         counts[f"{key} n"] += 1
         if rejection:

@@ -114,12 +114,9 @@ def diagnose_step(step, records, weights_before, weights_after, model, processor
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir")
-    parser.add_argument("--out", default="")
-    args = parser.parse_args(argv)
-    run_dir = Path(args.run_dir)
+def diagnose_run(run_dir: Path, report=None) -> list[dict]:
+    """``diagnose_step`` for every step of ``run_dir`` that has its checkpoint and the one before (the step-0 weights
+    are its ``model.path``); ``report(row)`` is called as each step is done."""
     config = load_config(run_dir / "config.yaml")
     processor = load_processor(config.model.path, config.data.min_pixels, config.data.max_pixels)
     dataset = RLDataset(config.data.train_files, processor, config.data)
@@ -138,12 +135,26 @@ def main(argv: list[str] | None = None) -> int:
         row = diagnose_step(step, records, weights[step - 1], weights[step], model, processor, samples, index)
         weights.pop(step - 1)
         rows.append(row)
-        print(
-            f"step {step:3d} | contrast@present {row['contrast']:.2f} | solved@present {row['solved']:.2f} | "
-            f"right-box log-prob shift {row['right_box_shift']:+.4f} ({row['right_box_samples']}) | "
-            f"wrong-box {row['wrong_box_shift']:+.4f} ({row['wrong_box_samples']})",
-            flush=True,
-        )
+        if report is not None:
+            report(row)
+    return rows
+
+
+def _print_row(row: dict) -> None:
+    print(
+        f"step {row['step']:3d} | contrast@present {row['contrast']:.2f} | solved@present {row['solved']:.2f} | "
+        f"right-box log-prob shift {row['right_box_shift']:+.4f} ({row['right_box_samples']}) | "
+        f"wrong-box {row['wrong_box_shift']:+.4f} ({row['wrong_box_samples']})",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--out", default="")
+    args = parser.parse_args(argv)
+    rows = diagnose_run(Path(args.run_dir), _print_row)
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=1))
     return 0

@@ -5,7 +5,7 @@
 For the first ``--rows`` rows of ``DATA_DIR/val.parquet`` (a synthetic set: its ``sft_target`` holds one verdict per
 hint, "Box N [box] <colour> <shape>: yes." or ": no."), the model reads the prompt and the target up to each verdict
 (the right colours already written) and the probability it gives the verdict's word is turned into P(yes). Averaged
-by the prompt's kind (colour, side, all, nothing matches), its hint count and the true verdict: a model that compares
+by the prompt's kind (colour, position, multi, rejection), its hint count and the true verdict: a model that compares
 gives P(yes) near 1 where the box matches and near 0 where it does not; one that answers from the text alone gives the
 same P(yes) to both (docs/tiny-demo.md, "Why the box choice did not move").
 """
@@ -21,6 +21,7 @@ from collections import defaultdict
 
 import pyarrow.parquet as pq
 import torch
+from benchutil import synthetic_kind
 
 from rexthinker_rl.batch import build_sequence_batch, encode_prompts
 from rexthinker_rl.config import load_config
@@ -29,14 +30,6 @@ from rexthinker_rl.modeling import load_model, load_processor
 from rexthinker_rl.policy import response_logprobs
 
 VERDICT = re.compile(r": (yes|no)\.")
-
-
-def prompt_kind(row: dict) -> str:
-    if not json.loads(row["answer_boxes"]):
-        return "nothing matches"
-    if row["referring"].startswith("all "):
-        return "all"
-    return "side" if "most " in row["referring"] else "colour"
 
 
 def verdict_probabilities(model, processor, sample, target: str) -> list[tuple[str, float]]:
@@ -81,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         row = rows[sample.uid]
         hints = len(json.loads(row["hints"])[row["category"]])
         for truth, p_yes in verdict_probabilities(model, processor, sample, row["sft_target"]):
-            found[(prompt_kind(row), hints, truth)].append(p_yes)
+            found[(synthetic_kind(row["referring"], not json.loads(row["answer_boxes"])), hints, truth)].append(p_yes)
     print("| kind | hints | true verdict | verdicts | mean P(yes) |\n|---|---|---|---|---|")
     for (kind, hints, truth), values in sorted(found.items()):
         print(f"| {kind} | {hints} | {truth} | {len(values)} | {sum(values) / len(values):.3f} |")

@@ -12,12 +12,9 @@ update that never reaches the weights fails it.
 import math
 
 import pytest
-from safetensors.torch import load_file
 
-from benchmarks.diagnose_learning import diagnose_step, read_rollouts
+from benchmarks.diagnose_learning import diagnose_run
 from rexthinker_rl.config import load_config
-from rexthinker_rl.data import RLDataset
-from rexthinker_rl.modeling import load_model, load_processor
 from tests.conftest import TINY_OVERRIDES
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
@@ -95,22 +92,11 @@ def two_steps(sft_start, tmp_path_factory):
         trainer.fit()
     finally:
         trainer.shutdown()
-    return model_dir, run_dir, config
+    return run_dir
 
 
 def test_update_raises_the_right_box_and_lowers_the_wrong_one(two_steps):
-    model_dir, run_dir, config = two_steps
-    processor = load_processor(str(model_dir), config.data.min_pixels, config.data.max_pixels)
-    dataset = RLDataset(config.data.train_files, processor, config.data)
-    index = {dataset[i].uid: i for i in range(len(dataset))}
-    samples = {i: dataset[i] for i in index.values()}
-    model = load_model(str(model_dir), "float32", "sdpa", "cpu")
-    model.eval()
-    weights = {0: {name: tensor.clone() for name, tensor in model.state_dict().items()}}
-    rows = []
-    for step, records in sorted(read_rollouts(run_dir).items()):
-        weights[step] = load_file(run_dir / "checkpoints" / f"global_step_{step}" / "actor" / "model.safetensors")
-        rows.append(diagnose_step(step, records, weights[step - 1], weights[step], model, processor, samples, index))
+    rows = diagnose_run(two_steps)
     assert [row["step"] for row in rows] == [1, 2]
     # The start must give the update something to learn from: groups with a contrast, right and wrong boxes.
     assert all(row["contrast"] > 0 for row in rows), rows
