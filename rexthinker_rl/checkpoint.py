@@ -70,6 +70,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _unshared(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``weights`` on CPU, contiguous, with no two sharing storage (safetensors refuses shared tensors: tied weights
+    share theirs). Only a tensor whose storage was seen before is copied: a 7B model's weights are not all cloned
+    before being written (15 GB of host memory in float32)."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in weights.items():
+        tensor = tensor.detach().cpu().contiguous()
+        storage = tensor.untyped_storage().data_ptr()
+        out[name] = tensor.clone() if storage in seen else tensor
+        seen.add(storage)
+    return out
+
+
 def save_checkpoint(
     root: Path,
     step: int,
@@ -90,10 +104,7 @@ def save_checkpoint(
         shutil.rmtree(stale, ignore_errors=True)
     try:
         (tmp / "actor").mkdir(parents=True)
-        # Tied weights share storage; safetensors refuses shared tensors, so each name gets its own copy.
-        save_file(
-            {k: v.detach().cpu().contiguous().clone() for k, v in weights.items()}, tmp / "actor" / "model.safetensors"
-        )
+        save_file(_unshared(weights), tmp / "actor" / "model.safetensors")
         if train_state is not None:
             torch.save(train_state, tmp / "actor" / "train_state.pt")
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state))

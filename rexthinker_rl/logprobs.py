@@ -42,6 +42,25 @@ def _chunk_logits(hidden: Tensor, weight: Tensor, temperature: float) -> Tensor:
     return logits.div_(temperature) if temperature != 1.0 else logits
 
 
+# Rows of the head weight multiplied at once by _times_head on CPU (8,192 x 3,584 x 4 bytes = 117 MB in float32).
+CPU_HEAD_ROWS = 8192
+
+
+def _times_head(rows: Tensor, weight: Tensor) -> Tensor:
+    """(c, V) x (V, H) -> (c, H) float32, the (c, V) operand rounded to the weight's dtype as the matmul would. On a
+    CPU, a bfloat16/float16 weight is multiplied a slice of its rows at a time in float32: torch's reduced-precision
+    CPU matmul in this layout falls back to a scalar kernel without AVX-512 (32 tokens x Qwen's 152,064 x 3,584 head:
+    162 s, against 2.6 s this way; benchmarks/bf16_cpu_matmul.py). Elsewhere the matmul runs in the weight's dtype."""
+    rows = rows.to(weight.dtype)
+    if weight.device.type != "cpu" or weight.dtype == torch.float32:
+        return (rows @ weight).float()
+    out = rows.new_zeros(rows.shape[0], weight.shape[1], dtype=torch.float32)
+    for start in range(0, weight.shape[0], CPU_HEAD_ROWS):
+        part = slice(start, start + CPU_HEAD_ROWS)
+        out.addmm_(rows[:, part].float(), weight[part].float())
+    return out
+
+
 def _expected_logit(probs: Tensor, logits: Tensor) -> Tensor:
     """sum_v p_v z_v per row, (c, V) x (c, V) -> (c,), as batched dot products (no (c, V) temporary)."""
     return (probs.unsqueeze(1) @ logits.unsqueeze(2)).view(-1)
@@ -99,11 +118,11 @@ class _ChunkedHead(torch.autograd.Function):
             if lse is not None:
                 lse[part] = chunk_lse
             if keep:
-                expected_row = (probs.to(weight.dtype) @ weight).float()  # E_p[W]: (c, H)
+                expected_row = _times_head(probs, weight)  # E_p[W]: (c, H)
                 towards_target[part] = weight[targets[part]].float() - expected_row
                 if towards_entropy is not None:  # p (log p + H) = p (z - lse + H), built in the logits' storage
                     weighted = logits.sub_((chunk_lse - chunk_entropy)[:, None]).mul_(probs)
-                    towards_entropy[part] = (weighted.to(weight.dtype) @ weight).float()
+                    towards_entropy[part] = _times_head(weighted, weight)
             del logits, probs
         if head_grad:
             ctx.save_for_backward(hidden, weight, targets, lse, entropy)
@@ -147,7 +166,7 @@ def _recompute_backward(ctx, grad_logprobs: Tensor, grad_entropy: Tensor | None)
         grad_logits[rows[:count], targets[part]] += grad_logprobs[part]
         grad_logits.div_(temperature)
         if grad_hidden is not None:
-            grad_hidden[part] = grad_logits.to(weight.dtype) @ weight
+            grad_hidden[part] = _times_head(grad_logits, weight)
         if weight.dtype == torch.float32:
             grad_weight.addmm_(grad_logits.T, hidden[part])
         else:

@@ -20,7 +20,7 @@ from rexthinker_rl.backends import TorchBackend, TrainBackend, make_backend
 from rexthinker_rl.batch import SequenceBatch, token_budget_groups
 from rexthinker_rl.logprobs import DEFAULT_CHUNK_TOKENS, HeadRequest, model_logprobs
 from rexthinker_rl.lora import apply_lora, merge_lora_weights
-from rexthinker_rl.modeling import load_model
+from rexthinker_rl.modeling import load_model, model_skeleton
 from rexthinker_rl.packing import packed_response_logprobs
 from rexthinker_rl.rollout_correction import ROLLOUT_METRICS, RolloutCorrection
 from rexthinker_rl.utils import rng_state, set_rng_state
@@ -290,8 +290,9 @@ class Policy:
         if self.rank != 0:
             return None
         config = self.config.model
-        model = load_model(self.model_path, config.dtype, "sdpa", "cpu", config.trust_remote_code)
-        model.load_state_dict(weights)
+        model = model_skeleton(self.model_path, config.dtype, config.trust_remote_code)
+        model.load_state_dict(weights, assign=True)  # the merged tensors themselves: no second copy of the model
+        model.tie_weights()
         return model
 
     def train_state(self) -> dict[str, Any]:

@@ -83,3 +83,20 @@ def test_lora_checkpoint_with_other_rank_is_refused(trained, tiny_model_dir, tmp
     folder = save_checkpoint(tmp_path / "ckpts", 2, policy.checkpoint_state(), None, state, to_yaml(other))
     with pytest.raises(CheckpointError, match="does not fit model.lora"):
         convert_checkpoint(folder, tmp_path / "hf")
+
+
+def test_the_final_model_holds_the_merged_weights_without_a_copy(trained, tiny_model_dir, tmp_path):
+    """``final/`` of a LoRA run: the merged weights, saved from a weightless skeleton of the base model (no second
+    copy of the model in memory), with the base folder's generation config; it loads back to the same tensors."""
+    from rexthinker_rl.modeling import load_processor, save_hf_folder
+
+    _, policy, _, _ = trained
+    model, merged = policy.hf_model(), policy.state_dict()
+    live = {name: p for name, p in policy.model.get_base_model().named_parameters() if ".lora_" not in name}
+    embed = "model.language_model.embed_tokens.weight"  # frozen, not adapted: the policy's own tensor
+    assert model.state_dict()[embed].data_ptr() == live[embed].data_ptr()
+    assert not any(p.is_meta for p in model.parameters())
+    out = save_hf_folder(model, load_processor(str(tiny_model_dir), 112 * 112, 112 * 112), tmp_path / "final")
+    loaded = load_model(str(out)).state_dict()
+    assert set(loaded) == set(merged) and all(torch.equal(loaded[name], merged[name]) for name in merged)
+    assert (out / "generation_config.json").read_text() == (tiny_model_dir / "generation_config.json").read_text()

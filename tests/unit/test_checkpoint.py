@@ -32,6 +32,21 @@ def test_round_trip_and_tracker(tmp_path):
     assert not list(tmp_path.glob(".tmp_*"))
 
 
+def test_tied_weights_are_written_each_under_its_name_and_nothing_else_is_copied(tmp_path):
+    """Tied weights share storage (safetensors refuses that): only the second name of a shared storage is copied;
+    the rest are written from the tensors as given (a 7B model is not cloned whole to be saved)."""
+    from rexthinker_rl.checkpoint import _unshared
+
+    embed, other = torch.randn(5, 3), torch.randn(2, 2)
+    weights = {"embed": embed, "head": embed, "other": other, "column": other.t()}
+    ready = _unshared(weights)
+    assert ready["embed"].data_ptr() == embed.data_ptr() and ready["other"].data_ptr() == other.data_ptr()
+    assert ready["head"].data_ptr() != embed.data_ptr() and ready["column"].is_contiguous()
+    folder = save_checkpoint(tmp_path, 1, weights, None, {"step": 1}, "")
+    loaded = load_checkpoint(folder).weights
+    assert all(torch.equal(loaded[name], weights[name]) for name in weights)
+
+
 def test_save_limit_keeps_the_newest(tmp_path):
     for step in (1, 2, 3, 4):
         _save(tmp_path, step, limit=2)

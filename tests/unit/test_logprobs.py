@@ -67,3 +67,27 @@ def test_bfloat16_head_matches_within_bf16_round_off():
     assert chunked[2].dtype == chunked[3].dtype == torch.bfloat16
     torch.testing.assert_close(chunked[2].float(), full[2].float(), atol=0.05, rtol=0.02)
     torch.testing.assert_close(chunked[3].float(), full[3].float(), atol=0.05, rtol=0.02)
+
+
+def test_bfloat16_frozen_head_matches_within_bf16_round_off():
+    full = _run(0, False, True, 1.0, dtype=torch.bfloat16)
+    chunked = _run(5, False, True, 1.0, dtype=torch.bfloat16)
+    torch.testing.assert_close(chunked[0], full[0])
+    assert chunked[2].dtype == torch.bfloat16
+    torch.testing.assert_close(chunked[2].float(), full[2].float(), atol=0.05, rtol=0.02)
+
+
+def test_cpu_head_product_in_row_slices_is_the_exact_product_of_the_rounded_operands(monkeypatch):
+    """On CPU a bf16 head is multiplied a slice of rows at a time in float32 (torch's bf16 kernel for this layout is
+    scalar without AVX-512). The operands are the bf16-rounded ones the matmul would see; the float32 sum over V terms
+    is within V * 2^-24 of each product's magnitude sum (the float64 product of the same operands is the truth)."""
+    from rexthinker_rl import logprobs
+
+    monkeypatch.setattr(logprobs, "CPU_HEAD_ROWS", 7)  # 61 rows: 9 slices, the last one partial
+    generator = torch.Generator().manual_seed(0)
+    rows, weight = torch.rand(N, V, generator=generator), torch.randn(V, H, generator=generator).bfloat16()
+    got = logprobs._times_head(rows, weight)
+    a, b = rows.bfloat16().double(), weight.double()
+    bound = V * 2.0**-24 * (a.abs() @ b.abs())
+    assert got.dtype == torch.float32 and torch.all((got.double() - a @ b).abs() <= bound)
+    assert not torch.equal(rows.bfloat16().double(), rows.double())  # the rounding is really there to be applied
