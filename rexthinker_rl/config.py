@@ -1,9 +1,9 @@
 """Loading the configuration: ``defaults < YAML < command-line dotlist`` through OmegaConf structured configs, errors
 on one line that name the key (with a "did you mean"), and writing a resolved config back as YAML without secrets.
 
-The schema (one dataclass per section, every field documented under it) is ``rexthinker_rl.config_schema``; the rules
-and the derived values ``rexthinker_rl.config_rules``. ``load_config`` returns a validated :class:`Config` whose
-``derived`` values are computed once; nothing mutates the config after that. The schema's classes are importable from
+The schema (one dataclass per section, every field documented under it, and the derived values) is
+``rexthinker_rl.config_schema``; the rules ``rexthinker_rl.config_rules``. ``load_config`` returns a checked
+:class:`Config` whose ``derived`` values are computed once; nothing mutates the config after that. The schema's classes are importable from
 here too.
 """
 
@@ -222,7 +222,14 @@ def load_config(yaml_path: str | Path | None = None, overrides: list[str] | None
         raise _explain(error, "config") from None
     except (TypeError, ValueError, OverflowError) as error:
         raise ConfigError(f"config: {str(error).splitlines()[0]}") from None
-    return config.validate()
+    # reward.function, when set, replaces the default components: they are cleared here, so the saved config says
+    # what is scored (the rules then see a function beside components only where the user set both).
+    if config.reward.function and config.reward.components == RewardConfig().components:
+        config.reward.components = []
+    from rexthinker_rl.config_rules import check  # the rules import torch: `rexthinker-train --help` does not wait
+
+    check(config)  # ranges, choices and cross-section consistency; config.derived follows, computed once
+    return config
 
 
 SECRET_ENV_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")

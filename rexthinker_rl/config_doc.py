@@ -25,7 +25,7 @@ from rexthinker_rl.config import Config
 from rexthinker_rl.utils import atomic_write_text
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
-# Top-level fields of Config that are computed by validate(), not set by a user.
+# Top-level fields of Config that are computed from the others (config.derived), not set by a user.
 NOT_SETTABLE = ("derived",)
 
 INTRO = """\
@@ -159,7 +159,7 @@ def render() -> str:
         lines += _tables(section_cls, f"{spec.name}.", spec.name)
     computed = [f"`{spec.name}`" for spec in dataclasses.fields(Config) if spec.name in NOT_SETTABLE]
     if computed:
-        lines.append(f"{', '.join(computed)}: computed once by `Config.validate()` from the keys above; not settable.")
+        lines.append(f"{', '.join(computed)}: computed once from the keys above (`config.derived`); not settable.")
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -1,25 +1,24 @@
-"""What a valid configuration is, and the values that follow from it.
+"""What a valid configuration is.
 
-:func:`check` is run by ``load_config`` (through ``Config.validate``): every range and choice rule, then the rules across
-sections. Choices come from the registries the code dispatches on (``algorithms``' dicts, ``rollout.ENGINES``,
-``backends.BACKENDS``, ``modeling.DTYPES``, the prompt presets), so a name is valid exactly when something runs it.
-:class:`Derived` holds the values computed from a config, once (``config.derived``).
+:func:`check` is run by ``load_config``: every range and choice rule, then the rules across sections. It reads the
+config and changes nothing. Choices come from the registries the code dispatches on (``algorithms``' dicts,
+``modeling.DTYPES``, the seed modes, the prompt presets), so a name is valid exactly when something runs it. The
+training backends and rollout engines import the config's types, so their registries' keys are named here
+(:data:`STRATEGIES`, :data:`ENGINE_NAMES`) and tests/unit/test_config.py holds them equal to ``backends.BACKENDS`` and
+``rollout.ENGINES``: the config layer imports no worker code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from rexthinker_rl import algorithms
-from rexthinker_rl.backends import BACKENDS
+from rexthinker_rl.config_schema import derive
 from rexthinker_rl.errors import ConfigError
 from rexthinker_rl.modeling import ATTN_IMPLEMENTATIONS, DTYPES, SUPPRESSED_TOKENS
 from rexthinker_rl.prompts import PresetError, preset_for
-from rexthinker_rl.rollout import ENGINES, SEED_MODES
+from rexthinker_rl.rollout.base import SEED_MODES
 from rexthinker_rl.rollout_correction import ROLLOUT_IS_LEVELS
 
 if TYPE_CHECKING:
@@ -28,54 +27,8 @@ if TYPE_CHECKING:
 PLACEMENTS = ("colocate", "separate")  # read as Derived.colocated
 PIPELINES = ("sync", "one_step_off")  # read as Derived.pipelined
 DATA_ORDERS = ("ours", "easyr1")  # data.ResumableSampler
-
-
-@dataclass(frozen=True)
-class Derived:
-    """Values that follow from a config; computed once (``config.derived``), never set by hand."""
-
-    sequences_per_step: int  # rollout_batch_size x rollout.n
-    updates_per_step: int  # optimizer steps per GRPO step: mini-batches x ppo_epochs
-    sequences_per_update: int  # rows of one mini-batch: global_batch_size x rollout.n
-    max_total_length: int  # prompt + response tokens
-    sharded: bool  # actor.strategy is fsdp2 | deepspeed (ranks in a process group)
-    actor_world_size: int  # actor ranks: 1 for torch, nnodes x n_gpus_per_node when sharded
-    ranks_per_node: int  # actor ranks that share a node's cores (1 for torch)
-    on_gpu: bool  # CUDA asked for (or auto) and present where the controller runs
-    colocated: bool  # rollout.placement=colocate: actor, reference and engine in one process (per rank when sharded)
-    kl_term: bool  # a KL term (loss or reward) against the initial policy
-    uses_reference: bool  # the initial policy's log-probs are needed: a KL term, or logging.kl_to_ref_freq > 0
-    needs_reference_policy: bool  # uses_reference without LoRA (LoRA: the actor with its adapters off)
-    on_policy: bool  # one update per step and no KL in the reward: the old log-probs are the actor's own
-    pipelined: bool  # trainer.pipeline=one_step_off: the next batch is generated while the actor updates
-    rollout_is: str  # algorithm.rollout_is with auto resolved: token when pipelined, else none
-
-
-def derive(config: Config) -> Derived:
-    data, actor, algo, trainer = config.data, config.actor, config.algorithm, config.trainer
-    updates_per_step = data.rollout_batch_size // actor.global_batch_size * actor.ppo_epochs
-    sharded = actor.strategy != "torch"
-    kl_term = algo.kl_mode != "none" and algo.kl_coef > 0
-    uses_reference = kl_term or config.logging.kl_to_ref_freq > 0
-    return Derived(
-        sequences_per_step=data.rollout_batch_size * config.rollout.n,
-        updates_per_step=updates_per_step,
-        sequences_per_update=actor.global_batch_size * config.rollout.n,
-        max_total_length=data.max_prompt_length + data.max_response_length,
-        sharded=sharded,
-        actor_world_size=trainer.nnodes * trainer.n_gpus_per_node if sharded else 1,
-        ranks_per_node=trainer.n_gpus_per_node if sharded else 1,
-        on_gpu=trainer.device != "cpu" and torch.cuda.is_available(),
-        colocated=config.rollout.placement == "colocate",
-        kl_term=kl_term,
-        uses_reference=uses_reference,
-        needs_reference_policy=uses_reference and config.model.lora.rank == 0,
-        on_policy=updates_per_step == 1 and not (algo.kl_mode == "reward" and algo.kl_coef > 0),
-        pipelined=trainer.pipeline == "one_step_off",
-        rollout_is=("token" if trainer.pipeline == "one_step_off" else "none")
-        if algo.rollout_is == "auto"
-        else algo.rollout_is,
-    )
+STRATEGIES = ("torch", "fsdp2", "deepspeed")  # backends.BACKENDS' keys
+ENGINE_NAMES = ("vllm", "hf")  # rollout.ENGINES' keys
 
 
 def _positive(value: Any) -> bool:
@@ -103,12 +56,12 @@ _CHOICES: list[tuple[str, Callable[[Any], bool], str]] = [
     _rule("model.dtype", DTYPES),
     _rule("rollout.dtype", DTYPES),
     _rule("model.attn_implementation", ATTN_IMPLEMENTATIONS),
-    _rule("rollout.engine", ENGINES),
+    _rule("rollout.engine", ENGINE_NAMES),
     _rule("rollout.placement", PLACEMENTS),
     _rule("rollout.seed_mode", SEED_MODES),
     _rule("rollout.suppress_tokens", SUPPRESSED_TOKENS),
     _rule("data.order", DATA_ORDERS),
-    _rule("actor.strategy", BACKENDS),
+    _rule("actor.strategy", STRATEGIES),
     _rule("actor.zero_stage", (2, 3)),
     _rule("actor.lr_scheduler", ("constant", "cosine")),
     _rule("actor.policy_loss", algorithms.POLICY_LOSSES),
@@ -206,17 +159,14 @@ def check(config: Config) -> None:
 
 
 def _check_reward(config: Config) -> None:
-    """One reward, by a stated rule: reward.function, when set, replaces the default components (which are then
-    cleared, so the saved config says what is scored); a function together with other components is an error."""
+    """One reward: reward.function or reward.components (``load_config`` has already cleared the default components
+    where a function replaces them, so a function beside components here is a user's choice of both)."""
     reward = config.reward
-    defaults = type(reward)().components  # the schema's default components (rewards.composite.DEFAULT_COMPONENTS)
-    if reward.function and reward.components and reward.components != defaults:
+    if reward.function and reward.components:
         raise ConfigError(
             f"reward.function={reward.function} and reward.components are both set: choose one (a single "
             "function, or weighted components; put the function in a component to combine it)"
         )
-    if reward.function:
-        reward.components = []
     if not reward.function and not reward.components:
         raise ConfigError("reward: set reward.function or reward.components")
 

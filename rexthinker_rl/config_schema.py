@@ -1,19 +1,16 @@
 """The typed configuration tree: one dataclass per section (data, model, rollout, actor, ref, algorithm, reward,
-trainer, checkpoint, logging, sft). Every field is documented once, in the string under it (``docs`` and
-``rexthinker-train --print-config`` read them). Loading, merging and errors: ``rexthinker_rl.config``; the rules and
-the derived values: ``rexthinker_rl.config_rules``.
+trainer, checkpoint, logging, sft), and the values that follow from a config (:class:`Derived`, computed once as
+``config.derived``). Every field is documented once, in the string under it (``docs`` and ``rexthinker-train
+--print-config`` read them). Loading, merging and errors: ``rexthinker_rl.config``; the rules: ``config_rules``.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rewards.composite import DEFAULT_COMPONENTS
-
-if TYPE_CHECKING:
-    from rexthinker_rl.config_rules import Derived
 
 
 @dataclass
@@ -280,8 +277,6 @@ class RewardConfig:
     )
     """Weighted reward components (default ``rewards.composite.DEFAULT_COMPONENTS``: 0.9 x box F1 + 0.1 x format,
     the Rex-Thinker weights); unused (and saved as []) when reward.function is set."""
-    num_workers: int = 1
-    """Ray tasks scoring rewards in parallel."""
     timeout_s: float = 600.0
     """Seconds one call of the reward may take, on a training or validation batch and on the sample completions scored
     before training; past it the run stops with an error naming the batch (a reward that blocks would hang the run,
@@ -375,18 +370,57 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
 
-    def validate(self) -> Config:
-        """Check ranges, choices and cross-section consistency (``config_rules``); the derived values follow."""
-        # Imported here: the rules read the registries of torch-importing modules (algorithms, engines, backends),
-        # and `rexthinker-train --help` should not wait for torch.
-        from rexthinker_rl.config_rules import check
-
-        check(self)
-        return self
-
     @functools.cached_property
     def derived(self) -> Derived:
         """Values that follow from the config (updates per step, world size, topology, ...), computed once."""
-        from rexthinker_rl.config_rules import derive
-
         return derive(self)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Values that follow from a config; computed once (``config.derived``), never set by hand."""
+
+    sequences_per_step: int  # rollout_batch_size x rollout.n
+    updates_per_step: int  # optimizer steps per GRPO step: mini-batches x ppo_epochs
+    sequences_per_update: int  # rows of one mini-batch: global_batch_size x rollout.n
+    max_total_length: int  # prompt + response tokens
+    sharded: bool  # actor.strategy is fsdp2 | deepspeed (ranks in a process group)
+    actor_world_size: int  # actor ranks: 1 for torch, nnodes x n_gpus_per_node when sharded
+    ranks_per_node: int  # actor ranks that share a node's cores (1 for torch)
+    on_gpu: bool  # CUDA asked for (or auto) and present where the controller runs
+    colocated: bool  # rollout.placement=colocate: actor, reference and engine in one process (per rank when sharded)
+    kl_term: bool  # a KL term (loss or reward) against the initial policy
+    uses_reference: bool  # the initial policy's log-probs are needed: a KL term, or logging.kl_to_ref_freq > 0
+    needs_reference_policy: bool  # uses_reference without LoRA (LoRA: the actor with its adapters off)
+    on_policy: bool  # one update per step and no KL in the reward: the old log-probs are the actor's own
+    pipelined: bool  # trainer.pipeline=one_step_off: the next batch is generated while the actor updates
+    rollout_is: str  # algorithm.rollout_is with auto resolved: token when pipelined, else none
+
+
+def derive(config: Config) -> Derived:
+    import torch  # here: loading a config (`rexthinker-train --help`, the docs) does not wait for torch
+
+    data, actor, algo, trainer = config.data, config.actor, config.algorithm, config.trainer
+    updates_per_step = data.rollout_batch_size // actor.global_batch_size * actor.ppo_epochs
+    sharded = actor.strategy != "torch"
+    kl_term = algo.kl_mode != "none" and algo.kl_coef > 0
+    uses_reference = kl_term or config.logging.kl_to_ref_freq > 0
+    return Derived(
+        sequences_per_step=data.rollout_batch_size * config.rollout.n,
+        updates_per_step=updates_per_step,
+        sequences_per_update=actor.global_batch_size * config.rollout.n,
+        max_total_length=data.max_prompt_length + data.max_response_length,
+        sharded=sharded,
+        actor_world_size=trainer.nnodes * trainer.n_gpus_per_node if sharded else 1,
+        ranks_per_node=trainer.n_gpus_per_node if sharded else 1,
+        on_gpu=trainer.device != "cpu" and torch.cuda.is_available(),
+        colocated=config.rollout.placement == "colocate",
+        kl_term=kl_term,
+        uses_reference=uses_reference,
+        needs_reference_policy=uses_reference and config.model.lora.rank == 0,
+        on_policy=updates_per_step == 1 and not (algo.kl_mode == "reward" and algo.kl_coef > 0),
+        pipelined=trainer.pipeline == "one_step_off",
+        rollout_is=("token" if trainer.pipeline == "one_step_off" else "none")
+        if algo.rollout_is == "auto"
+        else algo.rollout_is,
+    )

@@ -29,6 +29,7 @@ from rexthinker_rl.runtime.workers import ActorWorker
 
 if TYPE_CHECKING:
     from rexthinker_rl.config import Config
+    from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec
 
 
 class ActorRanks:
@@ -120,3 +121,29 @@ class ActorRanks:
     def node_ids(self) -> list[str]:
         """Ray node of each rank, in rank order."""
         return self.call_all("node_id")
+
+
+class ActorVerbs:
+    """The verbs every topology answers from its actor's ranks (``self.actor``, an ``ActorRanks``); each runtime adds
+    generate, ref_logprobs, sync_weights and shutdown, which differ with the placement."""
+
+    actor: ActorRanks
+
+    def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
+        return self.generate_async(prompts, sampling).result().results
+
+    def logprobs(self, batch: SequenceBatch) -> Pending[torch.Tensor]:
+        return self.actor.logprobs(batch)
+
+    def update(self, batch: SequenceBatch) -> dict[str, float]:
+        return self.actor.update(batch)
+
+    def save(self, with_optimizer: bool) -> ActorState:
+        return self.actor.save(with_optimizer)
+
+    def load(self, state: ActorState) -> None:
+        self.actor.load(state)
+        self.sync_weights()  # the runtime's own: in process or over Ray
+
+    def save_pretrained(self, folder: str, processor) -> None:
+        self.actor.save_pretrained(folder, processor)

@@ -16,7 +16,6 @@ from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rexthinker_rl.runtime.base import (
-    ActorVerbs,
     Generated,
     Pending,
     identify,
@@ -25,7 +24,7 @@ from rexthinker_rl.runtime.base import (
     wait_started,
 )
 from rexthinker_rl.runtime.placement import rollout_slots
-from rexthinker_rl.runtime.ranks import CPU_SHARE_SINGLE_PROCESS, GPU_SHARE_SINGLE_PROCESS, ActorRanks
+from rexthinker_rl.runtime.ranks import CPU_SHARE_SINGLE_PROCESS, GPU_SHARE_SINGLE_PROCESS, ActorRanks, ActorVerbs
 from rexthinker_rl.runtime.workers import ReferenceWorker, RolloutWorker
 
 if TYPE_CHECKING:
