@@ -134,7 +134,7 @@ def _config(args: argparse.Namespace) -> Config | None:
 @console_entry("rexthinker-train")
 def train_main(argv: list[str] | None = None) -> None:
     args = _parse(argv, "GRPO training of Qwen2.5-VL (Rex-Thinker recipe).")
-    if threading.current_thread() is threading.main_thread():  # (kept through Ray's start: runtime.cluster)
+    if threading.current_thread() is threading.main_thread():  # (kept through Ray's start: ray_cluster.start_cluster)
         signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         config = _config(args)

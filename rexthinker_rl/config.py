@@ -34,6 +34,7 @@ from rexthinker_rl.config_schema import (
     RolloutConfig,
     SFTConfig,
     TrainerConfig,
+    compute_device,
 )
 from rexthinker_rl.errors import ConfigError
 
@@ -53,6 +54,7 @@ __all__ = [
     "RolloutConfig",
     "SFTConfig",
     "TrainerConfig",
+    "compute_device",
     "load_config",
     "save_config",
     "to_yaml",

@@ -397,9 +397,15 @@ class Derived:
     rollout_is: str  # algorithm.rollout_is with auto resolved: token when pipelined, else none
 
 
-def derive(config: Config) -> Derived:
+def compute_device(config: Config) -> str:
+    """Where this process computes (trains, scores, generates): cuda when trainer.device asks for it (cuda | auto) and
+    this process sees one, else cpu. The one place this rule lives (``Derived.on_gpu`` is the controller's answer)."""
     import torch  # here: loading a config (`rexthinker-train --help`, the docs) does not wait for torch
 
+    return "cuda" if config.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
+
+
+def derive(config: Config) -> Derived:
     data, actor, algo, trainer = config.data, config.actor, config.algorithm, config.trainer
     updates_per_step = data.rollout_batch_size // actor.global_batch_size * actor.ppo_epochs
     sharded = actor.strategy != "torch"
@@ -413,7 +419,7 @@ def derive(config: Config) -> Derived:
         sharded=sharded,
         actor_world_size=trainer.nnodes * trainer.n_gpus_per_node if sharded else 1,
         ranks_per_node=trainer.n_gpus_per_node if sharded else 1,
-        on_gpu=trainer.device != "cpu" and torch.cuda.is_available(),
+        on_gpu=compute_device(config) == "cuda",
         colocated=config.rollout.placement == "colocate",
         kl_term=kl_term,
         uses_reference=uses_reference,

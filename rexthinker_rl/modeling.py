@@ -19,11 +19,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")  # auto: see resolve_attn_implementation
 
 
-def compute_device(config) -> str:
-    """Where this process computes (trains, scores, generates): cuda when asked for (or auto) and present, else cpu."""
-    return "cuda" if config.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
-
-
 def resolve_attn_implementation(requested: str, device: torch.device | str) -> str:
     """``auto`` picks flash_attention_2 on CUDA when flash-attn is installed, else sdpa."""
     if requested != "auto":

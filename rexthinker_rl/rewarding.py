@@ -18,6 +18,7 @@ import torch
 from rewards.composite import build_reward
 from rewards.types import RewardInput, RewardScore
 from rexthinker_rl.errors import ConfigError
+from rexthinker_rl.runtime.placement import resources
 
 
 class RewardError(RuntimeError):
@@ -121,7 +122,7 @@ class RewardRunner:
 
     def score_async(self, inputs: list[RewardInput]) -> tuple:
         if self.worker is None:
-            self.worker = ray.remote(RewardWorker).options(num_cpus=0).remote(self.spec)
+            self.worker = ray.remote(RewardWorker).options(**resources("reward", False)).remote(self.spec)
         return self.worker.score.remote(inputs), len(inputs)
 
     def collect(self, pending: tuple, batch: str) -> tuple[torch.Tensor, dict[str, float], list[RewardScore]]:

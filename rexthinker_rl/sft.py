@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from rexthinker_rl.batch import build_sequence_batch, encode_prompts
-from rexthinker_rl.config import Config
+from rexthinker_rl.config import Config, compute_device
 from rexthinker_rl.data import RLDataset
 from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder
 from rexthinker_rl.outputs import check_new_folder, is_model_folder
@@ -38,7 +38,7 @@ def run_sft(config: Config) -> Path:
             f"{config.data.train_files}: no row has an sft_target; write templated chain-of-thought targets with "
             "`rexthinker-data cot` (docs/data.md, own photos), or skip SFT and start GRPO from released weights"
         )
-    device = "cuda" if config.trainer.device != "cpu" and torch.cuda.is_available() else "cpu"
+    device = compute_device(config)
     model = load_model(
         model_cfg.path, model_cfg.dtype, model_cfg.attn_implementation, device, model_cfg.trust_remote_code
     )

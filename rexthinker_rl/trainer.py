@@ -39,14 +39,13 @@ from rexthinker_rl.masking import masked_mean
 from rexthinker_rl.modeling import load_processor
 from rexthinker_rl.pipeline import Rollout, idle_times
 from rexthinker_rl.plots import redraw_curves
-from rexthinker_rl.ray_cluster import ensure_auth_token
+from rexthinker_rl.ray_cluster import StartedRay, ensure_auth_token, start_cluster, stop_cluster
 from rexthinker_rl.rewarding import RewardRunner, probe_inputs, reward_inputs
 from rexthinker_rl.rollout.base import SEED_MODES, RolloutPrompt, RolloutResult, SamplingSpec
 from rexthinker_rl.rollout_log import group_metrics, length_metrics, log_rollouts, metrics_by_kind
 from rexthinker_rl.run_lock import RunLock
 from rexthinker_rl.run_summary import summarize
 from rexthinker_rl.runtime import ActorState, Runtime, check_topology, start_runtime
-from rexthinker_rl.runtime.cluster import StartedRay, start_cluster, stop_cluster
 from rexthinker_rl.runtime.deaths import names_dead_workers
 from rexthinker_rl.utils import PhaseTimer, atomic_write_text, rng_state, seed_everything, set_rng_state
 

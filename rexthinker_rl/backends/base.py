@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from rexthinker_rl.modeling import compute_device
+from rexthinker_rl.config import compute_device
 
 if TYPE_CHECKING:
     from rexthinker_rl.config import Config

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from rexthinker_rl.backends.base import LrLambda, distributed_all_reduce, lambda_schedule, sharded_load_dtype
-from rexthinker_rl.modeling import compute_device
+from rexthinker_rl.config import compute_device
 
 if TYPE_CHECKING:
     from rexthinker_rl.config import Config

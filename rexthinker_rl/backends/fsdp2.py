@@ -31,7 +31,8 @@ from rexthinker_rl.backends.base import (
     sharded_load_dtype,
     trainable_parameters,
 )
-from rexthinker_rl.modeling import DTYPES, compute_device
+from rexthinker_rl.config import compute_device
+from rexthinker_rl.modeling import DTYPES
 
 if TYPE_CHECKING:
     from rexthinker_rl.config import Config

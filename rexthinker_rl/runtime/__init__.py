@@ -9,8 +9,9 @@ logprobs, ref_logprobs, update, sync_weights, save, load, save_pretrained, shutd
 - fsdp2 | deepspeed with ``rollout.placement=colocate``: one process per rank holding its actor shard, reference
   shard and engine (:class:`~.colocated.ColocatedRuntime`); weights streamed in process.
 
-Ray start-up (``cluster``), rank spawning (``ranks``), placement groups (``placement``), the worker processes
-(``workers``) and naming a worker that died (``deaths``) live here; the controller only calls the verbs.
+Rank spawning (``ranks``), the placement table (``placement``: every role's worker class and Ray resources, and the
+placement groups), the worker processes (``workers``) and naming a worker that died (``deaths``) live here; Ray itself
+is started by ``rexthinker_rl.ray_cluster``. The controller only calls the verbs.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from typing import TYPE_CHECKING
 import ray
 
 from rexthinker_rl.errors import ConfigError
+from rexthinker_rl.ray_cluster import local_cpus, worker_env
 from rexthinker_rl.runtime.base import ActorState, Generated, Pending, Runtime
-from rexthinker_rl.runtime.cluster import local_cpus, worker_env
 from rexthinker_rl.runtime.colocated import ColocatedRuntime
-from rexthinker_rl.runtime.placement import CPU_SHARE_PER_RANK, cpu_demand
+from rexthinker_rl.runtime.placement import cpu_demand, resources
 from rexthinker_rl.runtime.separate import SeparateRuntime
 
 if TYPE_CHECKING:
@@ -69,9 +70,9 @@ def check_local_resources(config: Config) -> None:
         )
     if derived.on_gpu:
         return
-    cores, need = local_cpus(), cpu_demand(config)
+    cores, need, per_rank = local_cpus(), cpu_demand(config), resources("actor rank", False)["num_cpus"]
     if need > cores:
-        fits = int((cores - (need - ranks * CPU_SHARE_PER_RANK)) / CPU_SHARE_PER_RANK)  # ranks beside the others
+        fits = int((cores - (need - ranks * per_rank)) / per_rank)  # ranks beside the others
         others = "" if derived.colocated else ", beside the reference and rollout workers"
         raise ConfigError(
             f"trainer.n_gpus_per_node={ranks} with actor.strategy={config.actor.strategy} on CPU starts {ranks} actor "
@@ -81,7 +82,7 @@ def check_local_resources(config: Config) -> None:
 
 
 def start_runtime(config: Config, model_path: str, total_updates: int, run_dir: str) -> Runtime:
-    """Spawn the workers of the configured topology (Ray must be running: ``runtime.cluster.start_cluster``)."""
+    """Spawn the workers of the configured topology (Ray must be running: ``ray_cluster.start_cluster``)."""
     env = {"runtime_env": {"env_vars": worker_env(run_dir)}}
     topology = ColocatedRuntime if config.derived.colocated else SeparateRuntime
     return topology(config, model_path, total_updates, env)

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import ray
 import torch
 
-from rexthinker_rl.modeling import DTYPES, compute_device, save_hf_folder
+from rexthinker_rl.config import compute_device
+from rexthinker_rl.modeling import DTYPES, save_hf_folder
 from rexthinker_rl.policy import Policy, make_policy
 from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec, make_engine
 from rexthinker_rl.runtime.process_group import free_port, init_process_group, node_ip
