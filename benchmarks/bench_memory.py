@@ -162,6 +162,7 @@ def load_policy(model_dir: str, variant: str, length: int):
 def run_peaks(model_dir: str, variant: str, length: int) -> dict:
     """One log-prob pass and one update of ``variant``: each phase's peak and what the LM head adds while it runs."""
     import rexthinker_rl.logprobs
+    from rexthinker_rl.batch import split_mini_batches
 
     policy, batch, overrides = load_policy(model_dir, variant, length)
     meter, logprob_head, update_head = PeakMeter(), {}, {}
@@ -173,7 +174,7 @@ def run_peaks(model_dir: str, variant: str, length: int) -> dict:
     logprob_peak = meter.phase_peak()
     rexthinker_rl.logprobs.token_logprobs = measured_head(head, meter, update_head)
     meter.start_phase()
-    policy.update(batch)
+    policy.update(split_mini_batches(batch, policy.config)[0])
     return {
         "variant": variant,
         "length": length,
@@ -193,6 +194,8 @@ def run_timing(model_dir: str, length: int, rounds: int) -> dict:
     whatever else runs on the machine slows both alike); the same policy, only actor.logprob_chunk_tokens differs."""
     from dataclasses import replace
 
+    from rexthinker_rl.batch import split_mini_batches
+
     policy, batch, _ = load_policy(model_dir, "chunked", length)
     configs = {
         name: replace(policy.config, actor=replace(policy.config.actor, logprob_chunk_tokens=chunk))
@@ -204,7 +207,8 @@ def run_timing(model_dir: str, length: int, rounds: int) -> dict:
         order = list(configs) if round_index % 2 == 0 else list(reversed(configs))
         for name in order:
             policy.config = configs[name]
-            for phase, run in (("logprob", policy.compute_logprobs), ("update", policy.update)):
+            update = lambda batch: policy.update(split_mini_batches(batch, policy.config)[0])  # noqa: E731
+            for phase, run in (("logprob", policy.compute_logprobs), ("update", update)):
                 start = time.perf_counter()
                 run(batch)
                 times[name][phase].append(time.perf_counter() - start)

@@ -6,9 +6,16 @@ row sits at columns [P, P + R) and its log-probabilities come from the logits at
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import torch
+
+from rexthinker_rl.algorithms import Normalisers, count_tokens_and_seqs
+
+if TYPE_CHECKING:
+    from rexthinker_rl.config import Config
 
 
 @dataclass
@@ -126,6 +133,14 @@ class SequenceBatch:
     @property
     def is_placeholder(self) -> bool:
         return bool(self.extras.get("placeholder"))
+
+    def micro_batch_count(self, size: int, max_tokens: int = 0, packed: bool = False) -> int:
+        """How many micro-batches :meth:`micro_batches` needs for these rows (1 for a placeholder)."""
+        if self.is_placeholder:
+            return 1
+        if max_tokens > 0:
+            return len(token_budget_groups(self.real_lengths(), max_tokens, packed))
+        return math.ceil(len(self) / size)
 
     def micro_batches(
         self, size: int, max_tokens: int = 0, count: int | None = None, packed: bool = False
@@ -289,13 +304,42 @@ def split_rows(batch: SequenceBatch, world_size: int) -> tuple[list[list[int]], 
     return groups, [batch.select(rows) if rows else batch.placeholder() for rows in groups]
 
 
-def split_mini_batches(batch: SequenceBatch, per_update: int, world_size: int) -> list[list[SequenceBatch]]:
-    """For each rank, its share of every mini-batch of ``per_update`` rows: rank r steps on the same mini-batches as
-    one process would, holding only its rows of each."""
-    shares: list[list[SequenceBatch]] = [[] for _ in range(world_size)]
-    for mini_batch in batch.chunks(per_update):
-        for rank, part in enumerate(split_rows(mini_batch, world_size)[1]):
-            shares[rank].append(part)
+@dataclass
+class MiniBatch:
+    """One rank's part of a mini-batch, ready for one optimizer step: its micro-batches (as many on every rank, a
+    placeholder where a rank has no rows), the loss normalisers of the whole mini-batch over every rank, and the whole
+    mini-batch's rows (each micro-batch's metrics weigh ``len(micro) / rows``)."""
+
+    micro_batches: list[SequenceBatch]
+    norms: Normalisers
+    rows: int
+
+
+def split_mini_batches(batch: SequenceBatch, config: Config, world_size: int = 1) -> list[list[MiniBatch]]:
+    """For each rank, its part of every mini-batch of ``config.derived.sequences_per_update`` rows: rank r steps on
+    the same mini-batches as one process would, holding only its rows of each. The controller plans it all here,
+    with every rank's rows in view: the micro-batch count the ranks share (the largest any rank needs) and the token
+    and sequence counts of the whole mini-batch, summed rank by rank. Every update (the runtime's, the tests' and the
+    benchmarks') is ``Policy.update`` of one rank's list."""
+    actor = config.actor
+    size, budget, packed = (
+        actor.micro_batch_size_per_device_for_update,
+        actor.max_tokens_per_micro_batch,
+        actor.padding_free,
+    )
+    shares: list[list[MiniBatch]] = [[] for _ in range(world_size)]
+    for mini_batch in batch.chunks(config.derived.sequences_per_update):
+        parts = split_rows(mini_batch, world_size)[1]
+        count = max(part.micro_batch_count(size, budget, packed) for part in parts)
+        tokens = seqs = rows = 0
+        for part in parts:
+            part_tokens, part_seqs = count_tokens_and_seqs(part.response_mask)
+            tokens, seqs = tokens + part_tokens, seqs + part_seqs
+            rows += 0 if part.is_placeholder else len(part)
+        norms = Normalisers(tokens, seqs, config.data.max_response_length, count * world_size)
+        for rank, part in enumerate(parts):
+            micro_batches = [micro for _, micro in part.micro_batches(size, budget, count, packed)]
+            shares[rank].append(MiniBatch(micro_batches, norms, rows))
     return shares
 
 

@@ -17,7 +17,7 @@ import torch
 
 from rexthinker_rl import algorithms
 from rexthinker_rl.backends import TorchBackend, TrainBackend, make_backend
-from rexthinker_rl.batch import SequenceBatch, token_budget_groups
+from rexthinker_rl.batch import MiniBatch, SequenceBatch
 from rexthinker_rl.logprobs import DEFAULT_CHUNK_TOKENS, HeadRequest, model_logprobs
 from rexthinker_rl.lora import apply_lora, merge_lora_weights
 from rexthinker_rl.modeling import load_model
@@ -132,12 +132,7 @@ class Policy:
         """Micro-batches of ``batch`` (by rows, or by ``actor.max_tokens_per_micro_batch``), as many on every rank."""
         actor = self.config.actor
         budget, packed = actor.max_tokens_per_micro_batch, actor.padding_free
-        if batch.is_placeholder:
-            needed = 1
-        elif budget > 0:
-            needed = len(token_budget_groups(batch.real_lengths(), budget, packed))
-        else:
-            needed = math.ceil(len(batch) / size)
+        needed = batch.micro_batch_count(size, budget, packed)
         agreed = int(self.backend.all_reduce([needed], "max")[0])
         return batch.micro_batches(size, budget, agreed, packed)
 
@@ -174,14 +169,11 @@ class Policy:
             return self.compute_logprobs(batch)
 
     # ------------------------------------------------------------------ the update
-    def update(self, batch: SequenceBatch) -> dict[str, float]:
-        """One GRPO update pass over ``batch`` (needs old_logprobs, advantages; ref_logprobs for the KL loss)."""
-        per_update = self.config.actor.global_batch_size * self.config.rollout.n
-        return self.update_mini_batches(batch.chunks(per_update))
-
-    def update_mini_batches(self, mini_batches: list[SequenceBatch]) -> dict[str, float]:
-        """One optimizer step per mini-batch (``actor.ppo_epochs`` passes). Data-parallel ranks each get their share
-        of every mini-batch (a placeholder where they have none), so all ranks step together."""
+    def update(self, mini_batches: list[MiniBatch]) -> dict[str, float]:
+        """One optimizer step per mini-batch (``actor.ppo_epochs`` passes): this rank's part of each, as
+        ``batch.split_mini_batches`` plans them for every rank (the rows need old_logprobs, advantages, and
+        ref_logprobs for the KL loss), so all ranks step together. The one update path: the runtime's ranks, the
+        tests and the benchmarks all come here."""
         self.model.train()
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
@@ -197,21 +189,15 @@ class Policy:
             averaged["perf/device_memory_used_gb"] = (total - free) / 2**30
         return averaged
 
-    def _update_mini_batch(self, mini_batch: SequenceBatch) -> dict[str, float]:
-        # Normalisers of the whole mini-batch, over every rank: the token-mean of one process, however it is split.
-        tokens, seqs = algorithms.count_tokens_and_seqs(mini_batch.response_mask)
-        rows = 0 if mini_batch.is_placeholder else len(mini_batch)
-        global_tokens, global_seqs, global_rows, ranks = self.backend.all_reduce([tokens, seqs, rows, 1], "sum")
+    def _update_mini_batch(self, mini_batch: MiniBatch) -> dict[str, float]:
+        # The normalisers are the whole mini-batch's, over every rank: the token-mean of one process, however split.
+        norms = mini_batch.norms
         self.optimizer.zero_grad(set_to_none=True)
-        micro_batches = self._micro_batches(mini_batch, self.config.actor.micro_batch_size_per_device_for_update)
-        norms = algorithms.Normalisers(
-            global_tokens, global_seqs, self.config.data.max_response_length, len(micro_batches) * ranks
-        )
         stats: dict[str, float] = defaultdict(float)
         peaks: dict[str, float] = defaultdict(float)  # maxima over micro-batches and ranks
-        for _, micro in micro_batches:
+        for micro in mini_batch.micro_batches:
             micro = micro.to_device(self.device)
-            share = 0.0 if micro.is_placeholder else len(micro) / global_rows
+            share = 0.0 if micro.is_placeholder else len(micro) / mini_batch.rows
             logprobs, entropy = self._response_logprobs(micro, with_entropy=True)
             old_logprobs = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
             loss = algorithms.grpo_loss(

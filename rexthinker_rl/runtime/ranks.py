@@ -84,7 +84,7 @@ class ActorRanks:
         return self._split_logprobs("compute_ref_logprobs", batch)
 
     def update(self, batch: SequenceBatch) -> dict[str, float]:
-        shares = split_mini_batches(batch, self.config.derived.sequences_per_update, len(self.handles))
+        shares = split_mini_batches(batch, self.config, len(self.handles))
         return ray.get([handle.update.remote(share) for handle, share in zip(self.handles, shares, strict=True)])[0]
 
     def weights(self):

@@ -127,14 +127,18 @@ def test_all_filtered_batches_skip_the_update_and_complete(train, reward_file, t
 
 
 def test_a_batch_without_response_tokens_is_not_a_numerical_fault(tiny_model_dir):
+    from rexthinker_rl.batch import split_mini_batches
     from rexthinker_rl.config import load_config
     from rexthinker_rl.policy import Policy
     from tests.tiny.test_policy import BASE, _batch
 
-    policy = Policy(load_config(None, [*BASE, "actor.max_consecutive_nonfinite=1"]), str(tiny_model_dir), True, 4)
+    config = load_config(None, [*BASE, "actor.max_consecutive_nonfinite=1"])
+    policy = Policy(config, str(tiny_model_dir), True, 4)
     batch = _batch(tiny_model_dir)
     batch.response_mask = torch.zeros_like(batch.response_mask)  # every response empty
-    metrics = policy.update(batch)  # with a limit of 1, a non-finite step would raise here
+    metrics = policy.update(
+        split_mini_batches(batch, config)[0]
+    )  # with a limit of 1, a non-finite step would raise here
     assert all(math.isfinite(value) for value in metrics.values())
     assert metrics["actor/skipped_updates"] == 0.0 and metrics["actor/grad_norm"] == 0.0
     assert all(torch.isfinite(p).all() for p in policy.model.parameters())

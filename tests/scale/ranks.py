@@ -60,13 +60,13 @@ def train_two_steps(rank: int, world_size: int, model_dir: str, overrides: list[
         batch, shares = _step_inputs(resumed, config, model_dir, step, rank, world_size)
         results["logprobs"].append(batch.old_logprobs * batch.response_mask)
         if step == 0:
-            first = policy.update_mini_batches(shares[:1])
+            first = policy.update(shares[:1])
             results["after_first_update"] = policy.checkpoint_state()
-            parts = [first, policy.update_mini_batches(shares[1:])]
+            parts = [first, policy.update(shares[1:])]
             results["metrics"].append({key: sum(part[key] for part in parts) / 2 for key in first})
             continue
-        results["metrics"].append(resumed.update_mini_batches(shares))
-        policy.update_mini_batches(shares)  # the same step without the round trip
+        results["metrics"].append(resumed.update(shares))
+        policy.update(shares)  # the same step without the round trip
         ours, theirs = resumed.checkpoint_state(), policy.checkpoint_state()
         results["resume_gap"] = max(((ours[n] - t).abs().max().item() for n, t in theirs.items()), default=0.0)
         policy = resumed
@@ -93,8 +93,7 @@ def _step_inputs(policy, config, model_dir: str, step: int, rank: int, world_siz
         if rows:
             old[rows, : logprobs.shape[1]] = logprobs
     batch.old_logprobs, batch.ref_logprobs = old, old + 0.01
-    per_update = config.actor.global_batch_size * config.rollout.n
-    return batch, split_mini_batches(batch, per_update, world_size)[rank]
+    return batch, split_mini_batches(batch, config, world_size)[rank]
 
 
 def _non_finite_steps(policy, config, model_dir: str, rank: int, world_size: int) -> dict:
@@ -107,12 +106,12 @@ def _non_finite_steps(policy, config, model_dir: str, rank: int, world_size: int
 
     batch = step_batch(model_dir, 2)
     batch.advantages = torch.full_like(batch.advantages, float("nan"))
-    share = split_mini_batches(batch, config.actor.global_batch_size * config.rollout.n, world_size)[rank][:1]
+    share = split_mini_batches(batch, config, world_size)[rank][:1]
     before = (policy.checkpoint_state(), policy.train_state())
-    metrics = policy.update_mini_batches(share)
+    metrics = policy.update(share)
     after = (policy.checkpoint_state(), policy.train_state())
     try:
-        policy.update_mini_batches(share)
+        policy.update(share)
         aborted = ""
     except NonFiniteUpdateError as error:
         aborted = str(error)

@@ -39,7 +39,7 @@ def _one_rank(rank, world_size, model_dir, overrides, out):
     config = load_config(None, overrides)
     policy = make_policy(config, model_dir, True, 4, rank=rank, world_size=world_size)
     batch = step_batch(model_dir, 0)
-    metrics = policy.update_mini_batches(split_mini_batches(batch, 3, world_size)[rank])
+    metrics = policy.update(split_mini_batches(batch, config, world_size)[rank])
     weights = policy.checkpoint_state()
     if rank == 0:
         torch.save({"metrics": metrics, "weights": weights}, out)
@@ -68,6 +68,7 @@ def test_colocated_rank_sleeps_wakes_and_syncs_weights(tiny_model_dir, monkeypat
     pytest.importorskip("vllm")
     import torch.distributed as dist
 
+    from rexthinker_rl.batch import split_mini_batches
     from rexthinker_rl.rollout.base import RolloutPrompt, SamplingSpec
     from rexthinker_rl.runtime.process_group import free_port
     from rexthinker_rl.runtime.workers import ActorWorker
@@ -86,7 +87,7 @@ def test_colocated_rank_sleeps_wakes_and_syncs_weights(tiny_model_dir, monkeypat
         before = worker.generate([prompt], greedy)[0]
         free_asleep = torch.cuda.mem_get_info()[0]
         batch = step_batch(str(tiny_model_dir), 0)
-        worker.update([batch])
+        worker.update(split_mini_batches(batch, worker.config)[0])
         worker.sync_weights()
         after = worker.generate([prompt], greedy)[0]
         assert not worker.engine.cache_awake  # asleep again after generating

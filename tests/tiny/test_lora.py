@@ -4,6 +4,7 @@ rollout engine and a converted checkpoint get, and the conversion's logits match
 import pytest
 import torch
 
+from rexthinker_rl.batch import split_mini_batches
 from rexthinker_rl.checkpoint import CheckpointError, save_checkpoint
 from rexthinker_rl.config import load_config, to_yaml
 from rexthinker_rl.convert import convert_checkpoint
@@ -25,7 +26,7 @@ def trained(tiny_model_dir):
     for _ in range(2):
         batch = _batch(tiny_model_dir)
         batch.old_logprobs = policy.compute_logprobs(batch)
-        policy.update(batch)
+        policy.update(split_mini_batches(batch, config)[0])
     return config, policy, before, base_logprobs
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rexthinker_rl.batch import build_sequence_batch, encode_prompts
+from rexthinker_rl.batch import build_sequence_batch, encode_prompts, split_mini_batches
 from rexthinker_rl.config import load_config
 from rexthinker_rl.modeling import load_processor
 from rexthinker_rl.policy import NonFiniteUpdateError, Policy
@@ -54,7 +54,7 @@ def _updated(model_dir, overrides):
     batch.old_logprobs = policy.compute_logprobs(batch)
     batch.ref_logprobs = batch.old_logprobs + 0.01
     before = {n: p.detach().clone() for n, p in policy.model.named_parameters()}
-    metrics = policy.update(batch)
+    metrics = policy.update(split_mini_batches(batch, config)[0])
     return policy, before, metrics
 
 
@@ -106,18 +106,20 @@ def test_non_finite_gradients_are_skipped_then_abort(tiny_model_dir):
     policy = Policy(config, str(tiny_model_dir), trainable=True, total_updates=4)
     batch = _batch(tiny_model_dir)
     batch.old_logprobs = policy.compute_logprobs(batch)
-    assert policy.update(batch)["actor/skipped_updates"] == 0.0  # optimizer moments exist now
+    assert (
+        policy.update(split_mini_batches(batch, config)[0])["actor/skipped_updates"] == 0.0
+    )  # optimizer moments exist now
     batch.advantages = torch.full_like(batch.advantages, float("nan"))
     before = {n: p.detach().clone() for n, p in policy.model.named_parameters()}
     state = policy.train_state()
     moments = {k: v.clone() for k, v in state["optimizer"]["state"][0].items()}
-    metrics = policy.update(batch)
+    metrics = policy.update(split_mini_batches(batch, config)[0])
     assert metrics["actor/skipped_updates"] == 1.0 and math.isnan(metrics["actor/grad_norm"])
     assert all(torch.equal(before[n], p) for n, p in policy.model.named_parameters())
     assert all(torch.equal(moments[k], v) for k, v in policy.train_state()["optimizer"]["state"][0].items())
     assert policy.train_state()["scheduler"] == state["scheduler"]
     with pytest.raises(NonFiniteUpdateError, match="2 consecutive updates"):
-        policy.update(batch)
+        policy.update(split_mini_batches(batch, config)[0])
 
 
 def test_length_sorted_trimmed_micro_batches_match_one_padded_pass(tiny_model_dir):
