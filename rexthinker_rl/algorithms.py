@@ -49,31 +49,6 @@ def _lookup(registry: Mapping[str, _Entry], name: str, kind: str) -> _Entry:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def logprobs_from_logits(logits: Tensor, token_ids: Tensor) -> Tensor:
-    """Log-probability of each token id under ``logits`` (computed in float32).
-
-    logits: (batch, seq, vocab); token_ids: (batch, seq) -> (batch, seq) float32.
-    Upcast because a bf16 log_softmax is too coarse for the importance ratio exp(logp - old_logp).
-    """
-    logprobs = torch.log_softmax(logits.float(), dim=-1)  # (batch, seq, vocab)
-    return logprobs.gather(-1, token_ids.long().unsqueeze(-1)).squeeze(-1)  # (batch, seq)
-
-
-def entropy_from_logits(logits: Tensor, grad: bool = True) -> Tensor:
-    """Entropy of the categorical distribution at each position, in float32.
-
-    logits: (batch, seq, vocab) -> (batch, seq). Uses H = logsumexp(z) - sum(softmax(z) * z), which stays
-    finite for large or peaked logits (no log of a zero probability). ``grad=False`` computes it as a metric only:
-    no autograd graph over the (batch, seq, vocab) softmax, so no backward pass through it (entropy_coef == 0).
-    """
-    if not grad:
-        with torch.no_grad():
-            return entropy_from_logits(logits.detach())
-    logits = logits.float()
-    probs = torch.softmax(logits, dim=-1)  # (batch, seq, vocab)
-    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)  # (batch, seq)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Group advantages
 # ----------------------------------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""Log-probabilities and entropy of chosen tokens from final hidden states, a chunk of tokens at a time.
+"""The forward every path uses: log-probabilities (and entropy) of a batch's response tokens under a model, in the
+padded layout or padding-free (packed), with the LM head run a chunk of tokens at a time.
+
+:func:`response_logprobs` is the entry point (the actor's log-probs and update, the reference, SFT, the benchmarks).
 
 Qwen2.5-VL's LM head has 152,064 rows: the full (tokens x vocab) float32 logits of a 4k-token response cost more than
 a 7B model's bf16 weights, and their log-softmax and gradient as much again. Here the LM head, log-softmax, gather and
@@ -20,11 +23,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from rexthinker_rl import algorithms
+if TYPE_CHECKING:
+    from rexthinker_rl.batch import SequenceBatch
 
 # 256 tokens x 152,064 rows x 4 bytes = 156 MB per float32 copy (the forward holds two): at 2,048 response tokens a
 # micro-batch, 1/8 of the full logits. Big enough that each chunk is one efficient matrix product on CPU and GPU.
@@ -156,13 +161,38 @@ def _recompute_backward(ctx, grad_logprobs: Tensor, grad_entropy: Tensor | None)
     return grad_hidden, grad_weight.to(weight.dtype)
 
 
+def logprobs_from_logits(logits: Tensor, token_ids: Tensor) -> Tensor:
+    """Log-probability of each token id under ``logits`` (computed in float32).
+
+    logits: (batch, seq, vocab); token_ids: (batch, seq) -> (batch, seq) float32.
+    Upcast because a bf16 log_softmax is too coarse for the importance ratio exp(logp - old_logp).
+    """
+    logprobs = torch.log_softmax(logits.float(), dim=-1)  # (batch, seq, vocab)
+    return logprobs.gather(-1, token_ids.long().unsqueeze(-1)).squeeze(-1)  # (batch, seq)
+
+
+def entropy_from_logits(logits: Tensor, grad: bool = True) -> Tensor:
+    """Entropy of the categorical distribution at each position, in float32.
+
+    logits: (batch, seq, vocab) -> (batch, seq). Uses H = logsumexp(z) - sum(softmax(z) * z), which stays
+    finite for large or peaked logits (no log of a zero probability). ``grad=False`` computes it as a metric only:
+    no autograd graph over the (batch, seq, vocab) softmax, so no backward pass through it (entropy_coef == 0).
+    """
+    if not grad:
+        with torch.no_grad():
+            return entropy_from_logits(logits.detach())
+    logits = logits.float()
+    probs = torch.softmax(logits, dim=-1)  # (batch, seq, vocab)
+    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)  # (batch, seq)
+
+
 def full_logprobs(
     hidden: Tensor, weight: Tensor, targets: Tensor, temperature: float, with_entropy: bool, entropy_grad: bool
 ) -> tuple[Tensor, Tensor | None]:
     """The unchunked reference: all (N, V) logits at once (what ``actor.logprob_chunk_tokens=0`` runs)."""
     logits = _chunk_logits(hidden, weight, temperature)  # (N, V)
-    logprobs = algorithms.logprobs_from_logits(logits, targets)
-    entropy = algorithms.entropy_from_logits(logits, grad=entropy_grad) if with_entropy else None
+    logprobs = logprobs_from_logits(logits, targets)
+    entropy = entropy_from_logits(logits, grad=entropy_grad) if with_entropy else None
     return logprobs, entropy
 
 
@@ -258,3 +288,108 @@ def model_logprobs(model, inputs: dict, positions: Tensor, request: HeadRequest)
     if entropy is not None and not request.entropy_grad:
         entropy = entropy.detach()
     return output[..., 0], entropy
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The two layouts of a batch: padded (left-padded prompts, right-padded responses) and packed (padding-free)
+#
+# Packed: every row's real tokens laid end to end in one sequence of length T. transformers' Qwen2.5-VL takes packed
+# input as ``position_ids`` of shape (4, 1, T): row 0 holds *text* positions that restart at 0 where each sequence
+# starts, rows 1-3 the mRoPE (temporal, height, width) positions each sequence would have alone, and no attention
+# mask. From the restarting text positions the model builds attention that never crosses a sequence boundary: a
+# block-diagonal causal mask for sdpa/eager (what runs on CPU), and cu_seqlens for flash_attention_2 (on GPU, where
+# packing also saves the O(T^2) mask). Only the positions that predict a response token go through the LM head.
+# ----------------------------------------------------------------------------------------------------------
+
+
+def response_logprobs(
+    model,
+    batch: SequenceBatch,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    entropy_grad: bool = True,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    packed: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Log-probabilities (batch, R) of the response tokens under ``model``, and optionally their entropy (batch, R),
+    differentiable unless ``entropy_grad`` is False (then a metric only), from one forward in the padded layout or,
+    with ``packed`` (``actor.padding_free``), the packed one (then 0 where the response mask is 0). The LM head runs
+    ``chunk_tokens`` tokens at a time: no (batch, R, vocab) logits are ever held."""
+    forward = _packed_response_logprobs if packed else _padded_response_logprobs
+    return forward(model, batch, temperature, with_entropy, entropy_grad, chunk_tokens)
+
+
+def _padded_response_logprobs(
+    model,
+    batch: SequenceBatch,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    entropy_grad: bool = True,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    prompt, response = batch.prompt_length, batch.response_length
+    # The response tokens are predicted from positions [P-1, P+R-1).
+    positions = torch.arange(prompt - 1, prompt + response - 1, device=batch.input_ids.device)
+    request = HeadRequest(batch.input_ids[:, prompt:], temperature, chunk_tokens, with_entropy, entropy_grad)
+    return model_logprobs(model, batch.model_inputs(), positions, request)
+
+
+def rope_owner(model):
+    """The module that computes Qwen2.5-VL's mRoPE positions (through peft, FSDP2 and DeepSpeed wrappers)."""
+    for module in model.modules():
+        if hasattr(type(module), "get_rope_index"):
+            return module
+    raise TypeError(f"{type(model).__name__} has no get_rope_index: padding-free packing needs a Qwen2/2.5-VL model")
+
+
+@dataclass
+class PackedInputs:
+    input_ids: torch.Tensor  # (1, T) the real tokens of every row, rows one after another
+    position_ids: torch.Tensor  # (4, 1, T) text positions (restart per row), then mRoPE t/h/w positions
+    predictors: torch.Tensor  # (N,) packed positions whose logits predict a response token, row-major order
+    targets: torch.Tensor  # (N,) the response tokens they predict
+
+
+def pack(model, batch: SequenceBatch) -> PackedInputs:
+    """The packed layout of ``batch`` (left-padded prompts, right-padded responses)."""
+    real = batch.attention_mask.bool()  # (batch, L)
+    mrope, _ = rope_owner(model).get_rope_index(
+        batch.input_ids,
+        mm_token_type_ids=batch.mm_token_type_ids,
+        image_grid_thw=batch.image_grid_thw,
+        attention_mask=batch.attention_mask,
+    )  # (3, batch, L)
+    text_positions = batch.attention_mask.long().cumsum(1) - 1  # (batch, L), 0 at each row's first real token
+    position_ids = torch.cat([text_positions[real][None], mrope.to(text_positions.device)[:, real]])  # (4, T)
+    lengths = real.sum(1)  # (batch,)
+    starts = torch.cumsum(lengths, 0) - lengths  # (batch,) where each row begins in the packed sequence
+    prompt_real = real[:, : batch.prompt_length].sum(1)  # (batch,)
+    rows, columns = batch.response_mask.bool().nonzero(as_tuple=True)  # row-major, like boolean indexing
+    predictors = starts[rows] + prompt_real[rows] + columns - 1  # (N,)
+    input_ids = batch.input_ids[real][None]  # (1, T)
+    return PackedInputs(input_ids, position_ids[:, None, :], predictors, input_ids[0, predictors + 1])
+
+
+def _packed_response_logprobs(
+    model,
+    batch: SequenceBatch,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    entropy_grad: bool = True,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    packed = pack(model, batch)
+    inputs = {
+        "input_ids": packed.input_ids,
+        "position_ids": packed.position_ids,
+        "pixel_values": batch.pixel_values,
+        "image_grid_thw": batch.image_grid_thw,
+    }
+    request = HeadRequest(packed.targets[None], temperature, chunk_tokens, with_entropy, entropy_grad)
+    token_logprobs, token_entropy = model_logprobs(model, inputs, packed.predictors, request)  # (1, N) each
+    mask = batch.response_mask.bool()
+    logprobs = torch.zeros(mask.shape, dtype=token_logprobs.dtype, device=token_logprobs.device)
+    logprobs = logprobs.masked_scatter(mask, token_logprobs[0])  # (batch, R)
+    if token_entropy is None:
+        return logprobs, None
+    return logprobs, torch.zeros_like(logprobs).masked_scatter(mask, token_entropy[0])

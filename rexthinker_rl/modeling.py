@@ -19,6 +19,12 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")  # auto: see resolve_attn_implementation
 
 
+def vision_tower(model):
+    """The model's vision encoder (patch embedding, blocks and the merger into the language model), or None."""
+    inner = getattr(model, "model", model)
+    return getattr(inner, "visual", None) or getattr(model, "visual", None)
+
+
 def resolve_attn_implementation(requested: str, device: torch.device | str) -> str:
     """``auto`` picks flash_attention_2 on CUDA when flash-attn is installed, else sdpa."""
     if requested != "auto":

@@ -18,10 +18,9 @@ import torch
 from rexthinker_rl import algorithms
 from rexthinker_rl.backends import TorchBackend, TrainBackend, make_backend
 from rexthinker_rl.batch import MiniBatch, SequenceBatch
-from rexthinker_rl.logprobs import DEFAULT_CHUNK_TOKENS, HeadRequest, model_logprobs
+from rexthinker_rl.logprobs import response_logprobs
 from rexthinker_rl.lora import apply_lora, merge_lora_weights
-from rexthinker_rl.modeling import load_model
-from rexthinker_rl.packing import packed_response_logprobs
+from rexthinker_rl.modeling import load_model, vision_tower
 from rexthinker_rl.rollout_correction import ROLLOUT_METRICS, RolloutCorrection
 from rexthinker_rl.utils import rng_state, set_rng_state
 
@@ -31,30 +30,6 @@ if TYPE_CHECKING:
 
 class NonFiniteUpdateError(RuntimeError):
     """Too many consecutive updates with a NaN/inf loss or gradient."""
-
-
-def vision_tower(model):
-    """The model's vision encoder (patch embedding, blocks and the merger into the language model), or None."""
-    inner = getattr(model, "model", model)
-    return getattr(inner, "visual", None) or getattr(model, "visual", None)
-
-
-def response_logprobs(
-    model,
-    batch: SequenceBatch,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-    entropy_grad: bool = True,
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probabilities (batch, R) of the response tokens under ``model``, and optionally their entropy (batch, R),
-    differentiable unless ``entropy_grad`` is False (then a metric only). The LM head runs ``chunk_tokens`` tokens at
-    a time (``rexthinker_rl.logprobs``): no (batch, R, vocab) logits are ever held."""
-    prompt, response = batch.prompt_length, batch.response_length
-    # The response tokens are predicted from positions [P-1, P+R-1).
-    positions = torch.arange(prompt - 1, prompt + response - 1, device=batch.input_ids.device)
-    request = HeadRequest(batch.input_ids[:, prompt:], temperature, chunk_tokens, with_entropy, entropy_grad)
-    return model_logprobs(model, batch.model_inputs(), positions, request)
 
 
 def lr_lambda(warmup_steps: int, total_steps: int, schedule: str):
@@ -142,11 +117,12 @@ class Policy:
         temperature = self.config.rollout.temperature or 1.0
         # Without an entropy bonus the entropy is only logged: no backward pass through the vocabulary softmax.
         entropy_grad = self.config.actor.entropy_coef != 0
-        # Every backend's module goes through logprobs.model_logprobs: the LM head runs in chunks inside the model's
+        # Every backend's module goes through logprobs.response_logprobs: the LM head runs in chunks inside the model's
         # forward, so FSDP2's and ZeRO-3's gather hooks fire as for the usual logits.
-        chunk = self.config.actor.logprob_chunk_tokens
-        forward = packed_response_logprobs if self.config.actor.padding_free else response_logprobs
-        return forward(self.model, micro, temperature, with_entropy, entropy_grad, chunk)
+        actor = self.config.actor
+        return response_logprobs(
+            self.model, micro, temperature, with_entropy, entropy_grad, actor.logprob_chunk_tokens, actor.padding_free
+        )
 
     @torch.no_grad()
     def compute_logprobs(self, batch: SequenceBatch) -> torch.Tensor:

@@ -14,9 +14,9 @@ import torch
 from rexthinker_rl.batch import build_sequence_batch, encode_prompts
 from rexthinker_rl.config import Config, compute_device
 from rexthinker_rl.data import RLDataset
-from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder
+from rexthinker_rl.logprobs import response_logprobs
+from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder, vision_tower
 from rexthinker_rl.outputs import check_new_folder, is_model_folder
-from rexthinker_rl.policy import response_logprobs, vision_tower
 from rexthinker_rl.utils import seed_everything
 
 

@@ -18,15 +18,14 @@ GPU = [o for o in BASE if o != "trainer.device=cpu"] + ["trainer.device=cuda"]
 
 def test_flash_attention_packing_equals_sdpa_padding(tiny_model_dir):
     pytest.importorskip("flash_attn")
+    from rexthinker_rl.logprobs import response_logprobs
     from rexthinker_rl.modeling import load_model
-    from rexthinker_rl.packing import packed_response_logprobs
-    from rexthinker_rl.policy import response_logprobs
 
     batch = _batch(tiny_model_dir).to_device("cuda")
     flash = load_model(str(tiny_model_dir), "bfloat16", "flash_attention_2", "cuda")
     sdpa = load_model(str(tiny_model_dir), "bfloat16", "sdpa", "cuda")
     with torch.no_grad():
-        packed, _ = packed_response_logprobs(flash, batch)
+        packed, _ = response_logprobs(flash, batch, packed=True)
         padded, _ = response_logprobs(sdpa, batch)
     mask = batch.response_mask.bool()
     torch.testing.assert_close(packed[mask], padded[mask], atol=5e-2, rtol=0)  # bf16 kernels differ in rounding

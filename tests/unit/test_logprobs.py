@@ -1,10 +1,12 @@
 """Chunked log-probs and entropy (rexthinker_rl.logprobs) equal the all-logits computation: values and gradients, with
 a frozen or a trainable head, with and without an entropy gradient, at any temperature and chunk size."""
 
+import math
+
 import pytest
 import torch
 
-from rexthinker_rl.logprobs import token_logprobs
+from rexthinker_rl.logprobs import entropy_from_logits, logprobs_from_logits, token_logprobs
 
 N, H, V = 23, 16, 61  # 23 tokens: chunks of 5 leave a partial last chunk
 
@@ -67,3 +69,26 @@ def test_bfloat16_head_matches_within_bf16_round_off():
     assert chunked[2].dtype == chunked[3].dtype == torch.bfloat16
     torch.testing.assert_close(chunked[2].float(), full[2].float(), atol=0.05, rtol=0.02)
     torch.testing.assert_close(chunked[3].float(), full[3].float(), atol=0.05, rtol=0.02)
+
+
+def test_entropy_by_hand_and_stable():
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [1 / 3, 1 / 3, 1 / 3]]]))  # (1, 2, 3)
+    expected = torch.tensor([[1.5 * math.log(2), math.log(3)]])  # 0.5 ln 2 + 2 * 0.25 ln 4; uniform: ln 3
+    torch.testing.assert_close(entropy_from_logits(logits), expected)
+    torch.testing.assert_close(entropy_from_logits(logits + 1e4), expected, atol=1e-3, rtol=0)
+    peaked = entropy_from_logits(torch.tensor([[[1000.0, 0.0, -1000.0]]]))
+    assert torch.isfinite(peaked).all() and peaked.abs().item() < 1e-6
+
+
+def test_entropy_upcasts_bf16():
+    logits = torch.randn(2, 3, 11).to(torch.bfloat16)
+    entropy = entropy_from_logits(logits)
+    assert entropy.dtype == torch.float32 and entropy.shape == (2, 3)
+    assert (entropy <= math.log(11) + 1e-5).all() and (entropy >= 0).all()
+
+
+def test_logprobs_from_logits_by_hand():
+    logits = torch.tensor([[[0.0, math.log(3.0)], [2.0, 2.0]]])  # probs [0.25, 0.75] and [0.5, 0.5]
+    logprobs = logprobs_from_logits(logits, torch.tensor([[1, 0]]))
+    torch.testing.assert_close(logprobs, torch.tensor([[math.log(0.75), math.log(0.5)]]))
+    assert logprobs_from_logits(logits.to(torch.bfloat16), torch.tensor([[1, 0]])).dtype == torch.float32
