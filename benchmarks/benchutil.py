@@ -60,8 +60,8 @@ def run_clocked(config) -> tuple[list[float], list[dict]]:
     class ClockedTrainer(GRPOTrainer):
         """Our trainer, unchanged, with the wall-clock time at the end of every step recorded."""
 
-        def train_step(self, step: int, rollout=None) -> dict[str, float]:
-            metrics = super().train_step(step, rollout)
+        def train_step(self, step: int) -> dict[str, float]:
+            metrics = super().train_step(step)
             ends.append(time.perf_counter())
             return metrics
 

@@ -37,7 +37,7 @@ from rexthinker_rl.easyr1_checkpoint import actor_folder, model_for_run
 from rexthinker_rl.logging import MetricsLogger, truncate_metrics
 from rexthinker_rl.masking import masked_mean
 from rexthinker_rl.modeling import load_processor
-from rexthinker_rl.pipeline import Rollout, idle_times
+from rexthinker_rl.pipeline import Pipeline, step_timings, throughput
 from rexthinker_rl.plots import redraw_curves
 from rexthinker_rl.ray_cluster import StartedRay, ensure_auth_token, start_cluster, stop_cluster
 from rexthinker_rl.rewarding import RewardRunner, probe_inputs, reward_inputs
@@ -45,7 +45,7 @@ from rexthinker_rl.rollout.base import SEED_MODES, RolloutPrompt, RolloutResult,
 from rexthinker_rl.rollout_log import group_metrics, length_metrics, log_rollouts, metrics_by_kind
 from rexthinker_rl.run_lock import RunLock
 from rexthinker_rl.run_summary import summarize
-from rexthinker_rl.runtime import ActorState, Runtime, check_topology, start_runtime
+from rexthinker_rl.runtime import ActorState, Generated, Pending, Runtime, check_topology, start_runtime
 from rexthinker_rl.runtime.deaths import names_dead_workers
 from rexthinker_rl.utils import PhaseTimer, atomic_write_text, rng_state, seed_everything, set_rng_state
 
@@ -71,9 +71,8 @@ class GRPOTrainer:
         self.runtime: Runtime | None = None
         self.started_ray: StartedRay | None = None
         self.step = 0  # the step in progress (0: start-up and the validation before training), for error messages
-        self.updates = 0  # actor updates applied: the version of the actor's weights (the engines' after a sync)
-        self.synced = 0  # the version the engines hold
-        self.upcoming: Rollout | None = None  # one_step_off: the next step's batch, generated during this step
+        # The batch in flight and the weight versions (one_step_off: the next batch is generated during this step).
+        self.pipeline = Pipeline(self._launch, config.derived.pipelined, self.total_steps)
         self.history: list[dict[str, float]] = []
         # Greedy validation reward of every prompt, by step ("0" = before training): the paired gain and its noise.
         self.val_rewards: dict[str, list[float]] = {}
@@ -129,7 +128,7 @@ class GRPOTrainer:
                 logger.log(0, metrics)
             for step in range(start + 1, self.total_steps + 1):
                 self.step = step
-                metrics = self.train_step(step, self.upcoming)  # one_step_off: generated during the step before
+                metrics = self.train_step(step)
                 if self._due(step, self.config.trainer.val_freq) and self.val_set is not None:
                     metrics.update(self.validate())
                 self.history.append({"step": step, **metrics})
@@ -144,17 +143,15 @@ class GRPOTrainer:
             logger.close()
         return summary
 
-    def train_step(self, step: int, rollout: Rollout | None = None) -> dict[str, float]:
-        """One GRPO step on ``rollout``'s batch (launched during the step before), or on a batch generated now."""
+    def train_step(self, step: int) -> dict[str, float]:
+        """One GRPO step on the pipeline's next batch (one_step_off: launched during the step before)."""
         runtime, timer, derived = self.runtime, self.timer, self.config.derived
         step_start = time.perf_counter()
         with timer("generate"):
-            rollout = rollout or self._launch(step)
+            rollout, staleness = self.pipeline.next(step)
             prompts = [self.train_set[i] for i in rollout.indices]
-            results = rollout.wait().results
-            staleness = self.updates - rollout.version
-        # One step off: step + 1's batch is sampled now, with the weights the engines hold, while the actor trains.
-        self.upcoming = self._launch(step + 1) if derived.pipelined and step < self.total_steps else None
+            results = rollout.generated.results
+        self.pipeline.prefetch(step)  # one step off: step + 1's batch is sampled while the actor trains
         with timer("reward_launch"):
             scores_ref = self.rewards.score_async(reward_inputs(prompts, results))  # runs during the log-probs
         with timer("prepare"):
@@ -178,22 +175,15 @@ class GRPOTrainer:
             adv_metrics |= filtered
         with timer("update"):
             update_metrics = runtime.update(batch) if batch is not None else {}
-            self.updates += batch is not None
-        with timer("rollout_wait"):  # the engines finish the next batch before they take new weights
-            upcoming = self.upcoming.wait() if self.upcoming is not None else None
+            self.pipeline.updated(batch is not None)
+        with timer("rollout_wait"):
+            upcoming = self.pipeline.wait_upcoming()
         with timer("sync"):
-            if self.synced != self.updates:
-                runtime.sync_weights()
-                self.synced = self.updates
-        timings = timer.pop()
-        timings["timing/step"] = time.perf_counter() - step_start
-        waited = timings["timing/rollout_wait"] + (0.0 if derived.pipelined else timings["timing/generate"])
-        timings |= idle_times(timings["timing/step"], waited, upcoming if derived.pipelined else rollout.generated)
-        timings["pipeline/staleness"] = float(staleness)
+            self.pipeline.sync(runtime.sync_weights)
+        step_seconds = time.perf_counter() - step_start
+        timings = step_timings(timer.pop(), step_seconds, derived.pipelined, rollout, upcoming, staleness)
         lengths = length_metrics(results)
-        tokens = lengths["throughput/generated_tokens"]
-        lengths["throughput/tokens_per_s"] = tokens / timings["timing/step"]
-        lengths["throughput/generate_tokens_per_s"] = tokens / max(timings["timing/generate"], 1e-9)
+        lengths |= throughput(lengths["throughput/generated_tokens"], timings)
         return {**reward_metrics, **adv_metrics, **update_metrics, **lengths, **timings}
 
     def _wants_reference(self, step: int) -> bool:
@@ -254,9 +244,7 @@ class GRPOTrainer:
             "data": self.data_settings,  # what the sampler's position means (data_position)
             "history": self.history,
             "val_rewards": self.val_rewards,
-            "updates": self.updates,
-            # one_step_off: the next batch, already generated by weights this checkpoint does not hold
-            "upcoming": self.upcoming.state_dict() if self.upcoming is not None else None,
+            **self.pipeline.state_dict(),  # the weight version; one_step_off: the next batch, already generated
         }
         return save_checkpoint(
             self.run_dir / "checkpoints",
@@ -281,9 +269,7 @@ class GRPOTrainer:
         self.sampler.load_state_dict(ckpt.trainer_state["sampler"])
         self.history = ckpt.trainer_state["history"]
         self.val_rewards = ckpt.trainer_state.get("val_rewards", {})
-        self.updates = self.synced = ckpt.trainer_state.get("updates", ckpt.step)  # the runtime synced at load
-        upcoming = ckpt.trainer_state.get("upcoming")
-        self.upcoming = Rollout.from_state(upcoming) if upcoming else None
+        self.pipeline.load(ckpt.trainer_state, ckpt.step)  # the runtime synced the engines at load
         if ckpt.rng_state is not None:
             set_rng_state(ckpt.rng_state)
         # Steps logged after this checkpoint (before a crash) will be run again: drop them so nothing is doubled.
@@ -301,12 +287,12 @@ class GRPOTrainer:
     def _generate(self, prompts, sampling: SamplingSpec) -> list[RolloutResult]:
         return self.runtime.generate([RolloutPrompt(p.prompt_text, p.image) for p in prompts], sampling)
 
-    def _launch(self, step: int) -> Rollout:
+    def _launch(self, step: int) -> tuple[list[int], Pending[Generated]]:
         """Start generating step ``step``'s batch (the sampler's next prompts) with the weights the engines hold."""
         indices = self.sampler.next_batch()
         requests = [RolloutPrompt(self.train_set[i].prompt_text, self.train_set[i].image) for i in indices]
         sampling = training_sampling(self.config, step)
-        return Rollout(step, indices, self.synced, self.runtime.generate_async(requests, sampling))
+        return indices, self.runtime.generate_async(requests, sampling)
 
     def _sequence_batch(self, prompts, results: list[RolloutResult]):
         encoded = encode_prompts(self.processor, [p.prompt_text for p in prompts], [p.image for p in prompts])
