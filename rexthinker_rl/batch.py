@@ -7,7 +7,7 @@ row sits at columns [P, P + R) and its log-probabilities come from the logits at
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
@@ -31,7 +31,7 @@ class SequenceBatch:
     ref_logprobs: torch.Tensor | None = None  # (batch, R)
     rollout_logprobs: torch.Tensor | None = None  # (batch, R): the sampler's (behaviour policy's), 0 on padding
     advantages: torch.Tensor | None = None  # (batch,)
-    extras: dict = field(default_factory=dict)
+    is_placeholder: bool = False  # a row that carries no loss, for a rank without rows (:meth:`placeholder`)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -39,9 +39,6 @@ class SequenceBatch:
     @property
     def response_length(self) -> int:
         return self.response_mask.shape[1]
-
-    def num_tokens(self) -> int:
-        return int(self.response_mask.sum().item())
 
     def select(self, rows: list[int] | range) -> SequenceBatch:
         """The sub-batch of ``rows``, pixel rows included (each sequence owns t*h*w patch rows)."""
@@ -127,12 +124,8 @@ class SequenceBatch:
         row.response_mask = torch.zeros_like(row.response_mask)
         if row.advantages is not None:
             row.advantages = torch.zeros_like(row.advantages)
-        row.extras = {**row.extras, "placeholder": True}
+        row.is_placeholder = True
         return row
-
-    @property
-    def is_placeholder(self) -> bool:
-        return bool(self.extras.get("placeholder"))
 
     def micro_batch_count(self, size: int, max_tokens: int = 0, packed: bool = False) -> int:
         """How many micro-batches :meth:`micro_batches` needs for these rows (1 for a placeholder)."""

@@ -15,6 +15,7 @@ from rexthinker_rl.batch import build_sequence_batch, encode_prompts
 from rexthinker_rl.config import Config, compute_device
 from rexthinker_rl.data import RLDataset
 from rexthinker_rl.logprobs import response_logprobs
+from rexthinker_rl.masking import masked_mean
 from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder, vision_tower
 from rexthinker_rl.outputs import check_new_folder, is_model_folder
 from rexthinker_rl.utils import seed_everything
@@ -64,8 +65,7 @@ def run_sft(config: Config) -> Path:
             batch = build_sequence_batch(encoded, list(range(len(samples))), targets, tokenizer.pad_token_id)
             batch = batch.to_device(device)
             logprobs, _ = response_logprobs(model, batch, chunk_tokens=config.actor.logprob_chunk_tokens)
-            mask = batch.response_mask.to(logprobs.dtype)
-            loss = -(logprobs * mask).sum() / mask.sum()
+            loss = -masked_mean(logprobs, batch.response_mask)  # selected, not multiplied (masking.py)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.actor.max_grad_norm)
