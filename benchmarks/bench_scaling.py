@@ -78,7 +78,7 @@ def rss_by_group() -> dict[str, float]:
 def run_variant(args: argparse.Namespace, work: Path) -> dict:
     """Child process: one shape for ``args.total`` steps; per-step period, tokens, phase times and RSS."""
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.trainer import GRPOTrainer
+    from rexthinker_rl.train.trainer import GRPOTrainer
 
     prompts, group, tokens = args.shape
     rows = prompts * group

@@ -28,11 +28,11 @@ import torch
 from benchutil import prepare_model
 from PIL import Image
 
-from rexthinker_rl.batch import SequenceBatch, build_sequence_batch, encode_prompts, split_mini_batches
+from rexthinker_rl.algo.batch import SequenceBatch, build_sequence_batch, encode_prompts, split_mini_batches
 from rexthinker_rl.config import load_config
-from rexthinker_rl.logprobs import response_logprobs
-from rexthinker_rl.modeling import load_processor
-from rexthinker_rl.policy import Policy
+from rexthinker_rl.model.loading import load_processor
+from rexthinker_rl.model.logprobs import response_logprobs
+from rexthinker_rl.train.policy import Policy
 
 PIXELS = 112 * 112
 MICRO = 32

@@ -14,7 +14,7 @@ import torch
 from rexthinker_rl.runtime.deaths import WorkerStartFailed
 
 if TYPE_CHECKING:
-    from rexthinker_rl.batch import SequenceBatch
+    from rexthinker_rl.algo.batch import SequenceBatch
     from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec
 
 T = TypeVar("T")
@@ -51,7 +51,7 @@ class ActorState:
 
 
 class Runtime(Protocol):
-    """The controller's verbs, whatever the topology (see ``rexthinker_rl.runtime``)."""
+    """The controller's verbs, whatever the topology (see ``rexthinker_rl.runtime.topology``)."""
 
     roles: dict[str, str]
     """Ray actor id (hex) -> the role of that worker ("actor", "actor rank 1", "reference", "rollout", ...)."""

@@ -30,7 +30,7 @@ from rexthinker_rl.runtime.base import (
 from rexthinker_rl.runtime.ranks import ActorRanks, ActorVerbs
 
 if TYPE_CHECKING:
-    from rexthinker_rl.batch import SequenceBatch
+    from rexthinker_rl.algo.batch import SequenceBatch
     from rexthinker_rl.config import Config
     from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec
 

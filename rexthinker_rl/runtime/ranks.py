@@ -16,11 +16,11 @@ import ray
 import torch
 from ray.util.placement_group import remove_placement_group
 
-from rexthinker_rl.backends import combine_train_states
-from rexthinker_rl.batch import SequenceBatch, gather_logprobs, split_mini_batches, split_rows
+from rexthinker_rl.algo.batch import SequenceBatch, gather_logprobs, split_mini_batches, split_rows
 from rexthinker_rl.runtime.base import ActorState, Pending
 from rexthinker_rl.runtime.placement import actor_role, actor_slots, resources
 from rexthinker_rl.runtime.workers import ActorWorker
+from rexthinker_rl.train.backends import combine_train_states
 
 if TYPE_CHECKING:
     from rexthinker_rl.config import Config

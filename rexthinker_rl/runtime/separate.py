@@ -28,7 +28,7 @@ from rexthinker_rl.runtime.ranks import ActorRanks, ActorVerbs
 from rexthinker_rl.runtime.workers import ReferenceWorker, RolloutWorker
 
 if TYPE_CHECKING:
-    from rexthinker_rl.batch import SequenceBatch
+    from rexthinker_rl.algo.batch import SequenceBatch
     from rexthinker_rl.config import Config
     from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec
 

@@ -20,14 +20,14 @@ import ray
 import torch
 
 from rexthinker_rl.config import compute_device
-from rexthinker_rl.modeling import DTYPES, save_hf_folder
-from rexthinker_rl.policy import Policy, make_policy
+from rexthinker_rl.model.loading import DTYPES, save_hf_folder
 from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec, make_engine
 from rexthinker_rl.runtime.process_group import free_port, init_process_group, node_ip
+from rexthinker_rl.train.policy import Policy, make_policy
 from rexthinker_rl.utils import release_free_heap
 
 if TYPE_CHECKING:
-    from rexthinker_rl.batch import MiniBatch, SequenceBatch
+    from rexthinker_rl.algo.batch import MiniBatch, SequenceBatch
     from rexthinker_rl.config import Config
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from rexthinker_rl.batch import split_mini_batches
+from rexthinker_rl.algo.batch import split_mini_batches
 
 ROUNDING_MARGIN = 8.0  # the sharded run's rounding against the measured reorder's: another sample of it
 LOOSE_SHARE = 0.01  # at most this share of entries may be allowed a visible (> 1e-6) difference: no blanket bound

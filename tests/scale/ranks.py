@@ -50,7 +50,7 @@ def train_two_steps(rank: int, world_size: int, model_dir: str, overrides: list[
     at the end, the merged weights, the metrics, the log-probs (rows in batch order) and the resumed-vs-uninterrupted
     gap."""
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.policy import make_policy
+    from rexthinker_rl.train.policy import make_policy
 
     config = load_config(None, overrides)
     policy = make_policy(config, model_dir, trainable=True, total_updates=4, rank=rank, world_size=world_size)
@@ -80,7 +80,7 @@ def train_two_steps(rank: int, world_size: int, model_dir: str, overrides: list[
 def _step_inputs(policy, config, model_dir: str, step: int, rank: int, world_size: int):
     """The step's batch with the old log-probs (each rank computes its share, all gather them) and the reference's,
     and this rank's share of each mini-batch."""
-    from rexthinker_rl.batch import split_mini_batches, split_rows
+    from rexthinker_rl.algo.batch import split_mini_batches, split_rows
     from tests.scale.test_backends import step_batch
 
     batch = step_batch(model_dir, step)
@@ -100,8 +100,8 @@ def _non_finite_steps(policy, config, model_dir: str, rank: int, world_size: int
     """Two updates in a row whose advantages are NaN (so are the gradients): the first is skipped and counted with
     weights, optimizer state and schedule untouched; the second aborts (``actor.max_consecutive_nonfinite=2``). The
     same contract on every backend (``backends.base``)."""
-    from rexthinker_rl.batch import split_mini_batches
-    from rexthinker_rl.policy import NonFiniteUpdateError
+    from rexthinker_rl.algo.batch import split_mini_batches
+    from rexthinker_rl.train.policy import NonFiniteUpdateError
     from tests.scale.test_backends import step_batch
 
     batch = step_batch(model_dir, 2)
@@ -158,8 +158,8 @@ def _checkpoint_round_trip(policy, config, model_dir: str, rank: int, world_size
     into a freshly built policy."""
     import io
 
-    from rexthinker_rl.backends import combine_train_states
-    from rexthinker_rl.policy import make_policy
+    from rexthinker_rl.train.backends import combine_train_states
+    from rexthinker_rl.train.policy import make_policy
 
     weights, state = policy.checkpoint_state(), policy.train_state()
     states, all_weights = [None] * world_size, [None] * world_size

@@ -13,10 +13,10 @@ another CPU (1 of 32,768 entries off by 7.2e-5 on an AVX-512 Xeon) or hides real
 import pytest
 import torch
 
-from rexthinker_rl.batch import split_mini_batches
+from rexthinker_rl.algo.batch import split_mini_batches
 from rexthinker_rl.config import LoraConfig, load_config
-from rexthinker_rl.lora import merge_lora_weights
-from rexthinker_rl.policy import Policy
+from rexthinker_rl.model.lora import merge_lora_weights
+from rexthinker_rl.train.policy import Policy
 from tests.scale.adam_drift import assert_within, by_state_dict_name, first_update
 from tests.scale.ranks import run_ranks, train_two_steps
 from tests.tiny.test_policy import BASE, _batch

@@ -18,8 +18,8 @@ GPU = [o for o in BASE if o != "trainer.device=cpu"] + ["trainer.device=cuda"]
 
 def test_flash_attention_packing_equals_sdpa_padding(tiny_model_dir):
     pytest.importorskip("flash_attn")
-    from rexthinker_rl.logprobs import response_logprobs
-    from rexthinker_rl.modeling import load_model
+    from rexthinker_rl.model.loading import load_model
+    from rexthinker_rl.model.logprobs import response_logprobs
 
     batch = _batch(tiny_model_dir).to_device("cuda")
     flash = load_model(str(tiny_model_dir), "bfloat16", "flash_attention_2", "cuda")
@@ -32,8 +32,8 @@ def test_flash_attention_packing_equals_sdpa_padding(tiny_model_dir):
 
 
 def _one_rank(rank, world_size, model_dir, overrides, out):
-    from rexthinker_rl.batch import split_mini_batches
-    from rexthinker_rl.policy import make_policy
+    from rexthinker_rl.algo.batch import split_mini_batches
+    from rexthinker_rl.train.policy import make_policy
 
     config = load_config(None, overrides)
     policy = make_policy(config, model_dir, True, 4, rank=rank, world_size=world_size)
@@ -67,7 +67,7 @@ def test_colocated_rank_sleeps_wakes_and_syncs_weights(tiny_model_dir, monkeypat
     pytest.importorskip("vllm")
     import torch.distributed as dist
 
-    from rexthinker_rl.batch import split_mini_batches
+    from rexthinker_rl.algo.batch import split_mini_batches
     from rexthinker_rl.rollout.base import RolloutPrompt, SamplingSpec
     from rexthinker_rl.runtime.process_group import free_port
     from rexthinker_rl.runtime.workers import ActorWorker

@@ -4,10 +4,10 @@ forward, and the micro-batch / rank splitting arithmetic."""
 import pytest
 import torch
 
-from rexthinker_rl.batch import balanced_partition, micro_batch_cost, token_budget_groups
+from rexthinker_rl.algo.batch import balanced_partition, micro_batch_cost, token_budget_groups
 from rexthinker_rl.config import load_config
-from rexthinker_rl.logprobs import pack, response_logprobs
-from rexthinker_rl.policy import Policy
+from rexthinker_rl.model.logprobs import pack, response_logprobs
+from rexthinker_rl.train.policy import Policy
 from tests.tiny.test_policy import BASE, _batch
 
 EXACT = {"atol": 1e-5, "rtol": 1e-5}  # float32: the same arithmetic, only the attention mask's shape differs

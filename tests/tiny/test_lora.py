@@ -4,12 +4,12 @@ rollout engine and a converted checkpoint get, and the conversion's logits match
 import pytest
 import torch
 
-from rexthinker_rl.batch import split_mini_batches
-from rexthinker_rl.checkpoint import CheckpointError, save_checkpoint
+from rexthinker_rl.algo.batch import split_mini_batches
+from rexthinker_rl.apps.convert import convert_checkpoint
 from rexthinker_rl.config import load_config, to_yaml
-from rexthinker_rl.convert import convert_checkpoint
-from rexthinker_rl.modeling import load_model
-from rexthinker_rl.policy import Policy
+from rexthinker_rl.model.loading import load_model
+from rexthinker_rl.train.checkpoint import CheckpointError, save_checkpoint
+from rexthinker_rl.train.policy import Policy
 from tests.tiny.test_policy import BASE, _batch
 
 LORA = ["model.lora.rank=4", "model.lora.alpha=8", "actor.lr=1e-2", "actor.micro_batch_size_per_device_for_update=6"]

@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from rexthinker_rl.batch import build_sequence_batch, encode_prompts, split_mini_batches
+from rexthinker_rl.algo.batch import build_sequence_batch, encode_prompts, split_mini_batches
 from rexthinker_rl.config import load_config
-from rexthinker_rl.modeling import load_processor
-from rexthinker_rl.policy import NonFiniteUpdateError, Policy
+from rexthinker_rl.model.loading import load_processor
+from rexthinker_rl.train.policy import NonFiniteUpdateError, Policy
 
 PIXELS = 112 * 112
 BASE = [
@@ -125,7 +125,7 @@ def test_non_finite_gradients_are_skipped_then_abort(tiny_model_dir):
 def test_length_sorted_trimmed_micro_batches_match_one_padded_pass(tiny_model_dir):
     """compute_logprobs sorts rows by length and trims shared padding per micro-batch; a single forward over the
     whole, fully padded batch gives the same log-probs (positions come from the attention mask)."""
-    from rexthinker_rl.logprobs import response_logprobs
+    from rexthinker_rl.model.logprobs import response_logprobs
 
     config = load_config(None, BASE + ["actor.micro_batch_size_per_device_for_experience=2"])
     policy = Policy(config, str(tiny_model_dir), trainable=False)
@@ -144,7 +144,7 @@ def test_micro_batch_token_mean_is_easyr1s_accumulation(tiny_model_dir):
     """actor.loss_agg_mode=micro-batch-token-mean on three micro-batches of 2 gives the gradient of EasyR1's loss,
     written out here: for each micro-batch the policy forms (length-sorted rows), its own token mean of the PPO loss,
     divided by the number of micro-batches (rexthinker/verl/workers/actor/dp_actor.py update_policy)."""
-    from rexthinker_rl.logprobs import response_logprobs
+    from rexthinker_rl.model.logprobs import response_logprobs
 
     overrides = ["actor.micro_batch_size_per_device_for_update=2", "algorithm.kl_mode=none"]
     policy, _, _ = _updated(tiny_model_dir, [*overrides, "actor.loss_agg_mode=micro-batch-token-mean"])

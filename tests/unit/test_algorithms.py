@@ -1,4 +1,4 @@
-"""Unit tests for rexthinker_rl.algorithms: every estimator, loss and aggregation mode against hand-computed values."""
+"""Unit tests for rexthinker_rl.algo.algorithms: every estimator, loss and aggregation mode against hand-computed values."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rexthinker_rl import algorithms as alg
+from rexthinker_rl.algo import algorithms as alg
 from rexthinker_rl.config import ConfigError, load_config
 
 torch.set_num_threads(1)

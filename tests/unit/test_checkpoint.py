@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rexthinker_rl.checkpoint import (
+from rexthinker_rl.train.checkpoint import (
     TRACKER,
     CheckpointError,
     find_resumable,

@@ -95,7 +95,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_covers_the_packages():
     graph = import_graph(function_level=False)
-    assert {"rexthinker_rl.trainer", "rexthinker_rl.runtime.colocated", "rewards.composite"} <= set(graph)
+    assert {"rexthinker_rl.train.trainer", "rexthinker_rl.runtime.colocated", "rewards.composite"} <= set(graph)
     assert "rexthinker_rl.runtime.ranks" in graph["rexthinker_rl.runtime.colocated"]
     assert "rexthinker_rl.rollout.base" in graph["rexthinker_rl.rollout"]
 
@@ -124,3 +124,14 @@ def test_cycles_are_found():
     assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b", "c"}, "b": {"d"}, "c": {"d"}, "d": set()}) is None
+
+
+def test_the_tree_is_the_architecture_map():
+    """At most 15 entries directly under rexthinker_rl/ (the subpackages by concern, and the few modules every layer
+    shares), and every package's __init__ says in its docstring what it owns."""
+    package = ROOT / "rexthinker_rl"
+    entries = sorted(p.name for p in package.iterdir() if p.name != "__pycache__")
+    assert len(entries) <= 15, f"{len(entries)} entries under rexthinker_rl/: {entries}"
+    for init in sorted(package.rglob("__init__.py")):
+        docstring = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8")))
+        assert docstring and len(docstring) > 40, f"{init.relative_to(ROOT)} does not say what it owns"

@@ -1,4 +1,4 @@
-"""Chunked log-probs and entropy (rexthinker_rl.logprobs) equal the all-logits computation: values and gradients, with
+"""Chunked log-probs and entropy (rexthinker_rl.model.logprobs) equal the all-logits computation: values and gradients, with
 a frozen or a trainable head, with and without an entropy gradient, at any temperature and chunk size."""
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from rexthinker_rl.logprobs import entropy_from_logits, logprobs_from_logits, token_logprobs
+from rexthinker_rl.model.logprobs import entropy_from_logits, logprobs_from_logits, token_logprobs
 
 N, H, V = 23, 16, 61  # 23 tokens: chunks of 5 leave a partial last chunk
 

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from rexthinker_rl.config import ConfigError, load_config
-from rexthinker_rl.pipeline import Pipeline, Rollout, idle_times
 from rexthinker_rl.rollout.base import RolloutResult
-from rexthinker_rl.runtime import Generated, Pending
+from rexthinker_rl.runtime.base import Generated, Pending
 from rexthinker_rl.runtime.workers import rank_cores
+from rexthinker_rl.train.pipeline import Pipeline, Rollout, idle_times
 
 CPU = ["trainer.device=cpu", "actor.strategy=torch", "rollout.placement=separate"]
 

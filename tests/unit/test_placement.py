@@ -3,7 +3,6 @@ reserves in all. Every spawn reads the table, so these figures are what Ray is a
 
 import pytest
 
-from rexthinker_rl import rewarding
 from rexthinker_rl.config import load_config
 from rexthinker_rl.runtime import workers
 from rexthinker_rl.runtime.placement import (
@@ -14,6 +13,7 @@ from rexthinker_rl.runtime.placement import (
     resources,
     rollout_engine_resources,
 )
+from rexthinker_rl.train import rewarding
 
 TORCH = "actor.strategy=torch"
 
