@@ -388,7 +388,7 @@ class GRPOLoss(NamedTuple):
 def grpo_loss(
     spec: LossSpec,
     logprobs: Tensor,
-    old_logprobs: Tensor,
+    old_logprobs: Tensor | None,
     advantages: Tensor,
     response_mask: Tensor,
     norms: Normalisers | None = None,
@@ -400,6 +400,7 @@ def grpo_loss(
     ``spec.agg_mode`` over the same normalisers, so that micro-batch losses add up to the mini-batch's.
 
     logprobs (with grad), old_logprobs, response_mask, entropy, ref_logprobs: (batch, seq); advantages: (batch,).
+    ``old_logprobs`` None: on-policy, the old policy is the current one (``logprobs`` detached: ratio exactly 1).
     ``norms``: the mini-batch's normalisers (None: this batch's own counts). The entropy term is skipped when
     ``entropy`` is None, the KL term when ``spec.kl_coef`` is 0 or there are no
     ``ref_logprobs``. Metrics: clipfrac (share of tokens where the clip engaged), dual_clipfrac, and approx_kl (mean of
@@ -410,6 +411,7 @@ def grpo_loss(
     policy_loss = _lookup(POLICY_LOSSES, spec.policy_loss, "policy loss")
     aggregate = _lookup(LOSS_AGGREGATIONS, spec.agg_mode, "loss aggregation mode")
     norms = norms or Normalisers()
+    old_logprobs = logprobs.detach() if old_logprobs is None else old_logprobs
     # Padding and prompt positions are selected away before anything is computed from them: a -inf or NaN there (a
     # padding token's log-prob) reaches neither the loss nor, through an exp or a difference, the gradient.
     logprobs, old_logprobs = masked(logprobs, response_mask), masked(old_logprobs, response_mask)

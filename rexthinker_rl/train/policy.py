@@ -175,12 +175,10 @@ class Policy:
             micro = micro.to_device(self.device)
             share = 0.0 if micro.is_placeholder else len(micro) / mini_batch.rows
             logprobs, entropy = self._response_logprobs(micro, with_entropy=True)
-            old_logprobs = micro.old_logprobs if micro.old_logprobs is not None else logprobs.detach()
             loss = algorithms.grpo_loss(
-                self.loss, logprobs, old_logprobs, micro.advantages, micro.response_mask, norms, entropy,
+                self.loss, logprobs, micro.old_logprobs, micro.advantages, micro.response_mask, norms, entropy,
                 micro.ref_logprobs, micro.rollout_logprobs,
             )  # fmt: skip
-            self.backend.backward(loss.total)
             stats["actor/pg_loss"] += loss.policy.item()
             stats["actor/entropy"] += loss.entropy.item()
             if loss.kl is not None:
@@ -190,6 +188,7 @@ class Policy:
                     peaks[f"rollout/{key}"] = max(peaks[f"rollout/{key}"], value)
                 else:
                     stats[f"rollout/{key}" if key in ROLLOUT_METRICS else f"actor/{key}"] += value * share
+            self.backend.backward(loss.total)
         # Each rank holds its part of every sum (losses over global counts, metrics weighted by global rows).
         names = sorted(stats)
         stats = dict(zip(names, self.backend.all_reduce([stats[name] for name in names], "sum"), strict=True))

@@ -218,6 +218,12 @@ def test_grpo_loss_adds_entropy_bonus_and_kl_penalty_by_hand():
     assert out.total.item() == pytest.approx(-0.25 - 0.1 * 2.5 + 0.5 * 0.375)
     no_kl = alg.grpo_loss(alg.LossSpec(kl_coef=0.0), logprobs, logprobs.detach(), advantages, mask, ref_logprobs=ref)
     assert no_kl.kl is None and no_kl.total.item() == pytest.approx(-0.25)
+    # old_logprobs None is on-policy: the current log-probs detached, bit for bit (the actor's on-policy update)
+    none = alg.grpo_loss(spec, logprobs, None, advantages, mask, entropy=entropy, ref_logprobs=ref)
+    assert torch.equal(none.total, out.total) and none.metrics == out.metrics
+    (grad_none,) = torch.autograd.grad(none.total, logprobs)
+    (grad_out,) = torch.autograd.grad(out.total, logprobs)
+    assert torch.equal(grad_none, grad_out)
 
 
 @pytest.mark.parametrize("policy_loss", sorted(alg.POLICY_LOSSES))
