@@ -64,8 +64,8 @@ def worker_config(model_dir: str, prompt_tokens: int, length: int, chunk: int) -
 def make_batch(model_dir: str, length: int):
     from PIL import Image
 
-    from rexthinker_rl.batch import build_sequence_batch, encode_prompts
-    from rexthinker_rl.modeling import load_processor
+    from rexthinker_rl.algo.batch import build_sequence_batch, encode_prompts
+    from rexthinker_rl.model.loading import load_processor
 
     processor = load_processor(model_dir, 112 * 112, 112 * 112)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Please detect the man."}]}]
@@ -152,7 +152,7 @@ def measured_head(head, meter: PeakMeter, record: dict):
 
 def load_policy(model_dir: str, variant: str, length: int):
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.policy import Policy
+    from rexthinker_rl.train.policy import Policy
 
     batch = make_batch(model_dir, length)
     overrides = worker_config(model_dir, batch.prompt_length, length, VARIANTS[variant])
@@ -161,19 +161,20 @@ def load_policy(model_dir: str, variant: str, length: int):
 
 def run_peaks(model_dir: str, variant: str, length: int) -> dict:
     """One log-prob pass and one update of ``variant``: each phase's peak and what the LM head adds while it runs."""
-    import rexthinker_rl.logprobs
+    import rexthinker_rl.model.logprobs
+    from rexthinker_rl.algo.batch import split_mini_batches
 
     policy, batch, overrides = load_policy(model_dir, variant, length)
     meter, logprob_head, update_head = PeakMeter(), {}, {}
-    head = floor_head if variant == "floor" else rexthinker_rl.logprobs.token_logprobs
-    rexthinker_rl.logprobs.token_logprobs = measured_head(head, meter, logprob_head)
+    head = floor_head if variant == "floor" else rexthinker_rl.model.logprobs.token_logprobs
+    rexthinker_rl.model.logprobs.token_logprobs = measured_head(head, meter, logprob_head)
     meter.start_phase()
     loaded = meter.current()  # the process with its model, adapters and batch, before any pass
     policy.compute_logprobs(batch)
     logprob_peak = meter.phase_peak()
-    rexthinker_rl.logprobs.token_logprobs = measured_head(head, meter, update_head)
+    rexthinker_rl.model.logprobs.token_logprobs = measured_head(head, meter, update_head)
     meter.start_phase()
-    policy.update(batch)
+    policy.update(split_mini_batches(batch, policy.config)[0])
     return {
         "variant": variant,
         "length": length,
@@ -193,6 +194,8 @@ def run_timing(model_dir: str, length: int, rounds: int) -> dict:
     whatever else runs on the machine slows both alike); the same policy, only actor.logprob_chunk_tokens differs."""
     from dataclasses import replace
 
+    from rexthinker_rl.algo.batch import split_mini_batches
+
     policy, batch, _ = load_policy(model_dir, "chunked", length)
     configs = {
         name: replace(policy.config, actor=replace(policy.config.actor, logprob_chunk_tokens=chunk))
@@ -204,7 +207,8 @@ def run_timing(model_dir: str, length: int, rounds: int) -> dict:
         order = list(configs) if round_index % 2 == 0 else list(reversed(configs))
         for name in order:
             policy.config = configs[name]
-            for phase, run in (("logprob", policy.compute_logprobs), ("update", policy.update)):
+            update = lambda batch: policy.update(split_mini_batches(batch, policy.config)[0])  # noqa: E731
+            for phase, run in (("logprob", policy.compute_logprobs), ("update", update)):
                 start = time.perf_counter()
                 run(batch)
                 times[name][phase].append(time.perf_counter() - start)
@@ -223,8 +227,8 @@ def run_in_subprocess(model_dir: str, work: Path, mode: str, length: int, varian
 
 def planned(row: dict) -> dict[str, float]:
     """``rexthinker-plan``'s estimates of the same run (CPU: the actor process's resident set)."""
+    from rexthinker_rl.apps.plan import model_shape, single_process_peaks
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.plan import model_shape, single_process_peaks
 
     config = load_config(None, row["overrides"])
     return single_process_peaks(config, model_shape(config), head=row["variant"] != "floor")
@@ -298,7 +302,7 @@ def main() -> None:
         work = Path(tmp)
         model_dir = args.model
         if not model_dir:
-            from rexthinker_rl.shapes import build_shaped_model
+            from rexthinker_rl.model.shapes import build_shaped_model
 
             model_dir = str(build_shaped_model(work / "model", "qwen2.5-vl-7b", 2, 2, seed=0))
         for length in args.lengths:

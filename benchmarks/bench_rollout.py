@@ -39,11 +39,11 @@ def main() -> None:
 
     from data_tools.synthetic import make_synthetic_dataset
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.data import RLDataset
-    from rexthinker_rl.modeling import load_processor
+    from rexthinker_rl.data.dataset import RLDataset
+    from rexthinker_rl.model.loading import load_processor
     from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec
     from rexthinker_rl.rollout.vllm_engine import VLLMEngine
-    from rexthinker_rl.runtime.cluster import start_cluster, stop_cluster
+    from rexthinker_rl.runtime.ray_cluster import start_cluster, stop_cluster
     from rexthinker_rl.runtime.workers import ActorWorker, RolloutWorker
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -78,7 +78,7 @@ def rss_by_group() -> dict[str, float]:
 def run_variant(args: argparse.Namespace, work: Path) -> dict:
     """Child process: one shape for ``args.total`` steps; per-step period, tokens, phase times and RSS."""
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.trainer import GRPOTrainer
+    from rexthinker_rl.train.trainer import GRPOTrainer
 
     prompts, group, tokens = args.shape
     rows = prompts * group
@@ -111,8 +111,8 @@ def run_variant(args: argparse.Namespace, work: Path) -> dict:
     class MeasuredTrainer(GRPOTrainer):
         """Our trainer, unchanged, with wall time and memory recorded after every step."""
 
-        def train_step(self, step: int, rollout=None) -> dict[str, float]:
-            metrics = super().train_step(step, rollout)
+        def train_step(self, step: int) -> dict[str, float]:
+            metrics = super().train_step(step)
             now = time.perf_counter()
             record = {"period_s": now - clock[0], "tokens": metrics["throughput/generated_tokens"]}
             record.update({phase: metrics.get(f"timing/{phase}", 0.0) for phase in PHASES})

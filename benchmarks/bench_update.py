@@ -28,10 +28,11 @@ import torch
 from benchutil import prepare_model
 from PIL import Image
 
-from rexthinker_rl.batch import SequenceBatch, build_sequence_batch, encode_prompts
+from rexthinker_rl.algo.batch import SequenceBatch, build_sequence_batch, encode_prompts, split_mini_batches
 from rexthinker_rl.config import load_config
-from rexthinker_rl.modeling import load_processor
-from rexthinker_rl.policy import Policy, response_logprobs
+from rexthinker_rl.model.loading import load_processor
+from rexthinker_rl.model.logprobs import response_logprobs
+from rexthinker_rl.train.policy import Policy
 
 PIXELS = 112 * 112
 MICRO = 32
@@ -78,7 +79,7 @@ def bare_loop(policy: Policy, batch: SequenceBatch, sort: bool) -> None:
 
 def ours(policy: Policy, batch: SequenceBatch) -> None:
     batch.old_logprobs = None  # on-policy: the update uses its own detached log-probs, as the trainer does
-    policy.update(batch)
+    policy.update(split_mini_batches(batch, policy.config)[0])  # the path the actor's ranks take
 
 
 def main() -> None:

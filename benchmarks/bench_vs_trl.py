@@ -104,7 +104,7 @@ def trl_dataset(config, processor):
     import datasets
     from trl.data_utils import prepare_multimodal_messages
 
-    from rexthinker_rl.data import RLDataset
+    from rexthinker_rl.data.dataset import RLDataset
 
     rows = []
     for sample in RLDataset(config.data.train_files, processor, config.data):
@@ -135,7 +135,7 @@ def run_trl(args: argparse.Namespace, model_dir: str, train_file: str, run_dir: 
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from rexthinker_rl.modeling import load_model, load_processor
+    from rexthinker_rl.model.loading import load_model, load_processor
 
     if args.trl_threads > 0:
         torch.set_num_threads(args.trl_threads)

@@ -16,7 +16,7 @@ def prepare_model(model: str, work: Path) -> Path:
     if model:
         os.symlink(Path(model).resolve(), target)
     else:
-        from rexthinker_rl.tiny import build_tiny_model
+        from rexthinker_rl.model.tiny import build_tiny_model
 
         build_tiny_model(target, seed=0)
     return target
@@ -53,15 +53,15 @@ def tiny_overrides(model_dir, train_file, run_dir, prompts: int, group: int, max
 def run_clocked(config) -> tuple[list[float], list[dict]]:
     """Our trainer, unchanged, run to the end: the periods between step ends (the first includes start-up) and the
     history of its steps."""
-    from rexthinker_rl.trainer import GRPOTrainer
+    from rexthinker_rl.train.trainer import GRPOTrainer
 
     ends: list[float] = []
 
     class ClockedTrainer(GRPOTrainer):
         """Our trainer, unchanged, with the wall-clock time at the end of every step recorded."""
 
-        def train_step(self, step: int, rollout=None) -> dict[str, float]:
-            metrics = super().train_step(step, rollout)
+        def train_step(self, step: int) -> dict[str, float]:
+            metrics = super().train_step(step)
             ends.append(time.perf_counter())
             return metrics
 

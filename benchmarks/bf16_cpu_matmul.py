@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from rexthinker_rl.logprobs import _times_head
+from rexthinker_rl.model.logprobs import _times_head
 
 VOCAB, HIDDEN, MLP = 152_064, 3_584, 18_944  # Qwen2.5-VL-7B
 

@@ -22,8 +22,8 @@ from benchutil import synthetic_kind
 
 from rewards.parsing import parse_completion, parse_ground_truth
 from rexthinker_rl.config import load_config
-from rexthinker_rl.data import RLDataset
-from rexthinker_rl.modeling import load_processor
+from rexthinker_rl.data.dataset import RLDataset
+from rexthinker_rl.model.loading import load_processor
 from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec, make_engine
 
 # "Box 1 [x0, y0, x1, y1] red circle: yes." (the synthetic set's order) or "Box 1 red circle [..]: yes." (before it)

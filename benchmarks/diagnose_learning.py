@@ -12,7 +12,7 @@ step's weights, every sampled response). For every step it reports, on the promp
   samples that answered the right boxes and over those that answered wrong ones, in groups with a contrast. The update
   moves the policy the way its advantages say when the first is positive and the second negative.
 
-The log-probabilities are computed by the trainer's own forward (``policy.response_logprobs``) on the logged texts,
+The log-probabilities are computed by the trainer's own forward (``logprobs.response_logprobs``) on the logged texts,
 re-tokenised (a sampled token sequence and the tokenisation of its text agree except in rare BPE corner cases).
 """
 
@@ -28,11 +28,11 @@ import torch
 from safetensors.torch import load_file
 
 from rewards.parsing import parse_ground_truth
-from rexthinker_rl.batch import build_sequence_batch, encode_prompts
+from rexthinker_rl.algo.batch import build_sequence_batch, encode_prompts
 from rexthinker_rl.config import load_config
-from rexthinker_rl.data import RLDataset
-from rexthinker_rl.modeling import load_model, load_processor
-from rexthinker_rl.policy import response_logprobs
+from rexthinker_rl.data.dataset import RLDataset
+from rexthinker_rl.model.loading import load_model, load_processor
+from rexthinker_rl.model.logprobs import response_logprobs
 
 ANSWER_OPEN = "<answer>"
 

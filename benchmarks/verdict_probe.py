@@ -23,11 +23,11 @@ import pyarrow.parquet as pq
 import torch
 from benchutil import synthetic_kind
 
-from rexthinker_rl.batch import build_sequence_batch, encode_prompts
+from rexthinker_rl.algo.batch import build_sequence_batch, encode_prompts
 from rexthinker_rl.config import load_config
-from rexthinker_rl.data import RLDataset
-from rexthinker_rl.modeling import load_model, load_processor
-from rexthinker_rl.policy import response_logprobs
+from rexthinker_rl.data.dataset import RLDataset
+from rexthinker_rl.model.loading import load_model, load_processor
+from rexthinker_rl.model.logprobs import response_logprobs
 
 VERDICT = re.compile(r": (yes|no)\.")
 

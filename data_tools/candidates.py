@@ -34,9 +34,9 @@ from data_tools.interchange import (
     write_report,
 )
 from data_tools.repair import CANDIDATE_POLICIES, DEFAULT_SNAP_IOU, RepairCounts, repair_record
-from rexthinker_rl.data import DataError, decode_image
-from rexthinker_rl.images import describe_error
-from rexthinker_rl.outputs import stop_reason
+from rexthinker_rl.data.dataset import DataError, decode_image
+from rexthinker_rl.data.images import describe_error
+from rexthinker_rl.run.outputs import stop_reason
 
 
 @dataclass

@@ -7,7 +7,7 @@ repair), ``convert`` (interchange JSON -> training parquet), ``cot`` (templated 
 ``humanref-cot`` (HumanRef-CoT TSV files -> training parquet and pictures).
 
 No command replaces an existing output without ``--overwrite``, and none ever replaces one of its inputs or a folder
-holding anything but its own kind of output (``rexthinker_rl.outputs``).
+holding anything but its own kind of output (``rexthinker_rl.run.outputs``).
 
 Bad input (a missing file, a malformed dataset, an impossible argument) prints one ``error:`` line and exits 2;
 ``validate`` exits 1 when any row is bad, and ``add-candidates`` / ``convert`` exit 1 when bad records stopped them
@@ -22,10 +22,10 @@ import pickle
 import sys
 from pathlib import Path
 
+from rexthinker_rl.apps.console import console_entry
 from rexthinker_rl.config import DataConfig
-from rexthinker_rl.console import console_entry
-from rexthinker_rl.data import DataError
-from rexthinker_rl.outputs import check_new_file, check_new_folder, folder_holds_only, writing
+from rexthinker_rl.data.dataset import DataError
+from rexthinker_rl.run.outputs import check_new_file, check_new_folder, folder_holds_only, writing
 
 _DEFAULT_SIZE = 112
 _MAX_ERROR_LINES = 20  # more go to the JSON report only
@@ -137,7 +137,7 @@ def _warn_kept(counts, policy: str) -> None:
 
 def _convert(args: argparse.Namespace) -> int:
     from data_tools.convert import ConvertOptions, convert_file
-    from rexthinker_rl.prompts import load_preset
+    from rexthinker_rl.data.prompts import load_preset
 
     preset = load_preset(args.prompt_preset)  # its pixel bounds and box rounding, unless given
     options = ConvertOptions(
@@ -185,9 +185,9 @@ def _repair(args: argparse.Namespace) -> int:
 
 
 def _show_prompt(args: argparse.Namespace) -> int:
-    from rexthinker_rl.hints import parse_hints
-    from rexthinker_rl.prompts import load_preset, render_chat
-    from rexthinker_rl.reserved import check_text
+    from rexthinker_rl.data.hints import parse_hints
+    from rexthinker_rl.data.prompts import load_preset, render_chat
+    from rexthinker_rl.data.reserved import check_text
 
     hints = parse_hints(args.hints, "--hints")  # {category: [[x0, y0, x1, y1], ...]}, 4 finite numbers a box
     for field, text in [("--referring", args.referring), *(("--hints category", name) for name in hints)]:
@@ -196,12 +196,12 @@ def _show_prompt(args: argparse.Namespace) -> int:
     preset = load_preset(args.preset)
     messages = preset.messages(preset.problem_text(hints, args.referring))
     if args.model:
-        from rexthinker_rl.modeling import load_processor
+        from rexthinker_rl.model.loading import load_processor
 
         processor = load_processor(args.model, preset.min_pixels, preset.max_pixels, False)
         text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     else:
-        from rexthinker_rl.tiny import CHAT_TEMPLATE
+        from rexthinker_rl.model.tiny import CHAT_TEMPLATE
 
         text = render_chat(messages, CHAT_TEMPLATE)
     sys.stdout.write(text)
@@ -369,7 +369,7 @@ def _add_cot_commands(commands, defaults: DataConfig) -> None:
 
 def _add_frame_arguments(convert) -> None:
     """``convert``'s prompt preset, box rounding and pixel bounds (the last two default to the preset's)."""
-    from rexthinker_rl.prompts import BOX_ROUNDINGS, DEFAULT_PRESET
+    from rexthinker_rl.data.prompts import BOX_ROUNDINGS, DEFAULT_PRESET
 
     convert.add_argument("--prompt-preset", "--preset", default=DEFAULT_PRESET, help="preset writing the problem text")
     convert.add_argument("--min-pixels", type=int, default=None, help="default: the preset's (12544 for ours)")
@@ -385,7 +385,7 @@ def _add_frame_arguments(convert) -> None:
 def _add_fidelity_commands(commands, defaults: DataConfig) -> None:
     """``repair`` (a training set's GT-not-in-hints rows) and ``show-prompt`` (a preset's chat text)."""
     from data_tools.repair import DEFAULT_SNAP_IOU, GT_POLICIES
-    from rexthinker_rl.prompts import DEFAULT_PRESET
+    from rexthinker_rl.data.prompts import DEFAULT_PRESET
 
     repair = commands.add_parser("repair", help="fix GT-not-in-hints rows of a training parquet (e.g. Rex-Thinker's)")
     repair.add_argument("file", help="parquet file in the training schema (images, problem, answer)")

@@ -3,11 +3,11 @@
 Each record becomes one row of the training schema (:data:`data_tools.synthetic.FEATURES`): the image (embedded bytes
 by default), ``problem`` (box-hint text and the referring expression), ``answer`` (fenced JSON boxes or the rejection
 sentence) and the metadata columns the rewards read. Boxes move to the resized frame through
-:func:`rexthinker_rl.data.boxes_to_resized`, and ground truth stays *exactly* among the hints after rounding: each
+:func:`rexthinker_rl.data.dataset.boxes_to_resized`, and ground truth stays *exactly* among the hints after rounding: each
 candidate box is converted once and each ground-truth box takes the converted box of the candidate it equals (converting
 the two separately can round them apart, and rounding can merge two close candidates, which are then listed once).
 
-Images are decoded the one way training decodes them (``rexthinker_rl.images``): EXIF orientation applied (sizes and
+Images are decoded the one way training decodes them (``rexthinker_rl.data.images``): EXIF orientation applied (sizes and
 boxes are in the upright frame photo tools show) unless ``apply_exif=False``, any PIL mode to 8-bit RGB; the report
 counts the images turned upright, the modes converted and how grey values were scaled. An image whose decoding changed
 anything is embedded as that decoded picture (PNG, lossless, no orientation tag), so any reader (``datasets``, EasyR1, a
@@ -17,7 +17,7 @@ bounds cannot hold an image's resized frame, the summary suggests bounds that ho
 
 Rows are mapped in parallel with ``datasets`` (``num_proc``) in file order, so the output does not depend on the number
 of processes. A bad record (missing or unreadable image, box outside the image, malformed or unknown field, a repeated
-id, a text field holding a special token or reasoning markup (``rexthinker_rl.reserved``), ground truth not among the
+id, a text field holding a special token or reasoning markup (``rexthinker_rl.data.reserved``), ground truth not among the
 candidates) is reported as ``"<file> record <i>: <reason>"``; ``on_error="skip"`` writes the good rows, ``"fail"``
 writes nothing. Ids are unique in the output: a record without an id gets ``<prefix>-<index>``, moved aside (and
 counted) when another record already uses that id. The report is written whatever happens, a failed run included.
@@ -58,12 +58,12 @@ from data_tools.repair import (
 )
 from data_tools.synthetic import FEATURES, format_answer
 from rexthinker_rl.config import DataConfig
-from rexthinker_rl.data import IMAGE_FACTOR, DataError, boxes_to_resized, check_fixed_point, resized_size
-from rexthinker_rl.images import decode, stored_bytes
-from rexthinker_rl.outputs import check_new_file, check_new_folder, is_shard_folder, stop_reason, swap_folder
-from rexthinker_rl.parquet_meta import write_frame_metadata
-from rexthinker_rl.prompts import BOX_ROUNDINGS, DEFAULT_PRESET, load_preset
-from rexthinker_rl.reserved import check_text
+from rexthinker_rl.data.dataset import IMAGE_FACTOR, DataError, boxes_to_resized, check_fixed_point, resized_size
+from rexthinker_rl.data.images import decode, stored_bytes
+from rexthinker_rl.data.parquet_meta import write_frame_metadata
+from rexthinker_rl.data.prompts import BOX_ROUNDINGS, DEFAULT_PRESET, load_preset
+from rexthinker_rl.data.reserved import check_text
+from rexthinker_rl.run.outputs import check_new_file, check_new_folder, is_shard_folder, stop_reason, swap_folder
 
 ON_ERROR = ("fail", "skip")
 MAX_ASPECT_RATIO = 200  # smart_resize refuses a longer side over 200 times the shorter one, whatever the bounds
@@ -82,7 +82,7 @@ _STATUS = datasets.Features(
         "source_mode": datasets.Value("string"),  # PIL mode of the file
         "orientation": datasets.Value("int32"),  # EXIF orientation tag (1: upright or none)
         "reencoded": datasets.Value("int32"),  # 1: stored as the decoded picture (PNG), not the file's bytes
-        "scaling": datasets.Value("string"),  # how grey values were scaled to 8 bits (rexthinker_rl.images)
+        "scaling": datasets.Value("string"),  # how grey values were scaled to 8 bits (rexthinker_rl.data.images)
     }
 )
 
@@ -101,12 +101,12 @@ class ConvertOptions:
     image_path_base: str = ""  # folder that stored image paths are relative to (the output's folder)
     id_prefix: str = ""  # ids of records without one: "<id_prefix>-<index>"; empty: the annotation file's stem
     apply_exif: bool = True  # False: boxes are in the stored frame (tagged images are re-encoded without the tag)
-    prompt_preset: str = DEFAULT_PRESET  # writes the problem text (rexthinker_rl/assets/prompt_presets.yaml)
+    prompt_preset: str = DEFAULT_PRESET  # writes the problem text (rexthinker_rl/data/assets/prompt_presets.yaml)
     box_rounding: str = "round"  # round (ours) | original (Rex-Thinker's int() truncation, clamped to size - 1)
     allow_outside_root: bool = False  # read image_name that is absolute or climbs above image_root with ".."
 
     def frame_record(self) -> dict[str, Any]:
-        """What the written parquet records about the frame its boxes are in (rexthinker_rl.parquet_meta)."""
+        """What the written parquet records about the frame its boxes are in (rexthinker_rl.data.parquet_meta)."""
         return {
             "box_rounding": self.box_rounding,
             "min_pixels": self.min_pixels,

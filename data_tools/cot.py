@@ -7,7 +7,7 @@ row's hints, referring expression and answer: a warm start that teaches the outp
 the answer, not reasoning about the picture. (Starting GRPO from released Rex-Thinker weights, without SFT, is the
 other way in.) Rows that already have a target keep it unless ``replace``. The output is a new parquet file, written
 atomically; the input is never changed. A row whose text holds a special token or reasoning markup
-(``rexthinker_rl.reserved``), or whose target would not parse as ``<think>...</think><answer>...</answer>``, and a file
+(``rexthinker_rl.data.reserved``), or whose target would not parse as ``<think>...</think><answer>...</answer>``, and a file
 whose ids repeat, are refused with one line naming the row.
 """
 
@@ -24,10 +24,10 @@ import pyarrow.parquet as pq
 
 from data_tools.validate import parse_answer_boxes
 from rewards.parsing import parse_completion
-from rexthinker_rl.data import DataError, hints_from_problem, parse_hints
-from rexthinker_rl.outputs import check_new_file
-from rexthinker_rl.reserved import row_keys, row_text_problems
-from rexthinker_rl.rows import duplicate_ids, read_rows
+from rexthinker_rl.data.dataset import DataError, hints_from_problem, parse_hints
+from rexthinker_rl.data.reserved import row_keys, row_text_problems
+from rexthinker_rl.data.rows import duplicate_ids, read_rows
+from rexthinker_rl.run.outputs import check_new_file
 
 _REFERRING_PREFIX, _REFERRING_SUFFIX = "Please detect ", " in the image."
 

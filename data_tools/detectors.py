@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from rexthinker_rl.data import DataError
+from rexthinker_rl.data.dataset import DataError
 
 DetectFunction = Callable[..., list[list[dict[str, Any]]]]
 

@@ -32,11 +32,11 @@ from tqdm import tqdm
 from data_tools.convert import ConvertOptions, build_row
 from data_tools.interchange import Candidate, Record, RecordError, write_report
 from data_tools.synthetic import FEATURES
-from rexthinker_rl.data import DataError, decode_image
-from rexthinker_rl.images import decode, stored_bytes
-from rexthinker_rl.reserved import check_text
-from rexthinker_rl.rows import read_text
-from rexthinker_rl.visualize import render, save_image
+from rexthinker_rl.apps.visualize import render, save_image
+from rexthinker_rl.data.dataset import DataError, decode_image
+from rexthinker_rl.data.images import decode, stored_bytes
+from rexthinker_rl.data.reserved import check_text
+from rexthinker_rl.data.rows import read_text
 
 ON_ERROR = ("fail", "skip")
 
@@ -180,7 +180,7 @@ class CoTReport:
 
 def sample_rows(sample: CoTSample, options: ConvertOptions, category: str) -> tuple[list[dict], int, bool]:
     """Training rows of one sample (one per expression), how many of its boxes were clipped into the image, and
-    whether its image is stored as the decoded picture (``rexthinker_rl.images.stored_bytes``)."""
+    whether its image is stored as the decoded picture (``rexthinker_rl.data.images.stored_bytes``)."""
     decoded = decode(sample.image_bytes, f"sample {sample.index}")
     size = decoded.image.size
     image_bytes, reencoded = stored_bytes(sample.image_bytes, decoded)  # the frame the boxes are in, for every reader

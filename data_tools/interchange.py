@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rexthinker_rl.data import DataError
-from rexthinker_rl.rows import read_text
+from rexthinker_rl.data.dataset import DataError
+from rexthinker_rl.data.rows import read_text
 from rexthinker_rl.utils import atomic_write_text
 
 Box = list[float]

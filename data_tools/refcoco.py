@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from data_tools.interchange import Candidate, Record, write_records, write_report
 from data_tools.safe_pickle import load_plain_pickle
-from rexthinker_rl.data import DataError
-from rexthinker_rl.rows import read_text
+from rexthinker_rl.data.dataset import DataError
+from rexthinker_rl.data.rows import read_text
 
 _REF_KEYS = ("ref_id", "image_id", "ann_id", "split", "sentences")
 

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from data_tools.interchange import write_report
 from data_tools.repair import DEFAULT_SNAP_IOU, GT_POLICIES, RepairCounts, match_ground_truth
 from data_tools.validate import parse_answer_boxes
-from rexthinker_rl.data import HINT_MARKER, REJECTION_TEXT, DataError, parse_hints
+from rexthinker_rl.data.dataset import HINT_MARKER, REJECTION_TEXT, DataError, parse_hints
 
 
 @dataclass

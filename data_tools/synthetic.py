@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from rexthinker_rl.data import IMAGE_FACTOR, REJECTION_TEXT, boxes_to_resized, check_fixed_point, resized_size
+from rexthinker_rl.data.dataset import IMAGE_FACTOR, REJECTION_TEXT, boxes_to_resized, check_fixed_point, resized_size
 from rexthinker_rl.utils import atomic_write_bytes
 
 SHAPES = ("circle", "square", "triangle")

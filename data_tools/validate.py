@@ -5,7 +5,7 @@ sentence; boxes lie inside the resized image with ``x1 > x0`` and ``y1 > y0``; e
 of the row's hint boxes (a converter that rounds hints and answers differently breaks this silently); the
 ``image_size``, ``resized_size``, ``hints`` and ``answer_boxes`` columns, where present, agree with the image, the
 pixel bounds and the prompt text; no text column holds a special token of the tokenizer, reasoning markup or the image
-mark (``rexthinker_rl.reserved``). Across rows: no two rows go by one id (both rows named). Without pixel bounds, a
+mark (``rexthinker_rl.data.reserved``). Across rows: no two rows go by one id (both rows named). Without pixel bounds, a
 row's ``resized_size`` column is taken as its frame (what ``convert`` wrote for the bounds it was given); with them,
 that column is checked against them too.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rexthinker_rl.config import DataConfig
-from rexthinker_rl.data import (
+from rexthinker_rl.data.dataset import (
     IMAGE_FACTOR,
     REJECTION_TEXT,
     DataError,
@@ -31,8 +31,8 @@ from rexthinker_rl.data import (
     read_rows,
     resized_size,
 )
-from rexthinker_rl.reserved import row_keys, row_text_problems
-from rexthinker_rl.rows import duplicate_ids
+from rexthinker_rl.data.reserved import row_keys, row_text_problems
+from rexthinker_rl.data.rows import duplicate_ids
 
 _FENCED_JSON = re.compile(r"\A\s*```json\s*\n(.*?)\n?\s*```\s*\Z", re.DOTALL)
 

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 RUN=${RUN:-runs/real_shape}
-export TOKENIZERS_PARALLELISM=false  # Ray runs with token authentication (rexthinker_rl/ray_cluster.py)
+export TOKENIZERS_PARALLELISM=false  # Ray runs with token authentication (rexthinker_rl/runtime/ray_cluster.py)
 
 "$BIN/rexthinker-tiny" --like qwen2.5-vl-7b --layers 1 --vision-layers 2 "$RUN/base"
 "$BIN/rexthinker-data" synth --out "$RUN/data" --num-train 16 --num-val 8 --seed 0 \

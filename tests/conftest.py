@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import rexthinker_rl  # noqa: E402, F401  (installs the torchvision shim before any processor import)
-from rexthinker_rl.ray_cluster import ensure_auth_token  # noqa: E402
+from rexthinker_rl.runtime.ray_cluster import ensure_auth_token  # noqa: E402
 
 ensure_auth_token()  # RAY_AUTH_MODE=token and the token file (mode 600), for every Ray the tests start
 torch.set_num_threads(1)
@@ -26,7 +26,7 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Qwen2.5-VL folder (model, tokenizer, processor), built once per session."""
-    from rexthinker_rl.tiny import build_tiny_model
+    from rexthinker_rl.model.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny"), seed=0)
 
@@ -35,7 +35,7 @@ def tiny_model_dir(tmp_path_factory):
 def qwen7b_shaped_dir(tmp_path_factory):
     """Qwen2.5-VL-7B's real shape (152,064-row embedding and head, 3,584 hidden, GQA 28/4, windowed vision tower)
     with 1 text and 2 vision blocks, random bf16 weights (2.8 GB on disk), built once per session (~30 s)."""
-    from rexthinker_rl.shapes import build_shaped_model
+    from rexthinker_rl.model.shapes import build_shaped_model
 
     return build_shaped_model(tmp_path_factory.mktemp("qwen7b_shaped") / "model", "qwen2.5-vl-7b", 1, 2, seed=0)
 

@@ -351,7 +351,7 @@ def write_easyr1_actor(rank: int, world_size: int, model_dir: str, actor: str) -
     from torch.distributed.fsdp import FullyShardedDataParallel, ShardingStrategy
     from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-    from rexthinker_rl.modeling import load_model, load_processor
+    from rexthinker_rl.model.loading import load_model, load_processor
 
     model = load_model(model_dir, "float32", "sdpa", "cpu")
     blocks = {type(module) for module in model.modules() if type(module).__name__ in model._no_split_modules}

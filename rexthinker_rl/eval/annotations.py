@@ -7,7 +7,7 @@ HumanRef annotation (one JSON object a line; other fields are ignored)::
 
 Prediction file, HumanRef's metric format: ``{"id": "...", "extracted_predictions": [[x0, y0, x1, y1], ...]}`` a line.
 All boxes here are in original-image pixels. Our training sets keep boxes in the resized frame; they are mapped back
-with :func:`rexthinker_rl.data.boxes_to_original`. Our sets have no domain column: the subset is derived from the
+with :func:`rexthinker_rl.data.dataset.boxes_to_original`. Our sets have no domain column: the subset is derived from the
 referring expression by :func:`derive_domain` (a ``domain`` / ``sub_domain`` column, where present, wins).
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rewards.parsing import parse_answer
-from rexthinker_rl.data import (
+from rexthinker_rl.data.dataset import (
     DataError,
     boxes_to_original,
     hints_from_problem,
@@ -32,8 +32,8 @@ from rexthinker_rl.data import (
     referring_from_problem,
     resized_size,
 )
+from rexthinker_rl.data.rows import duplicate_ids, read_text, row_uid
 from rexthinker_rl.eval.metrics import REJECTION_DOMAIN, GroundTruth
-from rexthinker_rl.rows import duplicate_ids, read_text, row_uid
 from rexthinker_rl.utils import atomic_write_text
 
 HUMANREF_REQUIRED = ("id", "referring", "answer_boxes", "domain")

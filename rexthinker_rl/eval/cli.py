@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rexthinker_rl.apps.console import console_entry
 from rexthinker_rl.config import ConfigError, DataConfig, load_config
-from rexthinker_rl.console import console_entry
-from rexthinker_rl.data import DataError
+from rexthinker_rl.data.dataset import DataError
+from rexthinker_rl.data.prompts import add_preset_argument, preset_overrides
 from rexthinker_rl.eval.metrics import markdown_table
 from rexthinker_rl.eval.run import check_report_path, run_eval, score_files, write_report
-from rexthinker_rl.prompts import add_preset_argument, preset_overrides
 
 USER_ERRORS = (ConfigError, DataError, FileNotFoundError, ValueError)
 

@@ -2,7 +2,7 @@
 
 The text comes from the prompt preset of ``data_cfg`` (``data.prompt_preset``): the hints are moved into the resized
 frame with the preset's box rounding, written into its ``problem`` template, and the chat prompt is built exactly as
-:class:`rexthinker_rl.data.RLDataset` builds it for a training row (a test holds the two equal), so a model sees at
+:class:`rexthinker_rl.data.dataset.RLDataset` builds it for a training row (a test holds the two equal), so a model sees at
 evaluation exactly what it was trained on, or, with a Rex-Thinker preset, what the original code showed it.
 """
 
@@ -11,14 +11,14 @@ from __future__ import annotations
 from PIL import Image
 
 from rexthinker_rl.config import DataConfig
-from rexthinker_rl.data import DataError, PromptSample, boxes_to_resized, check_fixed_point, resized_size
-from rexthinker_rl.prompts import chat_prompt, preset_for
-from rexthinker_rl.reserved import check_text, tokenizer_tokens
+from rexthinker_rl.data.dataset import DataError, PromptSample, boxes_to_resized, check_fixed_point, resized_size
+from rexthinker_rl.data.prompts import chat_prompt, preset_for
+from rexthinker_rl.data.reserved import check_text, tokenizer_tokens
 
 
 def check_prompt_text(processor, referring: str, categories, where: str) -> None:
     """DataError naming ``where`` when the referring expression or a hint category holds a special token of the
-    processor's tokenizer, reasoning markup or the image mark (``rexthinker_rl.reserved``)."""
+    processor's tokenizer, reasoning markup or the image mark (``rexthinker_rl.data.reserved``)."""
     tokens = tokenizer_tokens(processor)
     for field, text in [("referring", referring), *(("hint category", str(name)) for name in categories)]:
         reason = check_text(field, text, tokens)

@@ -22,7 +22,8 @@ from tqdm import tqdm
 from rewards.parsing import parse_completion
 from rewards.rexthinker import number_lists
 from rexthinker_rl.config import Config
-from rexthinker_rl.data import DataError, PromptSample, RLDataset, boxes_to_original, decode_image
+from rexthinker_rl.data.dataset import DataError, PromptSample, RLDataset, boxes_to_original, decode_image
+from rexthinker_rl.data.prompts import clean_up_spaces, preset_for
 from rexthinker_rl.eval.annotations import (
     HumanRefRecord,
     is_humanref_file,
@@ -34,10 +35,9 @@ from rexthinker_rl.eval.annotations import (
 )
 from rexthinker_rl.eval.metrics import evaluate, markdown_table
 from rexthinker_rl.eval.prompts import check_prompt_text, make_prompt
-from rexthinker_rl.modeling import load_processor
-from rexthinker_rl.outputs import check_new_file, check_new_folder, folder_holds_only
-from rexthinker_rl.prompts import clean_up_spaces, preset_for
+from rexthinker_rl.model.loading import load_processor
 from rexthinker_rl.rollout import RolloutEngine, RolloutPrompt, SamplingSpec, make_engine
+from rexthinker_rl.run.outputs import check_new_file, check_new_folder, folder_holds_only
 from rexthinker_rl.utils import atomic_write_text
 
 EVAL_FILES = ("predictions.jsonl", "annotations.jsonl", "responses.jsonl", "report.json", "report.md")

@@ -6,7 +6,8 @@ from collections.abc import Iterable
 
 import torch
 
-from rexthinker_rl.modeling import compute_device, load_model, load_processor, suppressed_token_ids
+from rexthinker_rl.config import compute_device
+from rexthinker_rl.model.loading import load_model, load_processor, suppressed_token_ids
 from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
 
 

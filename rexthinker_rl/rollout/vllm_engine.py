@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from rexthinker_rl.modeling import check_model_path, compute_device, suppressed_token_ids
+from rexthinker_rl.config import compute_device
+from rexthinker_rl.model.loading import check_model_path, suppressed_token_ids
 from rexthinker_rl.rollout.base import RolloutPrompt, RolloutResult, SamplingSpec
 
 if TYPE_CHECKING:

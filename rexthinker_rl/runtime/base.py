@@ -1,5 +1,6 @@
 """What every runtime offers the controller: the verbs (the :class:`Runtime` protocol), results still under way
-(:class:`Pending`), the actor's state for a checkpoint (:class:`ActorState`), and naming workers by role."""
+(:class:`Pending`), the actor's state for a checkpoint (:class:`ActorState`), and naming workers by role. The verbs
+every runtime answers from its actor's ranks are ``runtime.ranks.ActorVerbs``."""
 
 from __future__ import annotations
 
@@ -13,16 +14,15 @@ import torch
 from rexthinker_rl.runtime.deaths import WorkerStartFailed
 
 if TYPE_CHECKING:
-    from rexthinker_rl.batch import SequenceBatch
+    from rexthinker_rl.algo.batch import SequenceBatch
     from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec
-    from rexthinker_rl.runtime.ranks import ActorRanks
 
 T = TypeVar("T")
 
 
 class Pending(Generic[T]):
     """A result being computed in worker processes; ``result()`` waits for it. The controller starts the actor's and
-    the reference's log-probs (and the reward tasks) before waiting on any of them, so they overlap."""
+    the reference's log-probs (and the reward actor's scoring) before waiting on any of them, so they overlap."""
 
     def __init__(self, refs: list, combine: Callable[[list], T]) -> None:
         self.refs, self.combine = refs, combine
@@ -51,7 +51,7 @@ class ActorState:
 
 
 class Runtime(Protocol):
-    """The controller's verbs, whatever the topology (see ``rexthinker_rl.runtime``)."""
+    """The controller's verbs, whatever the topology (see ``rexthinker_rl.runtime.topology``)."""
 
     roles: dict[str, str]
     """Ray actor id (hex) -> the role of that worker ("actor", "actor rank 1", "reference", "rollout", ...)."""
@@ -79,32 +79,6 @@ class Runtime(Protocol):
         """The actor as a Hugging Face folder (LoRA merged)."""
 
     def shutdown(self) -> None: ...
-
-
-class ActorVerbs:
-    """The verbs every topology answers from its actor's ranks (``self.actor``, an ``ActorRanks``); each runtime adds
-    generate, ref_logprobs, sync_weights and shutdown, which differ with the placement."""
-
-    actor: ActorRanks
-
-    def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
-        return self.generate_async(prompts, sampling).result().results
-
-    def logprobs(self, batch: SequenceBatch) -> Pending[torch.Tensor]:
-        return self.actor.logprobs(batch)
-
-    def update(self, batch: SequenceBatch) -> dict[str, float]:
-        return self.actor.update(batch)
-
-    def save(self, with_optimizer: bool) -> ActorState:
-        return self.actor.save(with_optimizer)
-
-    def load(self, state: ActorState) -> None:
-        self.actor.load(state)
-        self.sync_weights()  # the runtime's own: in process or over Ray
-
-    def save_pretrained(self, folder: str, processor) -> None:
-        self.actor.save_pretrained(folder, processor)
 
 
 def wait_started(refs: list, roles: dict[str, str]) -> None:

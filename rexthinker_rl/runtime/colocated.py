@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rexthinker_rl.runtime.base import (
-    ActorVerbs,
     Generated,
     Pending,
     identify,
@@ -28,10 +27,10 @@ from rexthinker_rl.runtime.base import (
     prompt_slices,
     wait_started,
 )
-from rexthinker_rl.runtime.ranks import ActorRanks
+from rexthinker_rl.runtime.ranks import ActorRanks, ActorVerbs
 
 if TYPE_CHECKING:
-    from rexthinker_rl.batch import SequenceBatch
+    from rexthinker_rl.algo.batch import SequenceBatch
     from rexthinker_rl.config import Config
     from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec
 

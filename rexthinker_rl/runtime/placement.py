@@ -24,11 +24,51 @@ class PlacementError(RuntimeError):
     """The cluster cannot seat the run's workers; the message says what it has and what to change."""
 
 
-CPU_SHARE_PER_RANK = 0.5  # on CPU: ranks, reference and rollout work in turn, so each reserves half a core
-CPU_SHARE_SINGLE_PROCESS = 0.5  # on CPU the actor, reference and rollout work in turn: each reserves half a core
-GPU_SHARE_SINGLE_PROCESS = 1 / 3  # actor.strategy=torch on GPU: actor, reference and rollout share one GPU
-CPUS_PER_GPU_RANK = 2  # on GPU: the rank's batch preparation and Ray bookkeeping
+CPU_SHARE = 0.5  # on CPU the actor, reference and rollout work in turn: each process of ours reserves half a core
+GPU_SHARE = 1 / 3  # actor.strategy=torch on GPU: actor, reference and rollout share one GPU
+CPUS_PER_GPU_RANK = 2  # on GPU: a rank's batch preparation and Ray bookkeeping
 PLACEMENT_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class Role:
+    """A kind of worker process: the class that runs it and the Ray resources it asks for on a CPU and a GPU run."""
+
+    worker: str  # its class (runtime.workers, or rewarding for the reward scorer)
+    on_cpu: dict[str, float]
+    on_gpu: dict[str, float]
+
+
+# The placement table: every process a run starts, by role. The process-group, tensor-parallel and node layout is
+# rank_slots' and rollout_slots' (placement groups); what each process asks for is here.
+ROLES: dict[str, Role] = {
+    # actor.strategy=torch beside a reference and a rollout worker: a third of the GPU each
+    "actor": Role("ActorWorker", {"num_cpus": CPU_SHARE}, {"num_gpus": GPU_SHARE, "num_cpus": 1}),
+    # actor.strategy=torch with rollout.placement=colocate: it hosts the reference and the engine too (the whole GPU)
+    "colocated actor": Role("ActorWorker", {"num_cpus": CPU_SHARE}, {"num_gpus": 1.0, "num_cpus": 1}),
+    # one rank of a sharded actor (fsdp2 | deepspeed), colocated or not: a bundle of its node's placement group
+    "actor rank": Role(
+        "ActorWorker", {"num_cpus": CPU_SHARE, "num_gpus": 0}, {"num_cpus": CPUS_PER_GPU_RANK, "num_gpus": 1.0}
+    ),
+    "reference": Role("ReferenceWorker", {"num_cpus": CPU_SHARE}, {"num_gpus": GPU_SHARE, "num_cpus": 1}),
+    # the one rollout worker of a CPU or actor.strategy=torch run
+    "rollout": Role("RolloutWorker", {"num_cpus": CPU_SHARE}, {"num_gpus": GPU_SHARE, "num_cpus": 1}),
+    # one engine of a sharded GPU run on GPUs of its own (tensor-parallel engines: see rollout_engine_resources)
+    "rollout engine": Role("RolloutWorker", {}, {"num_cpus": 1, "num_gpus": 1}),
+    # the reward scorer: it waits on the CPU between batches, and scoring is light
+    "reward": Role("RewardWorker", {"num_cpus": 0}, {"num_cpus": 0}),
+}
+
+
+def resources(role: str, on_gpu: bool) -> dict[str, float]:
+    """Ray resources of one process of ``role`` (``num_cpus``, ``num_gpus``), from the table."""
+    return dict(ROLES[role].on_gpu if on_gpu else ROLES[role].on_cpu)
+
+
+def actor_role(config: Config) -> str:
+    """The actor's role: ranks when sharded, else one process (colocated: with the reference and the engine)."""
+    derived = config.derived
+    return "actor rank" if derived.sharded else "colocated actor" if derived.colocated else "actor"
 
 
 @dataclass
@@ -47,16 +87,27 @@ class RankSlot:
 
 def cpu_demand(config: Config) -> float:
     """Ray CPUs a run on CPU reserves: its actor process(es), and the reference and rollout workers that have processes
-    of their own (``runtime.ranks`` and ``runtime.separate`` ask for these shares; the reward worker asks for none)."""
-    derived, single = config.derived, CPU_SHARE_SINGLE_PROCESS
-    actor = config.trainer.n_gpus_per_node * CPU_SHARE_PER_RANK if derived.sharded else single
+    of their own (the reward worker asks for none)."""
+    derived = config.derived
+    ranks = config.trainer.n_gpus_per_node if derived.sharded else 1
+    actor = ranks * resources(actor_role(config), False)["num_cpus"]
     if derived.colocated:
         return actor
-    return actor + single * derived.needs_reference_policy + single
+    reference = resources("reference", False)["num_cpus"] * derived.needs_reference_policy
+    return actor + reference + resources("rollout", False)["num_cpus"]
+
+
+def rollout_engine_resources(tensor_parallel_size: int) -> dict[str, float]:
+    """An engine on GPUs of its own: a one-GPU engine takes its bundle's GPU itself; a tensor-parallel one asks for
+    none, and vLLM's Ray executor places its workers on the bundles' GPUs."""
+    seat = resources("rollout engine", True)
+    return seat if tensor_parallel_size == 1 else {**seat, "num_gpus": 0}
 
 
 def rank_bundle(on_gpu: bool) -> dict[str, float]:
-    return {"GPU": 1.0, "CPU": float(CPUS_PER_GPU_RANK)} if on_gpu else {"CPU": CPU_SHARE_PER_RANK}
+    """A rank's bundle in its node's placement group (Ray's resource names: ``GPU``, ``CPU``)."""
+    seat = resources("actor rank", on_gpu)
+    return {"GPU": float(seat["num_gpus"]), "CPU": float(seat["num_cpus"])} if on_gpu else {"CPU": seat["num_cpus"]}
 
 
 def pick_nodes(nnodes: int, per_node: dict[str, float]) -> list[str]:
@@ -105,8 +156,10 @@ def rollout_slots(config: Config) -> list[RankSlot]:
     """GPUs of the rollout engines when ``rollout.placement=separate``: rollout.num_gpus, tensor-parallel groups
     kept within a node (one placement group per engine)."""
     tp = config.rollout.tensor_parallel_size
+    seat = resources("rollout engine", True)
+    bundle = {"GPU": float(seat["num_gpus"]), "CPU": float(seat["num_cpus"])}
     groups = [
-        placement_group([{"GPU": 1.0, "CPU": 1.0}] * tp, strategy="STRICT_PACK", name=f"rollout-{index}")
+        placement_group([bundle] * tp, strategy="STRICT_PACK", name=f"rollout-{index}")
         for index in range(config.rollout.num_gpus // tp)
     ]
     ray.get([group.ready() for group in groups], timeout=PLACEMENT_TIMEOUT_S)

@@ -16,19 +16,20 @@ import ray
 import torch
 from ray.util.placement_group import remove_placement_group
 
-from rexthinker_rl.backends import combine_train_states
-from rexthinker_rl.batch import SequenceBatch, gather_logprobs, split_mini_batches, split_rows
+from rexthinker_rl.algo.batch import SequenceBatch, gather_logprobs, split_mini_batches, split_rows
 from rexthinker_rl.runtime.base import ActorState, Pending
-from rexthinker_rl.runtime.placement import (
-    CPU_SHARE_SINGLE_PROCESS,
-    GPU_SHARE_SINGLE_PROCESS,
-    actor_slots,
-    rank_bundle,
-)
+from rexthinker_rl.runtime.placement import actor_role, actor_slots, resources
 from rexthinker_rl.runtime.workers import ActorWorker
+from rexthinker_rl.train.backends import combine_train_states
 
 if TYPE_CHECKING:
     from rexthinker_rl.config import Config
+    from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec
+
+
+def rank_name(config: Config) -> str:
+    """What a sharded actor's rank is called in reports ("actor rank 1"; its Ray actor: "actor-rank1")."""
+    return "colocated rank" if config.derived.colocated else "actor rank"
 
 
 class ActorRanks:
@@ -38,32 +39,25 @@ class ActorRanks:
         self.config, self.handles, self.placement_groups = config, handles, placement_groups or []
         self.roles_by_handle = {"actor": handles[0]} if len(handles) == 1 else {}
         if len(handles) > 1:
-            prefix = "colocated rank" if config.derived.colocated else "actor rank"
-            self.roles_by_handle = {f"{prefix} {rank}": handle for rank, handle in enumerate(handles)}
+            self.roles_by_handle = {f"{rank_name(config)} {rank}": handle for rank, handle in enumerate(handles)}
 
     @classmethod
     def spawn(cls, config: Config, model_path: str, total_updates: int, env: dict) -> ActorRanks:
         """Start the ranks and (sharded) join them; ``setup`` builds each rank's policy (and, colocated, its engine)."""
         derived = config.derived
         worker = ray.remote(ActorWorker)
-        if not derived.sharded:  # one process; colocated, it also hosts the reference and the engine (its whole GPU)
-            gpus = 1.0 if derived.colocated else GPU_SHARE_SINGLE_PROCESS
-            options = {"num_gpus": gpus, "num_cpus": 1} if derived.on_gpu else {"num_cpus": CPU_SHARE_SINGLE_PROCESS}
-            handle = worker.options(name="actor", **options, **env).remote(
+        seat = resources(actor_role(config), derived.on_gpu)
+        if not derived.sharded:  # one process; colocated, it also hosts the reference and the engine
+            handle = worker.options(name="actor", **seat, **env).remote(
                 config, model_path, total_updates, 0, 1, derived.colocated
             )
             return cls(config, [handle])
         slots = actor_slots(config, derived.on_gpu)
-        bundle = rank_bundle(derived.on_gpu)
-        prefix = "colocated-rank" if derived.colocated else "actor-rank"
+        prefix = rank_name(config).replace(" ", "-")
         handles = [
-            worker.options(
-                name=f"{prefix}{rank}",
-                num_cpus=bundle["CPU"],
-                num_gpus=bundle.get("GPU", 0),
-                scheduling_strategy=slot.scheduling(),
-                **env,
-            ).remote(config, model_path, total_updates, rank, len(slots), derived.colocated)
+            worker.options(name=f"{prefix}{rank}", **seat, scheduling_strategy=slot.scheduling(), **env).remote(
+                config, model_path, total_updates, rank, len(slots), derived.colocated
+            )
             for rank, slot in enumerate(slots)
         ]
         groups = list({id(slot.placement_group): slot.placement_group for slot in slots}.values())
@@ -90,7 +84,7 @@ class ActorRanks:
         return self._split_logprobs("compute_ref_logprobs", batch)
 
     def update(self, batch: SequenceBatch) -> dict[str, float]:
-        shares = split_mini_batches(batch, self.config.derived.sequences_per_update, len(self.handles))
+        shares = split_mini_batches(batch, self.config, len(self.handles))
         return ray.get([handle.update.remote(share) for handle, share in zip(self.handles, shares, strict=True)])[0]
 
     def weights(self):
@@ -120,3 +114,29 @@ class ActorRanks:
     def node_ids(self) -> list[str]:
         """Ray node of each rank, in rank order."""
         return self.call_all("node_id")
+
+
+class ActorVerbs:
+    """The verbs every topology answers from its actor's ranks (``self.actor``, an ``ActorRanks``); each runtime adds
+    generate, ref_logprobs, sync_weights and shutdown, which differ with the placement."""
+
+    actor: ActorRanks
+
+    def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
+        return self.generate_async(prompts, sampling).result().results
+
+    def logprobs(self, batch: SequenceBatch) -> Pending[torch.Tensor]:
+        return self.actor.logprobs(batch)
+
+    def update(self, batch: SequenceBatch) -> dict[str, float]:
+        return self.actor.update(batch)
+
+    def save(self, with_optimizer: bool) -> ActorState:
+        return self.actor.save(with_optimizer)
+
+    def load(self, state: ActorState) -> None:
+        self.actor.load(state)
+        self.sync_weights()  # the runtime's own: in process or over Ray
+
+    def save_pretrained(self, folder: str, processor) -> None:
+        self.actor.save_pretrained(folder, processor)

@@ -16,7 +16,6 @@ from ray.util.placement_group import remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rexthinker_rl.runtime.base import (
-    ActorVerbs,
     Generated,
     Pending,
     identify,
@@ -24,21 +23,14 @@ from rexthinker_rl.runtime.base import (
     prompt_slices,
     wait_started,
 )
-from rexthinker_rl.runtime.placement import rollout_slots
-from rexthinker_rl.runtime.ranks import CPU_SHARE_SINGLE_PROCESS, GPU_SHARE_SINGLE_PROCESS, ActorRanks
+from rexthinker_rl.runtime.placement import resources, rollout_engine_resources, rollout_slots
+from rexthinker_rl.runtime.ranks import ActorRanks, ActorVerbs
 from rexthinker_rl.runtime.workers import ReferenceWorker, RolloutWorker
 
 if TYPE_CHECKING:
-    from rexthinker_rl.batch import SequenceBatch
+    from rexthinker_rl.algo.batch import SequenceBatch
     from rexthinker_rl.config import Config
     from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec
-
-
-def _single_share(config: Config) -> dict[str, float]:
-    """Resources of a reference or lone rollout worker: a share of the one GPU, or of a core."""
-    if config.derived.on_gpu:
-        return {"num_gpus": GPU_SHARE_SINGLE_PROCESS, "num_cpus": 1}
-    return {"num_cpus": CPU_SHARE_SINGLE_PROCESS}
 
 
 def spawn_engines(config: Config, model_path: str, env: dict) -> tuple[list, list]:
@@ -47,8 +39,9 @@ def spawn_engines(config: Config, model_path: str, env: dict) -> tuple[list, lis
     engine takes its bundle's GPU itself)."""
     worker = ray.remote(RolloutWorker)
     if not (config.derived.on_gpu and config.derived.sharded):
-        return [worker.options(name="rollout", **_single_share(config), **env).remote(config, model_path)], []
-    tp = config.rollout.tensor_parallel_size
+        seat = resources("rollout", config.derived.on_gpu)
+        return [worker.options(name="rollout", **seat, **env).remote(config, model_path)], []
+    seat = rollout_engine_resources(config.rollout.tensor_parallel_size)
     engines = []
     slots = rollout_slots(config)
     for index, slot in enumerate(slots):
@@ -57,7 +50,7 @@ def spawn_engines(config: Config, model_path: str, env: dict) -> tuple[list, lis
             placement_group_bundle_index=0,
             placement_group_capture_child_tasks=True,
         )
-        options = {"num_cpus": 1, "num_gpus": 1 if tp == 1 else 0, "scheduling_strategy": strategy}
+        options = {**seat, "scheduling_strategy": strategy}
         engines.append(worker.options(name=f"rollout-{index}", **options, **env).remote(config, model_path))
     return engines, [slot.placement_group for slot in slots]
 
@@ -68,7 +61,7 @@ class SeparateRuntime(ActorVerbs):
         self.actor = ActorRanks.spawn(config, model_path, total_updates, env)
         self.reference = None
         if config.derived.needs_reference_policy:
-            options = {"name": "reference", **_single_share(config), **env}
+            options = {"name": "reference", **resources("reference", config.derived.on_gpu), **env}
             self.reference = ray.remote(ReferenceWorker).options(**options).remote(config, model_path)
         self.engines, self.engine_groups = spawn_engines(config, model_path, env)
         engine_roles = {"rollout": self.engines[0]} if len(self.engines) == 1 else {}

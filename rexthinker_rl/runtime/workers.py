@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any
 import ray
 import torch
 
-from rexthinker_rl.modeling import DTYPES, compute_device, save_hf_folder
-from rexthinker_rl.policy import Policy, make_policy
+from rexthinker_rl.config import compute_device
+from rexthinker_rl.model.loading import DTYPES, save_hf_folder
 from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec, make_engine
 from rexthinker_rl.runtime.process_group import free_port, init_process_group, node_ip
+from rexthinker_rl.train.policy import Policy, make_policy
 from rexthinker_rl.utils import release_free_heap
 
 if TYPE_CHECKING:
-    from rexthinker_rl.batch import SequenceBatch
+    from rexthinker_rl.algo.batch import MiniBatch, SequenceBatch
     from rexthinker_rl.config import Config
 
 
@@ -112,8 +113,8 @@ class ActorWorker(_Identified):
             return self.reference.compute_logprobs(batch)
         return self.policy.compute_ref_logprobs(batch)
 
-    def update(self, mini_batches: list[SequenceBatch]) -> dict[str, float]:
-        return self.policy.update_mini_batches(mini_batches)
+    def update(self, mini_batches: list[MiniBatch]) -> dict[str, float]:
+        return self.policy.update(mini_batches)
 
     def get_weights(self) -> dict[str, torch.Tensor]:
         """Merged, Hugging Face-named weights: what a rollout engine loads (rank 0; {} on the other ranks). Under LoRA

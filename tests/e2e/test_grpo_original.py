@@ -51,7 +51,7 @@ def original_format_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def paper_run(original_format_data, tiny_model_dir, tmp_path_factory):
-    from rexthinker_rl.trainer import GRPOTrainer
+    from rexthinker_rl.train.trainer import GRPOTrainer
 
     folder = original_format_data
     train = folder / "train.parquet"
@@ -122,8 +122,8 @@ def test_a_refused_resume_from_an_easyr1_model_path_changes_nothing(paper_run):
     """With an EasyR1 model.path the trainer makes the folder a run folder (config.yaml) before converting; into a run
     folder that has one, nothing is written before the resume's checks: a resume in another data.order is refused
     before Ray and leaves every file as it was (the conversion is reused, config.yaml not rewritten)."""
-    from rexthinker_rl.checkpoint import CheckpointError
-    from rexthinker_rl.trainer import GRPOTrainer
+    from rexthinker_rl.train.checkpoint import CheckpointError
+    from rexthinker_rl.train.trainer import GRPOTrainer
 
     _, _, run_dir = paper_run
     files = {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*")) if p.is_file()}

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rexthinker_rl.batch import build_sequence_batch, encode_prompts
+from rexthinker_rl.algo.batch import build_sequence_batch, encode_prompts
 from rexthinker_rl.config import load_config
 from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec
 from tests.conftest import TINY_OVERRIDES
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 @pytest.fixture(scope="module")
 def finished_run(tiny_model_dir, synthetic_data_dir, tmp_path_factory):
     pytest.importorskip("vllm")
-    from rexthinker_rl.trainer import GRPOTrainer
+    from rexthinker_rl.train.trainer import GRPOTrainer
 
     run_dir = tmp_path_factory.mktemp("grpo_run")
     config = load_config(

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 def sft_start(tiny_model_dir, tmp_path_factory):
     """A warm start that writes answers with hint boxes and picks the right one only some of the time."""
     from data_tools.synthetic import make_synthetic_dataset
-    from rexthinker_rl.sft import run_sft
+    from rexthinker_rl.train.sft import run_sft
 
     root = tmp_path_factory.mktemp("learning")
     make_synthetic_dataset(
@@ -53,7 +53,7 @@ def sft_start(tiny_model_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_steps(sft_start, tmp_path_factory):
     pytest.importorskip("vllm")
-    from rexthinker_rl.trainer import GRPOTrainer
+    from rexthinker_rl.train.trainer import GRPOTrainer
 
     model_dir, data_dir = sft_start
     run_dir = tmp_path_factory.mktemp("learning_run")

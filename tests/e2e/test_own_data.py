@@ -65,9 +65,9 @@ def _script(path: str):
 def entry_point(words: list[str]):
     """The function a command line runs, and its arguments."""
     from data_tools.cli import main as data_main
-    from rexthinker_rl.cli import sft_main, train_main
+    from rexthinker_rl.apps.cli import sft_main, train_main
+    from rexthinker_rl.apps.tiny_cli import main as tiny_main
     from rexthinker_rl.eval.cli import main as eval_main
-    from rexthinker_rl.tiny_cli import main as tiny_main
 
     tools = {
         "rexthinker-data": data_main,

@@ -12,13 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rexthinker_rl.batch import build_sequence_batch, encode_prompts
-from rexthinker_rl.checkpoint import load_checkpoint
+from rexthinker_rl.algo.batch import build_sequence_batch, encode_prompts
 from rexthinker_rl.config import load_config
-from rexthinker_rl.data import RLDataset
-from rexthinker_rl.modeling import load_processor
-from rexthinker_rl.pipeline import Rollout
-from rexthinker_rl.policy import Policy
+from rexthinker_rl.data.dataset import RLDataset
+from rexthinker_rl.model.loading import load_processor
+from rexthinker_rl.train.checkpoint import load_checkpoint
+from rexthinker_rl.train.pipeline import Rollout
+from rexthinker_rl.train.policy import Policy
 from tests.conftest import TINY_OVERRIDES
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
@@ -60,7 +60,7 @@ def _config(tiny_model_dir, data_dir, run_dir, *extra):
 
 
 def _fit(config):
-    from rexthinker_rl.trainer import GRPOTrainer
+    from rexthinker_rl.train.trainer import GRPOTrainer
 
     trainer = GRPOTrainer(config)
     try:

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from rexthinker_rl.apps.infer import Predictor
 from rexthinker_rl.config import load_config
-from rexthinker_rl.infer import Predictor
 from tests.conftest import TINY_OVERRIDES
 
 
@@ -26,7 +26,7 @@ def scene(synthetic_data_dir, tmp_path_factory):
 
 
 def test_requests_are_checked_before_the_model_runs(predictor, scene):
-    from rexthinker_rl.demo import answer_request
+    from rexthinker_rl.apps.demo import answer_request
 
     path, referring, hints = scene
     image = Image.open(path)
@@ -49,7 +49,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_demo_page_answers_in_a_browser(predictor, scene, browser):
     pytest.importorskip("gradio", reason="the [demo] extra is not installed")
-    from rexthinker_rl.demo import build_app
+    from rexthinker_rl.apps.demo import build_app
 
     path, referring, hints = scene
     app = build_app(predictor)

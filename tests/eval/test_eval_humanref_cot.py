@@ -13,7 +13,7 @@ from data_tools.humanref_cot import HumanRefCoT, convert
 from data_tools.synthetic import FEATURES
 from data_tools.validate import validate_file
 from rexthinker_rl.config import DataConfig
-from rexthinker_rl.data import REJECTION_TEXT, boxes_to_original
+from rexthinker_rl.data.dataset import REJECTION_TEXT, boxes_to_original
 
 PEOPLE = [[10, 20, 40, 100], [70, 30, 35, 90], [130, 25, 45, 110]]  # [x0, y0, w, h]
 SAMPLES = [

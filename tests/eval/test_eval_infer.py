@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from rexthinker_rl.apps.infer import Predictor, detect_hints, main, read_hints
 from rexthinker_rl.config import load_config
-from rexthinker_rl.infer import Predictor, detect_hints, main, read_hints
 from tests.conftest import TINY_OVERRIDES
 
 TOY_DETECTOR = "examples/toy/toy_detector.py:detect"
@@ -34,7 +34,7 @@ def test_infer_cli_prints_answer_and_saves_picture(scene, tiny_model_dir, tmp_pa
     picture = Image.open(out)
     assert picture.width > 448 + 400 and picture.height >= 448  # enlarged image plus the text panel
     # the hint boxes are drawn (their magenta is not in the scene), and text is written in the right-hand panel
-    from rexthinker_rl.visualize import HINT_COLOUR
+    from rexthinker_rl.apps.visualize import HINT_COLOUR
 
     colours = dict((colour, count) for count, colour in picture.convert("RGB").getcolors(2**20))
     assert colours.get(HINT_COLOUR, 0) > 4 * 448 * len(hints) / 4
@@ -88,8 +88,8 @@ def test_list_hints_take_the_category(tmp_path):
 def test_rexthinker_infer_preset_asks_as_the_demo_does(scene, tiny_model_dir):
     """`--prompt-preset rexthinker-infer`: the demo's messages (tests/rexthinker_original.py) with its pixel bounds,
     hints rounded its way, and a run that reads every bracketed list as the demo does."""
+    from rexthinker_rl.data.prompts import load_preset
     from rexthinker_rl.eval.prompts import make_prompt
-    from rexthinker_rl.prompts import load_preset
     from tests import rexthinker_original as original
 
     image_path, category, hints, referring = scene

@@ -9,14 +9,14 @@ from PIL import Image
 
 from data_tools.synthetic import HINT_PREFIX, make_synthetic_dataset
 from rexthinker_rl.config import load_config
-from rexthinker_rl.data import RLDataset
+from rexthinker_rl.data.dataset import RLDataset
+from rexthinker_rl.data.prompts import DEFAULT_PRESET, load_preset
 from rexthinker_rl.eval import cli
 from rexthinker_rl.eval.annotations import dataset_records, derive_domain, write_humanref
 from rexthinker_rl.eval.metrics import METRIC_KEYS, evaluate
 from rexthinker_rl.eval.prompts import make_prompt
 from rexthinker_rl.eval.run import HumanRefPrompts, parse_response, run_eval
-from rexthinker_rl.modeling import load_processor
-from rexthinker_rl.prompts import DEFAULT_PRESET, load_preset
+from rexthinker_rl.model.loading import load_processor
 from tests.conftest import TINY_OVERRIDES, TINY_PIXELS
 
 NUM_SAMPLES = 4

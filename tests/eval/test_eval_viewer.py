@@ -5,12 +5,12 @@ import json
 import pytest
 from PIL import Image
 
+from rexthinker_rl.apps.viewer import build_viewer, main
 from rexthinker_rl.config import load_config, save_config
-from rexthinker_rl.data import RLDataset
-from rexthinker_rl.modeling import load_processor
+from rexthinker_rl.data.dataset import RLDataset
+from rexthinker_rl.model.loading import load_processor
 from rexthinker_rl.rollout.base import RolloutResult
-from rexthinker_rl.rollout_log import log_rollouts
-from rexthinker_rl.viewer import build_viewer, main
+from rexthinker_rl.run.rollout_log import log_rollouts
 from tests.conftest import TINY_OVERRIDES, TINY_PIXELS
 from tests.eval.conftest import red_pixels
 

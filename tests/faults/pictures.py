@@ -1,7 +1,7 @@
 """Picture files as users bring them, for the fault and fuzz tests, and the pixels they must decode to.
 
 Each builder returns encoded bytes and the expected upright 8-bit RGB picture as a numpy array, computed here with plain
-numpy from the values written, independently of ``rexthinker_rl.images`` (so a test compares two different routes):
+numpy from the values written, independently of ``rexthinker_rl.data.images`` (so a test compares two different routes):
 16-bit values scaled by 255/65535 and rounded, transparency composited on white, EXIF orientation applied as the EXIF
 specification defines it.
 """

@@ -61,7 +61,7 @@ def call(entry, argv: list[str]) -> int:
 
 
 def train_command(overrides: list[str]) -> list[str]:
-    return [sys.executable, "-c", "from rexthinker_rl.cli import train_main; train_main()", *overrides]
+    return [sys.executable, "-c", "from rexthinker_rl.apps.cli import train_main; train_main()", *overrides]
 
 
 def start(command: list[str], log: Path, ray_tmp: Path, **env: str | None) -> subprocess.Popen:

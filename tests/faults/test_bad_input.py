@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rexthinker_rl.cli import train_main
+from rexthinker_rl.apps.cli import train_main
 from tests.faults.runs import run_overrides
 
 
@@ -156,7 +156,7 @@ def test_bad_input_fails_fast_with_one_line(case, bad, synthetic_data_dir, tiny_
 def test_the_console_sees_one_line_and_status_2(bad, synthetic_data_dir, tiny_model_dir, tmp_path):
     """The real console script: exactly one line on stderr, no traceback, status 2, in seconds."""
     overrides = run_overrides(tiny_model_dir, synthetic_data_dir, tmp_path / "run")
-    command = [sys.executable, "-c", "from rexthinker_rl.cli import train_main; train_main()"]
+    command = [sys.executable, "-c", "from rexthinker_rl.apps.cli import train_main; train_main()"]
     result = subprocess.run(
         [*command, *overrides, f"data.train_files={bad / 'box_outside.parquet'}"],
         capture_output=True,
@@ -186,8 +186,8 @@ def test_bad_hints_json_names_the_row(bad, synthetic_data_dir, tiny_model_dir, t
 def test_truncated_image_data_is_named_when_its_row_is_loaded(synthetic_data_dir, tiny_model_dir, tmp_path):
     """The known limit: the scan reads headers only, so pixel data cut short is found on loading, naming the row."""
     from rexthinker_rl.config import DataConfig
-    from rexthinker_rl.data import DataError, RLDataset
-    from rexthinker_rl.modeling import load_processor
+    from rexthinker_rl.data.dataset import DataError, RLDataset
+    from rexthinker_rl.model.loading import load_processor
 
     table = pq.read_table(synthetic_data_dir / "train.parquet")
     rows = table.to_pylist()

@@ -169,7 +169,7 @@ def test_training_refuses_such_a_row_before_ray_starts(synthetic_data_dir, tiny_
     """Main accepted the row and crashed at step 1 inside a worker (StopIteration from transformers)."""
     import ray
 
-    from rexthinker_rl.cli import train_main
+    from rexthinker_rl.apps.cli import train_main
     from tests.faults.runs import run_overrides
 
     path = _texts_made_elsewhere(synthetic_data_dir, tmp_path / "elsewhere.parquet")
@@ -351,10 +351,10 @@ def test_add_candidates_names_the_records_a_detector_raises_on(root, on_error, c
 def test_validate_training_and_infer_name_a_corrupt_header_in_one_line(
     synthetic_data_dir, tiny_model_dir, tmp_path, capsys
 ):
+    from rexthinker_rl.apps.infer import main as infer_main
     from rexthinker_rl.config import DataConfig
-    from rexthinker_rl.data import DataError, RLDataset
-    from rexthinker_rl.infer import main as infer_main
-    from rexthinker_rl.modeling import load_processor
+    from rexthinker_rl.data.dataset import DataError, RLDataset
+    from rexthinker_rl.model.loading import load_processor
 
     table = pq.read_table(synthetic_data_dir / "train.parquet")
     rows = table.to_pylist()[:6]

@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rexthinker_rl.checkpoint import TRACKER, list_checkpoints, verify
+from rexthinker_rl.train.checkpoint import TRACKER, list_checkpoints, verify
 from tests.faults.runs import (
     finish,
     kill_session,

@@ -16,7 +16,7 @@ import signal
 import pytest
 import torch
 
-from rexthinker_rl.checkpoint import (
+from rexthinker_rl.train.checkpoint import (
     TRACKER,
     CheckpointError,
     load_checkpoint,
@@ -70,7 +70,7 @@ def test_failed_save_keeps_the_previous_checkpoint_and_says_why(tmp_path, limit,
 
 
 def test_failed_hf_folder_write_keeps_the_previous_model(tmp_path, tiny_model_dir):
-    from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder
+    from rexthinker_rl.model.loading import load_model, load_processor, save_hf_folder
 
     model = load_model(str(tiny_model_dir))
     processor = load_processor(str(tiny_model_dir), 112 * 112, 112 * 112)
@@ -89,7 +89,7 @@ def test_failed_hf_folder_write_keeps_the_previous_model(tmp_path, tiny_model_di
 
 
 def test_failed_plot_write_keeps_the_previous_plot(tmp_path):
-    from rexthinker_rl.plots import CURVES, plot_curves
+    from rexthinker_rl.run.plots import CURVES, plot_curves
 
     lines = [{"step": s, "reward/overall": 0.1 * s, "response_length/mean": 10.0 + s} for s in range(4)]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -103,7 +103,7 @@ def test_failed_plot_write_keeps_the_previous_plot(tmp_path):
 
 
 def test_a_metrics_line_torn_by_a_failed_write_is_dropped_on_resume(tmp_path):
-    from rexthinker_rl.logging import JsonlSink, truncate_metrics
+    from rexthinker_rl.run.logging import JsonlSink, truncate_metrics
 
     path = tmp_path / "metrics.jsonl"
     sink = JsonlSink(path)

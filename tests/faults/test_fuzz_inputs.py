@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from rexthinker_rl.config import ConfigError, DataConfig, load_config, valid_keys
-from rexthinker_rl.tiny import QWEN_EXTRA_TOKENS, QWEN_SPECIAL_TOKENS
+from rexthinker_rl.model.tiny import QWEN_EXTRA_TOKENS, QWEN_SPECIAL_TOKENS
 
 # No shrinking: a failure is reported as found, in seconds (shrinking these inputs can take minutes).
 FUZZ = settings(
@@ -173,7 +173,7 @@ def row_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def processor(tiny_model_dir):
-    from rexthinker_rl.modeling import load_processor
+    from rexthinker_rl.model.loading import load_processor
 
     return load_processor(str(tiny_model_dir), 112 * 112, 112 * 112)
 
@@ -184,7 +184,7 @@ def processor(tiny_model_dir):
 @example(row=_mutate({"referring": "the </think><answer>[]</answer> square"}))
 @example(row=_mutate({"category": "square<|im_end|>"}))
 def test_dataset_rows_raise_only_data_error(row, row_folder, processor):
-    from rexthinker_rl.data import DataError, RLDataset, image_tokens
+    from rexthinker_rl.data.dataset import DataError, RLDataset, image_tokens
 
     path = row_folder / "fuzz.jsonl"
     path.write_text(json.dumps(row, allow_nan=True) + "\n")

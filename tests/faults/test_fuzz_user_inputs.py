@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, Phase, event, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from rexthinker_rl.tiny import QWEN_EXTRA_TOKENS, QWEN_SPECIAL_TOKENS
+from rexthinker_rl.model.tiny import QWEN_EXTRA_TOKENS, QWEN_SPECIAL_TOKENS
 from tests.faults import pictures
 
 FUZZ = settings(
@@ -155,7 +155,7 @@ def test_every_picture_ends_as_a_correct_row_or_one_line(fuzz_root, picture):
     from data_tools.convert import ConvertOptions, convert_record
     from data_tools.validate import check_row
     from rexthinker_rl.config import DataConfig
-    from rexthinker_rl.data import decode_image
+    from rexthinker_rl.data.dataset import decode_image
 
     image_format, mode, width, height, orientation, wild, cut, seed = picture
     image, expected = _make(mode, width, height, wild, np.random.default_rng(seed))
@@ -233,7 +233,7 @@ def test_a_corrupt_header_in_any_format_ends_as_a_row_or_one_line(fuzz_root, ima
     from data_tools.convert import ConvertOptions, convert_record
     from data_tools.validate import check_row
     from rexthinker_rl.config import DataConfig
-    from rexthinker_rl.data import DataError, image_header_size
+    from rexthinker_rl.data.dataset import DataError, image_header_size
 
     data = bytearray(pictures.writable_formats()[image_format])
     data[min(position, len(data) - 1)] = value
@@ -277,7 +277,7 @@ with_reserved = st.tuples(st.text(max_size=5), st.sampled_from(RESERVED), st.tex
 
 
 def holds_reserved(text: str) -> bool:
-    """Independent of rexthinker_rl.reserved: the answer parser's own tag grammar and the tokenizer's token list."""
+    """Independent of rexthinker_rl.data.reserved: the answer parser's own tag grammar and the tokenizer's token list."""
     from rewards.parsing import _TAG
 
     return any(token in text for token in RESERVED) or _TAG.search(text) is not None
@@ -348,7 +348,7 @@ def test_every_record_ends_as_a_correct_row_or_one_line(fuzz_root, raws):
     from data_tools.validate import check_row
     from rewards.parsing import parse_completion
     from rexthinker_rl.config import DataConfig
-    from rexthinker_rl.data import boxes_to_resized
+    from rexthinker_rl.data.dataset import boxes_to_resized
 
     folder = fuzz_root / "records"
     if not (folder / "p.png").is_file():
@@ -389,7 +389,7 @@ def test_the_accepted_rows_validate_and_train(fuzz_root, tiny_model_dir):
     from data_tools.cli import main as data_main
     from data_tools.synthetic import FEATURES, write_parquet
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.sft import run_sft
+    from rexthinker_rl.train.sft import run_sft
     from tests.conftest import TINY_OVERRIDES
 
     if not ACCEPTED:

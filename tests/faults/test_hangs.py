@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rexthinker_rl.cli import train_main
+from rexthinker_rl.apps.cli import train_main
 from tests.faults.runs import call, finish, read_jsonl, run_overrides, start, train_command, wait_until_gone
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]

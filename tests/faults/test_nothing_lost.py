@@ -32,7 +32,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def template(tmp_path_factory, synthetic_data_dir, tiny_model_dir):
     """A data folder, two model folders and a HumanRef-style benchmark folder; the actor's weights of the tiny model."""
-    from rexthinker_rl.modeling import load_model
+    from rexthinker_rl.model.loading import load_model
 
     root = tmp_path_factory.mktemp("places")
     data, model, other, bench = (root / name for name in ("data", "model", "other", "bench"))
@@ -57,8 +57,8 @@ def template(tmp_path_factory, synthetic_data_dir, tiny_model_dir):
 def places(template, tmp_path):
     """A fresh copy of the template for each test (a writer that does damage damages only its own copy), and a run
     folder with a checkpoint trained, as its config says, from the copy's ``model``."""
-    from rexthinker_rl.checkpoint import save_checkpoint
     from rexthinker_rl.config import load_config, to_yaml
+    from rexthinker_rl.train.checkpoint import save_checkpoint
     from tests.conftest import TINY_OVERRIDES
 
     source, weights = template
@@ -78,11 +78,11 @@ def places(template, tmp_path):
 
 def _entries():
     from data_tools.cli import main as data_main
-    from rexthinker_rl.cli import sft_main, train_main
-    from rexthinker_rl.convert import main as convert_main
+    from rexthinker_rl.apps.cli import sft_main, train_main
+    from rexthinker_rl.apps.convert import main as convert_main
+    from rexthinker_rl.apps.infer import main as infer_main
+    from rexthinker_rl.apps.tiny_cli import main as tiny_main
     from rexthinker_rl.eval.cli import main as eval_main
-    from rexthinker_rl.infer import main as infer_main
-    from rexthinker_rl.tiny_cli import main as tiny_main
 
     names = ("convert", "tiny", "sft", "train", "data", "eval", "infer")
     return dict(
@@ -222,7 +222,7 @@ def test_a_writer_never_replaces_what_it_did_not_create(case, places, capsys):
 
 
 def test_a_runs_final_folder_that_is_not_a_model_is_refused_before_ray(places, tiny_model_dir, tmp_path, capsys):
-    from rexthinker_rl.cli import train_main
+    from rexthinker_rl.apps.cli import train_main
 
     run = tmp_path / "run"
     shutil.copytree(places["run"], run)
@@ -234,8 +234,8 @@ def test_a_runs_final_folder_that_is_not_a_model_is_refused_before_ray(places, t
 
 def test_overwrite_replaces_a_model_folder_and_only_that(places, tiny_model_dir, tmp_path):
     """The way out the errors name works: a model folder is replaced whole (no stale file stays), atomically."""
-    from rexthinker_rl.convert import main as convert_main
-    from rexthinker_rl.modeling import load_model
+    from rexthinker_rl.apps.convert import main as convert_main
+    from rexthinker_rl.model.loading import load_model
 
     out = tmp_path / "converted" / "hf"
     out.parent.mkdir()
@@ -250,8 +250,8 @@ def test_overwrite_replaces_a_model_folder_and_only_that(places, tiny_model_dir,
 
 
 def test_save_hf_folder_refuses_a_folder_of_something_else_whatever_the_flag(tmp_path, tiny_model_dir):
-    from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder
-    from rexthinker_rl.outputs import OutputError
+    from rexthinker_rl.model.loading import load_model, load_processor, save_hf_folder
+    from rexthinker_rl.run.outputs import OutputError
 
     folder = tmp_path / "photos"
     folder.mkdir()

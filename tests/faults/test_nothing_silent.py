@@ -38,7 +38,7 @@ def train_without_ray(argv: list[str], capsys) -> str:
     """``rexthinker-train`` in this process: exit status 2, one error line, and Ray never started."""
     import ray
 
-    from rexthinker_rl.cli import train_main
+    from rexthinker_rl.apps.cli import train_main
 
     status = call(train_main, argv)
     err = capsys.readouterr().err
@@ -50,7 +50,7 @@ def train_without_ray(argv: list[str], capsys) -> str:
 # ------------------------------------------------------------------------------------------- 2: reward selection
 def test_reward_function_replaces_the_default_components():
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.rewarding import RewardRunner
+    from rexthinker_rl.train.rewarding import RewardRunner
 
     config = load_config(None, ["reward.function=rewards.rexthinker:rexthinker_reward"])
     assert config.reward.components == []
@@ -134,7 +134,7 @@ MODE_CASES = list(_mode_cases())
 
 @pytest.mark.parametrize("case", MODE_CASES)
 def test_every_mode_decodes_to_correct_8bit_rgb(case):
-    from rexthinker_rl.data import decode_image
+    from rexthinker_rl.data.dataset import decode_image
 
     payload, expected, tolerance = _mode_cases()[case]
     decoded = np.asarray(decode_image(payload, "photo"))
@@ -164,7 +164,7 @@ def _bomb_header() -> bytes:
     ids=["garbage bytes", "float out of range", "32-bit out of range", "truncated", "decompression bomb"],
 )
 def test_a_picture_that_cannot_be_decoded_is_one_line_naming_it(payload, words):
-    from rexthinker_rl.data import DataError, decode_image
+    from rexthinker_rl.data.dataset import DataError, decode_image
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # PIL's own warnings must not reach the user either
@@ -176,7 +176,7 @@ def test_a_picture_that_cannot_be_decoded_is_one_line_naming_it(payload, words):
 
 
 def test_a_12000x9000_photo_decodes_without_pil_warnings():
-    from rexthinker_rl.data import decode_image, image_header_size
+    from rexthinker_rl.data.dataset import decode_image, image_header_size
 
     big = pictures.save(Image.new("L", (12000, 9000), 90), "PNG", compress_level=1)
     with warnings.catch_warnings():
@@ -189,7 +189,7 @@ def test_a_12000x9000_photo_decodes_without_pil_warnings():
 @pytest.mark.parametrize("image_format", ["PNG", "TIFF"])  # PIL's TIFF reader turns TIFFs itself; PNG's does not
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_is_applied_to_pixels_and_header_size(orientation, image_format):
-    from rexthinker_rl.data import decode_image, image_header_size
+    from rexthinker_rl.data.dataset import decode_image, image_header_size
 
     stored = pictures.quadrants(40, 24)
     payload = pictures.save(Image.fromarray(stored), image_format, orientation)
@@ -244,10 +244,10 @@ def photo_set(tmp_path_factory):
 
 
 def test_convert_counts_what_it_changed_and_training_sees_the_right_pixels(photo_set, tiny_model_dir):
+    from rexthinker_rl.apps.viewer import load_images
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.data import RLDataset
-    from rexthinker_rl.modeling import load_processor
-    from rexthinker_rl.viewer import load_images
+    from rexthinker_rl.data.dataset import RLDataset
+    from rexthinker_rl.model.loading import load_processor
 
     report = json.loads((photo_set["root"] / "train.parquet.report.json").read_text())
     assert report["exif_rotated"] == 1 and report["modes_converted"] == {"I;16": 1, "RGBA": 1}
@@ -265,22 +265,22 @@ def test_convert_counts_what_it_changed_and_training_sees_the_right_pixels(photo
 
 @pytest.fixture(scope="module")
 def predictor(tiny_model_dir):
+    from rexthinker_rl.apps.infer import Predictor
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.infer import Predictor
 
     config = load_config(None, [*TINY_OVERRIDES, *FRAME, "rollout.engine=hf", "data.max_response_length=4"])
     return Predictor(config, str(tiny_model_dir))
 
 
 def _top_left_colour_of_picture(picture: Image.Image) -> tuple[int, int, int]:
-    from rexthinker_rl.visualize import MARGIN
+    from rexthinker_rl.apps.visualize import MARGIN
 
     return picture.getpixel((3, 2 * 20 + MARGIN + 3))  # just inside the pasted photo, below the title and legend
 
 
 def test_inference_and_the_demo_see_the_photo_upright(photo_set, predictor, tiny_model_dir, tmp_path):
-    from rexthinker_rl.demo import answer_request
-    from rexthinker_rl.infer import main as infer_main
+    from rexthinker_rl.apps.demo import answer_request
+    from rexthinker_rl.apps.infer import main as infer_main
 
     path = photo_set["root"] / "photos" / "sideways.png"
     upright = photo_set["expected"][2]
@@ -326,8 +326,8 @@ def test_evaluation_sees_the_photo_upright(photo_set, predictor, tiny_model_dir,
 def test_ignore_exif_keeps_the_stored_frame_for_data_annotated_in_it(tmp_path, tiny_model_dir):
     from data_tools.cli import main as data_main
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.data import RLDataset
-    from rexthinker_rl.modeling import load_processor
+    from rexthinker_rl.data.dataset import RLDataset
+    from rexthinker_rl.model.loading import load_processor
 
     stored = pictures.quadrants(48, 36)
     (tmp_path / "photos").mkdir()
@@ -355,7 +355,7 @@ def test_ignore_exif_keeps_the_stored_frame_for_data_annotated_in_it(tmp_path, t
 @pytest.fixture(scope="module")
 def other_models(tmp_path_factory):
     """Tiny models of another width and of another vocabulary."""
-    from rexthinker_rl.tiny import TinySpec, build_tiny_model
+    from rexthinker_rl.model.tiny import TinySpec, build_tiny_model
 
     root = tmp_path_factory.mktemp("other_models")
     narrow = build_tiny_model(root / "narrow", spec=TinySpec(hidden_size=128, num_heads=2, num_kv_heads=1))
@@ -367,9 +367,9 @@ def _checkpoint(root: Path, model: Path, with_shape: bool = False) -> Path:
     """A verified checkpoint trained (as far as its files say) on ``model``."""
     import torch
 
-    from rexthinker_rl.checkpoint import model_signature, save_checkpoint
     from rexthinker_rl.config import load_config, to_yaml
-    from rexthinker_rl.modeling import load_processor
+    from rexthinker_rl.model.loading import load_processor
+    from rexthinker_rl.train.checkpoint import model_signature, save_checkpoint
 
     config = load_config(None, [*TINY_OVERRIDES, f"model.path={model}"])
     shape = None
@@ -422,7 +422,7 @@ def test_a_missing_resume_path_stops_before_ray(tiny_model_dir, synthetic_data_d
 def test_convert_suggests_bounds_that_work_and_the_set_trains(tmp_path, tiny_model_dir, capsys):
     from data_tools.cli import main as data_main
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.sft import run_sft
+    from rexthinker_rl.train.sft import run_sft
 
     (tmp_path / "photos").mkdir()
     records = []
@@ -484,15 +484,15 @@ def _edited_parquet(source: Path, target: Path, row: int, **changes) -> Path:
 
 def _dataset(path: Path, tiny_model_dir: Path, *extra: str):
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.data import RLDataset
-    from rexthinker_rl.modeling import load_processor
+    from rexthinker_rl.data.dataset import RLDataset
+    from rexthinker_rl.model.loading import load_processor
 
     config = load_config(None, [*TINY_OVERRIDES, *extra])
     return RLDataset(str(path), load_processor(str(tiny_model_dir), 12544, 12544), config.data)
 
 
 def test_an_empty_referring_expression_is_a_bad_row(synthetic_data_dir, tiny_model_dir, tmp_path):
-    from rexthinker_rl.data import DataError
+    from rexthinker_rl.data.dataset import DataError
 
     source = synthetic_data_dir / "train.parquet"
     row = pq.read_table(source).slice(3, 1).to_pylist()[0]
@@ -503,14 +503,14 @@ def test_an_empty_referring_expression_is_a_bad_row(synthetic_data_dir, tiny_mod
 
 
 def test_a_20000_character_expression_is_dropped_naming_its_row(synthetic_data_dir, tiny_model_dir, tmp_path, caplog):
-    from rexthinker_rl.data import DataError
+    from rexthinker_rl.data.dataset import DataError
 
     source = synthetic_data_dir / "train.parquet"
     row = pq.read_table(source).slice(5, 1).to_pylist()[0]
     long = "the " + "very " * 4000 + "red circle"
     problem = row["problem"].replace(row["referring"], long)
     path = _edited_parquet(source, tmp_path / "long.parquet", 5, problem=problem, referring=long)
-    with caplog.at_level(logging.WARNING, logger="rexthinker_rl.data"):
+    with caplog.at_level(logging.WARNING, logger="rexthinker_rl.data.dataset"):
         dataset = _dataset(path, tiny_model_dir)
     assert dataset.num_filtered == 1 and "long.parquet row 5" in caplog.text
     with pytest.raises(DataError, match=r"long\.parquet row 5: prompt is \d+ tokens"):
@@ -546,7 +546,7 @@ def test_no_validation_set_can_be_spelled_plainly(spelling):
 
 
 def test_an_inference_hint_box_outside_the_image_is_one_line(tiny_model_dir, tmp_path, capsys):
-    from rexthinker_rl.infer import main as infer_main
+    from rexthinker_rl.apps.infer import main as infer_main
 
     Image.fromarray(pictures.quadrants(64, 48)).save(tmp_path / "p.png")
     (tmp_path / "hints.json").write_text(json.dumps({"part": [[10, 10, 900, 700]]}))
@@ -585,8 +585,8 @@ class ScriptedEngine:
 
 
 def test_inference_prints_reasoning_without_blank_lines_and_a_legend_of_what_is_drawn(predictor, tiny_model_dir):
-    from rexthinker_rl.infer import Predictor
-    from rexthinker_rl.visualize import legend_text
+    from rexthinker_rl.apps.infer import Predictor
+    from rexthinker_rl.apps.visualize import legend_text
 
     text = "<think>\n\n\nPlanning.\n\n   \n\nAction: box 1.\n\n\n</think><answer>There is no such thing in the image.</answer>"
     scripted = Predictor(predictor.config, str(tiny_model_dir), engine=ScriptedEngine(text))

@@ -22,7 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rexthinker_rl.checkpoint import load_checkpoint
+from rexthinker_rl.train.checkpoint import load_checkpoint
 from tests.faults.runs import error_lines, finish, read_jsonl, run_overrides, start, train_command, wait_until_gone
 
 pytestmark = [pytest.mark.slow]
@@ -104,7 +104,7 @@ def test_non_finite_updates_are_skipped_logged_then_abort(train, reward_file, ti
     assert step1["step"] == 1 and step1["actor/skipped_updates"] == 1.0
     assert step1["actor/grad_norm"] == "nan" and math.isnan(float(step1["advantages/mean"]))
     # The skipped update left the weights as they were: checkpoint 1 holds the initial model.
-    from rexthinker_rl.modeling import load_model
+    from rexthinker_rl.model.loading import load_model
 
     initial = load_model(str(tiny_model_dir)).state_dict()
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "global_step_1")
@@ -127,14 +127,18 @@ def test_all_filtered_batches_skip_the_update_and_complete(train, reward_file, t
 
 
 def test_a_batch_without_response_tokens_is_not_a_numerical_fault(tiny_model_dir):
+    from rexthinker_rl.algo.batch import split_mini_batches
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.policy import Policy
+    from rexthinker_rl.train.policy import Policy
     from tests.tiny.test_policy import BASE, _batch
 
-    policy = Policy(load_config(None, [*BASE, "actor.max_consecutive_nonfinite=1"]), str(tiny_model_dir), True, 4)
+    config = load_config(None, [*BASE, "actor.max_consecutive_nonfinite=1"])
+    policy = Policy(config, str(tiny_model_dir), True, 4)
     batch = _batch(tiny_model_dir)
     batch.response_mask = torch.zeros_like(batch.response_mask)  # every response empty
-    metrics = policy.update(batch)  # with a limit of 1, a non-finite step would raise here
+    metrics = policy.update(
+        split_mini_batches(batch, config)[0]
+    )  # with a limit of 1, a non-finite step would raise here
     assert all(math.isfinite(value) for value in metrics.values())
     assert metrics["actor/skipped_updates"] == 0.0 and metrics["actor/grad_norm"] == 0.0
     assert all(torch.isfinite(p).all() for p in policy.model.parameters())

@@ -25,13 +25,13 @@ import pytest
 import tomllib
 
 from data_tools.cli import main as data_main
-from rexthinker_rl.cli import train_main
-from rexthinker_rl.console import console_entry
-from rexthinker_rl.convert import main as convert_main
-from rexthinker_rl.demo import main as demo_main
+from rexthinker_rl.apps.cli import train_main
+from rexthinker_rl.apps.console import console_entry
+from rexthinker_rl.apps.convert import main as convert_main
+from rexthinker_rl.apps.demo import main as demo_main
+from rexthinker_rl.apps.infer import main as infer_main
+from rexthinker_rl.apps.tiny_cli import main as tiny_main
 from rexthinker_rl.eval.cli import main as eval_main
-from rexthinker_rl.infer import main as infer_main
-from rexthinker_rl.tiny_cli import main as tiny_main
 from tests.faults.runs import call, run_overrides
 from tests.faults.test_disk_faults import file_size_limit
 
@@ -134,7 +134,7 @@ def test_a_read_only_output_folder_is_one_line():
 
 
 def _run_tiny_in(locked: Path) -> None:
-    command = [*_as_nobody(), sys.executable, "-m", "rexthinker_rl.tiny_cli", str(locked / "model")]
+    command = [*_as_nobody(), sys.executable, "-m", "rexthinker_rl.apps.tiny_cli", str(locked / "model")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd="/")
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1] == (

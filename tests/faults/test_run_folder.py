@@ -17,8 +17,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from rexthinker_rl.cli import train_main
-from rexthinker_rl.run_lock import LOCK_FILE
+from rexthinker_rl.apps.cli import train_main
+from rexthinker_rl.run.lock import LOCK_FILE
 from tests.faults.runs import call, finish, kill_session, run_overrides, start, train_command, wait_until_gone
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]

@@ -6,7 +6,7 @@
   refused with a clear error and its payload never runs. Weights travel as safetensors; no bare ``torch.load`` or
   ``pickle.load`` exists in the framework.
 - The demo binds 127.0.0.1 unless told otherwise (checked on the live socket); so does a local training run (its live
-  sockets, sampled while it runs: Ray's included, bound to loopback by ``rexthinker_rl/ray_cluster.py``).
+  sockets, sampled while it runs: Ray's included, bound to loopback by ``rexthinker_rl/runtime/ray_cluster.py``).
 - A secret that a real run reads (from the environment, from ``${oc.env:...}`` in its config, in a reward's keyword
   arguments) reaches none of the files it or Ray writes, its console output included.
 """
@@ -30,8 +30,8 @@ import psutil
 import pytest
 import torch
 
-from rexthinker_rl.checkpoint import CheckpointError, _sha256, load_checkpoint, save_checkpoint, verify
 from rexthinker_rl.config import load_config
+from rexthinker_rl.train.checkpoint import CheckpointError, _sha256, load_checkpoint, save_checkpoint, verify
 from tests.faults.runs import (
     finish,
     read_jsonl,
@@ -88,7 +88,7 @@ def test_trust_remote_code_is_off_unless_set():
 
 
 def test_a_model_folder_with_custom_code_is_refused_unrun(tiny_model_dir, tmp_path):
-    from rexthinker_rl.modeling import load_model
+    from rexthinker_rl.model.loading import load_model
 
     evil = Path(shutil.copytree(tiny_model_dir, tmp_path / "evil"))
     marker = tmp_path / "custom_code_ran"
@@ -165,7 +165,7 @@ def test_no_unrestricted_unpickling_in_the_framework():
 
 
 def test_weights_are_written_as_safetensors(tmp_path, tiny_model_dir):
-    from rexthinker_rl.modeling import load_model, load_processor, save_hf_folder
+    from rexthinker_rl.model.loading import load_model, load_processor, save_hf_folder
 
     folder = save_hf_folder(
         load_model(str(tiny_model_dir)), load_processor(str(tiny_model_dir), 12544, 12544), tmp_path
@@ -186,7 +186,7 @@ def test_the_demo_binds_localhost_by_default(tiny_model_dir, tmp_path):
     pytest.importorskip("gradio")
     port = _free_port()
     log = tmp_path / "demo.log"
-    command = [sys.executable, "-c", "from rexthinker_rl.demo import console_main; console_main()"]
+    command = [sys.executable, "-c", "from rexthinker_rl.apps.demo import console_main; console_main()"]
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
     env.pop("GRADIO_SERVER_NAME", None)  # the default, not an environment override, is under test
     args = ["--model", str(tiny_model_dir), "--port", str(port), "data.min_pixels=12544", "data.max_pixels=12544"]

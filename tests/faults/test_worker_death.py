@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rexthinker_rl.checkpoint import TRACKER
+from rexthinker_rl.train.checkpoint import TRACKER
 from tests.faults.runs import (
     error_lines,
     finish,

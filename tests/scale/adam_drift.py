@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import torch
 
+from rexthinker_rl.algo.batch import split_mini_batches
+
 ROUNDING_MARGIN = 8.0  # the sharded run's rounding against the measured reorder's: another sample of it
 LOOSE_SHARE = 0.01  # at most this share of entries may be allowed a visible (> 1e-6) difference: no blanket bound
 # Beyond the step itself, each run rounds the updated weight (decay, then the step): 2 x 2**-24 relative each.
@@ -55,7 +57,7 @@ def first_update(policy, other, mini_batch) -> tuple[dict, dict[str, torch.Tenso
 
     handle = policy.optimizer.register_step_pre_hook(capture)
     try:
-        metrics = policy.update_mini_batches([mini_batch])
+        metrics = policy.update(split_mini_batches(mini_batch, policy.config)[0])
     finally:
         handle.remove()
     return metrics, first_step_bound(ours, theirs, eps=group["eps"], lr=group["lr"])
@@ -72,7 +74,7 @@ def _gradients(policy, mini_batch) -> dict[str, torch.Tensor]:
 
     handle = policy.optimizer.register_step_pre_hook(capture)
     try:
-        policy.update_mini_batches([mini_batch])
+        policy.update(split_mini_batches(mini_batch, policy.config)[0])
     except _Captured:
         pass
     finally:

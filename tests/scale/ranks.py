@@ -50,7 +50,7 @@ def train_two_steps(rank: int, world_size: int, model_dir: str, overrides: list[
     at the end, the merged weights, the metrics, the log-probs (rows in batch order) and the resumed-vs-uninterrupted
     gap."""
     from rexthinker_rl.config import load_config
-    from rexthinker_rl.policy import make_policy
+    from rexthinker_rl.train.policy import make_policy
 
     config = load_config(None, overrides)
     policy = make_policy(config, model_dir, trainable=True, total_updates=4, rank=rank, world_size=world_size)
@@ -60,13 +60,13 @@ def train_two_steps(rank: int, world_size: int, model_dir: str, overrides: list[
         batch, shares = _step_inputs(resumed, config, model_dir, step, rank, world_size)
         results["logprobs"].append(batch.old_logprobs * batch.response_mask)
         if step == 0:
-            first = policy.update_mini_batches(shares[:1])
+            first = policy.update(shares[:1])
             results["after_first_update"] = policy.checkpoint_state()
-            parts = [first, policy.update_mini_batches(shares[1:])]
+            parts = [first, policy.update(shares[1:])]
             results["metrics"].append({key: sum(part[key] for part in parts) / 2 for key in first})
             continue
-        results["metrics"].append(resumed.update_mini_batches(shares))
-        policy.update_mini_batches(shares)  # the same step without the round trip
+        results["metrics"].append(resumed.update(shares))
+        policy.update(shares)  # the same step without the round trip
         ours, theirs = resumed.checkpoint_state(), policy.checkpoint_state()
         results["resume_gap"] = max(((ours[n] - t).abs().max().item() for n, t in theirs.items()), default=0.0)
         policy = resumed
@@ -80,7 +80,7 @@ def train_two_steps(rank: int, world_size: int, model_dir: str, overrides: list[
 def _step_inputs(policy, config, model_dir: str, step: int, rank: int, world_size: int):
     """The step's batch with the old log-probs (each rank computes its share, all gather them) and the reference's,
     and this rank's share of each mini-batch."""
-    from rexthinker_rl.batch import split_mini_batches, split_rows
+    from rexthinker_rl.algo.batch import split_mini_batches, split_rows
     from tests.scale.test_backends import step_batch
 
     batch = step_batch(model_dir, step)
@@ -93,26 +93,25 @@ def _step_inputs(policy, config, model_dir: str, step: int, rank: int, world_siz
         if rows:
             old[rows, : logprobs.shape[1]] = logprobs
     batch.old_logprobs, batch.ref_logprobs = old, old + 0.01
-    per_update = config.actor.global_batch_size * config.rollout.n
-    return batch, split_mini_batches(batch, per_update, world_size)[rank]
+    return batch, split_mini_batches(batch, config, world_size)[rank]
 
 
 def _non_finite_steps(policy, config, model_dir: str, rank: int, world_size: int) -> dict:
     """Two updates in a row whose advantages are NaN (so are the gradients): the first is skipped and counted with
     weights, optimizer state and schedule untouched; the second aborts (``actor.max_consecutive_nonfinite=2``). The
     same contract on every backend (``backends.base``)."""
-    from rexthinker_rl.batch import split_mini_batches
-    from rexthinker_rl.policy import NonFiniteUpdateError
+    from rexthinker_rl.algo.batch import split_mini_batches
+    from rexthinker_rl.train.policy import NonFiniteUpdateError
     from tests.scale.test_backends import step_batch
 
     batch = step_batch(model_dir, 2)
     batch.advantages = torch.full_like(batch.advantages, float("nan"))
-    share = split_mini_batches(batch, config.actor.global_batch_size * config.rollout.n, world_size)[rank][:1]
+    share = split_mini_batches(batch, config, world_size)[rank][:1]
     before = (policy.checkpoint_state(), policy.train_state())
-    metrics = policy.update_mini_batches(share)
+    metrics = policy.update(share)
     after = (policy.checkpoint_state(), policy.train_state())
     try:
-        policy.update_mini_batches(share)
+        policy.update(share)
         aborted = ""
     except NonFiniteUpdateError as error:
         aborted = str(error)
@@ -159,8 +158,8 @@ def _checkpoint_round_trip(policy, config, model_dir: str, rank: int, world_size
     into a freshly built policy."""
     import io
 
-    from rexthinker_rl.backends import combine_train_states
-    from rexthinker_rl.policy import make_policy
+    from rexthinker_rl.train.backends import combine_train_states
+    from rexthinker_rl.train.policy import make_policy
 
     weights, state = policy.checkpoint_state(), policy.train_state()
     states, all_weights = [None] * world_size, [None] * world_size

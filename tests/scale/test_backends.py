@@ -13,9 +13,10 @@ another CPU (1 of 32,768 entries off by 7.2e-5 on an AVX-512 Xeon) or hides real
 import pytest
 import torch
 
+from rexthinker_rl.algo.batch import split_mini_batches
 from rexthinker_rl.config import LoraConfig, load_config
-from rexthinker_rl.lora import merge_lora_weights
-from rexthinker_rl.policy import Policy
+from rexthinker_rl.model.lora import merge_lora_weights
+from rexthinker_rl.train.policy import Policy
 from tests.scale.adam_drift import assert_within, by_state_dict_name, first_update
 from tests.scale.ranks import run_ranks, train_two_steps
 from tests.tiny.test_policy import BASE, _batch
@@ -66,13 +67,13 @@ def single_process(model_dir, overrides):
         batch = step_batch(model_dir, step)
         batch.old_logprobs = policy.compute_logprobs(batch)
         batch.ref_logprobs = batch.old_logprobs + 0.01
-        mini_batches = batch.chunks(config.actor.global_batch_size * config.rollout.n)
-        if step == 0:
-            first_metrics, bound = first_update(policy, other, mini_batches[0])
+        mini_batches = split_mini_batches(batch, config)[0]
+        if step == 0:  # the first mini-batch's rows, planned by each policy for its own layout
+            first_metrics, bound = first_update(policy, other, batch.chunks(config.derived.sequences_per_update)[0])
             after_first = {name: tensor.clone() for name, tensor in policy.checkpoint_state().items()}
-            metrics.append(mean_metrics([first_metrics, policy.update_mini_batches(mini_batches[1:])]))
+            metrics.append(mean_metrics([first_metrics, policy.update(mini_batches[1:])]))
         else:
-            metrics.append(policy.update_mini_batches(mini_batches))
+            metrics.append(policy.update(mini_batches))
         logprobs.append(batch.old_logprobs * batch.response_mask)  # padding positions hold arbitrary values
     return {
         "initial": initial,
@@ -86,7 +87,7 @@ def single_process(model_dir, overrides):
 
 
 def mean_metrics(parts: list[dict]) -> dict:
-    """What one update_mini_batches call over all the parts' mini-batches reports (one mini-batch per part)."""
+    """What one update call over all the parts' mini-batches reports (one mini-batch per part)."""
     return {key: sum(part[key] for part in parts) / len(parts) for key in parts[0]}
 
 

@@ -23,10 +23,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rexthinker_rl.batch import build_sequence_batch, encode_prompts
+from rexthinker_rl.algo.batch import build_sequence_batch, encode_prompts
 from rexthinker_rl.config import load_config
-from rexthinker_rl.policy import Policy
 from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec
+from rexthinker_rl.train.policy import Policy
 from tests.conftest import TINY_OVERRIDES
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
@@ -58,7 +58,7 @@ ONE_PROCESS = ["actor.strategy=torch"]
 
 
 def _run(placement: str, model_dir: Path, data_dir: Path, run_dir: Path, strategy: list[str] = SHARDED):
-    from rexthinker_rl.trainer import GRPOTrainer
+    from rexthinker_rl.train.trainer import GRPOTrainer
 
     config = load_config(
         None,
@@ -192,7 +192,7 @@ def torch_colocated(ray_cluster, tiny_model_dir, synthetic_data_dir, tmp_path_fa
 def test_torch_colocated_is_one_process_holding_policy_reference_and_engine(torch_colocated):
     """The default placement with the one-process actor: it started separate actor, reference and rollout workers,
     silently (issue 28). Now one process holds all three, as TRL's vllm_mode=colocate does on one device."""
-    from rexthinker_rl.runtime import ColocatedRuntime
+    from rexthinker_rl.runtime.colocated import ColocatedRuntime
 
     trainer, held, named_workers, _ = torch_colocated
     assert isinstance(trainer.runtime, ColocatedRuntime)

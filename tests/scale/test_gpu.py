@@ -18,28 +18,27 @@ GPU = [o for o in BASE if o != "trainer.device=cpu"] + ["trainer.device=cuda"]
 
 def test_flash_attention_packing_equals_sdpa_padding(tiny_model_dir):
     pytest.importorskip("flash_attn")
-    from rexthinker_rl.modeling import load_model
-    from rexthinker_rl.packing import packed_response_logprobs
-    from rexthinker_rl.policy import response_logprobs
+    from rexthinker_rl.model.loading import load_model
+    from rexthinker_rl.model.logprobs import response_logprobs
 
     batch = _batch(tiny_model_dir).to_device("cuda")
     flash = load_model(str(tiny_model_dir), "bfloat16", "flash_attention_2", "cuda")
     sdpa = load_model(str(tiny_model_dir), "bfloat16", "sdpa", "cuda")
     with torch.no_grad():
-        packed, _ = packed_response_logprobs(flash, batch)
+        packed, _ = response_logprobs(flash, batch, packed=True)
         padded, _ = response_logprobs(sdpa, batch)
     mask = batch.response_mask.bool()
     torch.testing.assert_close(packed[mask], padded[mask], atol=5e-2, rtol=0)  # bf16 kernels differ in rounding
 
 
 def _one_rank(rank, world_size, model_dir, overrides, out):
-    from rexthinker_rl.batch import split_mini_batches
-    from rexthinker_rl.policy import make_policy
+    from rexthinker_rl.algo.batch import split_mini_batches
+    from rexthinker_rl.train.policy import make_policy
 
     config = load_config(None, overrides)
     policy = make_policy(config, model_dir, True, 4, rank=rank, world_size=world_size)
     batch = step_batch(model_dir, 0)
-    metrics = policy.update_mini_batches(split_mini_batches(batch, 3, world_size)[rank])
+    metrics = policy.update(split_mini_batches(batch, config, world_size)[rank])
     weights = policy.checkpoint_state()
     if rank == 0:
         torch.save({"metrics": metrics, "weights": weights}, out)
@@ -68,6 +67,7 @@ def test_colocated_rank_sleeps_wakes_and_syncs_weights(tiny_model_dir, monkeypat
     pytest.importorskip("vllm")
     import torch.distributed as dist
 
+    from rexthinker_rl.algo.batch import split_mini_batches
     from rexthinker_rl.rollout.base import RolloutPrompt, SamplingSpec
     from rexthinker_rl.runtime.process_group import free_port
     from rexthinker_rl.runtime.workers import ActorWorker
@@ -86,7 +86,7 @@ def test_colocated_rank_sleeps_wakes_and_syncs_weights(tiny_model_dir, monkeypat
         before = worker.generate([prompt], greedy)[0]
         free_asleep = torch.cuda.mem_get_info()[0]
         batch = step_batch(str(tiny_model_dir), 0)
-        worker.update([batch])
+        worker.update(split_mini_batches(batch, worker.config)[0])
         worker.sync_weights()
         after = worker.generate([prompt], greedy)[0]
         assert not worker.engine.cache_awake  # asleep again after generating

@@ -36,7 +36,7 @@ def two_node_cluster():
 def test_fsdp2_ranks_on_two_nodes_complete_a_grpo_step(two_node_cluster, tiny_model_dir, synthetic_data_dir, tmp_path):
     import ray
 
-    from rexthinker_rl.trainer import GRPOTrainer
+    from rexthinker_rl.train.trainer import GRPOTrainer
 
     run_dir = tmp_path / "run"
     config = load_config(

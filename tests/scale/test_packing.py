@@ -4,10 +4,10 @@ forward, and the micro-batch / rank splitting arithmetic."""
 import pytest
 import torch
 
-from rexthinker_rl.batch import balanced_partition, micro_batch_cost, token_budget_groups
+from rexthinker_rl.algo.batch import balanced_partition, micro_batch_cost, token_budget_groups
 from rexthinker_rl.config import load_config
-from rexthinker_rl.packing import pack, packed_response_logprobs
-from rexthinker_rl.policy import Policy, response_logprobs
+from rexthinker_rl.model.logprobs import pack, response_logprobs
+from rexthinker_rl.train.policy import Policy
 from tests.tiny.test_policy import BASE, _batch
 
 EXACT = {"atol": 1e-5, "rtol": 1e-5}  # float32: the same arithmetic, only the attention mask's shape differs
@@ -22,7 +22,7 @@ def test_packed_logprobs_and_entropy_equal_padded(policy, tiny_model_dir):
     batch = _batch(tiny_model_dir)
     with torch.no_grad():
         padded, padded_entropy = response_logprobs(policy.model, batch, with_entropy=True)
-        packed, packed_entropy = packed_response_logprobs(policy.model, batch, with_entropy=True)
+        packed, packed_entropy = response_logprobs(policy.model, batch, with_entropy=True, packed=True)
     mask = batch.response_mask.bool()
     torch.testing.assert_close(packed[mask], padded[mask], **EXACT)
     torch.testing.assert_close(packed_entropy[mask], padded_entropy[mask], **EXACT)

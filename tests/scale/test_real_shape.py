@@ -18,9 +18,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from rexthinker_rl.apps.convert import convert_checkpoint
 from rexthinker_rl.config import load_config
-from rexthinker_rl.convert import convert_checkpoint
-from rexthinker_rl.modeling import load_model, load_processor
+from rexthinker_rl.model.loading import load_model, load_processor
 from rexthinker_rl.rollout import SamplingSpec
 from rexthinker_rl.rollout.hf_engine import HFEngine
 from tests.conftest import TINY_OVERRIDES
@@ -62,7 +62,7 @@ def finished_run(qwen7b_shaped_dir, synthetic_data_dir, tmp_path_factory):
     pytest.importorskip("vllm")
     import ray
 
-    from rexthinker_rl.trainer import GRPOTrainer
+    from rexthinker_rl.train.trainer import GRPOTrainer
 
     run_dir = tmp_path_factory.mktemp("real_shape_run")
     config = load_config(None, _overrides(qwen7b_shaped_dir, synthetic_data_dir, run_dir))

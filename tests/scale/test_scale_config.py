@@ -4,11 +4,11 @@ the derived world size, prompt slicing across engines, and train-state merging a
 import pytest
 import torch
 
-from rexthinker_rl.backends import combine_train_states
 from rexthinker_rl.config import ConfigError, load_config
-from rexthinker_rl.lora import merge_lora_weights
+from rexthinker_rl.model.lora import merge_lora_weights
 from rexthinker_rl.rollout.base import RolloutResult
 from rexthinker_rl.runtime.base import merge_results, prompt_slices
+from rexthinker_rl.train.backends import combine_train_states
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from rexthinker_rl.config import load_config
-from rexthinker_rl.policy import Policy
+from rexthinker_rl.train.policy import Policy
 from tests.tiny.test_policy import BASE, _batch
 
 CHUNK = 7  # the test batch has 27 response tokens: 4 chunks, the last one partial

@@ -6,11 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from rexthinker_rl.checkpoint import CheckpointError, save_checkpoint
+from rexthinker_rl.apps.convert import convert_checkpoint, main
 from rexthinker_rl.config import load_config, to_yaml
-from rexthinker_rl.convert import convert_checkpoint, main
-from rexthinker_rl.modeling import load_model, load_processor
+from rexthinker_rl.model.loading import load_model, load_processor
 from rexthinker_rl.rollout import SamplingSpec
+from rexthinker_rl.train.checkpoint import CheckpointError, save_checkpoint
 from tests.conftest import TINY_OVERRIDES, TINY_PIXELS
 
 

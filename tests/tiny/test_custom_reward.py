@@ -13,9 +13,9 @@ import pytest
 
 from rewards.types import RewardInput
 from rexthinker_rl.config import ConfigError, load_config
-from rexthinker_rl.data import RLDataset
-from rexthinker_rl.modeling import load_processor
-from rexthinker_rl.rewarding import RewardError, RewardRunner, probe_inputs, score_all
+from rexthinker_rl.data.dataset import RLDataset
+from rexthinker_rl.model.loading import load_processor
+from rexthinker_rl.train.rewarding import RewardError, RewardRunner, probe_inputs, score_all
 from tests.conftest import TINY_OVERRIDES
 
 ROOT = Path(__file__).resolve().parents[2]

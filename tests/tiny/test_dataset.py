@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from rexthinker_rl.config import DataConfig
-from rexthinker_rl.data import DataError, RLDataset, resized_size
-from rexthinker_rl.modeling import load_processor
-from rexthinker_rl.prompts import load_preset
+from rexthinker_rl.data.dataset import DataError, RLDataset, resized_size
+from rexthinker_rl.data.prompts import load_preset
+from rexthinker_rl.model.loading import load_processor
 from tests.unit.test_data import SYNTH_PIXELS, _jsonl_row, _png, _write_jsonl
 
 

@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rexthinker_rl.checkpoint import CheckpointError
-from rexthinker_rl.convert import main as convert_main
-from rexthinker_rl.easyr1_checkpoint import current_name, load_rank_file, merge_actor, model_for_run
+from rexthinker_rl.apps.convert import main as convert_main
+from rexthinker_rl.model.easyr1_checkpoint import current_name, load_rank_file, merge_actor, model_for_run
+from rexthinker_rl.train.checkpoint import CheckpointError
 from tests import rexthinker_original as original
 from tests.scale.ranks import run_ranks
 

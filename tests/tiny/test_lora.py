@@ -4,11 +4,12 @@ rollout engine and a converted checkpoint get, and the conversion's logits match
 import pytest
 import torch
 
-from rexthinker_rl.checkpoint import CheckpointError, save_checkpoint
+from rexthinker_rl.algo.batch import split_mini_batches
+from rexthinker_rl.apps.convert import convert_checkpoint
 from rexthinker_rl.config import load_config, to_yaml
-from rexthinker_rl.convert import convert_checkpoint
-from rexthinker_rl.modeling import load_model
-from rexthinker_rl.policy import Policy
+from rexthinker_rl.model.loading import load_model
+from rexthinker_rl.train.checkpoint import CheckpointError, save_checkpoint
+from rexthinker_rl.train.policy import Policy
 from tests.tiny.test_policy import BASE, _batch
 
 LORA = ["model.lora.rank=4", "model.lora.alpha=8", "actor.lr=1e-2", "actor.micro_batch_size_per_device_for_update=6"]
@@ -25,7 +26,7 @@ def trained(tiny_model_dir):
     for _ in range(2):
         batch = _batch(tiny_model_dir)
         batch.old_logprobs = policy.compute_logprobs(batch)
-        policy.update(batch)
+        policy.update(split_mini_batches(batch, config)[0])
     return config, policy, before, base_logprobs
 
 
@@ -88,7 +89,7 @@ def test_lora_checkpoint_with_other_rank_is_refused(trained, tiny_model_dir, tmp
 def test_the_final_model_holds_the_merged_weights_without_a_copy(trained, tiny_model_dir, tmp_path):
     """``final/`` of a LoRA run: the merged weights, saved from a weightless skeleton of the base model (no second
     copy of the model in memory), with the base folder's generation config; it loads back to the same tensors."""
-    from rexthinker_rl.modeling import load_processor, save_hf_folder
+    from rexthinker_rl.model.loading import load_processor, save_hf_folder
 
     _, policy, _, _ = trained
     model, merged = policy.hf_model(), policy.state_dict()

@@ -4,8 +4,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from rexthinker_rl.modeling import load_model, load_processor, vision_token_ids
-from rexthinker_rl.tiny import build_tiny_model
+from rexthinker_rl.model.loading import load_model, load_processor, vision_token_ids
+from rexthinker_rl.model.tiny import build_tiny_model
 
 PIXELS = 112 * 112
 

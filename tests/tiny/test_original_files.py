@@ -11,9 +11,9 @@ from PIL import Image
 
 from data_tools.cli import main
 from rexthinker_rl.config import DataConfig
-from rexthinker_rl.data import RLDataset, read_rows, resized_size
-from rexthinker_rl.modeling import load_processor
-from rexthinker_rl.prompts import chat_prompt, load_preset
+from rexthinker_rl.data.dataset import RLDataset, read_rows, resized_size
+from rexthinker_rl.data.prompts import chat_prompt, load_preset
+from rexthinker_rl.model.loading import load_processor
 from tests.unit.test_rexthinker_files import original_files  # noqa: F401  (the fixture)
 
 

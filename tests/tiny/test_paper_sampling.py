@@ -6,9 +6,9 @@ original's. Facts: tests/rexthinker_original.py."""
 import pytest
 
 from rexthinker_rl.config import load_config
-from rexthinker_rl.modeling import load_processor
+from rexthinker_rl.model.loading import load_processor
 from rexthinker_rl.rollout.vllm_engine import suppression_bias
-from rexthinker_rl.trainer import training_sampling
+from rexthinker_rl.train.trainer import training_sampling
 from tests import rexthinker_original as original
 from tests.conftest import TINY_OVERRIDES, TINY_PIXELS
 from tests.tiny.test_parity import _prompts

@@ -4,12 +4,12 @@ import pytest
 import torch
 from PIL import Image
 
-from rexthinker_rl.batch import build_sequence_batch, encode_prompts
+from rexthinker_rl.algo.batch import build_sequence_batch, encode_prompts
 from rexthinker_rl.config import load_config
-from rexthinker_rl.modeling import load_processor
-from rexthinker_rl.policy import Policy
+from rexthinker_rl.model.loading import load_processor
 from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec
 from rexthinker_rl.rollout.hf_engine import HFEngine
+from rexthinker_rl.train.policy import Policy
 from tests.conftest import TINY_OVERRIDES, TINY_PIXELS
 
 pytestmark = pytest.mark.vllm

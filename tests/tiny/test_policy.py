@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from rexthinker_rl.batch import build_sequence_batch, encode_prompts
+from rexthinker_rl.algo.batch import build_sequence_batch, encode_prompts, split_mini_batches
 from rexthinker_rl.config import load_config
-from rexthinker_rl.modeling import load_processor
-from rexthinker_rl.policy import NonFiniteUpdateError, Policy
+from rexthinker_rl.model.loading import load_processor
+from rexthinker_rl.train.policy import NonFiniteUpdateError, Policy
 
 PIXELS = 112 * 112
 BASE = [
@@ -54,7 +54,7 @@ def _updated(model_dir, overrides):
     batch.old_logprobs = policy.compute_logprobs(batch)
     batch.ref_logprobs = batch.old_logprobs + 0.01
     before = {n: p.detach().clone() for n, p in policy.model.named_parameters()}
-    metrics = policy.update(batch)
+    metrics = policy.update(split_mini_batches(batch, config)[0])
     return policy, before, metrics
 
 
@@ -106,24 +106,26 @@ def test_non_finite_gradients_are_skipped_then_abort(tiny_model_dir):
     policy = Policy(config, str(tiny_model_dir), trainable=True, total_updates=4)
     batch = _batch(tiny_model_dir)
     batch.old_logprobs = policy.compute_logprobs(batch)
-    assert policy.update(batch)["actor/skipped_updates"] == 0.0  # optimizer moments exist now
+    assert (
+        policy.update(split_mini_batches(batch, config)[0])["actor/skipped_updates"] == 0.0
+    )  # optimizer moments exist now
     batch.advantages = torch.full_like(batch.advantages, float("nan"))
     before = {n: p.detach().clone() for n, p in policy.model.named_parameters()}
     state = policy.train_state()
     moments = {k: v.clone() for k, v in state["optimizer"]["state"][0].items()}
-    metrics = policy.update(batch)
+    metrics = policy.update(split_mini_batches(batch, config)[0])
     assert metrics["actor/skipped_updates"] == 1.0 and math.isnan(metrics["actor/grad_norm"])
     assert all(torch.equal(before[n], p) for n, p in policy.model.named_parameters())
     assert all(torch.equal(moments[k], v) for k, v in policy.train_state()["optimizer"]["state"][0].items())
     assert policy.train_state()["scheduler"] == state["scheduler"]
     with pytest.raises(NonFiniteUpdateError, match="2 consecutive updates"):
-        policy.update(batch)
+        policy.update(split_mini_batches(batch, config)[0])
 
 
 def test_length_sorted_trimmed_micro_batches_match_one_padded_pass(tiny_model_dir):
     """compute_logprobs sorts rows by length and trims shared padding per micro-batch; a single forward over the
     whole, fully padded batch gives the same log-probs (positions come from the attention mask)."""
-    from rexthinker_rl.policy import response_logprobs
+    from rexthinker_rl.model.logprobs import response_logprobs
 
     config = load_config(None, BASE + ["actor.micro_batch_size_per_device_for_experience=2"])
     policy = Policy(config, str(tiny_model_dir), trainable=False)
@@ -142,7 +144,7 @@ def test_micro_batch_token_mean_is_easyr1s_accumulation(tiny_model_dir):
     """actor.loss_agg_mode=micro-batch-token-mean on three micro-batches of 2 gives the gradient of EasyR1's loss,
     written out here: for each micro-batch the policy forms (length-sorted rows), its own token mean of the PPO loss,
     divided by the number of micro-batches (rexthinker/verl/workers/actor/dp_actor.py update_policy)."""
-    from rexthinker_rl.policy import response_logprobs
+    from rexthinker_rl.model.logprobs import response_logprobs
 
     overrides = ["actor.micro_batch_size_per_device_for_update=2", "algorithm.kl_mode=none"]
     policy, _, _ = _updated(tiny_model_dir, [*overrides, "actor.loss_agg_mode=micro-batch-token-mean"])

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from data_tools import cli as data_cli
-from rexthinker_rl.modeling import load_processor
-from rexthinker_rl.prompts import chat_prompt, load_preset
+from rexthinker_rl.data.prompts import chat_prompt, load_preset
+from rexthinker_rl.model.loading import load_processor
 from tests.rexthinker_original import QWEN25VL_CHAT_TEMPLATE
 from tests.unit.test_prompts import EXPECTED, HINTS, REFERRINGS
 

@@ -1,4 +1,4 @@
-"""Unit tests for rexthinker_rl.algorithms: every estimator, loss and aggregation mode against hand-computed values."""
+"""Unit tests for rexthinker_rl.algo.algorithms: every estimator, loss and aggregation mode against hand-computed values."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rexthinker_rl import algorithms as alg
+from rexthinker_rl.algo import algorithms as alg
 from rexthinker_rl.config import ConfigError, load_config
 
 torch.set_num_threads(1)
@@ -218,6 +218,12 @@ def test_grpo_loss_adds_entropy_bonus_and_kl_penalty_by_hand():
     assert out.total.item() == pytest.approx(-0.25 - 0.1 * 2.5 + 0.5 * 0.375)
     no_kl = alg.grpo_loss(alg.LossSpec(kl_coef=0.0), logprobs, logprobs.detach(), advantages, mask, ref_logprobs=ref)
     assert no_kl.kl is None and no_kl.total.item() == pytest.approx(-0.25)
+    # old_logprobs None is on-policy: the current log-probs detached, bit for bit (the actor's on-policy update)
+    none = alg.grpo_loss(spec, logprobs, None, advantages, mask, entropy=entropy, ref_logprobs=ref)
+    assert torch.equal(none.total, out.total) and none.metrics == out.metrics
+    (grad_none,) = torch.autograd.grad(none.total, logprobs)
+    (grad_out,) = torch.autograd.grad(out.total, logprobs)
+    assert torch.equal(grad_none, grad_out)
 
 
 @pytest.mark.parametrize("policy_loss", sorted(alg.POLICY_LOSSES))
@@ -564,31 +570,8 @@ def test_micro_batches_with_local_counts_do_not_sum_to_the_full_batch(mode):
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Entropy, logprobs, masked mean
+# Masked mean
 # ------------------------------------------------------------------------------------------------------------
-
-
-def test_entropy_by_hand_and_stable():
-    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [1 / 3, 1 / 3, 1 / 3]]]))  # (1, 2, 3)
-    expected = torch.tensor([[1.5 * math.log(2), math.log(3)]])  # 0.5 ln 2 + 2 * 0.25 ln 4; uniform: ln 3
-    torch.testing.assert_close(alg.entropy_from_logits(logits), expected)
-    torch.testing.assert_close(alg.entropy_from_logits(logits + 1e4), expected, atol=1e-3, rtol=0)
-    peaked = alg.entropy_from_logits(torch.tensor([[[1000.0, 0.0, -1000.0]]]))
-    assert torch.isfinite(peaked).all() and peaked.abs().item() < 1e-6
-
-
-def test_entropy_upcasts_bf16():
-    logits = torch.randn(2, 3, 11).to(torch.bfloat16)
-    entropy = alg.entropy_from_logits(logits)
-    assert entropy.dtype == torch.float32 and entropy.shape == (2, 3)
-    assert (entropy <= math.log(11) + 1e-5).all() and (entropy >= 0).all()
-
-
-def test_logprobs_from_logits_by_hand():
-    logits = torch.tensor([[[0.0, math.log(3.0)], [2.0, 2.0]]])  # probs [0.25, 0.75] and [0.5, 0.5]
-    logprobs = alg.logprobs_from_logits(logits, torch.tensor([[1, 0]]))
-    torch.testing.assert_close(logprobs, torch.tensor([[math.log(0.75), math.log(0.5)]]))
-    assert alg.logprobs_from_logits(logits.to(torch.bfloat16), torch.tensor([[1, 0]])).dtype == torch.float32
 
 
 def test_masked_reductions_ignore_non_finite_values_outside_the_mask():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rexthinker_rl.checkpoint import (
+from rexthinker_rl.train.checkpoint import (
     TRACKER,
     CheckpointError,
     find_resumable,
@@ -35,7 +35,7 @@ def test_round_trip_and_tracker(tmp_path):
 def test_tied_weights_are_written_each_under_its_name_and_nothing_else_is_copied(tmp_path):
     """Tied weights share storage (safetensors refuses that): only the second name of a shared storage is copied;
     the rest are written from the tensors as given (a 7B model is not cloned whole to be saved)."""
-    from rexthinker_rl.checkpoint import _unshared
+    from rexthinker_rl.train.checkpoint import _unshared
 
     embed, other = torch.randn(5, 3), torch.randn(2, 2)
     weights = {"embed": embed, "head": embed, "other": other, "column": other.t()}

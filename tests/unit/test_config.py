@@ -138,7 +138,7 @@ def test_derived_values_are_typed_and_follow_the_config():
 
 
 def test_colocated_tensor_parallelism_needs_cuda():
-    from rexthinker_rl.runtime import check_topology
+    from rexthinker_rl.runtime.topology import check_topology
 
     with pytest.raises(ConfigError, match="rollout.tensor_parallel_size=2 with rollout.placement=colocate needs CUDA"):
         check_topology(load_config(None, ["trainer.device=cpu"]))
@@ -183,3 +183,30 @@ def test_seeds_out_of_range_are_refused(override):
     key = override.split("=")[0]
     with pytest.raises(ConfigError, match=rf"^{re.escape(key)}=.* is invalid: expected a seed in 0..4294967295"):
         load_config(None, [override])
+
+
+def test_the_rules_name_exactly_the_registries_keys():
+    """config_rules names the backends' and engines' keys itself (those modules import the config's types); a key
+    added to a registry without the rule, or the other way round, fails here."""
+    from rexthinker_rl.config.rules import ENGINE_NAMES, STRATEGIES
+    from rexthinker_rl.rollout import ENGINES
+    from rexthinker_rl.train.backends import BACKENDS
+
+    assert tuple(BACKENDS) == STRATEGIES and tuple(ENGINES) == ENGINE_NAMES
+
+
+def test_checking_a_config_changes_nothing():
+    """A function replaces the default components in load_config (the saved config says what is scored); the rules
+    only read: a config with both, built by hand, is refused and left as it was."""
+    import copy
+
+    from rexthinker_rl.config import Config
+    from rexthinker_rl.config.rules import check
+
+    assert load_config(None, ["reward.function=rewards.box:iou_f1"]).reward.components == []
+    config = Config()
+    config.reward.function = "rewards.box:iou_f1"
+    before = copy.deepcopy(config)
+    with pytest.raises(ConfigError, match="reward.function=rewards.box:iou_f1 and reward.components are both set"):
+        check(config)
+    assert config == before

@@ -1,4 +1,4 @@
-"""rexthinker_rl.data without a model: box frames, row reading and the resumable sampler (the RL prompt dataset, which
+"""rexthinker_rl.data.dataset without a model: box frames, row reading and the resumable sampler (the RL prompt dataset, which
 needs the tiny model's processor: tests/tiny/test_dataset.py)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
 
-from rexthinker_rl.config_rules import DATA_ORDERS
-from rexthinker_rl.data import (
+from rexthinker_rl.config.rules import DATA_ORDERS
+from rexthinker_rl.data.dataset import (
     DataError,
     ResumableSampler,
     boxes_to_original,

@@ -10,7 +10,7 @@ import pytest
 
 from data_tools.cli import main
 from data_tools.validate import parse_answer_boxes, validate_file
-from rexthinker_rl.data import REJECTION_TEXT
+from rexthinker_rl.data.dataset import REJECTION_TEXT
 
 
 def test_parse_answer_boxes():

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote
 
-from rexthinker_rl import config_doc
+from rexthinker_rl.config import doc as config_doc
 from rexthinker_rl.config import valid_keys
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from rexthinker_rl.data.prompts import clean_up_spaces, load_preset
 from rexthinker_rl.eval.metrics import GroundTruth, evaluate
 from rexthinker_rl.eval.run import parse_response
-from rexthinker_rl.prompts import clean_up_spaces, load_preset
 from tests import rexthinker_original as original
 
 IMAGE, FRAME = (640, 427), (644, 420)  # original size, resized frame (what input_width/height are in eval.py)

@@ -1,10 +1,12 @@
-"""Chunked log-probs and entropy (rexthinker_rl.logprobs) equal the all-logits computation: values and gradients, with
+"""Chunked log-probs and entropy (rexthinker_rl.model.logprobs) equal the all-logits computation: values and gradients, with
 a frozen or a trainable head, with and without an entropy gradient, at any temperature and chunk size."""
+
+import math
 
 import pytest
 import torch
 
-from rexthinker_rl.logprobs import token_logprobs
+from rexthinker_rl.model.logprobs import entropy_from_logits, logprobs_from_logits, token_logprobs
 
 N, H, V = 23, 16, 61  # 23 tokens: chunks of 5 leave a partial last chunk
 
@@ -81,7 +83,7 @@ def test_cpu_head_product_in_row_slices_is_the_exact_product_of_the_rounded_oper
     """On CPU a bf16 head is multiplied a slice of rows at a time in float32 (torch's bf16 kernel for this layout is
     scalar without AVX-512). The operands are the bf16-rounded ones the matmul would see; the float32 sum over V terms
     is within V * 2^-24 of each product's magnitude sum (the float64 product of the same operands is the truth)."""
-    from rexthinker_rl import logprobs
+    from rexthinker_rl.model import logprobs
 
     monkeypatch.setattr(logprobs, "CPU_HEAD_ROWS", 7)  # 61 rows: 9 slices, the last one partial
     generator = torch.Generator().manual_seed(0)
@@ -91,3 +93,26 @@ def test_cpu_head_product_in_row_slices_is_the_exact_product_of_the_rounded_oper
     bound = V * 2.0**-24 * (a.abs() @ b.abs())
     assert got.dtype == torch.float32 and torch.all((got.double() - a @ b).abs() <= bound)
     assert not torch.equal(rows.bfloat16().double(), rows.double())  # the rounding is really there to be applied
+
+
+def test_entropy_by_hand_and_stable():
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [1 / 3, 1 / 3, 1 / 3]]]))  # (1, 2, 3)
+    expected = torch.tensor([[1.5 * math.log(2), math.log(3)]])  # 0.5 ln 2 + 2 * 0.25 ln 4; uniform: ln 3
+    torch.testing.assert_close(entropy_from_logits(logits), expected)
+    torch.testing.assert_close(entropy_from_logits(logits + 1e4), expected, atol=1e-3, rtol=0)
+    peaked = entropy_from_logits(torch.tensor([[[1000.0, 0.0, -1000.0]]]))
+    assert torch.isfinite(peaked).all() and peaked.abs().item() < 1e-6
+
+
+def test_entropy_upcasts_bf16():
+    logits = torch.randn(2, 3, 11).to(torch.bfloat16)
+    entropy = entropy_from_logits(logits)
+    assert entropy.dtype == torch.float32 and entropy.shape == (2, 3)
+    assert (entropy <= math.log(11) + 1e-5).all() and (entropy >= 0).all()
+
+
+def test_logprobs_from_logits_by_hand():
+    logits = torch.tensor([[[0.0, math.log(3.0)], [2.0, 2.0]]])  # probs [0.25, 0.75] and [0.5, 0.5]
+    logprobs = logprobs_from_logits(logits, torch.tensor([[1, 0]]))
+    torch.testing.assert_close(logprobs, torch.tensor([[math.log(0.75), math.log(0.5)]]))
+    assert logprobs_from_logits(logits.to(torch.bfloat16), torch.tensor([[1, 0]])).dtype == torch.float32

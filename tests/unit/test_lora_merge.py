@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import torch
 
-from rexthinker_rl.lora import merge_lora_weights
+from rexthinker_rl.model.lora import merge_lora_weights
 
 PREFIX = "base_model.model.model.language_model.layers.0.self_attn.q_proj"
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from rexthinker_rl.config import load_config
-from rexthinker_rl.config_rules import DATA_ORDERS
-from rexthinker_rl.data import ResumableSampler
+from rexthinker_rl.config.rules import DATA_ORDERS
+from rexthinker_rl.data.dataset import ResumableSampler
 from rexthinker_rl.rollout.base import SamplingSpec
-from rexthinker_rl.trainer import is_due, training_sampling, validation_sampling
+from rexthinker_rl.train.trainer import is_due, training_sampling, validation_sampling
 from tests import rexthinker_original as original
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,7 +121,7 @@ def test_our_validation_stays_greedy_and_unseeded():
 
 
 def test_paper_config_biases_only_the_image_pad_token():
-    from rexthinker_rl.modeling import SUPPRESSED_TOKENS
+    from rexthinker_rl.model.loading import SUPPRESSED_TOKENS
 
     assert load_config(PAPER).rollout.suppress_tokens == "image_pad"
     assert SUPPRESSED_TOKENS["image_pad"] == ("<|image_pad|>",)  # vllm_rollout_spmd.py lines 41-47

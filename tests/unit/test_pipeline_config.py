@@ -8,10 +8,10 @@ import json
 import pytest
 
 from rexthinker_rl.config import ConfigError, load_config
-from rexthinker_rl.pipeline import Rollout, idle_times
 from rexthinker_rl.rollout.base import RolloutResult
-from rexthinker_rl.runtime import Generated
+from rexthinker_rl.runtime.base import Generated, Pending
 from rexthinker_rl.runtime.workers import rank_cores
+from rexthinker_rl.train.pipeline import Pipeline, Rollout, idle_times
 
 CPU = ["trainer.device=cpu", "actor.strategy=torch", "rollout.placement=separate"]
 
@@ -83,3 +83,50 @@ def test_the_kl_curve_alone_keeps_a_reference_but_no_kl_term():
     assert lora.derived.uses_reference and not lora.derived.needs_reference_policy  # the actor, adapters off
     with pytest.raises(ConfigError, match=r"logging\.kl_to_ref_freq"):
         load_config(None, [*CPU, "logging.kl_to_ref_freq=-1"])
+
+
+def _fake_launch(log: list[int]):
+    """A launch that records the steps it was asked for and "generates" one result per step at once."""
+
+    def launch(step: int):
+        log.append(step)
+        result = RolloutResult(0, [step], [-1.0], str(step), "stop")
+        return [step], Pending([], lambda _: Generated([result]))
+
+    return launch
+
+
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_the_pipeline_launches_in_step_order_and_tracks_the_versions(pipelined, monkeypatch):
+    monkeypatch.setattr("rexthinker_rl.runtime.base.ray.get", lambda refs: refs)
+    launched: list[int] = []
+    pipeline = Pipeline(_fake_launch(launched), pipelined, total_steps=3)
+    synced, stale = [], []
+    for step in (1, 2, 3):
+        rollout, staleness = pipeline.next(step)
+        assert rollout.step == step and rollout.generated.results[0].text == str(step)
+        stale.append(staleness)
+        pipeline.prefetch(step)
+        pipeline.updated(True)
+        pipeline.wait_upcoming()
+        pipeline.sync(lambda: synced.append(pipeline.updates))
+    assert launched == [1, 2, 3] and synced == [1, 2, 3] and pipeline.synced == pipeline.updates == 3
+    # one step off: batch t is sampled before update t - 1 is synced, so it is one update stale (the first is fresh)
+    assert stale == ([0, 1, 1] if pipelined else [0, 0, 0])
+    assert pipeline.upcoming is None  # nothing launched past the last step
+
+
+def test_the_pipeline_keeps_its_batch_in_flight_through_a_checkpoint(monkeypatch):
+    monkeypatch.setattr("rexthinker_rl.runtime.base.ray.get", lambda refs: refs)
+    launched: list[int] = []
+    pipeline = Pipeline(_fake_launch(launched), True, total_steps=3)
+    pipeline.next(1)
+    pipeline.prefetch(1)
+    pipeline.updated(True)
+    state = json.loads(json.dumps(pipeline.state_dict()))
+    resumed = Pipeline(_fake_launch(launched), True, total_steps=3)
+    resumed.load(state, step=1)
+    rollout, staleness = resumed.next(2)
+    assert (rollout.step, rollout.version, staleness, resumed.synced) == (2, 0, 1, 1)
+    assert launched == [1, 2]  # the resumed pipeline trains on the batch in flight; it launches nothing new
+    assert Pipeline(_fake_launch([]), False, 3).state_dict() == {"updates": 0, "upcoming": None}

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from rexthinker_rl.apps.plan import GIB, gpu_plan, head_bytes, main, model_shape, parse_size, verdict
 from rexthinker_rl.config import load_config
-from rexthinker_rl.plan import GIB, gpu_plan, head_bytes, main, model_shape, parse_size, verdict
-from rexthinker_rl.shapes import ShapeError, kept_fullatt_blocks, shape_config
+from rexthinker_rl.model.shapes import ShapeError, kept_fullatt_blocks, shape_config
 
 RECIPE = "configs/grpo_refcocog.yaml"
 
@@ -106,7 +106,7 @@ def test_zero_gpus_nodes_or_memory_are_refused(argv, expected, capsys):
 
 
 def test_tiny_cli_refuses_to_change_a_real_shape(tmp_path, capsys):
-    from rexthinker_rl.tiny_cli import main as tiny_main
+    from rexthinker_rl.apps.tiny_cli import main as tiny_main
 
     for argv in (["--like", "qwen2.5-vl-7b", "--hidden", "512"], ["--like", "qwen2.5-vl-7b", "--layers", "40"]):
         with pytest.raises(SystemExit) as exit_info:

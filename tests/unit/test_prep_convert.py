@@ -11,7 +11,7 @@ from PIL import Image
 from data_tools.cli import main
 from data_tools.convert import ConvertOptions, convert_file
 from data_tools.validate import parse_answer_boxes, validate_file
-from rexthinker_rl.data import read_rows
+from rexthinker_rl.data.dataset import read_rows
 
 TINY = ["--min-pixels", "12544", "--max-pixels", "12544"]  # every square image becomes 112x112
 

@@ -11,7 +11,7 @@ from PIL import Image
 from data_tools.cli import main
 from data_tools.refcoco import coco_to_xyxy
 from data_tools.validate import parse_answer_boxes, validate_file
-from rexthinker_rl.data import boxes_to_original, read_rows
+from rexthinker_rl.data.dataset import boxes_to_original, read_rows
 
 CATEGORIES = [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}]
 IMAGES = [  # (id, width, height); sizes near the default pixel bounds' frame, so resizing moves boxes by little

@@ -15,7 +15,7 @@ import pytest
 
 from data_tools import cli as data_cli
 from rexthinker_rl.config import ConfigError, DataConfig, load_config
-from rexthinker_rl.prompts import PresetError, builtin_presets, load_preset, preset_for
+from rexthinker_rl.data.prompts import PresetError, builtin_presets, load_preset, preset_for
 from tests.rexthinker_original import (
     PLAIN_SYSTEM,
     original_eval_messages,

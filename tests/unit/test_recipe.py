@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
-from rexthinker_rl.cli import train_main
+from rexthinker_rl.apps.cli import train_main
 from rexthinker_rl.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]

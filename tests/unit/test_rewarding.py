@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rexthinker_rl.config import ConfigError, load_config
-from rexthinker_rl.rewarding import RewardError, RewardRunner, _spec, score_all
+from rexthinker_rl.train.rewarding import RewardError, RewardRunner, _spec, score_all
 
 GT = '```json\n[{"bbox_2d": [10, 10, 50, 50], "label": "the red circle"}]\n```'
 

@@ -14,8 +14,8 @@ from PIL import Image
 from data_tools.cli import main
 from data_tools.interchange import read_raw_records
 from data_tools.validate import validate_file
-from rexthinker_rl.data import boxes_to_resized, resized_size
-from rexthinker_rl.parquet_meta import read_frame_metadata
+from rexthinker_rl.data.dataset import boxes_to_resized, resized_size
+from rexthinker_rl.data.parquet_meta import read_frame_metadata
 from tests import rexthinker_original as original
 
 BOUNDS = [(16 * 28 * 28, 1280 * 28 * 28), (256 * 28 * 28, 1280 * 28 * 28)]  # convert / demo, and the HumanRef eval

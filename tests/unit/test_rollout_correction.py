@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from rexthinker_rl import algorithms as alg
+from rexthinker_rl.algo import algorithms as alg
+from rexthinker_rl.algo.rollout_correction import RolloutCorrection, rollout_is_weights
 from rexthinker_rl.config import ConfigError, load_config
-from rexthinker_rl.rollout_correction import RolloutCorrection, rollout_is_weights
 
 
 def t(values):

@@ -4,7 +4,7 @@ import json
 from types import SimpleNamespace
 
 from rexthinker_rl.rollout.base import RolloutResult
-from rexthinker_rl.rollout_log import group_metrics, log_rollouts, metrics_by_kind
+from rexthinker_rl.run.rollout_log import group_metrics, log_rollouts, metrics_by_kind
 
 BOXES = '```json\n[{"bbox_2d": [1, 2, 30, 40], "label": "the red circle"}]\n```'
 REJECTION = "There is no such thing in the image."

@@ -1,5 +1,5 @@
-"""The run folder's lock (rexthinker_rl.run_lock) and the data settings a checkpoint's position depends on
-(rexthinker_rl.data_position), without a model: the holder refused and named, a clean release, a start that failed
+"""The run folder's lock (rexthinker_rl.run.lock) and the data settings a checkpoint's position depends on
+(rexthinker_rl.data.position), without a model: the holder refused and named, a clean release, a start that failed
 leaving no folder behind, a crashed holder taken over, and an old checkpoint whose position does not fit the data."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from rexthinker_rl.checkpoint import CheckpointError
-from rexthinker_rl.data_position import check_data_position
-from rexthinker_rl.outputs import OutputError
-from rexthinker_rl.run_lock import LOCK_FILE, RunLock
+from rexthinker_rl.data.position import check_data_position
+from rexthinker_rl.run.lock import LOCK_FILE, RunLock
+from rexthinker_rl.run.outputs import OutputError
+from rexthinker_rl.train.checkpoint import CheckpointError
 
 
 def test_a_held_folder_is_refused_naming_its_holder(tmp_path):
@@ -36,7 +36,7 @@ def test_a_start_that_fails_removes_the_folder_it_made(tmp_path):
 
 def test_a_killed_holders_folder_is_taken_over_with_one_line(tmp_path, capsys):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from rexthinker_rl.run_lock import RunLock;"
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from rexthinker_rl.run.lock import RunLock;"
          f" RunLock.acquire(Path({str(tmp_path / 'run')!r})); print('held', flush=True); time.sleep(600)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from rexthinker_rl.run_summary import describe_summary, summarize
+from rexthinker_rl.run.summary import describe_summary, summarize
 
 
 def _history(before: float, after: float) -> list[dict[str, float]]:
@@ -45,7 +45,7 @@ def test_end_of_run_lines_name_both_numbers():
 
 
 def test_rolling_mean_by_hand():
-    from rexthinker_rl.plots import rolling_mean
+    from rexthinker_rl.run.plots import rolling_mean
 
     points = [(1, 0.0), (2, 1.0), (3, 2.0), (4, 6.0)]
     assert rolling_mean(points, 2) == [(1, 0.0), (2, 0.5), (3, 1.5), (4, 4.0)]

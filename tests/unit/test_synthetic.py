@@ -13,7 +13,7 @@ from PIL import Image
 from data_tools.cli import main
 from data_tools.synthetic import COLOURS, HINT_PREFIX, make_synthetic_dataset
 from data_tools.validate import parse_answer_boxes, validate_file
-from rexthinker_rl.data import REJECTION_TEXT, boxes_to_original, hints_from_problem
+from rexthinker_rl.data.dataset import REJECTION_TEXT, boxes_to_original, hints_from_problem
 
 COLUMNS = [
     "id",

@@ -1,0 +1,58 @@
+"""The placement table (``runtime.placement.ROLES``): what each process of a run asks Ray for, and the cores a CPU run
+reserves in all. Every spawn reads the table, so these figures are what Ray is asked for."""
+
+import pytest
+
+from rexthinker_rl.config import load_config
+from rexthinker_rl.runtime import workers
+from rexthinker_rl.runtime.placement import (
+    ROLES,
+    actor_role,
+    cpu_demand,
+    rank_bundle,
+    resources,
+    rollout_engine_resources,
+)
+from rexthinker_rl.train import rewarding
+
+TORCH = "actor.strategy=torch"
+
+
+def test_every_role_names_a_worker_class():
+    for role, seat in ROLES.items():
+        assert hasattr(workers, seat.worker) or hasattr(rewarding, seat.worker), role
+
+
+@pytest.mark.parametrize(
+    ("role", "on_cpu", "on_gpu"),
+    [
+        ("actor", {"num_cpus": 0.5}, {"num_gpus": 1 / 3, "num_cpus": 1}),
+        ("colocated actor", {"num_cpus": 0.5}, {"num_gpus": 1.0, "num_cpus": 1}),
+        ("actor rank", {"num_cpus": 0.5, "num_gpus": 0}, {"num_cpus": 2, "num_gpus": 1.0}),
+        ("reference", {"num_cpus": 0.5}, {"num_gpus": 1 / 3, "num_cpus": 1}),
+        ("rollout", {"num_cpus": 0.5}, {"num_gpus": 1 / 3, "num_cpus": 1}),
+        ("reward", {"num_cpus": 0}, {"num_cpus": 0}),
+    ],
+)
+def test_what_each_role_asks_for(role, on_cpu, on_gpu):
+    assert resources(role, False) == on_cpu and resources(role, True) == on_gpu
+
+
+def test_bundles_and_engines_on_gpus_of_their_own():
+    assert rank_bundle(True) == {"GPU": 1.0, "CPU": 2.0} and rank_bundle(False) == {"CPU": 0.5}
+    assert rollout_engine_resources(1) == {"num_cpus": 1, "num_gpus": 1}
+    assert rollout_engine_resources(2) == {"num_cpus": 1, "num_gpus": 0}  # vLLM's Ray executor takes the bundles'
+
+
+@pytest.mark.parametrize(
+    ("overrides", "role", "cores"),
+    [
+        ([TORCH, "rollout.placement=separate", "algorithm.kl_mode=loss"], "actor", 1.5),  # actor, reference, rollout
+        ([TORCH, "rollout.placement=separate", "algorithm.kl_mode=none"], "actor", 1.0),  # no reference process
+        ([TORCH, "rollout.placement=colocate", "algorithm.kl_mode=loss"], "colocated actor", 0.5),
+        (["actor.strategy=fsdp2", "trainer.n_gpus_per_node=2", "rollout.placement=separate"], "actor rank", 2.0),
+    ],
+)
+def test_cores_a_cpu_run_reserves(overrides, role, cores):
+    config = load_config(None, ["trainer.device=cpu", "logging.kl_to_ref_freq=0", *overrides])
+    assert actor_role(config) == role and cpu_demand(config) == cores
