@@ -5,13 +5,12 @@ with one-line errors (``loading``), and the generated reference page (``doc``, d
 ``from rexthinker_rl.config import load_config, Config`` is the way in; the section classes are importable from here.
 """
 
-from rexthinker_rl.config.loading import (
-    REDACTED,
+from rexthinker_rl.config.loading import REDACTED, load_config, save_config, to_yaml, valid_keys
+from rexthinker_rl.config.schema import (
     ActorConfig,
     AlgorithmConfig,
     CheckpointConfig,
     Config,
-    ConfigError,
     DataConfig,
     LoggingConfig,
     LoraConfig,
@@ -23,11 +22,8 @@ from rexthinker_rl.config.loading import (
     SFTConfig,
     TrainerConfig,
     compute_device,
-    load_config,
-    save_config,
-    to_yaml,
-    valid_keys,
 )
+from rexthinker_rl.errors import ConfigError
 
 __all__ = [
     "REDACTED",

@@ -3,8 +3,7 @@ on one line that name the key (with a "did you mean"), and writing a resolved co
 
 The schema (one dataclass per section, every field documented under it, and the derived values) is
 ``rexthinker_rl.config.schema``; the rules ``rexthinker_rl.config.rules``. ``load_config`` returns a checked
-:class:`Config` whose ``derived`` values are computed once; nothing mutates the config after that. The schema's classes are importable from
-here too.
+:class:`Config` whose ``derived`` values are computed once; nothing mutates the config after that.
 """
 
 from __future__ import annotations
@@ -20,46 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from rexthinker_rl.config.schema import (
-    ActorConfig,
-    AlgorithmConfig,
-    CheckpointConfig,
     Config,
-    DataConfig,
-    LoggingConfig,
-    LoraConfig,
-    ModelConfig,
-    RefConfig,
-    RewardComponent,
     RewardConfig,
-    RolloutConfig,
-    SFTConfig,
-    TrainerConfig,
-    compute_device,
 )
 from rexthinker_rl.errors import ConfigError
-
-__all__ = [
-    "ActorConfig",
-    "AlgorithmConfig",
-    "CheckpointConfig",
-    "Config",
-    "ConfigError",
-    "DataConfig",
-    "LoggingConfig",
-    "LoraConfig",
-    "ModelConfig",
-    "RefConfig",
-    "RewardComponent",
-    "RewardConfig",
-    "RolloutConfig",
-    "SFTConfig",
-    "TrainerConfig",
-    "compute_device",
-    "load_config",
-    "save_config",
-    "to_yaml",
-    "valid_keys",
-]
 
 
 def valid_keys(schema: type = Config, prefix: str = "") -> list[str]:
