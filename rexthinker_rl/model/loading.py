@@ -129,8 +129,9 @@ def model_skeleton(path: str, dtype: str = "float32", trust_remote_code: bool = 
         model = AutoModelForImageTextToText.from_config(
             config, dtype=DTYPES[dtype], attn_implementation="sdpa", trust_remote_code=trust_remote_code
         )
-    if (Path(path) / "generation_config.json").is_file():  # from_pretrained reads it; from_config does not
-        model.generation_config = GenerationConfig.from_pretrained(path)
+    generation = Path(path) / "generation_config.json"
+    if generation.is_file():  # from_pretrained reads it, from_config does not; a JSON file runs no code
+        model.generation_config = GenerationConfig.from_dict(json.loads(generation.read_text()))
     return model.eval()
 
 
