@@ -20,9 +20,10 @@ gathered for its module call and again for its backward) fire exactly as for the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import torch
@@ -335,22 +336,23 @@ def response_logprobs(
     with ``packed`` (``actor.padding_free``), the packed one (then 0 where the response mask is 0). The LM head runs
     ``chunk_tokens`` tokens at a time: no (batch, R, vocab) logits are ever held."""
     forward = _packed_response_logprobs if packed else _padded_response_logprobs
-    return forward(model, batch, temperature, with_entropy, entropy_grad, chunk_tokens)
+    request = partial(
+        HeadRequest,
+        temperature=temperature,
+        chunk_tokens=chunk_tokens,
+        with_entropy=with_entropy,
+        entropy_grad=entropy_grad,
+    )
+    return forward(model, batch, request)
 
 
 def _padded_response_logprobs(
-    model,
-    batch: SequenceBatch,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-    entropy_grad: bool = True,
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    model, batch: SequenceBatch, request: Callable[[Tensor], HeadRequest]
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     prompt, response = batch.prompt_length, batch.response_length
     # The response tokens are predicted from positions [P-1, P+R-1).
     positions = torch.arange(prompt - 1, prompt + response - 1, device=batch.input_ids.device)
-    request = HeadRequest(batch.input_ids[:, prompt:], temperature, chunk_tokens, with_entropy, entropy_grad)
-    return model_logprobs(model, batch.model_inputs(), positions, request)
+    return model_logprobs(model, batch.model_inputs(), positions, request(batch.input_ids[:, prompt:]))
 
 
 def rope_owner(model):
@@ -390,12 +392,7 @@ def pack(model, batch: SequenceBatch) -> PackedInputs:
 
 
 def _packed_response_logprobs(
-    model,
-    batch: SequenceBatch,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-    entropy_grad: bool = True,
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    model, batch: SequenceBatch, request: Callable[[Tensor], HeadRequest]
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     packed = pack(model, batch)
     inputs = {
@@ -404,8 +401,7 @@ def _packed_response_logprobs(
         "pixel_values": batch.pixel_values,
         "image_grid_thw": batch.image_grid_thw,
     }
-    request = HeadRequest(packed.targets[None], temperature, chunk_tokens, with_entropy, entropy_grad)
-    token_logprobs, token_entropy = model_logprobs(model, inputs, packed.predictors, request)  # (1, N) each
+    token_logprobs, token_entropy = model_logprobs(model, inputs, packed.predictors, request(packed.targets[None]))
     mask = batch.response_mask.bool()
     logprobs = torch.zeros(mask.shape, dtype=token_logprobs.dtype, device=token_logprobs.device)
     logprobs = logprobs.masked_scatter(mask, token_logprobs[0])  # (batch, R)
