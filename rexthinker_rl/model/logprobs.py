@@ -58,7 +58,7 @@ def _times_head(rows: Tensor, weight: Tensor) -> Tensor:
     CPU matmul in this layout falls back to a scalar kernel without AVX-512 (32 tokens x Qwen's 152,064 x 3,584 head:
     162 s, against 2.6 s this way; benchmarks/bf16_cpu_matmul.py). Elsewhere the matmul runs in the weight's dtype."""
     rows = rows.to(weight.dtype)
-    if weight.device.type != "cpu" or weight.dtype == torch.float32:
+    if weight.device.type != "cpu" or weight.dtype not in (torch.bfloat16, torch.float16):
         return (rows @ weight).float()
     out = rows.new_zeros(rows.shape[0], weight.shape[1], dtype=torch.float32)
     for start in range(0, weight.shape[0], CPU_HEAD_ROWS):
