@@ -92,7 +92,7 @@ class SeparateRuntime(ActorVerbs):
         return Pending([self.reference.compute_logprobs.remote(batch)], lambda results: results[0])
 
     def sync_weights(self) -> None:
-        weights = self.actor.weights()  # one copy in the object store, read by every engine
+        weights = self.actor.weights()  # one copy in the object store (shared memory), read by every engine
         ray.get([engine.load_weights.remote(weights) for engine in self.engines])
 
     def shutdown(self) -> None:

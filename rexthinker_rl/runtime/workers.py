@@ -23,6 +23,7 @@ from rexthinker_rl.config import compute_device
 from rexthinker_rl.model.loading import DTYPES, save_hf_folder
 from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec, make_engine
 from rexthinker_rl.runtime.process_group import free_port, init_process_group, node_ip
+from rexthinker_rl.runtime.weight_transfer import SharedWeights, share
 from rexthinker_rl.train.policy import Policy, make_policy
 from rexthinker_rl.utils import release_free_heap
 
@@ -116,10 +117,11 @@ class ActorWorker(_Identified):
     def update(self, mini_batches: list[MiniBatch]) -> dict[str, float]:
         return self.policy.update(mini_batches)
 
-    def get_weights(self) -> dict[str, torch.Tensor]:
-        """Merged, Hugging Face-named weights: what a rollout engine loads (rank 0; {} on the other ranks). Under LoRA
-        only the adapted weights: nothing else changes."""
-        return self.policy.sync_state_dict()
+    def get_weights(self) -> SharedWeights:
+        """Merged, Hugging Face-named weights: what a rollout engine loads (rank 0; none on the other ranks). Under
+        LoRA only the adapted weights: nothing else changes. As arrays, which Ray moves without a copy in either heap
+        (``weight_transfer``)."""
+        return share(self.policy.sync_state_dict())
 
     def get_checkpoint_weights(self) -> dict[str, torch.Tensor]:
         return self.policy.checkpoint_state()
@@ -181,5 +183,5 @@ class RolloutWorker(_Identified):
         started = time.time()
         return self.generate(prompts, sampling), started, time.time()
 
-    def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        self.engine.load_weights(weights.items())
+    def load_weights(self, weights: SharedWeights) -> None:
+        self.engine.load_weights(weights.tensors())
