@@ -43,6 +43,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -296,6 +297,8 @@ def spawn_side(args: argparse.Namespace, side: str, length: int, work: Path, rou
         print("\n".join(lines[-15:]), flush=True)
         return {"error": f"exit {returncode}: {lines[-1].strip() if lines else 'no output'}"}
     figures = json.loads(result.read_text())
+    if not args.keep:  # its run folder (created here): our trainer's final checkpoint is GBs at a real shape
+        shutil.rmtree(work / name, ignore_errors=True)
     per_step = ("periods_s", "tokens", "phases_s")
     kept = {key: value[args.warmup :] if key in per_step else value for key, value in figures.items()}
     return {**kept, **peaks}
