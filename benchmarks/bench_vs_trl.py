@@ -290,13 +290,13 @@ def spawn_side(args: argparse.Namespace, side: str, length: int, work: Path, rou
         child = subprocess.Popen([str(c) for c in command], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
         memory = TreeMemory(child.pid)
         returncode = child.wait()
-        window = json.loads(result.read_text())["window"] if returncode == 0 else None
-        peaks = memory.stop(window)  # over the training steps: start-up and our final checkpoint are outside
     if returncode != 0:  # reported as a finding (e.g. TRL's vLLM path on this vLLM), not fatal to the others
+        memory.stop()
         lines = [line for line in log.read_text().splitlines() if line.strip()]
         print("\n".join(lines[-15:]), flush=True)
         return {"error": f"exit {returncode}: {lines[-1].strip() if lines else 'no output'}"}
     figures = json.loads(result.read_text())
+    peaks = memory.stop(figures["window"])  # over the training steps: start-up and our final checkpoint are outside
     if not args.keep:  # its run folder (created here): our trainer's final checkpoint is GBs at a real shape
         shutil.rmtree(work / name, ignore_errors=True)
     per_step = ("periods_s", "tokens", "phases_s")

@@ -112,7 +112,6 @@ class TreeMemory:
 
         self.root = psutil.Process(pid)
         self.period = period
-        self.peak_pss = self.peak_rss = 0
         self.samples: list[tuple[float, int, int]] = []  # (time.time(), summed PSS, summed RSS)
         self.by_process: dict[str, int] = {}  # "<pid> <name>": its own peak PSS
         self._stop = threading.Event()
@@ -136,23 +135,21 @@ class TreeMemory:
                 pss, rss = pss + info.pss, rss + info.rss
                 key = f"{process.pid} {_process_name(process)}"
                 self.by_process[key] = max(self.by_process.get(key, 0), info.pss)
-            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
             self.samples.append((time.time(), pss, rss))
             self._stop.wait(self.period)
 
     def stop(self, window: tuple[float, float] | None = None) -> dict:
-        """The peaks over the whole run, and over ``window`` (wall-clock start, end: the training steps) if given."""
+        """The peaks over ``window`` (wall-clock start, end: the training steps) if given and sampled, else over the
+        whole run."""
         self._stop.set()
         self._thread.join()
-        if window:
-            inside = [(pss, rss) for when, pss, rss in self.samples if window[0] <= when <= window[1]]
-            if inside:
-                self.peak_pss = max(pss for pss, _ in inside)
-                self.peak_rss = max(rss for _, rss in inside)
+        inside = [(pss, rss) for when, pss, rss in self.samples if window and window[0] <= when <= window[1]]
+        chosen = inside or [(pss, rss) for _, pss, rss in self.samples] or [(0, 0)]
+        peak_pss, peak_rss = max(pss for pss, _ in chosen), max(rss for _, rss in chosen)
         largest = sorted(self.by_process.items(), key=lambda item: -item[1])[:6]
         return {
-            "peak_pss_gb": self.peak_pss / 2**30,
-            "peak_rss_gb": self.peak_rss / 2**30,
+            "peak_pss_gb": peak_pss / 2**30,
+            "peak_rss_gb": peak_rss / 2**30,
             "largest_processes_gb": {name: round(pss / 2**30, 2) for name, pss in largest},
         }
 
@@ -163,10 +160,8 @@ def _process_name(process) -> str:
         line = process.cmdline()
     except Exception:  # noqa: BLE001 - ended, or not ours to read
         return "?"
-    return (
-        line[0].split()[0].split(".")[0]
-        if line and line[0].startswith("ray::")
-        else Path(line[0]).name
-        if line
-        else "?"
-    )
+    if not line:
+        return "?"
+    if line[0].startswith("ray::"):  # the title names the running method too: ray::ActorWorker.update
+        return line[0].split()[0].split(".")[0]
+    return Path(line[0]).name

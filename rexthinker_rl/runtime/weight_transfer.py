@@ -3,9 +3,10 @@ out of band (straight from the tensor's memory into shared memory) and hands to 
 memory. A dict of torch tensors would be pickled instead: a second copy of the model in the actor's heap while it is
 written, and another in each engine's heap while it is read.
 
-Measured with a 1 GiB dict between two Ray actors (docs/performance.md, "Weight sync at real shapes"): returning torch
-tensors peaked the writer at +2 GiB and the reader at +1 GiB of its own; as arrays, +1 GiB of shared memory each,
-the same pages. Tensors that share their memory (a tied embedding and LM head) are sent once and named twice.
+Measured with a 1 GiB dict between two Ray actors (docs/performance.md, "End to end vs TRL at Qwen2.5-VL-3B's
+shape"): returning torch tensors peaked the writer at +2 GiB and the reader at +1 GiB of its own; as arrays, +1 GiB
+of shared memory each, the same pages. Tensors that share their memory (a tied embedding and LM head) are sent once
+and named twice.
 """
 
 from __future__ import annotations
