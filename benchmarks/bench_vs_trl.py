@@ -31,7 +31,7 @@ actor and rollout workers; TRL: its one process), sampled 4 times a second. TRL 
     make bench-trl
     .venv-bench/bin/python benchmarks/bench_vs_trl.py --out benchmarks/results/vs_trl.json
     .venv-bench/bin/python benchmarks/bench_vs_trl.py --trl-rollout transformers --steps 5 --rounds 2
-    .venv-bench/bin/python benchmarks/bench_vs_trl.py --like qwen2.5-vl-3b --ours sync --trl-rollout transformers \
+    .venv-bench/bin/python benchmarks/bench_vs_trl.py --like qwen2.5-vl-3b --ours sync --trl-rollout transformers \\
         --prompts 1 --group 4 --max-tokens 256 --warmup 1 --steps 1 --rounds 3 \\
         --out benchmarks/results/vs_trl_real.json
 """
