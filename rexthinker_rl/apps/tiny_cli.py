@@ -30,10 +30,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kv-heads", type=int, default=None)
     parser.add_argument("--intermediate", type=int, default=None, help="MLP width")
     parser.add_argument("--max-pixels", type=int, default=None)
+    parser.add_argument(
+        "--rope-theta", type=float, default=None, help=f"text RoPE base (default {TinySpec.rope_theta:g})"
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR when it is a model folder")
     args = parser.parse_args(argv)
     sizes = {"--hidden": args.hidden, "--heads": args.heads, "--kv-heads": args.kv_heads}
-    sizes.update({"--intermediate": args.intermediate, "--max-pixels": args.max_pixels})
+    sizes.update(
+        {"--intermediate": args.intermediate, "--max-pixels": args.max_pixels, "--rope-theta": args.rope_theta}
+    )
     if args.like:
         given = [flag for flag, value in sizes.items() if value is not None]
         if given:
@@ -58,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         intermediate_size=args.intermediate or defaults.intermediate_size,
         vision_depth=args.vision_layers,
         max_pixels=args.max_pixels or defaults.max_pixels,
+        rope_theta=args.rope_theta or defaults.rope_theta,
     )
     try:
         with writing(args.out_dir, "OUT_DIR"):

@@ -87,6 +87,7 @@ class TinySpec:
     vision_heads: int = 2
     vocab_size: int = 4096
     max_position_embeddings: int = 4096
+    rope_theta: float = 1e6
     min_pixels: int = 16 * 28 * 28
     max_pixels: int = 1280 * 28 * 28
 
@@ -194,7 +195,7 @@ def build_model_config(tokenizer, spec: TinySpec):
             "num_attention_heads": spec.num_heads,
             "num_key_value_heads": spec.num_kv_heads,
             "max_position_embeddings": spec.max_position_embeddings,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": mrope_section},
+            "rope_parameters": {"rope_type": "default", "rope_theta": spec.rope_theta, "mrope_section": mrope_section},
             "tie_word_embeddings": True,
             "bos_token_id": ids["<|endoftext|>"],
             "eos_token_id": ids["<|im_end|>"],

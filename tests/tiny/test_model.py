@@ -60,3 +60,16 @@ def test_generates_from_an_image_prompt_and_trains(tiny_model_dir):
     torch.optim.SGD(model.parameters(), lr=0.1).step()
     changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p)]
     assert any("visual" in n for n in changed) and any("layers" in n for n in changed)
+
+
+def test_rope_theta_reaches_the_saved_config(tmp_path):
+    """``rexthinker-tiny --rope-theta``: the base is written where transformers and vLLM read it, the default stays
+    Qwen2.5-VL's 10^6 (docs/tiny-demo.md: the base at which the columns of a 4x4 image are invisible to the text)."""
+    from rexthinker_rl.apps.tiny_cli import main
+
+    main([str(tmp_path / "low"), "--rope-theta", "100"])
+    main([str(tmp_path / "default")])
+    low = load_model(str(tmp_path / "low")).config.text_config.rope_parameters
+    default = load_model(str(tmp_path / "default")).config.text_config.rope_parameters
+    assert low["rope_theta"] == 100.0 and default["rope_theta"] == 1e6
+    assert low["mrope_section"] == default["mrope_section"]
