@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR when it is a model folder")
     args = parser.parse_args(argv)
+    if args.rope_theta is not None and args.rope_theta <= 0:
+        parser.exit(
+            2, f"error: --rope-theta {args.rope_theta:g}: the RoPE base must be above 0 (Qwen2.5-VL's is 1e6)\n"
+        )
     sizes = {"--hidden": args.hidden, "--heads": args.heads, "--kv-heads": args.kv_heads}
     sizes.update(
         {"--intermediate": args.intermediate, "--max-pixels": args.max_pixels, "--rope-theta": args.rope_theta}

@@ -1,5 +1,6 @@
 """The tiny Qwen2.5-VL: built offline, deterministic, loaded by the same code as a real checkpoint, trainable."""
 
+import pytest
 import torch
 from PIL import Image
 from safetensors.torch import load_file
@@ -73,3 +74,6 @@ def test_rope_theta_reaches_the_saved_config(tmp_path):
     default = load_model(str(tmp_path / "default")).config.text_config.rope_parameters
     assert low["rope_theta"] == 100.0 and default["rope_theta"] == 1e6
     assert low["mrope_section"] == default["mrope_section"]
+    with pytest.raises(SystemExit) as refused:  # a base of 0 is refused in one line, not taken as the default
+        main([str(tmp_path / "zero"), "--rope-theta", "0"])
+    assert refused.value.code == 2 and not (tmp_path / "zero").exists()
