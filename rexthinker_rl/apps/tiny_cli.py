@@ -12,8 +12,7 @@ from rexthinker_rl.model.tiny import TinySpec, build_tiny_model
 from rexthinker_rl.run.outputs import writing
 
 
-@console_entry("rexthinker-tiny")
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Build a tiny (or real-shaped) random Qwen2.5-VL folder offline.")
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
@@ -34,6 +33,12 @@ def main(argv: list[str] | None = None) -> None:
         "--rope-theta", type=float, default=None, help=f"text RoPE base (default {TinySpec.rope_theta:g})"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR when it is a model folder")
+    return parser
+
+
+@console_entry("rexthinker-tiny")
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.rope_theta is not None and args.rope_theta <= 0:
         parser.exit(
