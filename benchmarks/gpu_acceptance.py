@@ -28,6 +28,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from rexthinker_rl.utils import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
 GIB = 2**30
 SHAPE = "qwen2.5-vl-7b"
@@ -140,6 +142,13 @@ def device_info() -> dict[str, Any]:
     return info
 
 
+def device_bytes(ctx: argparse.Namespace) -> float:
+    """The memory the planner plans for: the GPU's, or an 80 GiB one for the CPU check."""
+    import torch
+
+    return 80 * GIB if ctx.cpu_check else float(torch.cuda.get_device_properties(0).total_memory)
+
+
 def prompt_set(ctx: argparse.Namespace, config, count: int) -> tuple[Any, list]:
     """The processor and the first ``count`` prompts of the synthetic set, rendered as the trainer renders them."""
     from rexthinker_rl.data.dataset import RLDataset
@@ -195,9 +204,9 @@ def rollout_ours(ctx: argparse.Namespace) -> dict[str, Any]:
 
 
 def rollout_standalone(ctx: argparse.Namespace) -> dict[str, Any]:
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
 
-    from rexthinker_rl.rollout.vllm_engine import engine_args, suppression_bias
+    from rexthinker_rl.rollout.vllm_engine import engine_args, sampling_params, suppression_bias, vllm_requests
 
     config = load(ctx, "rollout")
     ours = engine_args(config, str(ctx.model_dir), colocated=False)
@@ -208,13 +217,8 @@ def rollout_standalone(ctx: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter() - start
     bias = suppression_bias(llm.get_tokenizer(), config.rollout.suppress_tokens) or None
 
-    def generate(prompts: list, spec) -> int:  # the SamplingParams our engine builds from a SamplingSpec
-        top_k, top_p = (0, 1.0) if spec.greedy else (max(spec.top_k, 0), spec.top_p)
-        params = SamplingParams(
-            n=spec.n, temperature=spec.temperature, top_p=top_p, top_k=top_k, max_tokens=spec.max_tokens,
-            seed=spec.seed, logprobs=0, logit_bias=bias,
-        )  # fmt: skip
-        requests = [{"prompt": p.prompt_text, "multi_modal_data": {"image": p.image}} for p in prompts]
+    def generate(prompts: list, spec) -> int:  # the requests and SamplingParams our engine sends
+        params, requests = sampling_params(spec, bias), vllm_requests(prompts)
         outputs = llm.generate(requests, params, use_tqdm=False)
         return sum(len(completion.token_ids) for output in outputs for completion in output.outputs)
 
@@ -297,7 +301,7 @@ def planner_memory(ctx: argparse.Namespace, config, measured: float | None, rese
     """The planner's peak of the update (the larger of its update and step phases) against the measured one."""
     from rexthinker_rl.apps.plan import CUDA_RUNTIME_GIB, gpu_plan, model_shape
 
-    shape, total = model_shape(config), (80 * GIB if ctx.cpu_check else device_info()["gpu_memory_gib"] * GIB)
+    shape, total = model_shape(config), device_bytes(ctx)
 
     def predicted(plan_config) -> tuple[float, dict[str, float]]:
         plan, _ = gpu_plan(plan_config, shape, total)
@@ -348,8 +352,7 @@ def colocated(ctx: argparse.Namespace) -> dict[str, Any]:
 
     run_dir = ctx.work / f"colocated-{datetime.now():%Y%m%d-%H%M%S}"  # trainer.resume=none: a fresh folder each time
     config = load(ctx, "colocated", ctx.sizes.lora_rank, f"trainer.output_dir={run_dir}")
-    total = 80 * GIB if ctx.cpu_check else device_info()["gpu_memory_gib"] * GIB
-    plan, _ = gpu_plan(config, model_shape(config), total)
+    plan, _ = gpu_plan(config, model_shape(config), device_bytes(ctx))
     planned = dict(zip(plan.phases, (value / GIB for value in plan.totals()), strict=True))
     trainer, stop, before = GRPOTrainer(config), None, None
     try:
@@ -386,11 +389,7 @@ def run_child(ctx: argparse.Namespace) -> None:
 
 
 def write_json(path: Path, value: dict[str, Any]) -> None:
-    """Atomically: a temp file beside ``path``, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(value, indent=2, default=str) + "\n")
 
 
 def run_section(args: argparse.Namespace, section: str, timeout: float) -> dict[str, Any]:

@@ -73,6 +73,27 @@ def suppression_bias(tokenizer, choice: str) -> dict[int, float]:
     return {token: -100.0 for token in suppressed_token_ids(tokenizer, choice)}
 
 
+def sampling_params(sampling: SamplingSpec, logit_bias: dict[int, float] | None):
+    """vLLM's ``SamplingParams`` for a ``SamplingSpec`` (greedy: no top-p or top-k cut)."""
+    from vllm import SamplingParams
+
+    return SamplingParams(
+        n=sampling.n,
+        temperature=sampling.temperature,
+        top_p=1.0 if sampling.greedy else sampling.top_p,
+        top_k=0 if sampling.greedy or sampling.top_k < 0 else sampling.top_k,
+        max_tokens=sampling.max_tokens,
+        seed=sampling.seed,
+        logprobs=0,  # the sampled token's own logprob only
+        logit_bias=logit_bias,
+    )
+
+
+def vllm_requests(prompts: list[RolloutPrompt]) -> list[dict[str, Any]]:
+    """vLLM's request dicts: the rendered prompt and its image."""
+    return [{"prompt": p.prompt_text, "multi_modal_data": {"image": p.image}} for p in prompts]
+
+
 def _quiet_known_warnings() -> None:
     """vLLM warnings that fire on every call of a healthy engine and would bury real ones:
     - reloading weights: rotary/norm layers hold derived buffers (cos/sin caches) that no checkpoint contains, so each
@@ -99,19 +120,7 @@ class VLLMEngine:
         self._suppressed = suppression_bias(self.llm.get_tokenizer(), config.rollout.suppress_tokens)
 
     def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
-        from vllm import SamplingParams
-
-        params = SamplingParams(
-            n=sampling.n,
-            temperature=sampling.temperature,
-            top_p=1.0 if sampling.greedy else sampling.top_p,
-            top_k=0 if sampling.greedy or sampling.top_k < 0 else sampling.top_k,
-            max_tokens=sampling.max_tokens,
-            seed=sampling.seed,
-            logprobs=0,  # the sampled token's own logprob only
-            logit_bias=self._suppressed or None,
-        )
-        requests = [{"prompt": p.prompt_text, "multi_modal_data": {"image": p.image}} for p in prompts]
+        params, requests = sampling_params(sampling, self._suppressed or None), vllm_requests(prompts)
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         results = []
         for index, output in enumerate(outputs):
