@@ -49,6 +49,7 @@ def _synth(args: argparse.Namespace) -> int:
         hints=tuple(args.hints),
         distractors=tuple(args.distractors),
         layout=args.layout,
+        background=args.background,
     )
     for split, path in paths.items():
         print(f"{split}: {path}")
@@ -445,6 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="free",
         help="free: objects anywhere, kept apart; grid: each object inside its own square of the model's image-token "
         "grid (28 resized pixels a side), so that one image token sees one whole object",
+    )
+    synth.add_argument(
+        "--background",
+        choices=["plain", "cells", "ramp"],  # data_tools.synthetic.BACKGROUNDS (imported lazily)
+        default="plain",
+        help="plain: one grey; cells: each image token's square tinted by its column and row; ramp: the same shading, "
+        "smooth (a place code a small model can read; docs/tiny-demo.md)",
     )
     _add_overwrite(synth)
     synth.set_defaults(run=_synth)

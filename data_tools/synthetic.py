@@ -210,9 +210,37 @@ def make_scene(
     return Scene(category, kind, referring, hinted, targets, distractors, axis)
 
 
-def draw_scene(scene: Scene, image_size: int) -> Image.Image:
-    """The RGB image of a scene."""
-    image = Image.new("RGB", (image_size, image_size), BACKGROUND)
+BACKGROUNDS = ("plain", "cells", "ramp")
+
+
+def background_image(background: str, image_size: int, cell: int) -> Image.Image:
+    """The empty picture objects are drawn on. ``plain``: one grey. ``cells`` and ``ramp`` give every place its own
+    shade, so that an image token's content says where it is (a frozen vision tower with relative 2-D RoPE, and
+    M-RoPE's slow row and column frequencies, give a small model no other absolute place; docs/tiny-demo.md):
+    ``cells`` tints each ``cell``-pixel square of the image-token grid by its column (red) and row (blue),
+    ``ramp`` shades every pixel the same way, smoothly. All shades stay greyish (channels 96-160), far from the objects'
+    colours."""
+    if background not in BACKGROUNDS:
+        raise ValueError(f"--background {background!r}: use one of {', '.join(BACKGROUNDS)}")
+    if background == "plain":
+        return Image.new("RGB", (image_size, image_size), BACKGROUND)
+    coords = np.arange(image_size, dtype=np.float64)
+    if background == "cells":
+        squares = -(-image_size // cell)
+        coords = (coords // cell) / max(1, squares - 1)
+    else:
+        coords = coords / max(1, image_size - 1)
+    shade = np.rint(96 + 64 * coords).astype(np.uint8)
+    pixels = np.empty((image_size, image_size, 3), dtype=np.uint8)
+    pixels[..., 0] = shade[None, :]  # column
+    pixels[..., 1] = BACKGROUND[1]
+    pixels[..., 2] = shade[:, None]  # row
+    return Image.fromarray(pixels, "RGB")
+
+
+def draw_scene(scene: Scene, image_size: int, background: Image.Image | None = None) -> Image.Image:
+    """The RGB image of a scene, on ``background`` (``background_image``; plain grey when None)."""
+    image = background.copy() if background is not None else Image.new("RGB", (image_size, image_size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     for obj in scene.hinted + scene.distractors:
         x0, y0, x1, y1 = obj.box
@@ -250,7 +278,9 @@ def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str) -> str:
     return f"<think>{think}</think><answer>{answer}</answer>"
 
 
-def make_row(scene: Scene, row_id: str, image_size: int, resized: tuple[int, int]) -> dict:
+def make_row(
+    scene: Scene, row_id: str, image_size: int, resized: tuple[int, int], background: Image.Image | None = None
+) -> dict:
     """One dataset row (Rex-Thinker columns plus our metadata) for a scene."""
     original = (image_size, image_size)
     hint_boxes = boxes_to_resized([obj.box for obj in scene.hinted], original, resized)
@@ -258,7 +288,7 @@ def make_row(scene: Scene, row_id: str, image_size: int, resized: tuple[int, int
     hints = {scene.category: hint_boxes}
     answer = format_answer(answer_boxes, scene.referring)
     buffer = io.BytesIO()
-    draw_scene(scene, image_size).save(buffer, format="PNG")
+    draw_scene(scene, image_size, background).save(buffer, format="PNG")
     return {
         "id": row_id,
         "images": [{"bytes": buffer.getvalue(), "path": None}],
@@ -307,6 +337,7 @@ def make_synthetic_dataset(
     hints: tuple[int, int] = (2, 4),
     distractors: tuple[int, int] = (0, 2),
     layout: str = "free",
+    background: str = "plain",
 ) -> dict[str, Path]:
     """Write ``train.parquet`` and ``val.parquet`` under ``out_dir``; returns ``{"train": path, "val": path}``.
 
@@ -334,6 +365,7 @@ def make_synthetic_dataset(
     check_fixed_point(resized, min_pixels, max_pixels)
     margin = _POSITION_MARGIN * image_size / resized[0]  # so "leftmost" stays clear-cut after resizing
     cell = _grid_cell(layout, image_size, resized, hints[1] + distractors[1])
+    empty = background_image(background, image_size, IMAGE_FACTOR * image_size // resized[0])
     out = Path(out_dir)
     paths = {}
     for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
@@ -341,7 +373,7 @@ def make_synthetic_dataset(
         rows = []
         for index in range(count):
             scene = make_scene(rng, image_size, rejection_fraction, multi_fraction, margin, hints, distractors, cell)
-            rows.append(make_row(scene, f"synth-{split}-{index:06d}", image_size, resized))
+            rows.append(make_row(scene, f"synth-{split}-{index:06d}", image_size, resized, empty))
         paths[split] = out / f"{split}.parquet"
         write_parquet(rows, paths[split])
     return paths

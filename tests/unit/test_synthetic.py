@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from data_tools.cli import main
-from data_tools.synthetic import COLOURS, HINT_PREFIX, make_synthetic_dataset
+from data_tools.synthetic import COLOURS, HINT_PREFIX, background_image, make_synthetic_dataset
 from data_tools.validate import parse_answer_boxes, validate_file
 from rexthinker_rl.data.dataset import REJECTION_TEXT, boxes_to_original, hints_from_problem
 
@@ -208,3 +208,34 @@ def test_synth_cli_rejects_bad_ranges(tmp_path, capsys, flag, values):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and err.count("\n") == 0 and ("--hints" in err or "--distractors" in err)
     assert not (tmp_path / "x").exists()
+
+
+def test_cells_and_ramp_backgrounds_say_where_a_place_is(tmp_path):
+    """``--background cells``: every image token's 28-pixel square has its own shade, red by column and blue by row,
+    one shade per square; ``ramp`` the same shading pixel by pixel. The objects are drawn unchanged on top, and the
+    plain background stays the one grey (the default's bytes do not change: test_same_arguments_give_same_bytes)."""
+    cells = background_image("cells", 112, 28)
+    shades = {}
+    for x in range(112):
+        for y in range(112):
+            shades.setdefault((x // 28, y // 28), set()).add(cells.getpixel((x, y)))
+    assert all(len(found) == 1 for found in shades.values())
+    square = {place: found.pop() for place, found in shades.items()}
+    assert len(set(square.values())) == 16
+    assert [square[(c, 0)][0] for c in range(4)] == [96, 117, 139, 160]  # red rises with the column
+    assert [square[(0, r)][2] for r in range(4)] == [96, 117, 139, 160]  # blue with the row
+    assert {rgb[1] for rgb in square.values()} == {128}
+    ramp = background_image("ramp", 112, 28)
+    assert ramp.getpixel((0, 0)) == (96, 128, 96) and ramp.getpixel((111, 111)) == (160, 128, 160)
+    assert len({ramp.getpixel((x, 0))[0] for x in range(112)}) == 65  # 96..160, every shade used
+    assert background_image("plain", 112, 28).getcolors() == [(112 * 112, (128, 128, 128))]
+    with pytest.raises(ValueError, match="--background 'dots': use one of plain, cells, ramp"):
+        background_image("dots", 112, 28)
+
+    paths = make_synthetic_dataset(tmp_path / "cells", num_train=12, num_val=0, seed=5, background="cells")
+    for row in pq.read_table(paths["train"]).to_pylist():
+        image = _image(row)
+        for box in json.loads(row["hints"])[row["category"]]:
+            assert _colour_at_centre(image, box) is not None  # the objects keep their colours
+        background = {colour for _, colour in image.getcolors(4096)} - {rgb for rgb in COLOURS.values()}
+        assert background <= set(square.values())  # no other colour: no grey, and shapes are not blended
