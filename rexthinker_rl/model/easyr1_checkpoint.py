@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 import re
 import zipfile
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import torch
 
-from rexthinker_rl.train.checkpoint import CheckpointError
+from rexthinker_rl.train.checkpoint import CheckpointError, load_restricted
 from rexthinker_rl.utils import atomic_write_text
 
 RANK_FILE = re.compile(r"^model_world_size_(\d+)_rank_(\d+)\.pt$")
@@ -76,14 +75,12 @@ def load_rank_file(path: Path) -> dict[str, Any]:
     mesh_log = logging.getLogger("torch.distributed.device_mesh")
     level, mesh_log.level = mesh_log.level, logging.ERROR  # "unpickled before the PGs were created": expected here
     try:
-        with torch.serialization.safe_globals(dtensor_classes()):
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as error:
-        reason = str(error).strip().splitlines()[0]
-        raise CheckpointError(
-            f"{path}: refused to load: it holds objects other than tensors, DTensors and plain data ({reason}); an "
-            "EasyR1 model file holds only those"
-        ) from None
+        state = load_restricted(
+            path, "tensors, DTensors and plain data", "an EasyR1 model file holds only those",
+            dtensor_classes(), map_location="cpu", mmap=zipfile.is_zipfile(path),
+        )  # fmt: skip
+    except CheckpointError:
+        raise
     except (RuntimeError, EOFError, OSError) as error:
         raise CheckpointError(f"{path}: not a readable torch.save file ({str(error).splitlines()[0]})") from None
     finally:

@@ -234,17 +234,26 @@ def load_checkpoint(folder: Path, verified: bool = False) -> Checkpoint:
 
 
 def _load_tensors_only(path: Path) -> Any:
-    """``torch.load`` restricted to tensors and plain data: a pickle that names any other callable is refused, unrun."""
+    """A ``.pt`` file this trainer wrote, or None when there is none."""
     if not path.is_file():
         return None
+    return load_restricted(
+        path, "tensors and plain data", "it was not written by this trainer or has been tampered with"
+    )
+
+
+def load_restricted(path: Path, holds: str, expected: str, allowed: list | None = None, **load_options) -> Any:
+    """``torch.load`` restricted to tensors, plain data and the classes in ``allowed``: a pickle that names any other
+    callable is refused, unrun, in one line naming the file, what it may hold (``holds``) and what was expected of it.
+    ``load_options`` go to ``torch.load`` (``map_location``, ``mmap``)."""
     try:
-        return torch.load(path, weights_only=True)
+        with torch.serialization.safe_globals(allowed or []):
+            return torch.load(path, weights_only=True, **load_options)
     except pickle.UnpicklingError as error:
         # torch's own message ends by suggesting weights_only=False; for a file that may be tampered with, never.
         reason = str(error).strip().splitlines()[0]
         raise CheckpointError(
-            f"{path}: refused to load: it holds objects other than tensors and plain data ({reason}); "
-            "it was not written by this trainer or has been tampered with"
+            f"{path}: refused to load: it holds objects other than {holds} ({reason}); {expected}"
         ) from None
 
 
