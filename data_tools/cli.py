@@ -50,6 +50,8 @@ def _synth(args: argparse.Namespace) -> int:
         distractors=tuple(args.distractors),
         layout=args.layout,
         background=args.background,
+        position_cue=args.position_cue,
+        verdict_cue=args.verdict_cue,
     )
     for split, path in paths.items():
         print(f"{split}: {path}")
@@ -453,6 +455,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="plain",
         help="plain: one grey; cells: each image token's square tinted by its column and row; ramp: the same shading, "
         "smooth (a place code a small model can read; docs/tiny-demo.md)",
+    )
+    synth.add_argument(
+        "--position-cue",
+        choices=["centre", "edges"],  # data_tools.synthetic.POSITION_CUES
+        default="centre",
+        help="what a position row's chain of thought quotes per hint: centre ('at x 45') or edges ('left 34 vs 60': "
+        "its edge on the named side and the other hints' most extreme one)",
+    )
+    synth.add_argument(
+        "--verdict-cue",
+        choices=["plain", "asked"],  # data_tools.synthetic.VERDICT_CUES
+        default="plain",
+        help="plain: a hint's line ends with its colour (and position cue); asked: it then repeats what the expression "
+        "asks ('Box 1 [..] blue circle, asked red: no.')",
     )
     _add_overwrite(synth)
     synth.set_defaults(run=_synth)

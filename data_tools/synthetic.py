@@ -35,6 +35,16 @@ HINT_PREFIX = "Hint: Object and its coordinates in this image: "
 MIN_IMAGE_SIZE = 56
 _GAP = 2  # pixels kept free between objects
 _POSITION_MARGIN = 3  # resized pixels by which the referred extreme object must beat the runner-up
+# What a position row's chain of thought quotes for each hint. centre: "at x 45", the box's centre on the axis
+# (arithmetic on two coordinates). edges: "left 34 vs 60", the box's edge on the expression's side and the most extreme
+# such edge of the other hints (two copied numbers compared side by side); the referred object is then extreme by
+# both its centre and that edge.
+POSITION_CUES = ("centre", "edges")
+# What a hint's line says before its verdict. plain: nothing more. asked: the expression's colour or side, right after
+# the colour read from the picture ("Box 1 [..] blue circle, asked red: no."): the verdict then compares two
+# neighbouring words, instead of the read colour with a word at the end of the prompt.
+VERDICT_CUES = ("plain", "asked")
+_SIDE_WORDS = {"leftmost": "left", "rightmost": "right", "topmost": "top", "bottommost": "bottom"}
 
 FEATURES = datasets.Features(
     {
@@ -73,6 +83,10 @@ class Scene:
     targets: list[int]  # indices into ``hinted``
     distractors: list[ShapeObject]
     position_axis: int | None = None  # 0: x, 1: y, for position expressions
+    direction: str = ""  # leftmost | rightmost | topmost | bottommost, for position expressions
+    position_cue: str = "centre"  # what the chain of thought quotes for a position expression (POSITION_CUES)
+    verdict_cue: str = "plain"  # "asked": each hint's line repeats what the expression asks before its verdict
+    asked: str = ""  # the colour or side the expression names
 
 
 def format_answer(boxes: list[list[int]], label: str) -> str:
@@ -157,6 +171,8 @@ def make_scene(
     hints: tuple[int, int] = (2, 4),
     distractors: tuple[int, int] = (0, 2),
     cell: int = 0,
+    position_cue: str = "centre",
+    verdict_cue: str = "plain",
 ) -> Scene:
     """Draw the objects and the referring expression of one image (random, but reproducible from ``rng``).
 
@@ -191,6 +207,12 @@ def make_scene(
             runner_up = extreme(value for i, value in enumerate(centres) if i != best)
             if abs(centres[best] - runner_up) < position_margin:
                 continue
+            if position_cue == "edges":
+                edges = [_edge(obj.box, direction) for obj in objects]
+                if abs(edges[best] - extreme(e for i, e in enumerate(edges) if i != best)) < position_margin:
+                    continue
+                if edges.index(extreme(edges)) != best:
+                    continue
             targets = [best]
         break
     else:
@@ -207,7 +229,16 @@ def make_scene(
     else:
         referring = f"the {colour} {category}"
     axis = POSITIONS[direction][0] if kind == "position" else None
-    return Scene(category, kind, referring, hinted, targets, distractors, axis)
+    asked = direction if kind == "position" else str(colour)
+    return Scene(
+        category, kind, referring, hinted, targets, distractors, axis, direction, position_cue, verdict_cue, asked
+    )
+
+
+def _edge(box: list[int], direction: str) -> int:
+    """The box's edge on the side a position expression names (the left edge for "leftmost", ...)."""
+    axis, extreme = POSITIONS[direction]
+    return box[axis] if extreme is min else box[axis + 2]
 
 
 BACKGROUNDS = ("plain", "cells", "ramp")
@@ -259,16 +290,20 @@ def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str) -> str:
     """A short Rex-Thinker-shaped completion: planning, one verdict per hint, summary, then the answer."""
     verdicts = []
     for number, (obj, box) in enumerate(zip(scene.hinted, hint_boxes, strict=True), start=1):
-        where = (
-            ""
-            if scene.position_axis is None
-            else f" at {'xy'[scene.position_axis]} {round(_centre(box, scene.position_axis))}"
-        )
+        if scene.position_axis is None:
+            where = ""
+        elif scene.position_cue == "edges":
+            others = [_edge(other, scene.direction) for i, other in enumerate(hint_boxes, 1) if i != number]
+            extreme = POSITIONS[scene.direction][1]
+            where = f", {_SIDE_WORDS[scene.direction]} {_edge(box, scene.direction)} vs {extreme(others)}"
+        else:
+            where = f" at {'xy'[scene.position_axis]} {round(_centre(box, scene.position_axis))}"
         verdict = "yes" if number - 1 in scene.targets else "no"
         # Quoting each hint box in order (as Rex-Thinker's action step does) gives the answer a nearby copy source.
         # The box comes first: its colour is then read right after its coordinates, and the verdict follows the colour
         # word it compares (docs/tiny-demo.md, "Why the box choice did not move").
-        verdicts.append(f"Box {number} {json.dumps(box)} {obj.colour} {obj.shape}{where}: {verdict}.")
+        asked = f", asked {scene.asked}" if scene.verdict_cue == "asked" else ""
+        verdicts.append(f"Box {number} {json.dumps(box)} {obj.colour} {obj.shape}{asked}{where}: {verdict}.")
     matches = len(scene.targets)
     summary = "none match." if not matches else "1 match." if matches == 1 else f"{matches} matches."
     # The planning names no colour or side: restating the expression here, right before each box's colour word, let
@@ -338,6 +373,8 @@ def make_synthetic_dataset(
     distractors: tuple[int, int] = (0, 2),
     layout: str = "free",
     background: str = "plain",
+    position_cue: str = "centre",
+    verdict_cue: str = "plain",
 ) -> dict[str, Path]:
     """Write ``train.parquet`` and ``val.parquet`` under ``out_dir``; returns ``{"train": path, "val": path}``.
 
@@ -372,7 +409,10 @@ def make_synthetic_dataset(
         rng = np.random.default_rng([seed, split_index])  # separate streams: val does not shift when train grows
         rows = []
         for index in range(count):
-            scene = make_scene(rng, image_size, rejection_fraction, multi_fraction, margin, hints, distractors, cell)
+            scene = make_scene(
+                rng, image_size, rejection_fraction, multi_fraction, margin, hints, distractors, cell, position_cue,
+                verdict_cue,
+            )  # fmt: skip
             rows.append(make_row(scene, f"synth-{split}-{index:06d}", image_size, resized, empty))
         paths[split] = out / f"{split}.parquet"
         write_parquet(rows, paths[split])

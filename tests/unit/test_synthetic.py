@@ -239,3 +239,54 @@ def test_cells_and_ramp_backgrounds_say_where_a_place_is(tmp_path):
             assert _colour_at_centre(image, box) is not None  # the objects keep their colours
         background = {colour for _, colour in image.getcolors(4096)} - {rgb for rgb in COLOURS.values()}
         assert background <= set(square.values())  # no other colour: no grey, and shapes are not blended
+
+
+def test_edges_position_cue_quotes_the_two_numbers_that_decide(tmp_path):
+    """``--position-cue edges``: on a position row each hint's line quotes its edge on the named side and the most
+    extreme such edge of the other hints ("left 34 vs 60"), the verdict is yes exactly where its edge wins, and the
+    referred object is the extreme one by its centre too (the answer does not change meaning)."""
+    paths = make_synthetic_dataset(
+        tmp_path / "edges", num_train=120, num_val=0, seed=6, hints=(2, 3), position_cue="edges"
+    )
+    line = re.compile(r"Box (\d) (\[[^\]]*\]) \w+ \w+, (left|right|top|bottom) (\d+) vs (\d+): (yes|no)\.")
+    side = {"left": (0, min), "right": (2, max), "top": (1, min), "bottom": (3, max)}
+    checked = 0
+    for row in pq.read_table(paths["train"]).to_pylist():
+        words = row["referring"].split()
+        if not words[1].endswith("most"):
+            assert ", left " not in row["sft_target"] and " vs " not in row["sft_target"]
+            continue
+        hints = json.loads(row["hints"])[row["category"]]
+        lines = line.findall(row["sft_target"])
+        assert len(lines) == len(hints), row["sft_target"]
+        for number, box, word, mine, other, verdict in lines:
+            assert words[1] == f"{word}most"
+            index, extreme = side[word]
+            box = json.loads(box)
+            assert box == hints[int(number) - 1] and int(mine) == box[index]
+            assert int(other) == extreme(b[index] for i, b in enumerate(hints) if i != int(number) - 1)
+            assert (verdict == "yes") == (extreme(int(mine), int(other)) == int(mine))
+            assert (verdict == "yes") == (box in json.loads(row["answer_boxes"]))
+        axis = index % 2
+        centres = [b[axis] + b[axis + 2] for b in hints]
+        assert json.loads(row["answer_boxes"]) == [hints[centres.index(extreme(centres))]]
+        checked += 1
+    assert checked >= 10
+
+
+def test_asked_verdict_cue_repeats_what_the_expression_asks(tmp_path, capsys):
+    """``--verdict-cue asked``: every hint's line says, after the colour read from the picture, the colour or side the
+    expression names ("Box 1 [..] blue circle, asked red: no."); through the CLI as well."""
+    out = tmp_path / "asked"
+    flags = ["--num-train", "40", "--num-val", "0", "--seed", "2", "--verdict-cue", "asked", "--position-cue", "edges"]
+    assert main(["synth", "--out", str(out), *flags]) == 0
+    capsys.readouterr()
+    for row in pq.read_table(out / "train.parquet").to_pylist():
+        words = row["referring"].split()
+        asked = words[1]  # "the red circle", "all red circles", "the leftmost circle"
+        lines = re.findall(r"Box \d \[[^\]]*\] (\w+) \w+, asked (\w+)[^:]*: (yes|no)\.", row["sft_target"])
+        assert len(lines) == len(json.loads(row["hints"])[row["category"]]), row["sft_target"]
+        for colour, said, verdict in lines:
+            assert said == asked
+            if not asked.endswith("most"):
+                assert (verdict == "yes") == (colour == asked)
