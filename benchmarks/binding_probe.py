@@ -1,0 +1,139 @@
+"""Can a model learn to bind a hint box to the colour under it? One word, trained and measured alone.
+
+    python benchmarks/binding_probe.py MODEL_DIR DATA_DIR [--steps 1500] [--lr 1e-3] [--batch 16]
+        [--cell-words] [--train-vision] [--eval-every 250] [--out F]
+
+``DATA_DIR`` is a synthetic set (``rexthinker-data synth --hints 2 2 ...``). For every hint of its rows with two hints
+the model reads the prompt (picture, hints, expression) and the start of the chain of thought up to that hint's box,
+"<think>Planning: check each of the 2 circle hints. Action: Box 2 [57, 12, 80, 35]", and is trained to write the
+colour word of the object in that box, nothing else (the loss is on that one token, AdamW, the vision tower frozen
+unless ``--train-vision``). Every ``--eval-every`` steps it prints the share of held-out hints whose colour is the
+likeliest of the four, over all hints (``all``) and over the rows whose two objects have different colours
+(``differ``): there a model that knows which colours are in the picture but not where scores 0.5, and binding is
+what lifts it above. ``--cell-words`` adds the image token's square the box's centre lies in ("... cell 2 0", column
+then row, 28-pixel squares), so that the coordinates need no decoding: what is left is finding the image token by its
+place (a ``--background cells`` set gives every square its own shade). docs/tiny-demo.md, "Why the box choice did not
+move", has the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from rexthinker_rl.algo.batch import build_sequence_batch, encode_prompts
+from rexthinker_rl.config import load_config
+from rexthinker_rl.data.dataset import RLDataset
+from rexthinker_rl.model.loading import load_model, load_processor, vision_tower
+from rexthinker_rl.model.logprobs import response_logprobs
+from rexthinker_rl.utils import atomic_write_text
+
+COLOURS = ("red", "green", "blue", "yellow")  # data_tools.synthetic.COLOURS
+HINT = re.compile(r"Box (\d+) (\[[^\]]*\]) (\w+) ")
+CELL = 28  # resized pixels a side of one image token's square (Qwen2.5-VL: 14 px patches, merged 2 x 2)
+
+
+def probe_items(dataset: RLDataset, processor, cell_words: bool) -> list[tuple[dict, list[int], str, bool]]:
+    """(encoded prompt, token ids of the text before the colour word, the colour, the two colours differ) per hint."""
+    items = []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        hints = HINT.findall(sample.sft_target)
+        if len(hints) != 2:
+            continue
+        encoded = encode_prompts(processor, [sample.prompt_text], [sample.image])[0]
+        category = sample.metadata.get("category", "")
+        for number, box, colour in hints:
+            text = f"<think>Planning: check each of the 2 {category} hints. Action: Box {number} {box}"
+            if cell_words:
+                x0, y0, x1, y1 = json.loads(box)
+                text += f" cell {(x0 + x1) // (2 * CELL)} {(y0 + y1) // (2 * CELL)}"
+            prefix = processor.tokenizer.encode(text, add_special_tokens=False)
+            items.append((encoded, prefix, colour, hints[0][2] != hints[1][2]))
+    return items
+
+
+def accuracy(model, items, colour_ids: dict[str, list[int]], pad_id: int) -> dict[str, float]:
+    """Share of items whose colour word is the likeliest of the four, all and where the two colours differ."""
+    model.eval()
+    right = {"all": [], "differ": []}
+    with torch.no_grad():
+        for encoded, prefix, colour, differ in items:
+            candidates = [prefix + colour_ids[name] for name in COLOURS]
+            batch = build_sequence_batch([encoded] * len(COLOURS), list(range(len(COLOURS))), candidates, pad_id)
+            logprobs, _ = response_logprobs(model, batch, chunk_tokens=0)
+            hit = COLOURS[int(logprobs[:, len(prefix)].argmax())] == colour
+            right["all"].append(hit)
+            if differ:
+                right["differ"].append(hit)
+    model.train()
+    return {name: round(sum(hits) / max(1, len(hits)), 3) for name, hits in right.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir")
+    parser.add_argument("data_dir")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--eval-rows", type=int, default=150, help="held-out rows (two hints each) to measure on")
+    parser.add_argument("--cell-words", action="store_true", help="name the box's image-token square after it")
+    parser.add_argument("--train-vision", action="store_true", help="train the vision tower too (default: frozen)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="", help="write the curve here as JSON")
+    parser.add_argument("--config", default="configs/grpo_tiny.yaml", help="the prompt and pixel settings")
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    train_file, val_file = f"{args.data_dir}/train.parquet", f"{args.data_dir}/val.parquet"
+    config = load_config(args.config, [f"data.train_files={train_file}", f"data.val_files={val_file}"])
+    processor = load_processor(args.model_dir, config.data.min_pixels, config.data.max_pixels)
+    train = probe_items(RLDataset(train_file, processor, config.data), processor, args.cell_words)
+    held_out = RLDataset(val_file, processor, config.data, max_samples=args.eval_rows)
+    val = probe_items(held_out, processor, args.cell_words)
+    if not train or not val:
+        parser.error(
+            f"{args.data_dir}: no rows with exactly two hints (make it with rexthinker-data synth --hints 2 2)"
+        )
+    model = load_model(args.model_dir, "float32", "sdpa", "cpu")
+    if not args.train_vision:
+        vision_tower(model).requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
+    tokenizer = processor.tokenizer
+    colour_ids = {name: tokenizer.encode(f" {name}", add_special_tokens=False) for name in COLOURS}
+    draw, curve, start = random.Random(args.seed), [], time.time()
+    print(f"{len(train)} training hints, {len(val)} held-out hints", flush=True)
+    for step in range(args.steps + 1):
+        if step % args.eval_every == 0 or step == args.steps:
+            curve.append({"step": step, **accuracy(model, val, colour_ids, tokenizer.pad_token_id)})
+            print(json.dumps({**curve[-1], "seconds": round(time.time() - start)}), flush=True)
+        if step == args.steps:
+            break
+        items = draw.sample(train, args.batch)
+        responses = [prefix + colour_ids[colour] for _, prefix, colour, _ in items]
+        batch = build_sequence_batch(
+            [item[0] for item in items], list(range(len(items))), responses, tokenizer.pad_token_id
+        )
+        logprobs, _ = response_logprobs(model, batch, chunk_tokens=0)
+        word = torch.zeros_like(logprobs)
+        for row, (_, prefix, _, _) in enumerate(items):
+            word[row, len(prefix)] = 1.0  # the colour word only
+        loss = -(logprobs * word).sum() / word.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    if args.out:
+        atomic_write_text(Path(args.out), json.dumps({"args": vars(args), "curve": curve}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
