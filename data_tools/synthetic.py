@@ -1,4 +1,4 @@
-"""A synthetic referring dataset: coloured shapes on a plain background, in the Rex-Thinker schema.
+"""A synthetic referring dataset: coloured shapes on a plain (or place-coded) background, in the Rex-Thinker schema.
 
 Each image holds 2-4 objects of one category (circle, square or triangle) and 0-2 distractors of other categories
 (both ranges can be set). The box hints are exactly the boxes of every object of the referred category (what a
@@ -179,6 +179,7 @@ def make_scene(
     ``position_margin``: original pixels by which the referred extreme object must beat the runner-up.
     ``hints``/``distractors``: inclusive ranges of the category's objects and of the other categories' objects.
     ``cell`` > 0: objects on a grid of squares of that side (``_place_on_grid``); 0: anywhere, kept apart.
+    ``position_cue``, ``verdict_cue``: what the chain of thought quotes (``POSITION_CUES``, ``VERDICT_CUES``).
     With a single object of the category, "multi" and "position" rows become "colour" rows.
     """
     kind = _pick_kind(rng, rejection_fraction, multi_fraction)
@@ -402,6 +403,12 @@ def make_synthetic_dataset(
     check_fixed_point(resized, min_pixels, max_pixels)
     margin = _POSITION_MARGIN * image_size / resized[0]  # so "leftmost" stays clear-cut after resizing
     cell = _grid_cell(layout, image_size, resized, hints[1] + distractors[1])
+    for name, value, allowed in (
+        ("--position-cue", position_cue, POSITION_CUES),
+        ("--verdict-cue", verdict_cue, VERDICT_CUES),
+    ):
+        if value not in allowed:
+            raise ValueError(f"{name} {value!r}: use one of {', '.join(allowed)}")
     empty = background_image(background, image_size, IMAGE_FACTOR * image_size // resized[0])
     out = Path(out_dir)
     paths = {}

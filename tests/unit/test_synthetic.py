@@ -290,3 +290,17 @@ def test_asked_verdict_cue_repeats_what_the_expression_asks(tmp_path, capsys):
             assert said == asked
             if not asked.endswith("most"):
                 assert (verdict == "yes") == (colour == asked)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"position_cue": "middle"}, "--position-cue 'middle': use one of centre, edges"),
+        ({"verdict_cue": "loud"}, "--verdict-cue 'loud': use one of plain, asked"),
+        ({"background": "dots"}, "--background 'dots': use one of plain, cells, ramp"),
+    ],
+)
+def test_unknown_cue_or_background_is_refused_before_anything_is_written(tmp_path, option, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make_synthetic_dataset(tmp_path / "x", num_train=2, num_val=0, **option)
+    assert not (tmp_path / "x").exists()
