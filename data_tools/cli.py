@@ -412,10 +412,32 @@ def _add_fidelity_commands(commands, defaults: DataConfig) -> None:
     show.set_defaults(run=_show_prompt)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rexthinker-data", description="Build and check Rex-Thinker RL datasets.")
-    commands = parser.add_subparsers(dest="command", required=True)
+# synth's options with fixed values (the first is the default): data_tools.synthetic's LAYOUTS, BACKGROUNDS and cues
+SYNTH_CHOICES = {
+    "--layout": (
+        ("free", "grid"),
+        "free: objects anywhere, kept apart; grid: each object inside its own square of the model's image-token grid "
+        "(28 resized pixels a side), so that one image token sees one whole object",
+    ),
+    "--background": (
+        ("plain", "cells", "ramp"),
+        "plain: one grey; cells: each image token's square tinted by its column and row; ramp: the same shading, "
+        "smooth (a place code a small model can read; docs/tiny-demo.md)",
+    ),
+    "--position-cue": (
+        ("centre", "edges"),
+        "what a position row's chain of thought quotes per hint: centre ('at x 45') or edges ('left 34 vs 60': its "
+        "edge on the named side and the other hints' most extreme one)",
+    ),
+    "--verdict-cue": (
+        ("plain", "asked"),
+        "plain: a hint's line ends with its colour (and position cue); asked: it then repeats what the expression asks "
+        "('Box 1 [..] blue circle, asked red: no.')",
+    ),
+}
 
+
+def _add_synth(commands) -> None:
     synth = commands.add_parser("synth", help="write a synthetic referring set of coloured shapes")
     synth.add_argument("--out", required=True, help="output folder (train.parquet, val.parquet)")
     synth.add_argument("--num-train", type=int, default=512)
@@ -426,52 +448,22 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--max-pixels", type=int, default=_DEFAULT_SIZE**2)
     synth.add_argument("--rejection-fraction", type=float, default=0.15, help="share of rows with no target")
     synth.add_argument("--multi-fraction", type=float, default=0.2, help="share of rows with several targets")
-    synth.add_argument(
-        "--hints",
-        type=int,
-        nargs=2,
-        default=[2, 4],
-        metavar=("MIN", "MAX"),
-        help="objects of the referred category per image (the box hints), inclusive",
-    )
-    synth.add_argument(
-        "--distractors",
-        type=int,
-        nargs=2,
-        default=[0, 2],
-        metavar=("MIN", "MAX"),
-        help="objects of other categories per image, inclusive",
-    )
-    synth.add_argument(
-        "--layout",
-        choices=["free", "grid"],
-        default="free",
-        help="free: objects anywhere, kept apart; grid: each object inside its own square of the model's image-token "
-        "grid (28 resized pixels a side), so that one image token sees one whole object",
-    )
-    synth.add_argument(
-        "--background",
-        choices=["plain", "cells", "ramp"],  # data_tools.synthetic.BACKGROUNDS (imported lazily)
-        default="plain",
-        help="plain: one grey; cells: each image token's square tinted by its column and row; ramp: the same shading, "
-        "smooth (a place code a small model can read; docs/tiny-demo.md)",
-    )
-    synth.add_argument(
-        "--position-cue",
-        choices=["centre", "edges"],  # data_tools.synthetic.POSITION_CUES
-        default="centre",
-        help="what a position row's chain of thought quotes per hint: centre ('at x 45') or edges ('left 34 vs 60': "
-        "its edge on the named side and the other hints' most extreme one)",
-    )
-    synth.add_argument(
-        "--verdict-cue",
-        choices=["plain", "asked"],  # data_tools.synthetic.VERDICT_CUES
-        default="plain",
-        help="plain: a hint's line ends with its colour (and position cue); asked: it then repeats what the expression "
-        "asks ('Box 1 [..] blue circle, asked red: no.')",
-    )
+    for flag, default, what in (
+        ("--hints", [2, 4], "objects of the referred category per image (the box hints), inclusive"),
+        ("--distractors", [0, 2], "objects of other categories per image, inclusive"),
+    ):
+        synth.add_argument(flag, type=int, nargs=2, default=default, metavar=("MIN", "MAX"), help=what)
+    for flag, (choices, what) in SYNTH_CHOICES.items():
+        synth.add_argument(flag, choices=choices, default=choices[0], help=what)
     _add_overwrite(synth)
     synth.set_defaults(run=_synth)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rexthinker-data", description="Build and check Rex-Thinker RL datasets.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    _add_synth(commands)
 
     defaults = DataConfig()
     validate = commands.add_parser("validate", help="check every row; exit 1 when any is bad")

@@ -202,18 +202,9 @@ def make_scene(
         objects = [ShapeObject(category, name, box) for name, box in zip(colours, boxes[:count], strict=True)]
         targets = list(range(matching))  # _colours puts the matching objects first
         if kind == "position":
-            axis, extreme = POSITIONS[direction]
-            centres = [_centre(obj.box, axis) for obj in objects]
-            best = centres.index(extreme(centres))
-            runner_up = extreme(value for i, value in enumerate(centres) if i != best)
-            if abs(centres[best] - runner_up) < position_margin:
+            best = _position_target(objects, direction, position_margin, position_cue)
+            if best is None:
                 continue
-            if position_cue == "edges":
-                edges = [_edge(obj.box, direction) for obj in objects]
-                if abs(edges[best] - extreme(e for i, e in enumerate(edges) if i != best)) < position_margin:
-                    continue
-                if edges.index(extreme(edges)) != best:
-                    continue
             targets = [best]
         break
     else:
@@ -223,17 +214,35 @@ def make_scene(
     order = [int(i) for i in rng.permutation(count)]
     hinted = [objects[i] for i in order]
     targets = sorted(order.index(target) for target in targets)
-    if kind == "multi":
-        referring = f"all {colour} {category}s"
-    elif kind == "position":
-        referring = f"the {direction} {category}"
-    else:
-        referring = f"the {colour} {category}"
+    referring = _referring(kind, category, colour, direction)
     axis = POSITIONS[direction][0] if kind == "position" else None
     asked = direction if kind == "position" else str(colour)
     return Scene(
         category, kind, referring, hinted, targets, distractors, axis, direction, position_cue, verdict_cue, asked
     )
+
+
+def _referring(kind: str, category: str, colour: str | None, direction: str) -> str:
+    if kind == "multi":
+        return f"all {colour} {category}s"
+    if kind == "position":
+        return f"the {direction} {category}"
+    return f"the {colour} {category}"
+
+
+def _position_target(objects: list[ShapeObject], direction: str, margin: float, position_cue: str) -> int | None:
+    """The object a position expression picks, or None when it is not clear-cut: its centre must beat the runner-up's
+    by ``margin``, and with the ``edges`` cue its edge on that side too (the chain of thought then quotes edges)."""
+    axis, extreme = POSITIONS[direction]
+    measures = [[_centre(obj.box, axis) for obj in objects]]
+    if position_cue == "edges":
+        measures.append([_edge(obj.box, direction) for obj in objects])
+    best = measures[0].index(extreme(measures[0]))
+    for values in measures:
+        runner_up = extreme(value for i, value in enumerate(values) if i != best)
+        if extreme(values) != values[best] or abs(values[best] - runner_up) < margin:
+            return None
+    return best
 
 
 def _edge(box: list[int], direction: str) -> int:
@@ -242,7 +251,13 @@ def _edge(box: list[int], direction: str) -> int:
     return box[axis] if extreme is min else box[axis + 2]
 
 
+LAYOUTS = ("free", "grid")
 BACKGROUNDS = ("plain", "cells", "ramp")
+
+
+def _check_choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{flag} {value!r}: use one of {', '.join(allowed)}")
 
 
 def background_image(background: str, image_size: int, cell: int) -> Image.Image:
@@ -252,8 +267,7 @@ def background_image(background: str, image_size: int, cell: int) -> Image.Image
     ``cells`` tints each ``cell``-pixel square of the image-token grid by its column (red) and row (blue),
     ``ramp`` shades every pixel the same way, smoothly. All shades stay greyish (channels 96-160), far from the objects'
     colours."""
-    if background not in BACKGROUNDS:
-        raise ValueError(f"--background {background!r}: use one of {', '.join(BACKGROUNDS)}")
+    _check_choice("--background", background, BACKGROUNDS)
     if background == "plain":
         return Image.new("RGB", (image_size, image_size), BACKGROUND)
     coords = np.arange(image_size, dtype=np.float64)
@@ -340,16 +354,16 @@ def make_row(
     }
 
 
-def _grid_cell(layout: str, image_size: int, resized: tuple[int, int], most_objects: int) -> int:
-    """The side, in original pixels, of one image token's square (0 for the free layout)."""
+def _grid_cell(layout: str, image_size: int, square: int, most_objects: int) -> int:
+    """The side of the grid's cells in original pixels: ``square``, one image token's, for the grid layout; 0 for the
+    free layout."""
     if layout == "free":
         return 0
-    if layout != "grid":
+    if layout not in LAYOUTS:
         raise ValueError(f"--layout {layout!r}: use free or grid")
-    cell = IMAGE_FACTOR * image_size // resized[0]
-    if (image_size // cell) ** 2 < most_objects:
-        raise ValueError(f"--layout grid: a {image_size}px image has fewer than {most_objects} squares of {cell}px")
-    return cell
+    if (image_size // square) ** 2 < most_objects:
+        raise ValueError(f"--layout grid: a {image_size}px image has fewer than {most_objects} squares of {square}px")
+    return square
 
 
 def write_parquet(rows: list[dict], path: Path) -> None:
@@ -402,24 +416,19 @@ def make_synthetic_dataset(
     resized = resized_size(image_size, image_size, min_pixels, max_pixels)
     check_fixed_point(resized, min_pixels, max_pixels)
     margin = _POSITION_MARGIN * image_size / resized[0]  # so "leftmost" stays clear-cut after resizing
-    cell = _grid_cell(layout, image_size, resized, hints[1] + distractors[1])
-    for name, value, allowed in (
-        ("--position-cue", position_cue, POSITION_CUES),
-        ("--verdict-cue", verdict_cue, VERDICT_CUES),
-    ):
-        if value not in allowed:
-            raise ValueError(f"{name} {value!r}: use one of {', '.join(allowed)}")
-    empty = background_image(background, image_size, IMAGE_FACTOR * image_size // resized[0])
+    square = IMAGE_FACTOR * image_size // resized[0]  # original pixels a side of one image token's square
+    cell = _grid_cell(layout, image_size, square, hints[1] + distractors[1])
+    _check_choice("--position-cue", position_cue, POSITION_CUES)
+    _check_choice("--verdict-cue", verdict_cue, VERDICT_CUES)
+    empty = background_image(background, image_size, square)
+    scene_options = (margin, hints, distractors, cell, position_cue, verdict_cue)  # make_scene's, after the fractions
     out = Path(out_dir)
     paths = {}
     for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):
         rng = np.random.default_rng([seed, split_index])  # separate streams: val does not shift when train grows
         rows = []
         for index in range(count):
-            scene = make_scene(
-                rng, image_size, rejection_fraction, multi_fraction, margin, hints, distractors, cell, position_cue,
-                verdict_cue,
-            )  # fmt: skip
+            scene = make_scene(rng, image_size, rejection_fraction, multi_fraction, *scene_options)
             rows.append(make_row(scene, f"synth-{split}-{index:06d}", image_size, resized, empty))
         paths[split] = out / f"{split}.parquet"
         write_parquet(rows, paths[split])

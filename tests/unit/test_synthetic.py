@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from data_tools.cli import main
+from data_tools import synthetic
+from data_tools.cli import SYNTH_CHOICES, main
 from data_tools.synthetic import COLOURS, HINT_PREFIX, background_image, make_synthetic_dataset
 from data_tools.validate import parse_answer_boxes, validate_file
 from rexthinker_rl.data.dataset import REJECTION_TEXT, boxes_to_original, hints_from_problem
@@ -304,3 +305,13 @@ def test_unknown_cue_or_background_is_refused_before_anything_is_written(tmp_pat
     with pytest.raises(ValueError, match=re.escape(message)):
         make_synthetic_dataset(tmp_path / "x", num_train=2, num_val=0, **option)
     assert not (tmp_path / "x").exists()
+
+
+def test_the_cli_offers_exactly_the_values_the_generator_takes():
+    """The CLI keeps its own copy of the choices (it imports the generator lazily); it must not drift from it."""
+    assert {flag: choices for flag, (choices, _) in SYNTH_CHOICES.items()} == {
+        "--layout": synthetic.LAYOUTS,
+        "--background": synthetic.BACKGROUNDS,
+        "--position-cue": synthetic.POSITION_CUES,
+        "--verdict-cue": synthetic.VERDICT_CUES,
+    }
