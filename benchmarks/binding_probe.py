@@ -28,16 +28,16 @@ from pathlib import Path
 
 import torch
 
+from data_tools.synthetic import COLOURS as SHAPE_COLOURS
 from rexthinker_rl.algo.batch import build_sequence_batch, encode_prompts
 from rexthinker_rl.config import load_config
-from rexthinker_rl.data.dataset import RLDataset
+from rexthinker_rl.data.dataset import IMAGE_FACTOR, RLDataset
 from rexthinker_rl.model.loading import load_model, load_processor, vision_tower
 from rexthinker_rl.model.logprobs import response_logprobs
 from rexthinker_rl.utils import atomic_write_text
 
-COLOURS = ("red", "green", "blue", "yellow")  # data_tools.synthetic.COLOURS
+COLOURS = tuple(SHAPE_COLOURS)
 HINT = re.compile(r"Box (\d+) (\[[^\]]*\]) (\w+) ")
-CELL = 28  # resized pixels a side of one image token's square (Qwen2.5-VL: 14 px patches, merged 2 x 2)
 
 
 def probe_items(dataset: RLDataset, processor, cell_words: bool) -> list[tuple[dict, list[int], str, bool]]:
@@ -54,7 +54,7 @@ def probe_items(dataset: RLDataset, processor, cell_words: bool) -> list[tuple[d
             text = f"<think>Planning: check each of the 2 {category} hints. Action: Box {number} {box}"
             if cell_words:
                 x0, y0, x1, y1 = json.loads(box)
-                text += f" cell {(x0 + x1) // (2 * CELL)} {(y0 + y1) // (2 * CELL)}"
+                text += f" cell {(x0 + x1) // (2 * IMAGE_FACTOR)} {(y0 + y1) // (2 * IMAGE_FACTOR)}"
             prefix = processor.tokenizer.encode(text, add_special_tokens=False)
             items.append((encoded, prefix, colour, hints[0][2] != hints[1][2]))
     return items
