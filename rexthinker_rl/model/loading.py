@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from rexthinker_rl.model.cpu_matmul import use_cpu_linear
 from rexthinker_rl.model.tiny import VISION_SPECIAL_TOKENS
 from rexthinker_rl.run.outputs import check_new_folder, is_model_folder, staging_folder, swap_folder
 
@@ -104,7 +105,8 @@ def load_model(
     device: torch.device | str = "cpu",
     trust_remote_code: bool = False,
 ):
-    """A Qwen2.5-VL (or Qwen2-VL) for conditional generation, in ``dtype`` on ``device``, in train mode off."""
+    """A Qwen2.5-VL (or Qwen2-VL) for conditional generation, in ``dtype`` on ``device``, in train mode off; its
+    nn.Linear layers are CpuLinear (a bfloat16 backward on CPU in float32 slices: ``model/cpu_matmul.py``)."""
     from transformers import AutoModelForImageTextToText
 
     check_model_path(path)
@@ -114,6 +116,7 @@ def load_model(
         attn_implementation=resolve_attn_implementation(attn_implementation, device),
         trust_remote_code=trust_remote_code,
     )
+    use_cpu_linear(model)
     return model.to(device).eval()
 
 

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from rexthinker_rl.model.cpu_matmul import outer_sum, times_weight
+
 if TYPE_CHECKING:
     from rexthinker_rl.algo.batch import SequenceBatch
 
@@ -46,25 +48,6 @@ def _chunk_logits(hidden: Tensor, weight: Tensor, temperature: float) -> Tensor:
     """(c, H) x (V, H) -> (c, V) float32 logits over the temperature."""
     logits = (hidden @ weight.T).float()
     return logits.div_(temperature) if temperature != 1.0 else logits
-
-
-# Rows of the head weight multiplied at once by _times_head on CPU (8,192 x 3,584 x 4 bytes = 117 MB in float32).
-CPU_HEAD_ROWS = 8192
-
-
-def _times_head(rows: Tensor, weight: Tensor) -> Tensor:
-    """(c, V) x (V, H) -> (c, H) float32, the (c, V) operand rounded to the weight's dtype as the matmul would. On a
-    CPU, a bfloat16/float16 weight is multiplied a slice of its rows at a time in float32: torch's reduced-precision
-    CPU matmul in this layout falls back to a scalar kernel without AVX-512 (32 tokens x Qwen's 152,064 x 3,584 head:
-    162 s, against 2.6 s this way; benchmarks/bf16_cpu_matmul.py). Elsewhere the matmul runs in the weight's dtype."""
-    rows = rows.to(weight.dtype)
-    if weight.device.type != "cpu" or weight.dtype not in (torch.bfloat16, torch.float16):
-        return (rows @ weight).float()
-    out = rows.new_zeros(rows.shape[0], weight.shape[1], dtype=torch.float32)
-    for start in range(0, weight.shape[0], CPU_HEAD_ROWS):
-        part = slice(start, start + CPU_HEAD_ROWS)
-        out.addmm_(rows[:, part].float(), weight[part].float())
-    return out
 
 
 def _expected_logit(probs: Tensor, logits: Tensor) -> Tensor:
@@ -124,11 +107,11 @@ class _ChunkedHead(torch.autograd.Function):
             if lse is not None:
                 lse[part] = chunk_lse
             if keep:
-                expected_row = _times_head(probs, weight)  # E_p[W]: (c, H)
+                expected_row = times_weight(probs, weight)  # E_p[W]: (c, H)
                 towards_target[part] = weight[targets[part]].float() - expected_row
                 if towards_entropy is not None:  # p (log p + H) = p (z - lse + H), built in the logits' storage
                     weighted = logits.sub_((chunk_lse - chunk_entropy)[:, None]).mul_(probs)
-                    towards_entropy[part] = _times_head(weighted, weight)
+                    towards_entropy[part] = times_weight(weighted, weight)
             del logits, probs
         if head_grad:
             ctx.save_for_backward(hidden, weight, targets, lse, entropy)
@@ -172,11 +155,11 @@ def _recompute_backward(ctx, grad_logprobs: Tensor, grad_entropy: Tensor | None)
         grad_logits[rows[:count], targets[part]] += grad_logprobs[part]
         grad_logits.div_(temperature)
         if grad_hidden is not None:
-            grad_hidden[part] = _times_head(grad_logits, weight)
+            grad_hidden[part] = times_weight(grad_logits, weight)
         if weight.dtype == torch.float32:
             grad_weight.addmm_(grad_logits.T, hidden[part])
         else:
-            grad_weight += grad_logits.to(weight.dtype).T @ hidden[part]
+            grad_weight += outer_sum(grad_logits.to(weight.dtype), hidden[part])
         del logits, probs, grad_logits
     return grad_hidden, grad_weight.to(weight.dtype)
 

@@ -79,22 +79,6 @@ def test_bfloat16_frozen_head_matches_within_bf16_round_off():
     torch.testing.assert_close(chunked[2].float(), full[2].float(), atol=0.05, rtol=0.02)
 
 
-def test_cpu_head_product_in_row_slices_is_the_exact_product_of_the_rounded_operands(monkeypatch):
-    """On CPU a bf16 head is multiplied a slice of rows at a time in float32 (torch's bf16 kernel for this layout is
-    scalar without AVX-512). The operands are the bf16-rounded ones the matmul would see; the float32 sum over V terms
-    is within V * 2^-24 of each product's magnitude sum (the float64 product of the same operands is the truth)."""
-    from rexthinker_rl.model import logprobs
-
-    monkeypatch.setattr(logprobs, "CPU_HEAD_ROWS", 7)  # 61 rows: 9 slices, the last one partial
-    generator = torch.Generator().manual_seed(0)
-    rows, weight = torch.rand(N, V, generator=generator), torch.randn(V, H, generator=generator).bfloat16()
-    got = logprobs._times_head(rows, weight)
-    a, b = rows.bfloat16().double(), weight.double()
-    bound = V * 2.0**-24 * (a.abs() @ b.abs())
-    assert got.dtype == torch.float32 and torch.all((got.double() - a @ b).abs() <= bound)
-    assert not torch.equal(rows.bfloat16().double(), rows.double())  # the rounding is really there to be applied
-
-
 def test_entropy_by_hand_and_stable():
     logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [1 / 3, 1 / 3, 1 / 3]]]))  # (1, 2, 3)
     expected = torch.tensor([[1.5 * math.log(2), math.log(3)]])  # 0.5 ln 2 + 2 * 0.25 ln 4; uniform: ln 3
