@@ -73,7 +73,7 @@ def main() -> None:
         sampling = SamplingSpec(n=args.n, temperature=1.0, max_tokens=args.max_tokens, seed=1234)
 
         # The trainer's own start-up (token auth, loopback, workers at the driver's priority like the standalone engine).
-        started = start_cluster("", tmp)
+        started = start_cluster("")
         actor = ray.remote(ActorWorker).options(num_cpus=0.5).remote(config, model_dir, 10)
         ray.get(actor.setup.remote("", 0))  # one process: no process group to join
         rollout = ray.remote(RolloutWorker).options(num_cpus=0.5).remote(config, model_dir)

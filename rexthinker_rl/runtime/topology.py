@@ -79,9 +79,9 @@ def check_local_resources(config: Config) -> None:
         )
 
 
-def start_runtime(config: Config, model_path: str, total_updates: int, run_dir: str) -> Runtime:
+def start_runtime(config: Config, model_path: str, total_updates: int) -> Runtime:
     """Spawn the workers of the configured topology (Ray must be running: ``ray_cluster.start_cluster``)."""
-    env = {"runtime_env": {"env_vars": worker_env(run_dir)}}
+    env = {"runtime_env": {"env_vars": worker_env()}}
     topology = ColocatedRuntime if config.derived.colocated else SeparateRuntime
     return topology(config, model_path, total_updates, env)
 

@@ -310,9 +310,9 @@ class GRPOTrainer:
 
     def start(self) -> None:
         """Ray (unless already running in this process) and the workers of the configured topology."""
-        self.started_ray = start_cluster(self.config.trainer.ray_address, str(self.run_dir))
+        self.started_ray = start_cluster(self.config.trainer.ray_address)
         updates = self.total_steps * self.config.derived.updates_per_step
-        self.runtime = start_runtime(self.config, self.model_path, updates, str(self.run_dir))
+        self.runtime = start_runtime(self.config, self.model_path, updates)
 
     def _logger(self) -> MetricsLogger:
         cfg = self.config

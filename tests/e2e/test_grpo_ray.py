@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,11 @@ def test_metrics_finite_and_logged(finished_run):
     assert (run_dir / "config.yaml").is_file() and list((run_dir / "tensorboard").iterdir())
     assert (run_dir / "checkpoints" / "global_step_3" / "manifest.json").is_file()  # saved at the end
     assert len((run_dir / "rollouts.jsonl").read_text().splitlines()) >= 3
+
+
+def test_the_engine_used_the_shared_vllm_cache_not_the_run_folder(finished_run):
+    """The rollout worker's vLLM wrote its model-class inspection where the driver's VLLM_CACHE_ROOT points (the test
+    session's; a user's is vLLM's ~/.cache/vllm), so the next run starts warm; the run folder holds no cache."""
+    _, _, run_dir = finished_run
+    assert list((Path(os.environ["VLLM_CACHE_ROOT"]) / "modelinfos").glob("*Qwen2_5_VL*.json"))
+    assert not (run_dir / ".cache").exists()

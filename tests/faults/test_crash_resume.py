@@ -168,11 +168,8 @@ def runs(tiny_model_dir, synthetic_data_dir, tmp_path_factory):
     pytest.importorskip("vllm")
     root = tmp_path_factory.mktemp("crash")
     straight, crashed = root / "straight", root / "crashed"
-    # One compile cache for every run (warm vLLM start-ups); Ray's session files in a short folder (socket paths).
-    env = {
-        "VLLM_CACHE_ROOT": str(root / "cache" / "vllm"),
-        "TORCHINDUCTOR_CACHE_DIR": str(root / "cache" / "inductor"),
-    }
+    # vLLM's caches: the session's (tests/conftest.py); Ray's session files in a short folder (socket paths).
+    env: dict[str, str] = {}
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     try:
         log = root / "straight.log"

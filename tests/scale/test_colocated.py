@@ -35,22 +35,12 @@ LENGTH_REWARD = Path(__file__).parents[1] / "e2e" / "length_reward.py"
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory, monkeypatch_module):
+def ray_cluster():
     import ray
 
-    # One compile cache for both runs' engines; Ray's session files in a short folder (socket paths).
-    cache = tmp_path_factory.mktemp("vllm_cache")
-    monkeypatch_module.setenv("VLLM_CACHE_ROOT", str(cache / "vllm"))
-    monkeypatch_module.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
     ray.init(num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
 
 
 SHARDED = ["actor.strategy=fsdp2", "trainer.n_gpus_per_node=2"]

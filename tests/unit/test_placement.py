@@ -56,3 +56,15 @@ def test_bundles_and_engines_on_gpus_of_their_own():
 def test_cores_a_cpu_run_reserves(overrides, role, cores):
     config = load_config(None, ["trainer.device=cpu", "logging.kl_to_ref_freq=0", *overrides])
     assert actor_role(config) == role and cpu_demand(config) == cores
+
+
+def test_workers_get_the_callers_cache_folders_and_no_others(monkeypatch):
+    """Unset, no cache variable is passed: vLLM and torch use their own shared defaults (a run folder would start each
+    run cold); set, the worker gets the caller's value."""
+    from rexthinker_rl.runtime.ray_cluster import CACHE_VARIABLES, worker_env
+
+    for name in CACHE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert not set(CACHE_VARIABLES) & set(worker_env())
+    monkeypatch.setenv("VLLM_CACHE_ROOT", "/somewhere/vllm")
+    assert worker_env()["VLLM_CACHE_ROOT"] == "/somewhere/vllm" and "TORCHINDUCTOR_CACHE_DIR" not in worker_env()
