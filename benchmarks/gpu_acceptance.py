@@ -399,8 +399,9 @@ def run_section(args: argparse.Namespace, section: str, timeout: float) -> dict[
     command = [sys.executable, str(Path(__file__).resolve()), "--section", section, "--work", str(args.work)]
     command += ["--update-train", args.update_train]
     command += ["--cpu-check"] * args.cpu_check + ["--enforce-eager"] * args.enforce_eager
-    cache = args.work / "cache"  # compiled graphs shared by the sections' engines and kept for a rerun
-    env = os.environ | {"VLLM_CACHE_ROOT": str(cache / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")}
+    # Compiled graphs shared by the sections' engines and kept for a rerun: the caller's cache folders, if set.
+    cache = args.work / "cache"
+    env = {"VLLM_CACHE_ROOT": str(cache / "vllm"), "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")} | os.environ
     start, error = time.perf_counter(), None
     with log.open("w") as handle:
         child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env, start_new_session=True)
