@@ -32,6 +32,7 @@ from rexthinker_rl.apps.demo import main as demo_main
 from rexthinker_rl.apps.infer import main as infer_main
 from rexthinker_rl.apps.tiny_cli import main as tiny_main
 from rexthinker_rl.eval.cli import main as eval_main
+from rexthinker_rl.runtime.ray_cluster import CACHE_VARIABLES
 from tests.faults.runs import call, run_overrides
 from tests.faults.test_disk_faults import file_size_limit
 
@@ -135,7 +136,9 @@ def test_a_read_only_output_folder_is_one_line():
 
 def _run_tiny_in(locked: Path) -> None:
     command = [*_as_nobody(), sys.executable, "-m", "rexthinker_rl.apps.tiny_cli", str(locked / "model")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd="/")
+    # The session's cache folders are its user's: nobody gets torch's own (importing torch._dynamo creates it).
+    env = {name: value for name, value in os.environ.items() if name not in CACHE_VARIABLES}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd="/", env=env)
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1] == (
         f"error: OUT_DIR {locked / 'model'}: cannot write in {locked} (Permission denied); choose a folder you can "
