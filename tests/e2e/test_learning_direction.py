@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks.diagnose_learning import diagnose_run
 from rexthinker_rl.config import load_config
-from tests.conftest import TINY_OVERRIDES
+from tests.conftest import TINY_OVERRIDES, all_cores
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -47,7 +47,8 @@ def sft_start(tiny_model_dir, tmp_path_factory):
             "data.seed=3",
         ],
     )
-    return run_sft(config), root / "data"
+    with all_cores():
+        return run_sft(config), root / "data"
 
 
 @pytest.fixture(scope="module")
