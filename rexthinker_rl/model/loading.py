@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -118,6 +119,17 @@ def load_model(
     )
     use_cpu_linear(model)
     return model.to(device).eval()
+
+
+def stored_parameter_count(path: str) -> int:
+    """Elements of every tensor in the model folder's safetensors files (their headers only); 0 where there are none."""
+    from safetensors import safe_open
+
+    total = 0
+    for file in sorted(Path(path).glob("*.safetensors")):
+        with safe_open(str(file), "pt") as weights:
+            total += sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())  # noqa: SIM118
+    return total
 
 
 def model_skeleton(path: str, dtype: str = "float32", trust_remote_code: bool = False):

@@ -26,7 +26,7 @@ from rexthinker_rl.config import Config, save_config, to_yaml
 from rexthinker_rl.data.dataset import ResumableSampler, RLDataset
 from rexthinker_rl.data.position import check_data_position, data_settings
 from rexthinker_rl.model.easyr1_checkpoint import actor_folder, model_for_run
-from rexthinker_rl.model.loading import load_processor
+from rexthinker_rl.model.loading import load_processor, stored_parameter_count
 from rexthinker_rl.rollout.base import SEED_MODES, RolloutPrompt, RolloutResult, SamplingSpec
 from rexthinker_rl.run.lock import RunLock
 from rexthinker_rl.run.logging import MetricsLogger, truncate_metrics
@@ -310,7 +310,9 @@ class GRPOTrainer:
 
     def start(self) -> None:
         """Ray (unless already running in this process) and the workers of the configured topology."""
-        self.started_ray = start_cluster(self.config.trainer.ray_address)
+        # A sync sends at most every weight in float32 (4 bytes); the object store holds one such copy.
+        weight_bytes = 4 * stored_parameter_count(self.model_path)
+        self.started_ray = start_cluster(self.config.trainer.ray_address, weight_bytes)
         updates = self.total_steps * self.config.derived.updates_per_step
         self.runtime = start_runtime(self.config, self.model_path, updates)
 

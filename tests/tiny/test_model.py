@@ -77,3 +77,12 @@ def test_rope_theta_reaches_the_saved_config(tmp_path):
     with pytest.raises(SystemExit) as refused:  # a base of 0 is refused in one line, not taken as the default
         main([str(tmp_path / "zero"), "--rope-theta", "0"])
     assert refused.value.code == 2 and not (tmp_path / "zero").exists()
+
+
+def test_stored_parameter_count_is_the_models(tiny_model_dir, tmp_path):
+    """What sizes the object store (the trainer's start): the parameters in the folder's safetensors headers."""
+    from rexthinker_rl.model.loading import load_model, stored_parameter_count
+
+    model = load_model(str(tiny_model_dir))
+    assert stored_parameter_count(str(tiny_model_dir)) == sum(p.numel() for p in model.parameters()) > 0
+    assert stored_parameter_count(str(tmp_path)) == 0  # no weights there: the batches' room only

@@ -68,3 +68,24 @@ def test_workers_get_the_callers_cache_folders_and_no_others(monkeypatch):
     assert not set(CACHE_VARIABLES) & set(worker_env())
     monkeypatch.setenv("VLLM_CACHE_ROOT", "/somewhere/vllm")
     assert worker_env()["VLLM_CACHE_ROOT"] == "/somewhere/vllm" and "TORCHINDUCTOR_CACHE_DIR" not in worker_env()
+
+
+def test_the_local_object_store_holds_one_sync_of_the_weights(monkeypatch):
+    """Batches' room plus the weights a sync sends (in float32), so they pass through shared memory, not disk; no more
+    than 95% of /dev/shm's free space nor half the memory; never less than the batches' room."""
+    import shutil
+    from collections import namedtuple
+
+    from rexthinker_rl.runtime import ray_cluster
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(100 * 2**30, 0, 100 * 2**30))
+    monkeypatch.setattr(ray_cluster.os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096}.get(name, 2**20))  # 4 GiB
+    base = ray_cluster.LOCAL_OBJECT_STORE_BYTES
+    assert ray_cluster.local_object_store_bytes(0) == base
+    assert ray_cluster.local_object_store_bytes(2**30) == base + 2**30
+    assert ray_cluster.local_object_store_bytes(8 * 2**30) == 2 * 2**30  # half of 4 GiB
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(2**30, 0, 2**30))
+    assert ray_cluster.local_object_store_bytes(2**30) == int(0.95 * 2**30)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(2**20, 0, 2**20))  # a tiny /dev/shm: batches' room
+    assert ray_cluster.local_object_store_bytes(2**30) == base
