@@ -92,10 +92,10 @@ class ActorRanks:
         return [handle.get_weights.remote() for handle in self.handles][0]
 
     def save(self, with_optimizer: bool) -> ActorState:
-        weights = self.call_all("get_checkpoint_weights")[0]
+        weights = dict(self.call_all("get_checkpoint_weights")[0].tensors())  # views of the object store: saved as is
         if not with_optimizer:
             return ActorState(weights, None)
-        states = self.call_all("get_train_state")
+        states = [shared.tree() for shared in self.call_all("get_train_state")]
         return ActorState(weights, combine_train_states(states, self.config.actor.strategy))
 
     def load(self, state: ActorState) -> None:

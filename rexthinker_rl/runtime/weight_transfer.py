@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,3 +69,55 @@ def share(weights: dict[str, torch.Tensor]) -> SharedWeights:
         arrays[name] = _as_array(tensor)
         dtypes[name] = tensor.dtype
     return SharedWeights(arrays, dtypes, aliases)
+
+
+@dataclass
+class SharedTree:
+    """A structure of dicts, lists and tuples whose tensors travel as arrays (``share``): an optimizer's state and
+    the other parts of a checkpoint, which pickled would be copied once more into the sender's heap (at Qwen2.5-VL-3B's
+    shape: 4.3 GB of AdamW moments beside the 8.7 GB the actor holds)."""
+
+    skeleton: Any  # the structure, each tensor replaced by its _Slot
+    weights: SharedWeights
+
+    def tree(self) -> Any:
+        """The structure with its tensors back: views of the received memory (read-only: save or copy them)."""
+        tensors = dict(self.weights.tensors())
+        return _fill(self.skeleton, tensors)
+
+
+@dataclass(frozen=True)
+class _Slot:
+    name: str
+
+
+def share_tree(tree: Any) -> SharedTree:
+    tensors: dict[str, torch.Tensor] = {}
+
+    def empty(node: Any) -> Any:
+        if isinstance(node, torch.Tensor):
+            tensors[name := str(len(tensors))] = node
+            return _Slot(name)
+        if isinstance(node, dict):
+            return {key: empty(value) for key, value in node.items()}
+        if isinstance(node, (list, tuple)):
+            return _rebuilt(node, [empty(value) for value in node])
+        return node
+
+    skeleton = empty(tree)
+    return SharedTree(skeleton, share(tensors))
+
+
+def _fill(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(node, _Slot):
+        return tensors[node.name]
+    if isinstance(node, dict):
+        return {key: _fill(value, tensors) for key, value in node.items()}
+    if isinstance(node, (list, tuple)):
+        return _rebuilt(node, [_fill(value, tensors) for value in node])
+    return node
+
+
+def _rebuilt(sequence: list | tuple, values: list) -> list | tuple:
+    """``values`` in a sequence of ``sequence``'s type (a named tuple takes them as arguments)."""
+    return type(sequence)(*values) if hasattr(sequence, "_fields") else type(sequence)(values)

@@ -23,7 +23,7 @@ from rexthinker_rl.config import compute_device
 from rexthinker_rl.model.loading import DTYPES, save_hf_folder
 from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec, make_engine
 from rexthinker_rl.runtime.process_group import free_port, init_process_group, node_ip
-from rexthinker_rl.runtime.weight_transfer import SharedWeights, share
+from rexthinker_rl.runtime.weight_transfer import SharedTree, SharedWeights, share, share_tree
 from rexthinker_rl.train.policy import Policy, make_policy
 from rexthinker_rl.utils import release_free_heap
 
@@ -123,11 +123,13 @@ class ActorWorker(_Identified):
         (``weight_transfer``)."""
         return share(self.policy.sync_state_dict())
 
-    def get_checkpoint_weights(self) -> dict[str, torch.Tensor]:
-        return self.policy.checkpoint_state()
+    def get_checkpoint_weights(self) -> SharedWeights:
+        """A checkpoint's weights, as arrays (no copy in this process's heap on the way out; ``weight_transfer``)."""
+        return share(self.policy.checkpoint_state())
 
-    def get_train_state(self) -> dict[str, Any]:
-        return self.policy.train_state()
+    def get_train_state(self) -> SharedTree:
+        """The optimizer's state and the rest of an exact resume, its tensors as arrays (as the weights)."""
+        return share_tree(self.policy.train_state())
 
     def load_train_state(self, weights: dict[str, torch.Tensor], train_state: dict[str, Any] | None) -> None:
         self.policy.load(weights, train_state)
