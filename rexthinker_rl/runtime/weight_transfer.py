@@ -12,6 +12,7 @@ and named twice.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +84,7 @@ class SharedTree:
     def tree(self) -> Any:
         """The structure with its tensors back: views of the received memory (read-only: save or copy them)."""
         tensors = dict(self.weights.tensors())
-        return _fill(self.skeleton, tensors)
+        return _map_leaves(self.skeleton, lambda leaf: tensors[leaf.name] if isinstance(leaf, _Slot) else leaf)
 
 
 @dataclass(frozen=True)
@@ -94,30 +95,21 @@ class _Slot:
 def share_tree(tree: Any) -> SharedTree:
     tensors: dict[str, torch.Tensor] = {}
 
-    def empty(node: Any) -> Any:
-        if isinstance(node, torch.Tensor):
-            tensors[name := str(len(tensors))] = node
-            return _Slot(name)
-        if isinstance(node, dict):
-            return {key: empty(value) for key, value in node.items()}
-        if isinstance(node, (list, tuple)):
-            return _rebuilt(node, [empty(value) for value in node])
-        return node
+    def slot(leaf: Any) -> Any:
+        if not isinstance(leaf, torch.Tensor):
+            return leaf
+        tensors[name := str(len(tensors))] = leaf
+        return _Slot(name)
 
-    skeleton = empty(tree)
+    skeleton = _map_leaves(tree, slot)
     return SharedTree(skeleton, share(tensors))
 
 
-def _fill(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
-    if isinstance(node, _Slot):
-        return tensors[node.name]
+def _map_leaves(node: Any, leaf: Callable[[Any], Any]) -> Any:
+    """``node`` with every leaf (anything but a dict, list or tuple) replaced by ``leaf(it)``, in order."""
     if isinstance(node, dict):
-        return {key: _fill(value, tensors) for key, value in node.items()}
+        return {key: _map_leaves(value, leaf) for key, value in node.items()}
     if isinstance(node, (list, tuple)):
-        return _rebuilt(node, [_fill(value, tensors) for value in node])
-    return node
-
-
-def _rebuilt(sequence: list | tuple, values: list) -> list | tuple:
-    """``values`` in a sequence of ``sequence``'s type (a named tuple takes them as arguments)."""
-    return type(sequence)(*values) if hasattr(sequence, "_fields") else type(sequence)(values)
+        values = [_map_leaves(value, leaf) for value in node]
+        return type(node)(*values) if hasattr(node, "_fields") else type(node)(values)  # a named tuple takes arguments
+    return leaf(node)

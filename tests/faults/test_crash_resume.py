@@ -129,8 +129,8 @@ def _newest(run_dir: Path) -> Path | None:
     return None
 
 
-def _kill_when(trial: Trial, command: list[str], run_dir: Path, log: Path, ray_tmp: Path, env: dict) -> Kill:
-    process = start(command, log, ray_tmp, **env)
+def _kill_when(trial: Trial, command: list[str], run_dir: Path, log: Path, ray_tmp: Path) -> Kill:
+    process = start(command, log, ray_tmp)
     deadline = time.monotonic() + 600
     fired = False
     while process.poll() is None and time.monotonic() < deadline:
@@ -169,11 +169,10 @@ def runs(tiny_model_dir, synthetic_data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("crash")
     straight, crashed = root / "straight", root / "crashed"
     # vLLM's caches: the session's (tests/conftest.py); Ray's session files in a short folder (socket paths).
-    env: dict[str, str] = {}
     ray_tmp = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
     try:
         log = root / "straight.log"
-        process = start(train_command(_overrides(tiny_model_dir, synthetic_data_dir, straight)), log, ray_tmp, **env)
+        process = start(train_command(_overrides(tiny_model_dir, synthetic_data_dir, straight)), log, ray_tmp)
         assert finish(process, log) == 0, log.read_text()[-3000:]
         assert not wait_until_gone(process.pid), "a finished run left processes behind"
 
@@ -186,10 +185,10 @@ def runs(tiny_model_dir, synthetic_data_dir, tmp_path_factory):
             Trial("random", _after_resuming(delay, []), must_fire=False),
         ]
         command = train_command(_overrides(tiny_model_dir, synthetic_data_dir, crashed))
-        kills = [_kill_when(t, command, crashed, root / f"{t.name}.log", ray_tmp, env) for t in trials]
+        kills = [_kill_when(t, command, crashed, root / f"{t.name}.log", ray_tmp) for t in trials]
 
         log = root / "resumed.log"
-        process = start(command, log, ray_tmp, **env)
+        process = start(command, log, ray_tmp)
         assert finish(process, log) == 0, log.read_text()[-3000:]
         assert not wait_until_gone(process.pid), "a finished run left processes behind"
         yield straight, crashed, kills, log, ray_tmp
