@@ -27,7 +27,10 @@ from rexthinker_rl.model.loading import load_processor
 from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec, make_engine
 
 # "Box 1 [x0, y0, x1, y1] red circle: yes." (the synthetic set's order) or "Box 1 red circle [..]: yes." (before it)
-LINE = re.compile(r"Box (\d+) (?:(\[[^\]]*\]) (\w+) (\w+)|(\w+) (\w+) (\[[^\]]*\]))[^:]*: (yes|no)\.")
+# (" cell 1 2" after the box with ``--verdict-cue cell``)
+LINE = re.compile(
+    r"Box (\d+) (?:(\[[^\]]*\])(?: cell \d+ \d+)? (\w+) (\w+)|(\w+) (\w+) (\[[^\]]*\]))[^:]*: (yes|no)\."
+)
 
 
 def hint_lines(text: str) -> dict[int, tuple[str, str, str]]:

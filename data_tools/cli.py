@@ -420,9 +420,10 @@ SYNTH_CHOICES = {
         "(28 resized pixels a side), so that one image token sees one whole object",
     ),
     "--background": (
-        ("plain", "cells", "ramp"),
+        ("plain", "cells", "ramp", "frames"),
         "plain: one grey; cells: each image token's square tinted by its column and row; ramp: the same shading, "
-        "smooth (a place code a small model can read; docs/tiny-demo.md)",
+        "smooth; frames: a frame around each square in a strong code of its column and row, over the objects too "
+        "(place codes a small model can read; docs/tiny-demo.md)",
     ),
     "--position-cue": (
         ("centre", "edges"),
@@ -430,9 +431,10 @@ SYNTH_CHOICES = {
         "edge on the named side and the other hints' most extreme one)",
     ),
     "--verdict-cue": (
-        ("plain", "asked"),
+        ("plain", "asked", "cell", "cell+asked"),
         "plain: a hint's line ends with its colour (and position cue); asked: it then repeats what the expression asks "
-        "('Box 1 [..] blue circle, asked red: no.')",
+        "('Box 1 [..] blue circle, asked red: no.'); cell: the box's image-token square follows the box "
+        "('Box 1 [..] cell 1 2 blue circle: no.')",
     ),
 }
 

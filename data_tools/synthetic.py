@@ -43,7 +43,9 @@ POSITION_CUES = ("centre", "edges")
 # What a hint's line says before its verdict. plain: nothing more. asked: the expression's colour or side, right after
 # the colour read from the picture ("Box 1 [..] blue circle, asked red: no."): the verdict then compares two
 # neighbouring words, instead of the read colour with a word at the end of the prompt.
-VERDICT_CUES = ("plain", "asked")
+# cell: the image token's square the box lies in, right after the box ("Box 1 [34, 73, 57, 96] cell 1 2 red circle"),
+# column then row: a place a small model can find in a ``frames`` picture (docs/tiny-demo.md).
+VERDICT_CUES = ("plain", "asked", "cell", "cell+asked")
 _SIDE_WORDS = {"leftmost": "left", "rightmost": "right", "topmost": "top", "bottommost": "bottom"}
 
 FEATURES = datasets.Features(
@@ -252,7 +254,7 @@ def _edge(box: list[int], direction: str) -> int:
 
 
 LAYOUTS = ("free", "grid")
-BACKGROUNDS = ("plain", "cells", "ramp")
+BACKGROUNDS = ("plain", "cells", "ramp", "frames")
 
 
 def _check_choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -270,6 +272,8 @@ def background_image(background: str, image_size: int, cell: int) -> Image.Image
     _check_choice("--background", background, BACKGROUNDS)
     if background == "plain":
         return Image.new("RGB", (image_size, image_size), BACKGROUND)
+    if background == "frames":
+        return _frames(image_size, cell)
     coords = np.arange(image_size, dtype=np.float64)
     if background == "cells":
         squares = -(-image_size // cell)
@@ -284,8 +288,32 @@ def background_image(background: str, image_size: int, cell: int) -> Image.Image
     return Image.fromarray(pixels, "RGB")
 
 
+def _frames(image_size: int, cell: int) -> Image.Image:
+    """Grey, with a frame around each ``cell``-pixel square of the image-token grid in a strong code of its place: red
+    from 0 (first column) to 255 (last) by column, blue by row (0/85/170/255 for four squares a side). RGBA: the frames
+    are opaque, so ``draw_scene`` paints them over the objects as well and every image token shows its code (the
+    ``cells`` shades, under an object, mostly do not)."""
+    width = max(2, cell // 7)
+    pixels = np.zeros((image_size, image_size, 4), dtype=np.uint8)
+    pixels[..., :3] = BACKGROUND
+    places = np.arange(image_size)
+    edge = (places % cell < width) | (places % cell >= cell - width)
+    squares = -(-image_size // cell)
+    level = np.rint(255 * (places // cell) / max(1, squares - 1)).astype(np.uint8)
+    on_frame = edge[:, None] | edge[None, :]
+    pixels[..., 0] = np.where(on_frame, level[None, :], BACKGROUND[0])  # column
+    pixels[..., 2] = np.where(on_frame, level[:, None], BACKGROUND[2])  # row
+    pixels[..., 3] = np.where(on_frame, 255, 0)
+    return Image.fromarray(pixels, "RGBA")
+
+
 def draw_scene(scene: Scene, image_size: int, background: Image.Image | None = None) -> Image.Image:
-    """The RGB image of a scene, on ``background`` (``background_image``; plain grey when None)."""
+    """The RGB image of a scene, on ``background`` (``background_image``; plain grey when None). An RGBA background's
+    opaque pixels (the ``frames``) are painted again over the objects."""
+    if background is not None and background.mode == "RGBA":
+        image = draw_scene(scene, image_size, background.convert("RGB"))
+        image.paste(background.convert("RGB"), mask=background.getchannel("A"))
+        return image
     image = background.copy() if background is not None else Image.new("RGB", (image_size, image_size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     for obj in scene.hinted + scene.distractors:
@@ -317,8 +345,10 @@ def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str) -> str:
         # Quoting each hint box in order (as Rex-Thinker's action step does) gives the answer a nearby copy source.
         # The box comes first: its colour is then read right after its coordinates, and the verdict follows the colour
         # word it compares (docs/tiny-demo.md, "Why the box choice did not move").
-        asked = f", asked {scene.asked}" if scene.verdict_cue == "asked" else ""
-        verdicts.append(f"Box {number} {json.dumps(box)} {obj.colour} {obj.shape}{asked}{where}: {verdict}.")
+        asked = f", asked {scene.asked}" if "asked" in scene.verdict_cue else ""
+        cell = f" cell {_centre(box, 0) // IMAGE_FACTOR:.0f} {_centre(box, 1) // IMAGE_FACTOR:.0f}"
+        cell = cell if "cell" in scene.verdict_cue else ""
+        verdicts.append(f"Box {number} {json.dumps(box)}{cell} {obj.colour} {obj.shape}{asked}{where}: {verdict}.")
     matches = len(scene.targets)
     summary = "none match." if not matches else "1 match." if matches == 1 else f"{matches} matches."
     # The planning names no colour or side: restating the expression here, right before each box's colour word, let

@@ -230,7 +230,7 @@ def test_cells_and_ramp_backgrounds_say_where_a_place_is(tmp_path):
     assert ramp.getpixel((0, 0)) == (96, 128, 96) and ramp.getpixel((111, 111)) == (160, 128, 160)
     assert len({ramp.getpixel((x, 0))[0] for x in range(112)}) == 65  # 96..160, every shade used
     assert background_image("plain", 112, 28).getcolors() == [(112 * 112, (128, 128, 128))]
-    with pytest.raises(ValueError, match="--background 'dots': use one of plain, cells, ramp"):
+    with pytest.raises(ValueError, match="--background 'dots': use one of plain, cells, ramp, frames"):
         background_image("dots", 112, 28)
 
     paths = make_synthetic_dataset(tmp_path / "cells", num_train=12, num_val=0, seed=5, background="cells")
@@ -240,6 +240,45 @@ def test_cells_and_ramp_backgrounds_say_where_a_place_is(tmp_path):
             assert _colour_at_centre(image, box) is not None  # the objects keep their colours
         background = {colour for _, colour in image.getcolors(4096)} - {rgb for rgb in COLOURS.values()}
         assert background <= set(square.values())  # no other colour: no grey, and shapes are not blended
+
+
+def test_frames_background_codes_every_square_over_the_objects(tmp_path):
+    """``--background frames``: a frame around each image token's 28-pixel square in its own code, red 0/85/170/255 by
+    column and blue by row, painted over the objects too (every token shows its code), the square's inside grey or the
+    object; with ``--verdict-cue cell+asked`` each hint's line names the box's square and what the expression asks."""
+    frames = background_image("frames", 112, 28)
+    assert frames.mode == "RGBA"
+    for column in range(4):
+        for row in range(4):
+            x, y = 28 * column, 28 * row
+            assert frames.getpixel((x + 1, y + 14)) == (85 * column, 128, 85 * row, 255)  # the frame's left side
+            assert frames.getpixel((x + 14, y + 26)) == (85 * column, 128, 85 * row, 255)  # its bottom
+            assert frames.getpixel((x + 14, y + 14)) == (128, 128, 128, 0)  # inside: grey, transparent
+    paths = make_synthetic_dataset(
+        tmp_path / "frames",
+        num_train=30,
+        num_val=0,
+        seed=7,
+        hints=(2, 2),
+        distractors=(0, 0),
+        layout="grid",
+        background="frames",
+        verdict_cue="cell+asked",
+    )
+    line = re.compile(r"Box (\d) (\[[^\]]*\]) cell (\d) (\d) (\w+) \w+, asked (\w+)[^:]*: (yes|no)\.")
+    for row in pq.read_table(paths["train"]).to_pylist():
+        image, hints = _image(row), json.loads(row["hints"])[row["category"]]
+        lines = line.findall(row["sft_target"])
+        assert len(lines) == 2, row["sft_target"]
+        for number, box, column, down, colour, asked, _ in lines:
+            box = json.loads(box)
+            assert box == hints[int(number) - 1] and asked == row["referring"].split()[1]
+            assert (int(column), int(down)) == ((box[0] + box[2]) // 56, (box[1] + box[3]) // 56)
+            assert _colour_at_centre(image, box) == colour  # the object shows inside its frame
+            assert (
+                image.getpixel((28 * int(column), 28 * int(down) + 14))
+                == frames.getpixel((28 * int(column), 28 * int(down) + 14))[:3]
+            )  # the frame is painted over whatever lies under it
 
 
 def test_edges_position_cue_quotes_the_two_numbers_that_decide(tmp_path):
@@ -297,8 +336,8 @@ def test_asked_verdict_cue_repeats_what_the_expression_asks(tmp_path, capsys):
     ("option", "message"),
     [
         ({"position_cue": "middle"}, "--position-cue 'middle': use one of centre, edges"),
-        ({"verdict_cue": "loud"}, "--verdict-cue 'loud': use one of plain, asked"),
-        ({"background": "dots"}, "--background 'dots': use one of plain, cells, ramp"),
+        ({"verdict_cue": "loud"}, "--verdict-cue 'loud': use one of plain, asked, cell, cell+asked"),
+        ({"background": "dots"}, "--background 'dots': use one of plain, cells, ramp, frames"),
     ],
 )
 def test_unknown_cue_or_background_is_refused_before_anything_is_written(tmp_path, option, message):
