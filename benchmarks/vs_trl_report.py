@@ -152,16 +152,22 @@ def plot_growth(rows: dict[int, dict[str, dict]], path: Path, model: str, plt) -
 
 def merge_growth(paths: list[str], out: Path) -> None:
     """One growth table and plot from several ``bench_vs_trl.py`` results of the same settings but the response
-    length (e.g. a 3-round run at 256 tokens and a 1-round run at 128 and 512)."""
+    length (e.g. a 3-round run at 256 tokens and a 1-round run at 128 and 512). Two results at one length add up
+    side by side (e.g. TRL's from one run, ours from a rerun with ``--trl-rollout`` and no value); of two rows of one
+    side the later wins, unless it failed and the earlier did not."""
     rows: dict[int, dict[str, dict]] = {}
-    sources = {}
+    sources: dict[str, list[str]] = {}
     for path in paths:
         payload = json.loads(Path(path).read_text())
         lengths = payload["settings"]["max_tokens"]
         by_length = payload.get("by_length") or {str(lengths[0]): {"rows": payload["rows"]}}
         for length, entry in by_length.items():
-            rows[int(length)] = entry["rows"]
-            sources[length] = f"{path}: {payload['settings']['rounds']} round(s)"
+            sides = rows.setdefault(int(length), {})
+            for side, row in entry["rows"].items():
+                if side not in sides or "error" in sides[side] or "error" not in row:
+                    sides[side] = row
+            rounds = payload["settings"]["rounds"]
+            sources.setdefault(length, []).append(entry.get("source", f"{path}: {rounds} round(s)"))
     rows = dict(sorted(rows.items()))
     model = payload["settings"]["model"]
     print(f"{'tokens':>7}  {'side':<22}{'median s':>9}{'steps/s':>9}{'PSS GB':>8}")
@@ -171,7 +177,9 @@ def merge_growth(paths: list[str], out: Path) -> None:
                 print(
                     f"{length:>7}  {side:<22}{row['median_s']:>9.1f}{row['steps_per_s']:>9.4f}{row['peak_pss_gb']:>8.2f}"
                 )
-    growth = {str(n): {"rows": r, "ours_over": ratios_of(r), "source": sources[str(n)]} for n, r in rows.items()}
+    growth = {
+        str(n): {"rows": r, "ours_over": ratios_of(r), "source": "; ".join(sources[str(n)])} for n, r in rows.items()
+    }
     merged = {key: payload[key] for key in ("machine", "python", "settings", "model")}
     merged["settings"] = {**merged["settings"], "max_tokens": list(rows), "rounds": "per length, see source"}
     temp = out.with_suffix(".json.tmp")
