@@ -1,7 +1,7 @@
 """Can a model learn to bind a hint box to the colour under it? One word, trained and measured alone.
 
     python benchmarks/binding_probe.py MODEL_DIR DATA_DIR [--steps 1500] [--lr 1e-3] [--batch 16]
-        [--cell-words] [--train-vision] [--eval-every 250] [--out F]
+        [--cell-words] [--word colour|verdict] [--train-vision] [--eval-every 250] [--out F]
 
 ``DATA_DIR`` is a synthetic set (``rexthinker-data synth --hints 2 2 ...``). For every hint of its rows with two hints
 the model reads the prompt (picture, hints, expression) and the start of the chain of thought up to that hint's box,
@@ -12,7 +12,12 @@ likeliest of the four, over all hints (``all``) and over the rows whose two obje
 (``differ``): there a model that knows which colours are in the picture but not where scores 0.5, and binding is
 what lifts it above. ``--cell-words`` adds the image token's square the box's centre lies in ("... cell 2 0", column
 then row, 28-pixel squares), so that the coordinates need no decoding: what is left is finding the image token by its
-place (a ``--background cells`` set gives every square its own shade). docs/tiny-demo.md, "Why the box choice did not
+place (a ``--background cells`` or ``frames`` set gives every square its own code).
+
+``--word verdict`` asks the next question, comparing: for every hint line of every row the model reads the prompt and
+the row's chain of thought up to that line's verdict (the right colours written, and whatever cue the set's
+``--verdict-cue`` adds) and is trained to write "yes" or "no"; it prints the share right over all lines and over the
+"no" lines (``no``), where answering yes to everything scores 0. docs/tiny-demo.md, "Why the box choice did not
 move", has the figures.
 """
 
@@ -38,6 +43,7 @@ from rexthinker_rl.utils import atomic_write_text
 
 COLOURS = tuple(SHAPE_COLOURS)
 HINT = re.compile(r"Box (\d+) (\[[^\]]*\]) (\w+) ")
+VERDICT = re.compile(r"Box \d+ [^:]*(:) (yes|no)\.")
 
 
 def probe_items(dataset: RLDataset, processor, cell_words: bool) -> list[tuple[dict, list[int], str, bool]]:
@@ -60,19 +66,34 @@ def probe_items(dataset: RLDataset, processor, cell_words: bool) -> list[tuple[d
     return items
 
 
-def accuracy(model, items, colour_ids: dict[str, list[int]], pad_id: int) -> dict[str, float]:
-    """Share of items whose colour word is the likeliest of the four, all and where the two colours differ."""
+def verdict_items(dataset: RLDataset, processor) -> list[tuple[dict, list[int], str, bool]]:
+    """(encoded prompt, token ids of the target up to a hint's verdict, "yes" or "no", the verdict is "no") for every
+    hint line of every row: the chain of thought before it, right colours included, is given."""
+    items = []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        encoded = encode_prompts(processor, [sample.prompt_text], [sample.image])[0]
+        for line in VERDICT.finditer(sample.sft_target):
+            prefix = processor.tokenizer.encode(sample.sft_target[: line.end(1)], add_special_tokens=False)
+            items.append((encoded, prefix, line.group(2), line.group(2) == "no"))
+    return items
+
+
+def accuracy(model, items, word_ids: dict[str, list[int]], pad_id: int, hard_name: str) -> dict[str, float]:
+    """Share of items whose word is the likeliest of ``word_ids``'s, over all items and over the hard ones (colour:
+    ``differ``, the row's two colours differ; verdict: ``no``, the verdict is "no")."""
     model.eval()
-    right = {"all": [], "differ": []}
+    right = {"all": [], hard_name: []}
+    words = list(word_ids)
     with torch.no_grad():
-        for encoded, prefix, colour, differ in items:
-            candidates = [prefix + colour_ids[name] for name in COLOURS]
-            batch = build_sequence_batch([encoded] * len(COLOURS), list(range(len(COLOURS))), candidates, pad_id)
+        for encoded, prefix, word, hard in items:
+            candidates = [prefix + word_ids[name] for name in words]
+            batch = build_sequence_batch([encoded] * len(words), list(range(len(words))), candidates, pad_id)
             logprobs, _ = response_logprobs(model, batch, chunk_tokens=0)
-            hit = COLOURS[int(logprobs[:, len(prefix)].argmax())] == colour
+            hit = words[int(logprobs[:, len(prefix)].argmax())] == word
             right["all"].append(hit)
-            if differ:
-                right["differ"].append(hit)
+            if hard:
+                right[hard_name].append(hit)
     model.train()
     return {name: round(sum(hits) / max(1, len(hits)), 3) for name, hits in right.items()}
 
@@ -87,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--eval-rows", type=int, default=150, help="held-out rows (two hints each) to measure on")
     parser.add_argument("--cell-words", action="store_true", help="name the box's image-token square after it")
+    parser.add_argument(
+        "--word",
+        choices=("colour", "verdict"),
+        default="colour",
+        help="the word trained: a hint's colour, or its verdict",
+    )
     parser.add_argument("--train-vision", action="store_true", help="train the vision tower too (default: frozen)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="", help="write the curve here as JSON")
@@ -96,9 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     train_file, val_file = f"{args.data_dir}/train.parquet", f"{args.data_dir}/val.parquet"
     config = load_config(args.config, [f"data.train_files={train_file}", f"data.val_files={val_file}"])
     processor = load_processor(args.model_dir, config.data.min_pixels, config.data.max_pixels)
-    train = probe_items(RLDataset(train_file, processor, config.data), processor, args.cell_words)
     held_out = RLDataset(val_file, processor, config.data, max_samples=args.eval_rows)
-    val = probe_items(held_out, processor, args.cell_words)
+    if args.word == "verdict":
+        train = verdict_items(RLDataset(train_file, processor, config.data), processor)
+        val = verdict_items(held_out, processor)
+    else:
+        train = probe_items(RLDataset(train_file, processor, config.data), processor, args.cell_words)
+        val = probe_items(held_out, processor, args.cell_words)
     if not train or not val:
         parser.error(
             f"{args.data_dir}: no rows with exactly two hints (make it with rexthinker-data synth --hints 2 2)"
@@ -108,17 +139,19 @@ def main(argv: list[str] | None = None) -> int:
         vision_tower(model).requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
     tokenizer = processor.tokenizer
-    colour_ids = {name: tokenizer.encode(f" {name}", add_special_tokens=False) for name in COLOURS}
+    words = ("yes", "no") if args.word == "verdict" else COLOURS
+    word_ids = {name: tokenizer.encode(f" {name}", add_special_tokens=False) for name in words}
+    hard_name = "no" if args.word == "verdict" else "differ"
     draw, curve, start = random.Random(args.seed), [], time.time()
     print(f"{len(train)} training hints, {len(val)} held-out hints", flush=True)
     for step in range(args.steps + 1):
         if step % args.eval_every == 0 or step == args.steps:
-            curve.append({"step": step, **accuracy(model, val, colour_ids, tokenizer.pad_token_id)})
+            curve.append({"step": step, **accuracy(model, val, word_ids, tokenizer.pad_token_id, hard_name)})
             print(json.dumps({**curve[-1], "seconds": round(time.time() - start)}), flush=True)
         if step == args.steps:
             break
         items = draw.sample(train, args.batch)
-        responses = [prefix + colour_ids[colour] for _, prefix, colour, _ in items]
+        responses = [prefix + word_ids[word] for _, prefix, word, _ in items]
         batch = build_sequence_batch(
             [item[0] for item in items], list(range(len(items))), responses, tokenizer.pad_token_id
         )
