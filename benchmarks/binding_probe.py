@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--eval-every", type=int, default=250)
-    parser.add_argument("--eval-rows", type=int, default=150, help="held-out rows (two hints each) to measure on")
+    parser.add_argument("--eval-rows", type=int, default=150, help="held-out rows to measure on")
     parser.add_argument("--cell-words", action="store_true", help="name the box's image-token square after it")
     parser.add_argument(
         "--word",
@@ -131,9 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         train = probe_items(RLDataset(train_file, processor, config.data), processor, args.cell_words)
         val = probe_items(held_out, processor, args.cell_words)
     if not train or not val:
-        parser.error(
-            f"{args.data_dir}: no rows with exactly two hints (make it with rexthinker-data synth --hints 2 2)"
+        wanted = (
+            "hint lines"
+            if args.word == "verdict"
+            else "rows with exactly two hints (rexthinker-data synth --hints 2 2)"
         )
+        parser.error(f"{args.data_dir}: no {wanted} in train.parquet or val.parquet")
     model = load_model(args.model_dir, "float32", "sdpa", "cpu")
     if not args.train_vision:
         vision_tower(model).requires_grad_(False)
