@@ -421,9 +421,8 @@ SYNTH_CHOICES = {
     ),
     "--background": (
         ("plain", "cells", "ramp", "frames"),
-        "plain: one grey; cells: each image token's square tinted by its column and row; ramp: the same shading, "
-        "smooth; frames: a frame around each square in a strong code of its column and row, over the objects too "
-        "(place codes a small model can read; docs/tiny-demo.md)",
+        "plain: one grey; cells: each image token's square tinted by its column and row; ramp: smoothly; frames: a "
+        "coded frame round each square, over the objects too (place codes a small model can read; docs/tiny-demo.md)",
     ),
     "--position-cue": (
         ("centre", "edges"),
@@ -432,9 +431,8 @@ SYNTH_CHOICES = {
     ),
     "--verdict-cue": (
         ("plain", "asked", "cell", "cell+asked"),
-        "plain: a hint's line ends with its colour (and position cue); asked: it then repeats what the expression asks "
-        "('Box 1 [..] blue circle, asked red: no.'); cell: the box's image-token square follows the box "
-        "('Box 1 [..] cell 1 2 blue circle: no.')",
+        "plain: a hint's line ends with its colour (and position cue); asked: then what the expression asks ('Box 1 "
+        "[..] blue circle, asked red: no.'); cell: the box's square after the box ('Box 1 [..] cell 1 2 blue circle')",
     ),
 }
 

@@ -290,16 +290,16 @@ def background_image(background: str, image_size: int, cell: int) -> Image.Image
 
 def _frames(image_size: int, cell: int) -> Image.Image:
     """Grey, with a frame around each ``cell``-pixel square of the image-token grid in a strong code of its place: red
-    from 0 (first column) to 255 (last) by column, blue by row (0/85/170/255 for four squares a side). RGBA: the frames
-    are opaque, so ``draw_scene`` paints them over the objects as well and every image token shows its code (the
-    ``cells`` shades, under an object, mostly do not)."""
+    by column, blue by row, 0/85/170/255 for the first four squares (two squares a side: 0/85), spread over 0-255 when
+    there are more. RGBA: the frames are opaque, so ``draw_scene`` paints them over the objects as well and every image
+    token shows its code (the ``cells`` shades, under an object, mostly do not)."""
     width = max(2, cell // 7)
     pixels = np.zeros((image_size, image_size, 4), dtype=np.uint8)
     pixels[..., :3] = BACKGROUND
     places = np.arange(image_size)
     edge = (places % cell < width) | (places % cell >= cell - width)
     squares = -(-image_size // cell)
-    level = np.rint(255 * (places // cell) / max(1, squares - 1)).astype(np.uint8)
+    level = np.rint(255 * (places // cell) / max(3, squares - 1)).astype(np.uint8)
     on_frame = edge[:, None] | edge[None, :]
     pixels[..., 0] = np.where(on_frame, level[None, :], BACKGROUND[0])  # column
     pixels[..., 2] = np.where(on_frame, level[:, None], BACKGROUND[2])  # row
@@ -311,8 +311,9 @@ def draw_scene(scene: Scene, image_size: int, background: Image.Image | None = N
     """The RGB image of a scene, on ``background`` (``background_image``; plain grey when None). An RGBA background's
     opaque pixels (the ``frames``) are painted again over the objects."""
     if background is not None and background.mode == "RGBA":
-        image = draw_scene(scene, image_size, background.convert("RGB"))
-        image.paste(background.convert("RGB"), mask=background.getchannel("A"))
+        opaque = background.convert("RGB")
+        image = draw_scene(scene, image_size, opaque)
+        image.paste(opaque, mask=background.getchannel("A"))
         return image
     image = background.copy() if background is not None else Image.new("RGB", (image_size, image_size), BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -346,8 +347,8 @@ def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str) -> str:
         # The box comes first: its colour is then read right after its coordinates, and the verdict follows the colour
         # word it compares (docs/tiny-demo.md, "Why the box choice did not move").
         asked = f", asked {scene.asked}" if "asked" in scene.verdict_cue else ""
-        cell = f" cell {_centre(box, 0) // IMAGE_FACTOR:.0f} {_centre(box, 1) // IMAGE_FACTOR:.0f}"
-        cell = cell if "cell" in scene.verdict_cue else ""
+        square = (int(_centre(box, axis) // IMAGE_FACTOR) for axis in (0, 1))
+        cell = " cell {} {}".format(*square) if "cell" in scene.verdict_cue else ""
         verdicts.append(f"Box {number} {json.dumps(box)}{cell} {obj.colour} {obj.shape}{asked}{where}: {verdict}.")
     matches = len(scene.targets)
     summary = "none match." if not matches else "1 match." if matches == 1 else f"{matches} matches."

@@ -254,6 +254,9 @@ def test_frames_background_codes_every_square_over_the_objects(tmp_path):
             assert frames.getpixel((x + 1, y + 14)) == (85 * column, 128, 85 * row, 255)  # the frame's left side
             assert frames.getpixel((x + 14, y + 26)) == (85 * column, 128, 85 * row, 255)  # its bottom
             assert frames.getpixel((x + 14, y + 14)) == (128, 128, 128, 0)  # inside: grey, transparent
+    two = background_image("frames", 56, 28)  # two squares a side keep the first two codes (the 56 px sets measured)
+    assert [two.getpixel((28 * column + 1, 14))[0] for column in range(2)] == [0, 85]
+    assert sorted({background_image("frames", 224, 28).getpixel((28 * c + 1, 14))[0] for c in range(8)})[-1] == 255
     paths = make_synthetic_dataset(
         tmp_path / "frames",
         num_train=30,
