@@ -1,7 +1,7 @@
 """Can a model learn to bind a hint box to the colour under it? One word, trained and measured alone.
 
     python benchmarks/binding_probe.py MODEL_DIR DATA_DIR [--steps 1500] [--lr 1e-3] [--batch 16]
-        [--cell-words] [--word colour|verdict] [--train-vision] [--eval-every 250] [--out F]
+        [--cell-words] [--word colour|verdict] [--loss word|all] [--train-vision] [--eval-every 250] [--out F]
 
 ``DATA_DIR`` is a synthetic set (``rexthinker-data synth --hints 2 2 ...``). For every hint of its rows with two hints
 the model reads the prompt (picture, hints, expression) and the start of the chain of thought up to that hint's box,
@@ -10,15 +10,17 @@ colour word of the object in that box, nothing else (the loss is on that one tok
 unless ``--train-vision``). Every ``--eval-every`` steps it prints the share of held-out hints whose colour is the
 likeliest of the four, over all hints (``all``) and over the rows whose two objects have different colours
 (``differ``): there a model that knows which colours are in the picture but not where scores 0.5, and binding is
-what lifts it above. ``--cell-words`` adds the image token's square the box's centre lies in ("... cell 2 0", column
-then row, 28-pixel squares), so that the coordinates need no decoding: what is left is finding the image token by its
-place (a ``--background cells`` or ``frames`` set gives every square its own code).
+what lifts it above (``train``: the same on as many training hints; far above the held-out figure, it memorised).
+``--cell-words`` adds the image token's square the box's centre lies in ("... cell 2 0", column then row, 28-pixel
+squares), so that the coordinates need no decoding: what is left is finding the image token by its place (a
+``--background cells`` or ``frames`` set gives every square its own code).
 
 ``--word verdict`` asks the next question, comparing: for every hint line of every row the model reads the prompt and
 the row's chain of thought up to that line's verdict (the right colours written, and whatever cue the set's
 ``--verdict-cue`` adds) and is trained to write "yes" or "no"; it prints the share right over all lines and over the
-"no" lines (``no``), where answering yes to everything scores 0. docs/tiny-demo.md, "Why the box choice did not
-move", has the figures.
+"no" lines (``no``), where answering yes to everything scores 0. ``--loss all`` trains on whole targets instead, every
+token as SFT does, and measures the same word: what SFT, with everything else it learns, makes of it.
+docs/tiny-demo.md, "Why the box choice did not move", has the figures.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from rexthinker_rl.utils import atomic_write_text
 
 COLOURS = tuple(SHAPE_COLOURS)
 HINT = re.compile(r"Box (\d+) (\[[^\]]*\])(?: cell \d+ \d+)? (\w+) ")  # the square: --verdict-cue cell
-VERDICT = re.compile(r"Box \d+ [^:]*(:) (yes|no)\.")
+VERDICT = re.compile(r"Box \d+ [^.]*?(\w|:) (yes|no)\.")  # "...: no." or, --verdict-cue pair, "... red blue no."
 
 
 def probe_items(dataset: RLDataset, processor, cell_words: bool) -> list[tuple[dict, list[int], str, bool]]:
@@ -98,6 +100,51 @@ def accuracy(model, items, word_ids: dict[str, list[int]], pad_id: int, hard_nam
     return {name: round(sum(hits) / max(1, len(hits)), 3) for name, hits in right.items()}
 
 
+def target_rows(dataset: RLDataset, processor) -> list[tuple[dict, list[int]]]:
+    """(encoded prompt, the whole target's token ids and the end of sequence) per row: what SFT trains on."""
+    tokenizer, rows = processor.tokenizer, []
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        encoded = encode_prompts(processor, [sample.prompt_text], [sample.image])[0]
+        rows.append(
+            (encoded, tokenizer.encode(sample.sft_target, add_special_tokens=False) + [tokenizer.eos_token_id])
+        )
+    return rows
+
+
+def train_step(model, optimizer, pairs: list[tuple[dict, list[int]]], trained: list[int | None], pad_id: int) -> None:
+    """One AdamW step on the mean log-loss of ``pairs`` (encoded prompt, response ids) at the response position
+    ``trained`` gives per pair (None: every response token, as SFT)."""
+    batch = build_sequence_batch([pair[0] for pair in pairs], list(range(len(pairs))), [p[1] for p in pairs], pad_id)
+    logprobs, _ = response_logprobs(model, batch, chunk_tokens=0)
+    mask = torch.zeros_like(logprobs)
+    for row, ((_, response), position) in enumerate(zip(pairs, trained, strict=True)):
+        if position is None:
+            mask[row, : len(response)] = 1.0
+        else:
+            mask[row, position] = 1.0
+    loss = -(logprobs * mask).sum() / mask.sum()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def probe_sets(args, parser, processor, config) -> tuple[list, list, list]:
+    """The training and held-out items of ``args.word``, and the training rows' whole targets (``--loss all``)."""
+    train_file, val_file = f"{args.data_dir}/train.parquet", f"{args.data_dir}/val.parquet"
+    train_rows = RLDataset(train_file, processor, config.data)
+    held_out = RLDataset(val_file, processor, config.data, max_samples=args.eval_rows)
+    if args.word == "verdict":
+        train, val = verdict_items(train_rows, processor), verdict_items(held_out, processor)
+    else:
+        train = probe_items(train_rows, processor, args.cell_words)
+        val = probe_items(held_out, processor, args.cell_words)
+    if not train or not val:
+        wanted = "hint lines" if args.word == "verdict" else "rows with exactly two hints (synth --hints 2 2)"
+        parser.error(f"{args.data_dir}: no {wanted} in train.parquet or val.parquet")
+    return train, val, target_rows(train_rows, processor) if args.loss == "all" else []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir")
@@ -108,11 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--eval-rows", type=int, default=150, help="held-out rows to measure on")
     parser.add_argument("--cell-words", action="store_true", help="name the box's image-token square after it")
+    parser.add_argument("--word", choices=("colour", "verdict"), default="colour", help="the word measured")
     parser.add_argument(
-        "--word",
-        choices=("colour", "verdict"),
-        default="colour",
-        help="the word trained: a hint's colour, or its verdict",
+        "--loss", choices=("word", "all"), default="word", help="train that word alone, or whole targets as SFT"
     )
     parser.add_argument("--train-vision", action="store_true", help="train the vision tower too (default: frozen)")
     parser.add_argument("--seed", type=int, default=0)
@@ -120,52 +165,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default="configs/grpo_tiny.yaml", help="the prompt and pixel settings")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
-    train_file, val_file = f"{args.data_dir}/train.parquet", f"{args.data_dir}/val.parquet"
-    config = load_config(args.config, [f"data.train_files={train_file}", f"data.val_files={val_file}"])
+    overrides = [f"data.train_files={args.data_dir}/train.parquet", f"data.val_files={args.data_dir}/val.parquet"]
+    config = load_config(args.config, overrides)
     processor = load_processor(args.model_dir, config.data.min_pixels, config.data.max_pixels)
-    held_out = RLDataset(val_file, processor, config.data, max_samples=args.eval_rows)
-    if args.word == "verdict":
-        train = verdict_items(RLDataset(train_file, processor, config.data), processor)
-        val = verdict_items(held_out, processor)
-    else:
-        train = probe_items(RLDataset(train_file, processor, config.data), processor, args.cell_words)
-        val = probe_items(held_out, processor, args.cell_words)
-    if not train or not val:
-        wanted = (
-            "hint lines"
-            if args.word == "verdict"
-            else "rows with exactly two hints (rexthinker-data synth --hints 2 2)"
-        )
-        parser.error(f"{args.data_dir}: no {wanted} in train.parquet or val.parquet")
+    train, val, whole = probe_sets(args, parser, processor, config)
     model = load_model(args.model_dir, "float32", "sdpa", "cpu")
     if not args.train_vision:
         vision_tower(model).requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
-    tokenizer = processor.tokenizer
     words = ("yes", "no") if args.word == "verdict" else COLOURS
-    word_ids = {name: tokenizer.encode(f" {name}", add_special_tokens=False) for name in words}
-    hard_name = "no" if args.word == "verdict" else "differ"
+    word_ids = {name: processor.tokenizer.encode(f" {name}", add_special_tokens=False) for name in words}
+    hard_name, pad_id = "no" if args.word == "verdict" else "differ", processor.tokenizer.pad_token_id
     draw, curve, start = random.Random(args.seed), [], time.time()
     print(f"{len(train)} training hints, {len(val)} held-out hints", flush=True)
     for step in range(args.steps + 1):
         if step % args.eval_every == 0 or step == args.steps:
-            curve.append({"step": step, **accuracy(model, val, word_ids, tokenizer.pad_token_id, hard_name)})
+            seen = accuracy(model, train[: len(val)], word_ids, pad_id, hard_name)
+            curve.append({"step": step, **accuracy(model, val, word_ids, pad_id, hard_name), "train": seen})
             print(json.dumps({**curve[-1], "seconds": round(time.time() - start)}), flush=True)
         if step == args.steps:
             break
-        items = draw.sample(train, args.batch)
-        responses = [prefix + word_ids[word] for _, prefix, word, _ in items]
-        batch = build_sequence_batch(
-            [item[0] for item in items], list(range(len(items))), responses, tokenizer.pad_token_id
-        )
-        logprobs, _ = response_logprobs(model, batch, chunk_tokens=0)
-        word = torch.zeros_like(logprobs)
-        for row, (_, prefix, _, _) in enumerate(items):
-            word[row, len(prefix)] = 1.0  # the colour word only
-        loss = -(logprobs * word).sum() / word.sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        if whole:  # --loss all: whole targets, every token, as SFT trains
+            rows = draw.sample(whole, args.batch)
+            train_step(model, optimizer, rows, [None] * len(rows), pad_id)
+        else:
+            items = draw.sample(train, args.batch)
+            pairs = [(encoded, prefix + word_ids[word]) for encoded, prefix, word, _ in items]
+            train_step(model, optimizer, pairs, [len(item[1]) for item in items], pad_id)
     if args.out:
         atomic_write_text(Path(args.out), json.dumps({"args": vars(args), "curve": curve}, indent=2) + "\n")
     return 0

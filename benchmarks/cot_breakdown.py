@@ -20,6 +20,7 @@ from collections import Counter
 
 from benchutil import synthetic_kind
 
+from data_tools.synthetic import COLOURS
 from rewards.parsing import parse_completion, parse_ground_truth
 from rexthinker_rl.config import load_config
 from rexthinker_rl.data.dataset import RLDataset
@@ -27,9 +28,10 @@ from rexthinker_rl.model.loading import load_processor
 from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec, make_engine
 
 # "Box 1 [x0, y0, x1, y1] red circle: yes." (the synthetic set's order) or "Box 1 red circle [..]: yes." (before it)
-# (" cell 1 2" after the box with ``--verdict-cue cell``)
+# (" cell 1 2" after the box with ``--verdict-cue cell``; "[..] red blue: no." with ``pair``: the first word
+# that is a colour is the one read)
 LINE = re.compile(
-    r"Box (\d+) (?:(\[[^\]]*\])(?: cell \d+ \d+)? (\w+) (\w+)|(\w+) (\w+) (\[[^\]]*\]))[^:]*: (yes|no)\."
+    r"Box (\d+) (?:(\[[^\]]*\])(?: cell \d+ \d+)? (\w+) (\w+)|(\w+) (\w+) (\[[^\]]*\]))[^:.]*:? (yes|no)\."
 )
 
 
@@ -38,7 +40,8 @@ def hint_lines(text: str) -> dict[int, tuple[str, str, str]]:
     out = {}
     for match in LINE.finditer(text):
         box = match.group(2) or match.group(7)
-        colour = match.group(3) or match.group(5)
+        first, second = (match.group(3), match.group(4)) if match.group(2) else (match.group(5), match.group(6))
+        colour = first if first in COLOURS or second not in COLOURS else second
         out.setdefault(int(match.group(1)), (colour, box, match.group(8)))
     return out
 

@@ -45,7 +45,11 @@ POSITION_CUES = ("centre", "edges")
 # neighbouring words, instead of the read colour with a word at the end of the prompt.
 # cell: the image token's square the box lies in, right after the box ("Box 1 [34, 73, 57, 96] cell 1 2 red circle"),
 # column then row: a place a small model can find in a ``frames`` picture (docs/tiny-demo.md).
-VERDICT_CUES = ("plain", "asked", "cell", "cell+asked")
+# pair: the colour read, then what the expression asks, as two adjacent words right before the verdict ("Box 1 [..]
+# cell 0 1 blue red: no.", the shape left out: it is the category). A 2-layer model learns that comparison in SFT;
+# with words in between ("blue circle, asked red") it stays at the text priors, even trained on the verdict alone, and
+# with the shape between the square and the colour it reads the colour of the wrong box of two (docs/tiny-demo.md).
+VERDICT_CUES = ("plain", "asked", "cell", "cell+asked", "pair", "cell+pair")
 _SIDE_WORDS = {"leftmost": "left", "rightmost": "right", "topmost": "top", "bottommost": "bottom"}
 
 FEATURES = datasets.Features(
@@ -347,9 +351,11 @@ def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str) -> str:
         # The box comes first: its colour is then read right after its coordinates, and the verdict follows the colour
         # word it compares (docs/tiny-demo.md, "Why the box choice did not move").
         asked = f", asked {scene.asked}" if "asked" in scene.verdict_cue else ""
+        seen = f"{obj.colour} {scene.asked}" if "pair" in scene.verdict_cue else f"{obj.colour} {obj.shape}{asked}"
         square = (int(_centre(box, axis) // IMAGE_FACTOR) for axis in (0, 1))
         cell = " cell {} {}".format(*square) if "cell" in scene.verdict_cue else ""
-        verdicts.append(f"Box {number} {json.dumps(box)}{cell} {obj.colour} {obj.shape}{asked}{where}: {verdict}.")
+        colon = "" if "pair" in scene.verdict_cue and not where else ":"
+        verdicts.append(f"Box {number} {json.dumps(box)}{cell} {seen}{where}{colon} {verdict}.")
     matches = len(scene.targets)
     summary = "none match." if not matches else "1 match." if matches == 1 else f"{matches} matches."
     # The planning names no colour or side: restating the expression here, right before each box's colour word, let

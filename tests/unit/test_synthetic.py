@@ -284,6 +284,28 @@ def test_frames_background_codes_every_square_over_the_objects(tmp_path):
             )  # the frame is painted over whatever lies under it
 
 
+def test_pair_verdict_cue_puts_the_colour_read_next_to_the_colour_asked(tmp_path):
+    """``--verdict-cue cell+pair``: each hint's line is "Box N [..] cell C R <colour seen> <asked> <verdict>.", the
+    verdict right after the two words it compares (a position row keeps its cue and colon: "leftmost at x 45: no.");
+    the colour is the object's in the picture, the asked word the expression's colour or side, and on colour rows the
+    verdict is yes exactly where the two are equal."""
+    paths = make_synthetic_dataset(
+        tmp_path / "pair", num_train=60, num_val=0, seed=5, hints=(1, 2), distractors=(0, 0), verdict_cue="cell+pair"
+    )
+    line = re.compile(r"Box (\d) (\[[^\]]*\]) cell \d \d (\w+) (\w+)( at [xy] \d+:)? (yes|no)\.")
+    compared = 0
+    for row in pq.read_table(paths["train"]).to_pylist():
+        image, lines = _image(row), line.findall(row["sft_target"])
+        assert lines and len(lines) == len(json.loads(row["hints"])[row["category"]]), row["sft_target"]
+        for _, box, colour, asked, where, verdict in lines:
+            assert asked == row["referring"].split()[1] and bool(where) == (asked not in COLOURS)
+            assert _colour_at_centre(image, json.loads(box)) == colour
+            if asked in COLOURS:
+                compared += 1
+                assert (verdict == "yes") == (colour == asked), row["sft_target"]
+    assert compared >= 40
+
+
 def test_edges_position_cue_quotes_the_two_numbers_that_decide(tmp_path):
     """``--position-cue edges``: on a position row each hint's line quotes its edge on the named side and the most
     extreme such edge of the other hints ("left 34 vs 60"), the verdict is yes exactly where its edge wins, and the
@@ -339,7 +361,7 @@ def test_asked_verdict_cue_repeats_what_the_expression_asks(tmp_path, capsys):
     ("option", "message"),
     [
         ({"position_cue": "middle"}, "--position-cue 'middle': use one of centre, edges"),
-        ({"verdict_cue": "loud"}, "--verdict-cue 'loud': use one of plain, asked, cell, cell+asked"),
+        ({"verdict_cue": "loud"}, "--verdict-cue 'loud': use one of plain, asked, cell, cell+asked, pair, cell+pair"),
         ({"background": "dots"}, "--background 'dots': use one of plain, cells, ramp, frames"),
     ],
 )
