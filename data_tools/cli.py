@@ -432,7 +432,7 @@ SYNTH_CHOICES = {
     "--verdict-cue": (
         ("plain", "asked", "cell", "cell+asked", "pair", "cell+pair"),
         "plain: a hint's line ends with its colour (and position cue); asked: then what the expression asks ('Box 1 "
-        "[..] blue circle, asked red: no.'); pair: '[..] blue red: no.'; cell: the box's square after the box",
+        "[..] blue circle, asked red: no.'); pair: '[..] blue red no.'; cell: the box's square after the box",
     ),
 }
 

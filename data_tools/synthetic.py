@@ -45,10 +45,10 @@ POSITION_CUES = ("centre", "edges")
 # neighbouring words, instead of the read colour with a word at the end of the prompt.
 # cell: the image token's square the box lies in, right after the box ("Box 1 [34, 73, 57, 96] cell 1 2 red circle"),
 # column then row: a place a small model can find in a ``frames`` picture (docs/tiny-demo.md).
-# pair: the colour read, then what the expression asks, as two adjacent words right before the verdict ("Box 1 [..]
-# cell 0 1 blue red: no.", the shape left out: it is the category). A 2-layer model learns that comparison in SFT;
-# with words in between ("blue circle, asked red") it stays at the text priors, even trained on the verdict alone, and
-# with the shape between the square and the colour it reads the colour of the wrong box of two (docs/tiny-demo.md).
+# pair: the colour read, what the expression asks, the verdict, nothing between ("Box 1 [..] cell 0 1 blue red no.";
+# the shape is left out, it is the category; a position row keeps its colon). With the two words apart ("blue circle,
+# asked red:") or a colon before the verdict, the demo's 2-layer SFT did not learn to compare them; side by side it
+# did (docs/tiny-demo.md, "Comparing, learned").
 VERDICT_CUES = ("plain", "asked", "cell", "cell+asked", "pair", "cell+pair")
 _SIDE_WORDS = {"leftmost": "left", "rightmost": "right", "topmost": "top", "bottommost": "bottom"}
 
