@@ -48,15 +48,20 @@ HINT = re.compile(r"Box (\d+) (\[[^\]]*\])(?: cell \d+ \d+)? (\w+) ")  # the squ
 VERDICT = re.compile(r"Box \d+ [^.]*?(\w|:) (yes|no)\.")  # "...: no." or, --verdict-cue pair, "... red blue no."
 
 
-def probe_items(dataset: RLDataset, processor, cell_words: bool) -> list[tuple[dict, list[int], str, bool]]:
-    """(encoded prompt, token ids of the text before the colour word, the colour, the two colours differ) per hint."""
+def encoded_samples(dataset: RLDataset, processor) -> list[tuple]:
+    """(sample, its encoded prompt) per row, encoded once for every item and whole target built from it."""
+    samples = [dataset[index] for index in range(len(dataset))]
+    return [(s, encode_prompts(processor, [s.prompt_text], [s.image])[0]) for s in samples]
+
+
+def probe_items(rows: list[tuple], processor, cell_words: bool) -> list[tuple[dict, list[int], str, bool]]:
+    """(encoded prompt, token ids of the text before the colour word, the colour, the two colours differ) per hint of
+    the ``encoded_samples`` rows with two hints."""
     items = []
-    for index in range(len(dataset)):
-        sample = dataset[index]
+    for sample, encoded in rows:
         hints = HINT.findall(sample.sft_target)
         if len(hints) != 2:
             continue
-        encoded = encode_prompts(processor, [sample.prompt_text], [sample.image])[0]
         category = sample.metadata.get("category", "")
         for number, box, colour in hints:
             text = f"<think>Planning: check each of the 2 {category} hints. Action: Box {number} {box}"
@@ -68,13 +73,11 @@ def probe_items(dataset: RLDataset, processor, cell_words: bool) -> list[tuple[d
     return items
 
 
-def verdict_items(dataset: RLDataset, processor) -> list[tuple[dict, list[int], str, bool]]:
+def verdict_items(rows: list[tuple], processor) -> list[tuple[dict, list[int], str, bool]]:
     """(encoded prompt, token ids of the target up to a hint's verdict, "yes" or "no", the verdict is "no") for every
-    hint line of every row: the chain of thought before it, right colours included, is given."""
+    hint line of every ``encoded_samples`` row: the chain of thought before it, right colours included, is given."""
     items = []
-    for index in range(len(dataset)):
-        sample = dataset[index]
-        encoded = encode_prompts(processor, [sample.prompt_text], [sample.image])[0]
+    for sample, encoded in rows:
         for line in VERDICT.finditer(sample.sft_target):
             prefix = processor.tokenizer.encode(sample.sft_target[: line.end(1)], add_special_tokens=False)
             items.append((encoded, prefix, line.group(2), line.group(2) == "no"))
@@ -100,16 +103,12 @@ def accuracy(model, items, word_ids: dict[str, list[int]], pad_id: int, hard_nam
     return {name: round(sum(hits) / max(1, len(hits)), 3) for name, hits in right.items()}
 
 
-def target_rows(dataset: RLDataset, processor) -> list[tuple[dict, list[int]]]:
-    """(encoded prompt, the whole target's token ids and the end of sequence) per row: what SFT trains on."""
-    tokenizer, rows = processor.tokenizer, []
-    for index in range(len(dataset)):
-        sample = dataset[index]
-        encoded = encode_prompts(processor, [sample.prompt_text], [sample.image])[0]
-        rows.append(
-            (encoded, tokenizer.encode(sample.sft_target, add_special_tokens=False) + [tokenizer.eos_token_id])
-        )
-    return rows
+def target_rows(rows: list[tuple], processor) -> list[tuple[dict, list[int]]]:
+    """(encoded prompt, the whole target's token ids and the end of sequence) per ``encoded_samples`` row: what SFT
+    trains on."""
+    tokenizer = processor.tokenizer
+    end = [tokenizer.eos_token_id]
+    return [(encoded, tokenizer.encode(s.sft_target, add_special_tokens=False) + end) for s, encoded in rows]
 
 
 def train_step(model, optimizer, pairs: list[tuple[dict, list[int]]], trained: list[int | None], pad_id: int) -> None:
@@ -132,8 +131,8 @@ def train_step(model, optimizer, pairs: list[tuple[dict, list[int]]], trained: l
 def probe_sets(args, parser, processor, config) -> tuple[list, list, list]:
     """The training and held-out items of ``args.word``, and the training rows' whole targets (``--loss all``)."""
     train_file, val_file = f"{args.data_dir}/train.parquet", f"{args.data_dir}/val.parquet"
-    train_rows = RLDataset(train_file, processor, config.data)
-    held_out = RLDataset(val_file, processor, config.data, max_samples=args.eval_rows)
+    train_rows = encoded_samples(RLDataset(train_file, processor, config.data), processor)
+    held_out = encoded_samples(RLDataset(val_file, processor, config.data, max_samples=args.eval_rows), processor)
     if args.word == "verdict":
         train, val = verdict_items(train_rows, processor), verdict_items(held_out, processor)
     else:
