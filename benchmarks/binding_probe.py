@@ -44,7 +44,7 @@ from rexthinker_rl.model.logprobs import response_logprobs
 from rexthinker_rl.utils import atomic_write_text
 
 COLOURS = tuple(SHAPE_COLOURS)
-HINT = re.compile(r"Box (\d+) (\[[^\]]*\])(?: cell \d+ \d+)? (\w+) ")  # the square: --verdict-cue cell
+HINT = re.compile(r"Box (\d+) (\[[^\]]*\])(?: cell \d+(?: \d+)?)? (\w+) ")  # the square: --verdict-cue cell, square
 VERDICT = re.compile(r"Box \d+ [^.]*?(\w|:) (yes|no)\.")  # "...: no." or, --verdict-cue pair, "... red blue no."
 
 

@@ -430,9 +430,9 @@ SYNTH_CHOICES = {
         "edge on the named side and the other hints' most extreme one)",
     ),
     "--verdict-cue": (
-        ("plain", "asked", "cell", "cell+asked", "pair", "cell+pair"),
-        "plain: a hint's line ends with its colour (and position cue); asked: then what the expression asks ('Box 1 "
-        "[..] blue circle, asked red: no.'); pair: '[..] blue red no.'; cell: the box's square after the box",
+        ("plain", "asked", "cell", "cell+asked", "pair", "cell+pair", "square", "square+pair"),
+        "plain: a hint's line ends with its colour; asked: then the word asked ('blue circle, asked red: no.'); pair: "
+        "'blue red no.'; cell: its square, column and row ('cell 1 0'); square: one number, row x columns + column",
     ),
 }
 

@@ -49,7 +49,10 @@ POSITION_CUES = ("centre", "edges")
 # the shape is left out, it is the category; a position row keeps its colon). With the two words apart ("blue circle,
 # asked red:") or a colon before the verdict, the demo's 2-layer SFT did not learn to compare them; side by side it
 # did (docs/tiny-demo.md, "Comparing, learned").
-VERDICT_CUES = ("plain", "asked", "cell", "cell+asked", "pair", "cell+pair")
+# square: the square as one number, row x columns + column ("Box 1 [..] cell 3 blue red no." in a 2 x 2 grid): with two
+# numbers, naming a square is itself an interaction of two words, and binding each of two hints to its colour landed
+# on one seed of two (docs/tiny-demo.md, "Binding: the square as one word").
+VERDICT_CUES = ("plain", "asked", "cell", "cell+asked", "pair", "cell+pair", "square", "square+pair")
 _SIDE_WORDS = {"leftmost": "left", "rightmost": "right", "topmost": "top", "bottommost": "bottom"}
 
 FEATURES = datasets.Features(
@@ -334,8 +337,10 @@ def draw_scene(scene: Scene, image_size: int, background: Image.Image | None = N
     return image
 
 
-def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str) -> str:
-    """A short Rex-Thinker-shaped completion: planning, one verdict per hint, summary, then the answer."""
+def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str, columns: int = 0) -> str:
+    """A short Rex-Thinker-shaped completion: planning, one verdict per hint, summary, then the answer.
+
+    ``columns``: image-token squares per row of the resized image (the ``square`` cues number the squares with it)."""
     verdicts = []
     for number, (obj, box) in enumerate(zip(scene.hinted, hint_boxes, strict=True), start=1):
         if scene.position_axis is None:
@@ -352,8 +357,9 @@ def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str) -> str:
         # word it compares (docs/tiny-demo.md, "Why the box choice did not move").
         asked = f", asked {scene.asked}" if "asked" in scene.verdict_cue else ""
         seen = f"{obj.colour} {scene.asked}" if "pair" in scene.verdict_cue else f"{obj.colour} {obj.shape}{asked}"
-        square = (int(_centre(box, axis) // IMAGE_FACTOR) for axis in (0, 1))
-        cell = " cell {} {}".format(*square) if "cell" in scene.verdict_cue else ""
+        column, row = (int(_centre(box, axis) // IMAGE_FACTOR) for axis in (0, 1))
+        cell = f" cell {column} {row}" if "cell" in scene.verdict_cue else ""
+        cell = f" cell {row * columns + column}" if "square" in scene.verdict_cue else cell
         colon = "" if "pair" in scene.verdict_cue and not where else ":"
         verdicts.append(f"Box {number} {json.dumps(box)}{cell} {seen}{where}{colon} {verdict}.")
     matches = len(scene.targets)
@@ -386,7 +392,7 @@ def make_row(
         "hints": json.dumps(hints),
         "referring": scene.referring,
         "category": scene.category,
-        "sft_target": sft_target(scene, hint_boxes, answer),
+        "sft_target": sft_target(scene, hint_boxes, answer, columns=-(-resized[0] // IMAGE_FACTOR)),
         "answer_boxes": json.dumps(answer_boxes),
     }
 

@@ -306,6 +306,30 @@ def test_pair_verdict_cue_puts_the_colour_read_next_to_the_colour_asked(tmp_path
     assert compared >= 40
 
 
+def test_square_verdict_cue_numbers_the_square_row_by_row(tmp_path):
+    """``--verdict-cue square+pair``: the image-token square the box's centre lies in, as one number (row x columns +
+    column, in the resized frame: 112 pixels here, 4 x 4 squares of 28), where ``cell+pair`` writes column and row;
+    the rest of the line is ``cell+pair``'s, word for word."""
+    options = {"num_train": 40, "num_val": 0, "seed": 7, "hints": (1, 2), "distractors": (0, 0), "layout": "grid"}
+    square = make_synthetic_dataset(tmp_path / "square", verdict_cue="square+pair", **options)["train"]
+    cell = make_synthetic_dataset(tmp_path / "cell", verdict_cue="cell+pair", **options)["train"]
+    line = re.compile(r"Box \d (\[[^\]]*\]) cell (\d+) ")
+    numbers = set()
+    for row, twin in zip(pq.read_table(square).to_pylist(), pq.read_table(cell).to_pylist(), strict=True):
+        lines = line.findall(row["sft_target"])
+        assert lines and len(lines) == len(json.loads(row["hints"])[row["category"]]), row["sft_target"]
+        for box, number in lines:
+            x0, y0, x1, y1 = json.loads(box)
+            column, place_row = int((x0 + x1) / 2 // 28), int((y0 + y1) / 2 // 28)
+            assert int(number) == place_row * 4 + column, row["sft_target"]
+            numbers.add(int(number))
+            twin["sft_target"] = twin["sft_target"].replace(
+                f"{box} cell {column} {place_row} ", f"{box} cell {number} "
+            )
+        assert row["sft_target"] == twin["sft_target"]
+    assert len(numbers) >= 8 and max(numbers) >= 8  # squares of the lower rows, whose number is not the column
+
+
 def test_edges_position_cue_quotes_the_two_numbers_that_decide(tmp_path):
     """``--position-cue edges``: on a position row each hint's line quotes its edge on the named side and the most
     extreme such edge of the other hints ("left 34 vs 60"), the verdict is yes exactly where its edge wins, and the
@@ -361,7 +385,10 @@ def test_asked_verdict_cue_repeats_what_the_expression_asks(tmp_path, capsys):
     ("option", "message"),
     [
         ({"position_cue": "middle"}, "--position-cue 'middle': use one of centre, edges"),
-        ({"verdict_cue": "loud"}, "--verdict-cue 'loud': use one of plain, asked, cell, cell+asked, pair, cell+pair"),
+        (
+            {"verdict_cue": "loud"},
+            "--verdict-cue 'loud': use one of plain, asked, cell, cell+asked, pair, cell+pair, square",
+        ),
         ({"background": "dots"}, "--background 'dots': use one of plain, cells, ramp, frames"),
     ],
 )
