@@ -22,6 +22,7 @@ import pickle
 import sys
 from pathlib import Path
 
+from data_tools.synth_options import SYNTH_CHOICES
 from rexthinker_rl.apps.console import console_entry
 from rexthinker_rl.config import DataConfig
 from rexthinker_rl.data.dataset import DataError
@@ -48,10 +49,7 @@ def _synth(args: argparse.Namespace) -> int:
         multi_fraction=args.multi_fraction,
         hints=tuple(args.hints),
         distractors=tuple(args.distractors),
-        layout=args.layout,
-        background=args.background,
-        position_cue=args.position_cue,
-        verdict_cue=args.verdict_cue,
+        **{flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag in SYNTH_CHOICES},
     )
     for split, path in paths.items():
         print(f"{split}: {path}")
@@ -410,31 +408,6 @@ def _add_fidelity_commands(commands, defaults: DataConfig) -> None:
     show.add_argument("--referring", required=True, help="the referring expression")
     show.add_argument("--model", default=None, help="use this model folder's chat template (default: Qwen2.5-VL's)")
     show.set_defaults(run=_show_prompt)
-
-
-# synth's options with fixed values (the first is the default): data_tools.synthetic's LAYOUTS, BACKGROUNDS and cues
-SYNTH_CHOICES = {
-    "--layout": (
-        ("free", "grid"),
-        "free: objects anywhere, kept apart; grid: each object inside its own square of the model's image-token grid "
-        "(28 resized pixels a side), so that one image token sees one whole object",
-    ),
-    "--background": (
-        ("plain", "cells", "ramp", "frames"),
-        "plain: one grey; cells: each image token's square tinted by its column and row; ramp: smoothly; frames: a "
-        "coded frame round each square, over the objects too (place codes a small model can read; docs/tiny-demo.md)",
-    ),
-    "--position-cue": (
-        ("centre", "edges"),
-        "what a position row's chain of thought quotes per hint: centre ('at x 45') or edges ('left 34 vs 60': its "
-        "edge on the named side and the other hints' most extreme one)",
-    ),
-    "--verdict-cue": (
-        ("plain", "asked", "cell", "cell+asked", "pair", "cell+pair", "square", "square+pair"),
-        "plain: a hint's line ends with its colour; asked: then the word asked ('blue circle, asked red: no.'); pair: "
-        "'blue red no.'; cell: its square, column and row ('cell 1 0'); square: one number, row x columns + column",
-    ),
-}
 
 
 def _add_synth(commands) -> None:

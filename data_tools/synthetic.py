@@ -53,6 +53,10 @@ POSITION_CUES = ("centre", "edges")
 # numbers, naming a square is itself an interaction of two words, and binding each of two hints to its colour landed
 # on one seed of two (docs/tiny-demo.md, "Binding: the square as one word").
 VERDICT_CUES = ("plain", "asked", "cell", "cell+asked", "pair", "cell+pair", "square", "square+pair")
+# What the summary says. count: how many hints match ("Summary: 1 match."). boxes: and which, by number ("Summary: 1
+# match, Box 2."): the answer then copies the box of the line the summary names, where with ``count`` it has to find
+# the line whose verdict, after the box, says yes (docs/tiny-demo.md, "Copying the chosen box").
+SUMMARY_CUES = ("count", "boxes")
 _SIDE_WORDS = {"leftmost": "left", "rightmost": "right", "topmost": "top", "bottommost": "bottom"}
 
 FEATURES = datasets.Features(
@@ -96,6 +100,7 @@ class Scene:
     position_cue: str = "centre"  # what the chain of thought quotes for a position expression (POSITION_CUES)
     verdict_cue: str = "plain"  # "asked": each hint's line repeats what the expression asks before its verdict
     asked: str = ""  # the colour or side the expression names
+    summary_cue: str = "count"  # what the summary says (SUMMARY_CUES)
 
 
 def format_answer(boxes: list[list[int]], label: str) -> str:
@@ -182,13 +187,15 @@ def make_scene(
     cell: int = 0,
     position_cue: str = "centre",
     verdict_cue: str = "plain",
+    summary_cue: str = "count",
 ) -> Scene:
     """Draw the objects and the referring expression of one image (random, but reproducible from ``rng``).
 
     ``position_margin``: original pixels by which the referred extreme object must beat the runner-up.
     ``hints``/``distractors``: inclusive ranges of the category's objects and of the other categories' objects.
     ``cell`` > 0: objects on a grid of squares of that side (``_place_on_grid``); 0: anywhere, kept apart.
-    ``position_cue``, ``verdict_cue``: what the chain of thought quotes (``POSITION_CUES``, ``VERDICT_CUES``).
+    ``position_cue``, ``verdict_cue``, ``summary_cue``: what the chain of thought quotes (``POSITION_CUES``,
+    ``VERDICT_CUES``, ``SUMMARY_CUES``).
     With a single object of the category, "multi" and "position" rows become "colour" rows.
     """
     kind = _pick_kind(rng, rejection_fraction, multi_fraction)
@@ -226,9 +233,8 @@ def make_scene(
     referring = _referring(kind, category, colour, direction)
     axis = POSITIONS[direction][0] if kind == "position" else None
     asked = direction if kind == "position" else str(colour)
-    return Scene(
-        category, kind, referring, hinted, targets, distractors, axis, direction, position_cue, verdict_cue, asked
-    )
+    cues = (position_cue, verdict_cue, asked, summary_cue)
+    return Scene(category, kind, referring, hinted, targets, distractors, axis, direction, *cues)
 
 
 def _referring(kind: str, category: str, colour: str | None, direction: str) -> str:
@@ -363,11 +369,13 @@ def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str, columns: 
         colon = "" if "pair" in scene.verdict_cue and not where else ":"
         verdicts.append(f"Box {number} {json.dumps(box)}{cell} {seen}{where}{colon} {verdict}.")
     matches = len(scene.targets)
-    summary = "none match." if not matches else "1 match." if matches == 1 else f"{matches} matches."
+    summary = "none match" if not matches else "1 match" if matches == 1 else f"{matches} matches"
+    if scene.summary_cue == "boxes" and matches:
+        summary += ", " + ", ".join(f"Box {target + 1}" for target in scene.targets)
     # The planning names no colour or side: restating the expression here, right before each box's colour word, let
     # SFT copy the colour from it instead of reading the picture (docs/tiny-demo.md, "Why the box choice did not move").
     planning = f"Planning: check each of the {len(scene.hinted)} {scene.category} hints."
-    think = f"{planning} Action: {' '.join(verdicts)} Summary: {summary}"
+    think = f"{planning} Action: {' '.join(verdicts)} Summary: {summary}."
     return f"<think>{think}</think><answer>{answer}</answer>"
 
 
@@ -433,6 +441,7 @@ def make_synthetic_dataset(
     background: str = "plain",
     position_cue: str = "centre",
     verdict_cue: str = "plain",
+    summary_cue: str = "count",
 ) -> dict[str, Path]:
     """Write ``train.parquet`` and ``val.parquet`` under ``out_dir``; returns ``{"train": path, "val": path}``.
 
@@ -463,8 +472,9 @@ def make_synthetic_dataset(
     cell = _grid_cell(layout, image_size, square, hints[1] + distractors[1])
     _check_choice("--position-cue", position_cue, POSITION_CUES)
     _check_choice("--verdict-cue", verdict_cue, VERDICT_CUES)
+    _check_choice("--summary-cue", summary_cue, SUMMARY_CUES)
     empty = background_image(background, image_size, square)
-    scene_options = (margin, hints, distractors, cell, position_cue, verdict_cue)  # make_scene's, after the fractions
+    scene_options = (margin, hints, distractors, cell, position_cue, verdict_cue, summary_cue)  # after the fractions
     out = Path(out_dir)
     paths = {}
     for split_index, (split, count) in enumerate((("train", num_train), ("val", num_val))):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
@@ -330,6 +331,24 @@ def test_square_verdict_cue_numbers_the_square_row_by_row(tmp_path):
     assert len(numbers) >= 8 and max(numbers) >= 8  # squares of the lower rows, whose number is not the column
 
 
+def test_boxes_summary_cue_names_the_lines_that_say_yes_and_the_answer_copies_their_boxes(tmp_path):
+    """``--summary-cue boxes``: "Summary: 2 matches, Box 1, Box 3." names, in order, exactly the hints whose line says
+    yes, and the answer's boxes are those lines' boxes; with no match the summary is ``count``'s ("none match.")."""
+    options = {"num_train": 80, "num_val": 0, "seed": 8, "hints": (1, 3), "multi_fraction": 0.3}
+    rows = pq.read_table(make_synthetic_dataset(tmp_path / "b", summary_cue="boxes", **options)["train"]).to_pylist()
+    counted = pq.read_table(make_synthetic_dataset(tmp_path / "c", **options)["train"]).to_pylist()
+    kinds = Counter()
+    for row, twin in zip(rows, counted, strict=True):
+        lines = re.findall(r"Box (\d) (\[[^\]]*\])[^.]*: (yes|no)\.", row["sft_target"])
+        said = [number for number, _, verdict in lines if verdict == "yes"]
+        summary = re.search(r"Summary: (none match|1 match|\d matches)((?:, Box \d)*)\.<", row["sft_target"])
+        assert summary and summary.group(2) == "".join(f", Box {number}" for number in said), row["sft_target"]
+        assert json.loads(row["answer_boxes"]) == [json.loads(box) for number, box, _ in lines if number in said]
+        assert row["sft_target"].replace(summary.group(2), "") == twin["sft_target"]
+        kinds[len(said)] += 1
+    assert kinds[0] and kinds[1] and kinds[2]
+
+
 def test_edges_position_cue_quotes_the_two_numbers_that_decide(tmp_path):
     """``--position-cue edges``: on a position row each hint's line quotes its edge on the named side and the most
     extreme such edge of the other hints ("left 34 vs 60"), the verdict is yes exactly where its edge wins, and the
@@ -405,4 +424,5 @@ def test_the_cli_offers_exactly_the_values_the_generator_takes():
         "--background": synthetic.BACKGROUNDS,
         "--position-cue": synthetic.POSITION_CUES,
         "--verdict-cue": synthetic.VERDICT_CUES,
+        "--summary-cue": synthetic.SUMMARY_CUES,
     }
