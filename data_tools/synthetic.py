@@ -51,11 +51,12 @@ POSITION_CUES = ("centre", "edges")
 # did (docs/tiny-demo.md, "Comparing, learned").
 # square: the square as one number, row x columns + column ("Box 1 [..] cell 3 blue red no." in a 2 x 2 grid): with two
 # numbers, naming a square is itself an interaction of two words, and binding each of two hints to its colour landed
-# on one seed of two (docs/tiny-demo.md, "Binding: the square as one word").
+# on one seed of two; with one number, on five of five (docs/tiny-demo.md, "Binding, learned on every seed").
 VERDICT_CUES = ("plain", "asked", "cell", "cell+asked", "pair", "cell+pair", "square", "square+pair")
 # What the summary says. count: how many hints match ("Summary: 1 match."). boxes: and which, by number ("Summary: 1
-# match, Box 2."): the answer then copies the box of the line the summary names, where with ``count`` it has to find
-# the line whose verdict, after the box, says yes (docs/tiny-demo.md, "Copying the chosen box").
+# match, Box 2."): meant to let the answer copy the box of the line the summary names, where with ``count`` it has to
+# find the line whose verdict, after the box, says yes; on one seed's SFT start it copied worse, not better
+# (docs/tiny-demo.md, "Copying the chosen box").
 SUMMARY_CUES = ("count", "boxes")
 _SIDE_WORDS = {"leftmost": "left", "rightmost": "right", "topmost": "top", "bottommost": "bottom"}
 
