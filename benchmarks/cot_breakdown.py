@@ -51,9 +51,8 @@ def hint_lines(text: str) -> dict[int, tuple[str, str, str]]:
     return out
 
 
-def exact(text: str, expected) -> bool:
-    """The answer holds exactly the right boxes (the rejection: none)."""
-    given = parse_completion(text).answer
+def exact(given, expected) -> bool:
+    """The parsed answer ``given`` holds exactly the right boxes (the rejection: none)."""
     if expected.kind == "rejection":
         return not given.boxes
     return sorted(map(list, given.boxes)) == sorted(map(list, expected.boxes))
@@ -68,13 +67,12 @@ def tally(samples: list, answers: list, groups: list) -> Counter[str]:
         expected = parse_ground_truth(sample.ground_truth)
         key = f"{synthetic_kind(sample.metadata.get('referring', ''), expected.kind == 'rejection')}/h{len(truth)}"
         counts[f"{key} n"] += 1
-        right = exact(answer.text, expected)
+        given = parse_completion(answer.text).answer
+        right = exact(given, expected)
         counts[f"{key} exact"] += right
-        counts[f"{key} refused"] += (
-            expected.kind != "rejection" and parse_completion(answer.text).answer.kind == "rejection"
-        )
+        counts[f"{key} refused"] += expected.kind != "rejection" and given.kind == "rejection"
         if group:
-            hits = sum(exact(drawn_answer.text, expected) for drawn_answer in group)
+            hits = sum(exact(parse_completion(drawn.text).answer, expected) for drawn in group)
             counts[f"{key} sampled"] += hits / len(group)
             counts[f"{key} some"] += hits > 0
             counts[f"{key} wrong"] += not right

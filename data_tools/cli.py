@@ -49,7 +49,7 @@ def _synth(args: argparse.Namespace) -> int:
         multi_fraction=args.multi_fraction,
         hints=tuple(args.hints),
         distractors=tuple(args.distractors),
-        **{flag[2:].replace("-", "_"): getattr(args, flag[2:].replace("-", "_")) for flag in SYNTH_CHOICES},
+        **{name: getattr(args, name) for name in (flag[2:].replace("-", "_") for flag in SYNTH_CHOICES)},
     )
     for split, path in paths.items():
         print(f"{split}: {path}")

@@ -276,6 +276,12 @@ def _check_choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{flag} {value!r}: use one of {', '.join(allowed)}")
 
 
+def _check_cues(position_cue: str, verdict_cue: str, summary_cue: str) -> None:
+    _check_choice("--position-cue", position_cue, POSITION_CUES)
+    _check_choice("--verdict-cue", verdict_cue, VERDICT_CUES)
+    _check_choice("--summary-cue", summary_cue, SUMMARY_CUES)
+
+
 def background_image(background: str, image_size: int, cell: int) -> Image.Image:
     """The empty picture objects are drawn on. ``plain``: one grey. ``cells`` and ``ramp`` give every place its own
     shade, so that an image token's content says where it is (a frozen vision tower with relative 2-D RoPE, and
@@ -365,8 +371,10 @@ def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str, columns: 
         asked = f", asked {scene.asked}" if "asked" in scene.verdict_cue else ""
         seen = f"{obj.colour} {scene.asked}" if "pair" in scene.verdict_cue else f"{obj.colour} {obj.shape}{asked}"
         column, row = (int(_centre(box, axis) // IMAGE_FACTOR) for axis in (0, 1))
-        cell = f" cell {column} {row}" if "cell" in scene.verdict_cue else ""
-        cell = f" cell {row * columns + column}" if "square" in scene.verdict_cue else cell
+        if "square" in scene.verdict_cue:
+            cell = f" cell {row * columns + column}"
+        else:
+            cell = f" cell {column} {row}" if "cell" in scene.verdict_cue else ""
         colon = "" if "pair" in scene.verdict_cue and not where else ":"
         verdicts.append(f"Box {number} {json.dumps(box)}{cell} {seen}{where}{colon} {verdict}.")
     matches = len(scene.targets)
@@ -471,9 +479,7 @@ def make_synthetic_dataset(
     margin = _POSITION_MARGIN * image_size / resized[0]  # so "leftmost" stays clear-cut after resizing
     square = IMAGE_FACTOR * image_size // resized[0]  # original pixels a side of one image token's square
     cell = _grid_cell(layout, image_size, square, hints[1] + distractors[1])
-    _check_choice("--position-cue", position_cue, POSITION_CUES)
-    _check_choice("--verdict-cue", verdict_cue, VERDICT_CUES)
-    _check_choice("--summary-cue", summary_cue, SUMMARY_CUES)
+    _check_cues(position_cue, verdict_cue, summary_cue)
     empty = background_image(background, image_size, square)
     scene_options = (margin, hints, distractors, cell, position_cue, verdict_cue, summary_cue)  # after the fractions
     out = Path(out_dir)
