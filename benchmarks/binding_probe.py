@@ -45,7 +45,8 @@ from rexthinker_rl.utils import atomic_write_text
 
 COLOURS = tuple(SHAPE_COLOURS)
 HINT = re.compile(r"Box (\d+) (\[[^\]]*\])(?: cell \d+(?: \d+)?)? (\w+) ")  # the square: --verdict-cue cell, square
-VERDICT = re.compile(r"Box \d+ [^.]*?(\w|:) (yes|no)\.")  # "...: no." or, --verdict-cue pair, "... red blue no."
+# "...: no." or, --verdict-cue pair, "... red blue no."; with echo, "... green green yes [..]."
+VERDICT = re.compile(r"Box \d+ [^.]*?(\w|:) (yes|no)(?: \[[^\]]*\])?\.")
 
 
 def encoded_samples(dataset: RLDataset, processor) -> list[tuple]:

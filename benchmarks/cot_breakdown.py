@@ -34,9 +34,9 @@ from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec, make_engine
 
 # "Box 1 [x0, y0, x1, y1] red circle: yes." (the synthetic set's order) or "Box 1 red circle [..]: yes." (before it)
 # (" cell 1 2" after the box with ``--verdict-cue cell``, " cell 3" with ``square``; "[..] red blue no." with ``pair``:
-# the first word that is a colour is the one read)
+# the first word that is a colour is the one read; "yes [..]." with ``echo``)
 LINE = re.compile(
-    r"Box (\d+) (?:(\[[^\]]*\])(?: cell \d+(?: \d+)?)? (\w+) (\w+)|(\w+) (\w+) (\[[^\]]*\]))[^:.]*:? (yes|no)\."
+    r"Box (\d+) (?:(\[[^\]]*\])(?: cell \d+(?: \d+)?)? (\w+) (\w+)|(\w+) (\w+) (\[[^\]]*\]))[^:.]*:? (yes|no)(?: \[[^\]]*\])?\."
 )
 
 

@@ -23,9 +23,9 @@ SYNTH_CHOICES = {
         "edge on the named side and the other hints' most extreme one)",
     ),
     "--verdict-cue": (
-        ("plain", "asked", "cell", "cell+asked", "pair", "cell+pair", "square", "square+pair"),
+        ("plain", "asked", "cell", "cell+asked", "pair", "cell+pair", "square", "square+pair", "square+pair+echo"),
         "plain: a hint's line ends with its colour; asked: then the word asked ('blue circle, asked red: no.'); pair: "
-        "'blue red no.'; cell: its square, column and row ('cell 1 0'); square: one number, row x columns + column",
+        "'blue red no.'; cell: its square, column and row ('cell 1 0'); square: one number, row x columns + column; echo: a line that says yes quotes its box again after the verdict",
     ),
     "--summary-cue": (
         ("count", "boxes"),

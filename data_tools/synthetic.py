@@ -52,7 +52,20 @@ POSITION_CUES = ("centre", "edges")
 # square: the square as one number, row x columns + column ("Box 1 [..] cell 3 blue red no." in a 2 x 2 grid): with two
 # numbers, naming a square is itself an interaction of two words, and binding each of two hints to its colour landed
 # on one seed of two; with one number, on five of five (docs/tiny-demo.md, "Binding, learned on every seed").
-VERDICT_CUES = ("plain", "asked", "cell", "cell+asked", "pair", "cell+pair", "square", "square+pair")
+# echo: a line that says yes quotes its box again after the verdict ("Box 2 [..] cell 2 green green yes [..]."), so that
+# the answer's boxes are the ones written right after a "yes": with the box only before its verdict, no token of the box
+# knows whether its line said yes (causal attention), and the answer mixed two lines' coordinates.
+VERDICT_CUES = (
+    "plain",
+    "asked",
+    "cell",
+    "cell+asked",
+    "pair",
+    "cell+pair",
+    "square",
+    "square+pair",
+    "square+pair+echo",
+)
 # What the summary says. count: how many hints match ("Summary: 1 match."). boxes: and which, by number ("Summary: 1
 # match, Box 2."): meant to let the answer copy the box of the line the summary names, where with ``count`` it has to
 # find the line whose verdict, after the box, says yes; on one seed's SFT start it copied worse, not better
@@ -376,7 +389,8 @@ def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str, columns: 
         else:
             cell = f" cell {column} {row}" if "cell" in scene.verdict_cue else ""
         colon = "" if "pair" in scene.verdict_cue and not where else ":"
-        verdicts.append(f"Box {number} {json.dumps(box)}{cell} {seen}{where}{colon} {verdict}.")
+        echo = f" {json.dumps(box)}" if "echo" in scene.verdict_cue and verdict == "yes" else ""
+        verdicts.append(f"Box {number} {json.dumps(box)}{cell} {seen}{where}{colon} {verdict}{echo}.")
     matches = len(scene.targets)
     summary = "none match" if not matches else "1 match" if matches == 1 else f"{matches} matches"
     if scene.summary_cue == "boxes" and matches:

@@ -331,6 +331,26 @@ def test_square_verdict_cue_numbers_the_square_row_by_row(tmp_path):
     assert len(numbers) >= 8 and max(numbers) >= 8  # squares of the lower rows, whose number is not the column
 
 
+def test_echo_verdict_cue_quotes_the_box_again_after_yes_only(tmp_path):
+    """``--verdict-cue square+pair+echo``: a line that says yes ends with its own box again ("... green green yes
+    [..]."), a line that says no does not, the answer's boxes are exactly the echoed ones, and without the echo the
+    line is ``square+pair``'s, word for word."""
+    options = {"num_train": 60, "num_val": 0, "seed": 9, "hints": (1, 3), "multi_fraction": 0.3, "layout": "grid"}
+    echo = make_synthetic_dataset(tmp_path / "echo", verdict_cue="square+pair+echo", **options)["train"]
+    square = make_synthetic_dataset(tmp_path / "square", verdict_cue="square+pair", **options)["train"]
+    line = re.compile(r"Box \d (\[[^\]]*\]) [^.]*? (yes|no)(?: (\[[^\]]*\]))?\.")
+    verdicts = Counter()
+    for row, twin in zip(pq.read_table(echo).to_pylist(), pq.read_table(square).to_pylist(), strict=True):
+        echoed = []
+        for box, verdict, again in line.findall(row["sft_target"]):
+            verdicts[verdict] += 1
+            assert (again == box) if verdict == "yes" else not again, row["sft_target"]
+            echoed += [json.loads(again)] if again else []
+        assert sorted(echoed) == sorted(json.loads(row["answer_boxes"])), row["sft_target"]
+        assert re.sub(r"(yes) \[[^\]]*\]\.", r"\1.", row["sft_target"]) == twin["sft_target"]
+    assert verdicts["yes"] >= 30 and verdicts["no"] >= 30
+
+
 def test_boxes_summary_cue_names_the_lines_that_say_yes_and_the_answer_copies_their_boxes(tmp_path):
     """``--summary-cue boxes``: "Summary: 2 matches, Box 1, Box 3." names, in order, exactly the hints whose line says
     yes, and the answer's boxes are those lines' boxes; with no match the summary is ``count``'s ("none match.")."""
