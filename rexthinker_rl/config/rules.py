@@ -4,8 +4,8 @@
 config and changes nothing. Choices come from the registries the code dispatches on (``algorithms``' dicts,
 ``modeling.DTYPES``, the seed modes, the prompt presets), so a name is valid exactly when something runs it. The
 training backends and rollout engines import the config's types, so their registries' keys are named here
-(:data:`STRATEGIES`, :data:`ENGINE_NAMES`) and tests/unit/test_config.py holds them equal to ``backends.BACKENDS`` and
-``rollout.ENGINES``: the config layer imports no worker code.
+(:data:`STRATEGIES`, :data:`ENGINE_NAMES`, :data:`OPTIMIZER_IMPLS`) and tests/unit/test_config.py holds them equal to
+``backends.BACKENDS``, ``rollout.ENGINES`` and ``policy.ADAMW_KERNELS``: the config layer imports no worker code.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ PIPELINES = ("sync", "one_step_off")  # read as Derived.pipelined
 DATA_ORDERS = ("ours", "easyr1")  # data.ResumableSampler
 STRATEGIES = ("torch", "fsdp2", "deepspeed")  # backends.BACKENDS' keys
 ENGINE_NAMES = ("vllm", "hf")  # rollout.ENGINES' keys
+OPTIMIZER_IMPLS = ("fused", "foreach", "for-loop")  # train.policy.ADAMW_KERNELS' keys
 
 
 def _positive(value: Any) -> bool:
@@ -64,6 +65,7 @@ _CHOICES: list[tuple[str, Callable[[Any], bool], str]] = [
     _rule("actor.strategy", STRATEGIES),
     _rule("actor.zero_stage", (2, 3)),
     _rule("actor.lr_scheduler", ("constant", "cosine")),
+    _rule("actor.optimizer_impl", OPTIMIZER_IMPLS),
     _rule("actor.policy_loss", algorithms.POLICY_LOSSES),
     _rule("actor.loss_agg_mode", algorithms.LOSS_AGGREGATIONS),
     _rule("algorithm.adv_estimator", algorithms.ADVANTAGE_ESTIMATORS),

@@ -27,6 +27,9 @@ from rexthinker_rl.utils import rng_state, set_rng_state
 if TYPE_CHECKING:
     from rexthinker_rl.config import Config
 
+# actor.optimizer_impl -> torch.optim.AdamW's keyword: the same update to float rounding, different passes over memory
+ADAMW_KERNELS = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}}
+
 
 class NonFiniteUpdateError(RuntimeError):
     """Too many consecutive updates with a NaN/inf loss or gradient."""
@@ -98,6 +101,7 @@ class Policy:
             lr=actor.lr,
             betas=tuple(actor.betas),
             weight_decay=actor.weight_decay,
+            **ADAMW_KERNELS[actor.optimizer_impl],
         )
         schedule = lr_lambda(int(actor.lr_warmup_ratio * total_updates), total_updates, actor.lr_scheduler)
         self.model, self.optimizer, self.scheduler = self.backend.attach_optimizer(optimizer, schedule)

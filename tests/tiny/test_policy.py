@@ -9,7 +9,7 @@ from PIL import Image
 from rexthinker_rl.algo.batch import build_sequence_batch, encode_prompts, split_mini_batches
 from rexthinker_rl.config import load_config
 from rexthinker_rl.model.loading import load_processor
-from rexthinker_rl.train.policy import NonFiniteUpdateError, Policy
+from rexthinker_rl.train.policy import ADAMW_KERNELS, NonFiniteUpdateError, Policy
 
 PIXELS = 112 * 112
 BASE = [
@@ -84,6 +84,27 @@ def test_micro_batching_is_exact(tiny_model_dir, mode):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-6, rtol=1e-4)
         compared += 1
     assert compared > 10
+
+
+def test_every_adamw_kernel_makes_the_same_update(tiny_model_dir):
+    """``actor.optimizer_impl`` fused (the default), foreach and for-loop: from the same gradients, the same weights
+    after the step, to float32 rounding. Bound per entry: the step (at most ``lr`` in size on Adam's first update)
+    computed in a different order is off by a few roundings of ``lr``, and the weight it lands on by a rounding or
+    two of its own size (the weight decay's product and the subtraction): ``eps * (4 |w| + 16 lr)``."""
+    micro = "actor.micro_batch_size_per_device_for_update=6"
+    policies = {impl: _updated(tiny_model_dir, [micro, f"actor.optimizer_impl={impl}"])[0] for impl in ADAMW_KERNELS}
+    eps, lr = torch.finfo(torch.float32).eps, 1e-3
+    reference = dict(policies.pop("for-loop").model.named_parameters())
+    moved = 0
+    for impl, policy in policies.items():
+        assert policy.optimizer.param_groups[0][impl if impl != "for-loop" else "foreach"] is True, impl
+        for name, weight in policy.model.named_parameters():
+            expected = reference[name].detach()
+            difference = (weight.detach() - expected).abs()
+            allowed = eps * (4 * expected.abs() + 16 * lr)
+            assert torch.all(difference <= allowed), (impl, name, (difference - allowed).max().item())
+            moved += int(weight.grad is not None)
+    assert moved > 20  # the language weights were stepped, not only compared at rest
 
 
 def test_logprobs_do_not_depend_on_batch_composition(tiny_model_dir):

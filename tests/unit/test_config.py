@@ -186,13 +186,15 @@ def test_seeds_out_of_range_are_refused(override):
 
 
 def test_the_rules_name_exactly_the_registries_keys():
-    """config_rules names the backends' and engines' keys itself (those modules import the config's types); a key
+    """config_rules names the backends', engines' and AdamW kernels' keys itself (those modules import the config's types); a key
     added to a registry without the rule, or the other way round, fails here."""
-    from rexthinker_rl.config.rules import ENGINE_NAMES, STRATEGIES
+    from rexthinker_rl.config.rules import ENGINE_NAMES, OPTIMIZER_IMPLS, STRATEGIES
     from rexthinker_rl.rollout import ENGINES
     from rexthinker_rl.train.backends import BACKENDS
+    from rexthinker_rl.train.policy import ADAMW_KERNELS
 
     assert tuple(BACKENDS) == STRATEGIES and tuple(ENGINES) == ENGINE_NAMES
+    assert tuple(ADAMW_KERNELS) == OPTIMIZER_IMPLS
 
 
 def test_checking_a_config_changes_nothing():
