@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         result = {
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "load_average_at_end": list(os.getloadavg()),  # another job on the cores slows every kernel alike
             "settings": {**vars(args), "dtype": "float32", "lr": 1e-6, "weight_decay": 1e-2},
             "parameters": runs["fused"][0]["parameters"],
             "kernels": rows,
