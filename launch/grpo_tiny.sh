@@ -23,10 +23,15 @@ fi
 # 1-2 hints per image: a 2-layer model learns to copy one box within the SFT budget, so GRPO starts with some correct
 # samples to reinforce (with 2-4 hints it copies none, and GRPO only learns to refuse). No objects of other categories
 # (--distractors 0 0): with them SFT did not learn to read a hint's colour (docs/tiny-demo.md).
+# 56 px pictures with a place code (--layout grid --background frames: 2 x 2 image-token squares, one object in each)
+# and a chain of thought that names each hint's square as one word, puts the colour read beside the colour asked, and
+# quotes a chosen hint's box again after its "yes" (--verdict-cue square+pair+echo): with these the 2-layer model's SFT
+# binds each of two hints to its colour on every seed and copies the chosen box more often (docs/tiny-demo.md, "The
+# chosen box, copied"); on the plain 112 px set it did neither, and GRPO learned only when to refuse.
 "$BIN/rexthinker-data" synth --out "$RUN/data" --num-train 1024 --num-val 512 --seed "$DATA_SEED" \
-    --image-size 112 --min-pixels 12544 --max-pixels 12544 --hints 1 2 --distractors 0 0 --rejection-fraction 0.25 \
-    --overwrite
-"$BIN/rexthinker-data" validate "$RUN/data/train.parquet" --min-pixels 12544 --max-pixels 12544
+    --image-size 56 --min-pixels 3136 --max-pixels 3136 --hints 1 2 --distractors 0 0 --rejection-fraction 0.25 \
+    --layout grid --background frames --verdict-cue square+pair+echo --overwrite
+"$BIN/rexthinker-data" validate "$RUN/data/train.parquet" --min-pixels 3136 --max-pixels 3136
 "$BIN/rexthinker-sft" --config configs/grpo_tiny.yaml model.path="$RUN/base" sft.output_dir="$RUN/sft" sft.overwrite=true \
     data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" ${SFT_SEEDS[@]+"${SFT_SEEDS[@]}"} "$@"
 "$BIN/rexthinker-train" --config configs/grpo_tiny.yaml model.path="$RUN/sft" trainer.output_dir="$RUN/grpo" \

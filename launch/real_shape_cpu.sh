@@ -18,7 +18,7 @@ export TOKENIZERS_PARALLELISM=false  # Ray runs with token authentication (rexth
     --image-size 112 --min-pixels 12544 --max-pixels 12544
 COMMON=(
     data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" data.val_max_samples=4
-    model.dtype=bfloat16 rollout.dtype=bfloat16 data.max_response_length=16
+    model.dtype=bfloat16 rollout.dtype=bfloat16 data.max_response_length=16 data.min_pixels=12544 data.max_pixels=12544
 )
 "$BIN/rexthinker-sft" --config configs/grpo_tiny.yaml model.path="$RUN/base" sft.output_dir="$RUN/sft" \
     sft.epochs=1 sft.batch_size=4 "${COMMON[@]}" "$@"
