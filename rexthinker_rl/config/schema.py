@@ -185,8 +185,8 @@ class ActorConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     """AdamW betas."""
     optimizer_impl: str = "fused"
-    """AdamW's kernel, the same update to float rounding: fused (one pass over each tensor; at Qwen2.5-VL-3B's shape on
-    CPU 8x faster and without temporaries as large as the embedding) | foreach | for-loop (torch's default on CPU)."""
+    """AdamW's kernel, the same update to float rounding: fused (EasyR1's; one pass over each tensor: at Qwen2.5-VL-3B's
+    shape on CPU 8x faster and without temporaries as large as the embedding) | foreach | for-loop (torch's CPU default)."""
     lr_warmup_ratio: float = 0.0
     """Share of total steps with a linear warm-up."""
     lr_scheduler: str = "constant"
