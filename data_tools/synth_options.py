@@ -1,7 +1,7 @@
 """The values of ``rexthinker-data synth``'s options that take a fixed set (the first is the default).
 
-A copy of ``data_tools.synthetic``'s LAYOUTS, BACKGROUNDS and cue tuples, with each one's help: the CLI imports the
-generator (and its heavy imports) only when ``synth`` runs; tests/unit/test_synthetic.py checks the two agree.
+The one list of them, with each one's help: ``data_tools.synthetic`` takes its LAYOUTS, BACKGROUNDS and cue tuples
+from here, and the CLI its choices, without importing the generator (and its heavy imports) until ``synth`` runs.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ SYNTH_CHOICES = {
     "--verdict-cue": (
         ("plain", "asked", "cell", "cell+asked", "pair", "cell+pair", "square", "square+pair", "square+pair+echo"),
         "plain: a hint's line ends with its colour; asked: then the word asked ('blue circle, asked red: no.'); pair: "
-        "'blue red no.'; cell: its square, column and row ('cell 1 0'); square: one number, row x columns + column; echo: a line that says yes quotes its box again after the verdict",
+        "'blue red no.'; cell: its square, column and row ('cell 1 0'); square: one number, row x columns + column; "
+        "echo: a line that says yes quotes its box again after the verdict",
     ),
     "--summary-cue": (
         ("count", "boxes"),

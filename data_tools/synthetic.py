@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
+from data_tools.synth_options import SYNTH_CHOICES
 from rexthinker_rl.data.dataset import IMAGE_FACTOR, REJECTION_TEXT, boxes_to_resized, check_fixed_point, resized_size
 from rexthinker_rl.utils import atomic_write_bytes
 
@@ -39,7 +40,7 @@ _POSITION_MARGIN = 3  # resized pixels by which the referred extreme object must
 # (arithmetic on two coordinates). edges: "left 34 vs 60", the box's edge on the expression's side and the most extreme
 # such edge of the other hints (two copied numbers compared side by side); the referred object is then extreme by
 # both its centre and that edge.
-POSITION_CUES = ("centre", "edges")
+POSITION_CUES = SYNTH_CHOICES["--position-cue"][0]
 # What a hint's line says before its verdict. plain: nothing more. asked: the expression's colour or side, right after
 # the colour read from the picture ("Box 1 [..] blue circle, asked red: no."): the verdict then compares two
 # neighbouring words, instead of the read colour with a word at the end of the prompt.
@@ -55,22 +56,12 @@ POSITION_CUES = ("centre", "edges")
 # echo: a line that says yes quotes its box again after the verdict ("Box 2 [..] cell 2 green green yes [..]."), so that
 # the answer's boxes are the ones written right after a "yes": with the box only before its verdict, no token of the box
 # knows whether its line said yes (causal attention), and the answer mixed two lines' coordinates.
-VERDICT_CUES = (
-    "plain",
-    "asked",
-    "cell",
-    "cell+asked",
-    "pair",
-    "cell+pair",
-    "square",
-    "square+pair",
-    "square+pair+echo",
-)
+VERDICT_CUES = SYNTH_CHOICES["--verdict-cue"][0]
 # What the summary says. count: how many hints match ("Summary: 1 match."). boxes: and which, by number ("Summary: 1
 # match, Box 2."): meant to let the answer copy the box of the line the summary names, where with ``count`` it has to
 # find the line whose verdict, after the box, says yes; on one seed's SFT start it copied worse, not better
 # (docs/tiny-demo.md, "Copying the chosen box").
-SUMMARY_CUES = ("count", "boxes")
+SUMMARY_CUES = SYNTH_CHOICES["--summary-cue"][0]
 _SIDE_WORDS = {"leftmost": "left", "rightmost": "right", "topmost": "top", "bottommost": "bottom"}
 
 FEATURES = datasets.Features(
@@ -280,8 +271,8 @@ def _edge(box: list[int], direction: str) -> int:
     return box[axis] if extreme is min else box[axis + 2]
 
 
-LAYOUTS = ("free", "grid")
-BACKGROUNDS = ("plain", "cells", "ramp", "frames")
+LAYOUTS = SYNTH_CHOICES["--layout"][0]
+BACKGROUNDS = SYNTH_CHOICES["--background"][0]
 
 
 def _check_choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
