@@ -24,8 +24,7 @@ def prepare_model(model: str, work: Path) -> Path:
 
 def tiny_overrides(model_dir, train_file, run_dir, prompts: int, group: int, max_tokens: int, steps: int) -> list[str]:
     """configs/grpo_tiny.yaml at a benchmark's sizes: every row in one micro-batch, every group trained on (no online
-    filtering), no KL reference (nor the KL curve's), no validation, no checkpoint before the end, a fresh run folder,
-    the default AdamW kernel."""
+    filtering), no KL reference (nor the KL curve's), no validation, no checkpoint before the end, a fresh run folder."""
     rows = prompts * group
     return [
         f"model.path={model_dir}",
@@ -48,7 +47,6 @@ def tiny_overrides(model_dir, train_file, run_dir, prompts: int, group: int, max
         f"trainer.output_dir={run_dir}",
         "trainer.resume=none",
         "checkpoint.save_freq=-1",  # the trainer still saves once after the last step, outside the timings
-        "actor.optimizer_impl=fused",  # the actor's default kernel (the tiny demo pins the for-loop for its figures)
     ]
 
 

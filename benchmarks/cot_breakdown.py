@@ -36,7 +36,8 @@ from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec, make_engine
 # (" cell 1 2" after the box with ``--verdict-cue cell``, " cell 3" with ``square``; "[..] red blue no." with ``pair``:
 # the first word that is a colour is the one read; "yes [..]." with ``echo``)
 LINE = re.compile(
-    r"Box (\d+) (?:(\[[^\]]*\])(?: cell \d+(?: \d+)?)? (\w+) (\w+)|(\w+) (\w+) (\[[^\]]*\]))[^:.]*:? (yes|no)(?: \[[^\]]*\])?\."
+    r"Box (\d+) (?:(\[[^\]]*\])(?: cell \d+(?: \d+)?)? (\w+) (\w+)|(\w+) (\w+) (\[[^\]]*\]))"
+    r"[^:.]*:? (yes|no)(?: \[[^\]]*\])?\."
 )
 
 
