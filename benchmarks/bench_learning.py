@@ -9,8 +9,9 @@ prompts that got better and worse, ``accuracy@present`` (box F1 on prompts with 
 ``accuracy@rejection`` (refusing where nothing matches) at both ends, the answer format, and the sampled training
 reward of the first and last quarter of steps. ``by_kind`` splits the held-out greedy reward at both ends by what a
 prompt asks: ``choice`` (a target among 2 or more hints: choosing the box the expression names), ``single`` (a target,
-one hint), ``reject@1`` and ``reject@2+`` (nothing matches, by hint count). The summary says whether the demo's
-learning claim holds on every seed.
+one hint), ``reject@1`` and ``reject@2+`` (nothing matches, by hint count). ``room_by_ask`` says where the reward a
+seed could still gain (1 - its mean) lies, by what a prompt asks: colour, position, multi or rejection. The summary
+says whether the demo's learning claim holds on every seed.
 
 A seed whose run finished is read back, not run again (delete its folder to rerun it): an interrupted benchmark resumes.
 Extra arguments after ``--`` are config overrides for SFT and GRPO (as ``launch/grpo_tiny.sh`` takes them).
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from benchutil import REPO
+from benchutil import REPO, synthetic_kind
 
 from rexthinker_rl.utils import atomic_write_text
 
@@ -80,6 +81,23 @@ def reward_by_kind(run_dir: Path, first: str, last: str) -> dict:
     return out
 
 
+def room_by_ask(run_dir: Path, first: str, last: str) -> dict:
+    """Where the reward a seed could still gain lies: per thing a prompt asks (colour, position, multi, rejection;
+    ``benchutil.synthetic_kind``), its prompts and the held-out reward they are short of 1 at ``first`` and ``last``,
+    summed and divided by all the prompts (so the kinds add up to 1 - the mean reward)."""
+    rewards = json.loads((run_dir / "grpo" / "val_rewards.json").read_text())
+    rows = pq.read_table(run_dir / "data" / "val.parquet", columns=["referring", "answer_boxes"]).to_pylist()
+    if len(rows) != len(rewards[first]):
+        return {}
+    kinds = [synthetic_kind(row["referring"], not json.loads(row["answer_boxes"])) for row in rows]
+    out = {}
+    for kind in sorted(set(kinds)):
+        picked = [i for i, name in enumerate(kinds) if name == kind]
+        short = {step: sum(1 - rewards[step][i] for i in picked) / len(rows) for step in (first, last)}
+        out[kind] = {"prompts": len(picked), "start": short[first], "end": short[last]}
+    return out
+
+
 def seed_record(seed: int, run_dir: Path, wall_s: float | None) -> dict:
     """One seed's figures from its run folder (summary.json and metrics.jsonl)."""
     grpo = run_dir / "grpo"
@@ -99,6 +117,7 @@ def seed_record(seed: int, run_dir: Path, wall_s: float | None) -> dict:
         "train_reward_first_quarter": summary["train_reward_first_quarter"],
         "train_reward_last_quarter": summary["train_reward_last_quarter"],
         "by_kind": reward_by_kind(run_dir, str(first["step"]), str(last["step"])),
+        "room_by_ask": room_by_ask(run_dir, str(first["step"]), str(last["step"])),
     }
     for name, key in VAL_KEYS.items():
         if name != "reward":
