@@ -23,20 +23,11 @@ import sys
 import time
 from pathlib import Path
 
+from benchutil import reset_peak, resident_gb
+
 from rexthinker_rl.utils import atomic_write_text
 
 KERNELS = ("for-loop", "foreach", "fused")
-
-
-def _peak_gb() -> float:
-    with open("/proc/self/status") as handle:
-        status = handle.read()
-    return int(status.split("VmHWM:")[1].split()[0]) / 2**20
-
-
-def _reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as handle:  # "5": reset the peak resident size to the current one
-        handle.write("5")
 
 
 def measure(like: str, layers: int, vision_layers: int, kernel: str, steps: int) -> dict:
@@ -56,10 +47,10 @@ def measure(like: str, layers: int, vision_layers: int, kernel: str, steps: int)
     params = [torch.nn.Parameter(torch.randn(shape, generator=generator) * 0.02) for shape in shapes]
     for param in params:
         param.grad = torch.randn(param.shape, generator=generator) * 1e-3
-    held = _peak_gb()
+    held = resident_gb()[1]
     optimizer = torch.optim.AdamW(params, lr=1e-6, weight_decay=1e-2, **ADAMW_KERNELS[kernel])
     optimizer.step()
-    _reset_peak()
+    reset_peak()
     times = []
     for _ in range(steps):
         start = time.perf_counter()
@@ -69,7 +60,7 @@ def measure(like: str, layers: int, vision_layers: int, kernel: str, steps: int)
         "parameters": sum(p.numel() for p in params),
         "step_s": statistics.median(times),
         "weights_and_grads_gb": held,
-        "peak_gb": _peak_gb(),
+        "peak_gb": resident_gb()[1],
     }
 
 

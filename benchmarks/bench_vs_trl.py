@@ -80,13 +80,23 @@ def our_config(args: argparse.Namespace, mode: str, model_dir: str, train_file: 
 
 
 def shape_overrides(args: argparse.Namespace) -> list[str]:
-    """The image size, prompt bound and reward of a ``--like`` run (none for the tiny model's defaults)."""
+    """The image size, prompt bound, reward and LM-head chunking of a ``--like`` run (the tiny model's defaults
+    otherwise)."""
     pixels = args.image_size**2
     overrides = [f"data.min_pixels={pixels}", f"data.max_pixels={pixels}"]
     overrides.append(f"data.max_prompt_length={args.max_prompt_length}")
     if args.reward == "hash":
         overrides += ["reward.components=[]", f"reward.function={HASH_REWARD}"]
+    if args.like:  # the chunked LM head a user's run at a 152k vocabulary has (the tiny config computes all logits)
+        overrides.append(f"actor.logprob_chunk_tokens={head_chunk_tokens(args)}")
     return overrides
+
+
+def head_chunk_tokens(args: argparse.Namespace) -> int:
+    """Our actor's ``logprob_chunk_tokens`` on this run: the default with ``--like``, the tiny config's 0 without."""
+    from rexthinker_rl.config.schema import ActorConfig
+
+    return ActorConfig().logprob_chunk_tokens if args.like else 0
 
 
 def differences(times: list[float]) -> list[float]:
@@ -450,6 +460,7 @@ def main() -> None:
         work = Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         facts = model_facts(prepare(args, work))
+        facts["ours_logprob_chunk_tokens"] = head_chunk_tokens(args)  # 0: all (tokens x vocab) logits at once
         runs: dict[int, dict[str, list[dict]]] = {n: {side: [] for side in sides} for n in args.max_tokens}
         for round_index in range(args.rounds):
             for length in args.max_tokens:
