@@ -65,7 +65,10 @@ def report(args: argparse.Namespace, rows: dict[int, dict[str, dict]], facts: di
     keys = ("prompts", "group", "max_tokens", "lr", "warmup", "steps", "rounds", "trl_threads", "ours")
     keys += ("like", "layers", "vision_layers", "image_size", "max_prompt_length", "reward")
     settings = {k: getattr(args, k) for k in keys}
-    model = args.model or (f"{args.like}, random, seed 0" if args.like else "tiny (build_tiny_model, seed 0)")
+    if args.like:  # a --like shape, built here or given with --model
+        model = f"{args.like}, random" + (f", from {args.model}" if args.model else ", seed 0")
+    else:
+        model = args.model or "tiny (build_tiny_model, seed 0)"
     payload = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_flags()}",
         "load_average_at_end": os.getloadavg(),  # the machine is shared: other jobs show here
@@ -169,7 +172,8 @@ def merge_growth(paths: list[str], out: Path) -> None:
             rounds = payload["settings"]["rounds"]
             sources.setdefault(length, []).append(entry.get("source", f"{path}: {rounds} round(s)"))
     rows = dict(sorted(rows.items()))
-    model = payload["settings"]["model"]
+    settings = payload["settings"]
+    model = f"{settings['like']}, random" if settings.get("like") else settings["model"]
     print(f"{'tokens':>7}  {'side':<22}{'median s':>9}{'steps/s':>9}{'PSS GB':>8}")
     for length, by_side in rows.items():
         for side, row in by_side.items():
