@@ -64,18 +64,32 @@ def prompt_kind(hints: str, category: str, answer_boxes: str) -> str:
     return "single" if count == 1 else "choice"
 
 
-def reward_by_kind(run_dir: Path, first: str, last: str) -> dict:
-    """Mean held-out greedy reward per prompt kind at validation steps ``first`` and ``last`` (``val_rewards.json``
-    lists the prompts in the validation file's order)."""
+def validation_groups(run_dir: Path, first: str, columns: list[str], kind_of) -> tuple[dict, dict, int] | None:
+    """The held-out greedy rewards of every validation (``val_rewards.json`` lists the prompts in the validation
+    file's order), the prompts' indices grouped by ``kind_of(row)`` over ``columns`` of val.parquet, and the prompt
+    count; None when rows were left out of validation (too long): the order no longer lines up."""
     rewards = json.loads((run_dir / "grpo" / "val_rewards.json").read_text())
-    rows = pq.read_table(run_dir / "data" / "val.parquet", columns=["hints", "category", "answer_boxes"]).to_pylist()
+    rows = pq.read_table(run_dir / "data" / "val.parquet", columns=columns).to_pylist()
     if len(rows) != len(rewards[first]):
-        return {}  # rows were left out of validation (too long): the order no longer lines up
-    kinds = [prompt_kind(row["hints"], row["category"], row["answer_boxes"]) for row in rows]
+        return None
+    groups: dict[str, list[int]] = {}
+    for index, row in enumerate(rows):
+        groups.setdefault(kind_of(row), []).append(index)
+    return rewards, groups, len(rows)
+
+
+def reward_by_kind(run_dir: Path, first: str, last: str) -> dict:
+    """Mean held-out greedy reward per prompt kind at validation steps ``first`` and ``last``."""
+    found = validation_groups(
+        run_dir, first, ["hints", "category", "answer_boxes"],
+        lambda row: prompt_kind(row["hints"], row["category"], row["answer_boxes"]),
+    )  # fmt: skip
+    if found is None:
+        return {}
+    rewards, groups, _ = found
     out = {}
     for kind in ("choice", "single", "reject@1", "reject@2+"):
-        picked = [i for i, name in enumerate(kinds) if name == kind]
-        if picked:
+        if picked := groups.get(kind):
             mean = {step: sum(rewards[step][i] for i in picked) / len(picked) for step in (first, last)}
             out[kind] = {"prompts": len(picked), "start": mean[first], "end": mean[last]}
     return out
@@ -85,15 +99,17 @@ def room_by_ask(run_dir: Path, first: str, last: str) -> dict:
     """Where the reward a seed could still gain lies: per thing a prompt asks (colour, position, multi, rejection;
     ``benchutil.synthetic_kind``), its prompts and the held-out reward they are short of 1 at ``first`` and ``last``,
     summed and divided by all the prompts (so the kinds add up to 1 - the mean reward)."""
-    rewards = json.loads((run_dir / "grpo" / "val_rewards.json").read_text())
-    rows = pq.read_table(run_dir / "data" / "val.parquet", columns=["referring", "answer_boxes"]).to_pylist()
-    if len(rows) != len(rewards[first]):
+    found = validation_groups(
+        run_dir, first, ["referring", "answer_boxes"],
+        lambda row: synthetic_kind(row["referring"], not json.loads(row["answer_boxes"])),
+    )  # fmt: skip
+    if found is None:
         return {}
-    kinds = [synthetic_kind(row["referring"], not json.loads(row["answer_boxes"])) for row in rows]
+    rewards, groups, count = found
     out = {}
-    for kind in sorted(set(kinds)):
-        picked = [i for i, name in enumerate(kinds) if name == kind]
-        short = {step: sum(1 - rewards[step][i] for i in picked) / len(rows) for step in (first, last)}
+    for kind in sorted(groups):
+        picked = groups[kind]
+        short = {step: sum(1 - rewards[step][i] for i in picked) / count for step in (first, last)}
         out[kind] = {"prompts": len(picked), "start": short[first], "end": short[last]}
     return out
 

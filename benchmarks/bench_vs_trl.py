@@ -87,13 +87,13 @@ def shape_overrides(args: argparse.Namespace) -> list[str]:
     overrides.append(f"data.max_prompt_length={args.max_prompt_length}")
     if args.reward == "hash":
         overrides += ["reward.components=[]", f"reward.function={HASH_REWARD}"]
-    if args.like:  # the chunked LM head a user's run at a 152k vocabulary has (the tiny config computes all logits)
-        overrides.append(f"actor.logprob_chunk_tokens={head_chunk_tokens(args)}")
+    overrides.append(f"actor.logprob_chunk_tokens={head_chunk_tokens(args)}")
     return overrides
 
 
 def head_chunk_tokens(args: argparse.Namespace) -> int:
-    """Our actor's ``logprob_chunk_tokens`` on this run: the default with ``--like``, the tiny config's 0 without."""
+    """Our actor's ``logprob_chunk_tokens`` on this run: with ``--like`` the default, the chunked LM head a user's run
+    at a 152k vocabulary has; without, the tiny config's 0 (all logits at once, right for its 4k vocabulary)."""
     from rexthinker_rl.config.schema import ActorConfig
 
     return ActorConfig().logprob_chunk_tokens if args.like else 0

@@ -51,7 +51,7 @@ class Phases:
         return result
 
 
-def make_batch(model_dir: str, config, rows: int, response: int, image_size: int):
+def make_batch(model_dir: str, rows: int, response: int, image_size: int):
     from rexthinker_rl.algo.batch import build_sequence_batch, encode_prompts
     from rexthinker_rl.model.loading import load_processor
 
@@ -112,7 +112,7 @@ def profile(args: argparse.Namespace, model_dir: str) -> dict:
     )
     phases = Phases()
     policy = phases.run("load the policy (fp32, AdamW attached)", lambda: make_policy(config, model_dir, True, 100))
-    batch = make_batch(model_dir, config, rows, args.response, args.image_size)
+    batch = make_batch(model_dir, rows, args.response, args.image_size)
     batch.old_logprobs = None  # on-policy, as the trainer's single pass is
     for label in ("update 1", "update 2"):
         (mini_batch,) = split_mini_batches(batch, config)[0]
