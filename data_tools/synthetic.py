@@ -36,33 +36,12 @@ HINT_PREFIX = "Hint: Object and its coordinates in this image: "
 MIN_IMAGE_SIZE = 56
 _GAP = 2  # pixels kept free between objects
 _POSITION_MARGIN = 3  # resized pixels by which the referred extreme object must beat the runner-up
-# What a position row's chain of thought quotes for each hint. centre: "at x 45", the box's centre on the axis
-# (arithmetic on two coordinates). edges: "left 34 vs 60", the box's edge on the expression's side and the most extreme
-# such edge of the other hints (two copied numbers compared side by side); the referred object is then extreme by
-# both its centre and that edge.
+# The cues' options, and what each taught the demo's model: data_tools/synth_options.py.
 POSITION_CUES = SYNTH_CHOICES["--position-cue"][0]
-# What a hint's line says before its verdict. plain: nothing more. asked: the expression's colour or side, right after
-# the colour read from the picture ("Box 1 [..] blue circle, asked red: no."): the verdict then compares two
-# neighbouring words, instead of the read colour with a word at the end of the prompt.
-# cell: the image token's square the box lies in, right after the box ("Box 1 [34, 73, 57, 96] cell 1 2 red circle"),
-# column then row: a place a small model can find in a ``frames`` picture (docs/tiny-demo.md).
-# pair: the colour read, what the expression asks, the verdict, nothing between ("Box 1 [..] cell 0 1 blue red no.";
-# the shape is left out, it is the category; a position row keeps its colon). With the two words apart ("blue circle,
-# asked red:") or a colon before the verdict, the demo's 2-layer SFT did not learn to compare them; side by side it
-# did (docs/tiny-demo.md, "Comparing, learned").
-# square: the square as one number, row x columns + column ("Box 1 [..] cell 3 blue red no." in a 2 x 2 grid): with two
-# numbers, naming a square is itself an interaction of two words, and binding each of two hints to its colour landed
-# on one seed of two; with one number, on five of five (docs/tiny-demo.md, "Binding, learned on every seed").
-# echo: a line that says yes quotes its box again after the verdict ("Box 2 [..] cell 2 green green yes [..]."), so that
-# the answer's boxes are the ones written right after a "yes": with the box only before its verdict, no token of the box
-# knows whether its line said yes (causal attention), and the answer mixed two lines' coordinates.
 VERDICT_CUES = SYNTH_CHOICES["--verdict-cue"][0]
-# What the summary says. count: how many hints match ("Summary: 1 match."). boxes: and which, by number ("Summary: 1
-# match, Box 2."): meant to let the answer copy the box of the line the summary names, where with ``count`` it has to
-# find the line whose verdict, after the box, says yes; on one seed's SFT start it copied worse, not better
-# (docs/tiny-demo.md, "Copying the chosen box").
 SUMMARY_CUES = SYNTH_CHOICES["--summary-cue"][0]
 _SIDE_WORDS = {"leftmost": "left", "rightmost": "right", "topmost": "top", "bottommost": "bottom"}
+_HALVES = (("left", "right"), ("top", "bottom"))  # per axis: the first half's word, the second's
 
 FEATURES = datasets.Features(
     {
@@ -223,7 +202,7 @@ def make_scene(
         objects = [ShapeObject(category, name, box) for name, box in zip(colours, boxes[:count], strict=True)]
         targets = list(range(matching))  # _colours puts the matching objects first
         if kind == "position":
-            best = _position_target(objects, direction, position_margin, position_cue)
+            best = _position_target(objects, direction, position_margin, position_cue, image_size)
             if best is None:
                 continue
             targets = [best]
@@ -250,19 +229,31 @@ def _referring(kind: str, category: str, colour: str | None, direction: str) -> 
     return f"the {colour} {category}"
 
 
-def _position_target(objects: list[ShapeObject], direction: str, margin: float, position_cue: str) -> int | None:
+def _position_target(
+    objects: list[ShapeObject], direction: str, margin: float, position_cue: str, image_size: int
+) -> int | None:
     """The object a position expression picks, or None when it is not clear-cut: its centre must beat the runner-up's
-    by ``margin``, and with the ``edges`` cue its edge on that side too (the chain of thought then quotes edges)."""
+    by ``margin``, with the ``edges`` cue its edge on that side too (the chain of thought then quotes edges), and with
+    the ``side`` cue it must be the only object in its half of the image (``_half``)."""
     axis, extreme = POSITIONS[direction]
     measures = [[_centre(obj.box, axis) for obj in objects]]
     if position_cue == "edges":
         measures.append([_edge(obj.box, direction) for obj in objects])
+    if position_cue == "side":
+        halves = [_half(obj.box, axis, image_size) for obj in objects]
+        if halves.count(extreme(halves)) != 1 or len(set(halves)) == 1:
+            return None
     best = measures[0].index(extreme(measures[0]))
     for values in measures:
         runner_up = extreme(value for i, value in enumerate(values) if i != best)
         if extreme(values) != values[best] or abs(values[best] - runner_up) < margin:
             return None
     return best
+
+
+def _half(box: list[int], axis: int, size: int) -> int:
+    """0 when the box's centre lies in the image's first half on the axis (left or top), 1 in the second."""
+    return int(_centre(box, axis) >= size / 2)
 
 
 def _edge(box: list[int], direction: str) -> int:
@@ -366,14 +357,19 @@ def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str, columns: 
             others = [_edge(other, scene.direction) for i, other in enumerate(hint_boxes, 1) if i != number]
             extreme = POSITIONS[scene.direction][1]
             where = f", {_SIDE_WORDS[scene.direction]} {_edge(box, scene.direction)} vs {extreme(others)}"
-        else:
+        elif scene.position_cue == "centre":
             where = f" at {'xy'[scene.position_axis]} {round(_centre(box, scene.position_axis))}"
+        else:  # side: the half the box is in, then the side asked, as a colour line's colour read, then asked
+            where, axis = "", scene.position_axis
+            read = _HALVES[axis][_half(box, axis, columns * IMAGE_FACTOR)]
         verdict = "yes" if number - 1 in scene.targets else "no"
         # Quoting each hint box in order (as Rex-Thinker's action step does) gives the answer a nearby copy source.
         # The box comes first: its colour is then read right after its coordinates, and the verdict follows the colour
         # word it compares (docs/tiny-demo.md, "Why the box choice did not move").
         asked = f", asked {scene.asked}" if "asked" in scene.verdict_cue else ""
         seen = f"{obj.colour} {scene.asked}" if "pair" in scene.verdict_cue else f"{obj.colour} {obj.shape}{asked}"
+        if scene.position_axis is not None and scene.position_cue == "side":
+            seen = f"{read} {_SIDE_WORDS[scene.direction]}"
         column, row = (int(_centre(box, axis) // IMAGE_FACTOR) for axis in (0, 1))
         if "square" in scene.verdict_cue:
             cell = f" cell {row * columns + column}"

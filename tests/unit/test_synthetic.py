@@ -403,6 +403,38 @@ def test_edges_position_cue_quotes_the_two_numbers_that_decide(tmp_path):
     assert checked >= 10
 
 
+def test_side_position_cue_names_each_boxs_half_beside_the_side_asked(tmp_path):
+    """``--position-cue side``: on a position row each hint's line names the half of the image its box's centre is in,
+    then the side asked ("right left no."), the verdict is yes exactly where the two words agree, and the referred
+    object is the only one on its side and the extreme one by its centre (the answer does not change meaning)."""
+    options = {"hints": (2, 2), "layout": "grid", "position_cue": "side", "verdict_cue": "square+pair"}
+    paths = make_synthetic_dataset(tmp_path / "side", num_train=160, num_val=0, seed=3, image_size=112, **options)
+    line = re.compile(r"Box (\d) (\[[^\]]*\]) cell \d+ (\w+) (\w+) (yes|no)\.")
+    halves = {"left": (0, 0), "right": (0, 1), "top": (1, 0), "bottom": (1, 1)}
+    checked = 0
+    for row in pq.read_table(paths["train"]).to_pylist():
+        words = row["referring"].split()
+        if not words[1].endswith("most"):
+            continue
+        size = row["resized_size"][0]
+        hints = json.loads(row["hints"])[row["category"]]
+        lines = line.findall(row["sft_target"])
+        assert len(lines) == len(hints), row["sft_target"]
+        for number, box, read, asked, verdict in lines:
+            assert words[1] == f"{asked}most"
+            axis, half = halves[read]
+            assert axis == halves[asked][0]
+            box = json.loads(box)
+            assert box == hints[int(number) - 1] and (box[axis] + box[axis + 2] >= size) == bool(half)
+            assert (verdict == "yes") == (read == asked) == (box in json.loads(row["answer_boxes"]))
+        axis, extreme = halves[asked][0], (min if halves[asked][1] == 0 else max)
+        centres = [b[axis] + b[axis + 2] for b in hints]
+        assert json.loads(row["answer_boxes"]) == [hints[centres.index(extreme(centres))]]
+        assert [verdict for *_, verdict in lines].count("yes") == 1
+        checked += 1
+    assert checked >= 10
+
+
 def test_asked_verdict_cue_repeats_what_the_expression_asks(tmp_path, capsys):
     """``--verdict-cue asked``: every hint's line says, after the colour read from the picture, the colour or side the
     expression names ("Box 1 [..] blue circle, asked red: no."); through the CLI as well."""
@@ -424,7 +456,7 @@ def test_asked_verdict_cue_repeats_what_the_expression_asks(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ({"position_cue": "middle"}, "--position-cue 'middle': use one of centre, edges"),
+        ({"position_cue": "middle"}, "--position-cue 'middle': use one of centre, edges, side"),
         (
             {"verdict_cue": "loud"},
             "--verdict-cue 'loud': use one of plain, asked, cell, cell+asked, pair, cell+pair, square",
