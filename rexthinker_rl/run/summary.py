@@ -27,14 +27,28 @@ def summarize(history: list[dict[str, float]], val_rewards: dict[str, list[float
     }
     first, final = (val_rewards or {}).get("0"), (val_rewards or {}).get(str(val[-1][0])) if val else None
     if first and final and len(first) == len(final) and len(first) > 1 and val[-1][0] != 0:
-        diffs = [b - a for a, b in zip(first, final, strict=True)]
-        mean = sum(diffs) / len(diffs)
-        std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
-        summary["val_prompts"] = len(diffs)
-        summary["val_reward_gain_se"] = std / math.sqrt(len(diffs))
-        summary["val_prompts_improved"] = sum(d > 0 for d in diffs)
-        summary["val_prompts_worse"] = sum(d < 0 for d in diffs)
+        paired = paired_gain(first, final)
+        summary["val_prompts"] = paired["prompts"]
+        summary["val_reward_gain_se"] = paired["se"]
+        summary["val_prompts_improved"] = paired["improved"]
+        summary["val_prompts_worse"] = paired["worse"]
     return summary
+
+
+def paired_gain(before: list[float], after: list[float]) -> dict[str, float]:
+    """The gain from ``before`` to ``after`` (a score per prompt, at least two prompts, the same prompts in the same
+    order), its paired standard error ``std(after - before) / sqrt(n)`` (NaN for one prompt), and how many prompts got
+    better and worse."""
+    diffs = [b - a for a, b in zip(before, after, strict=True)]
+    mean = sum(diffs) / len(diffs)
+    std = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1)) if len(diffs) > 1 else math.nan
+    return {
+        "prompts": len(diffs),
+        "gain": mean,
+        "se": std / math.sqrt(len(diffs)),
+        "improved": sum(d > 0 for d in diffs),
+        "worse": sum(d < 0 for d in diffs),
+    }
 
 
 def describe_summary(summary: dict[str, float]) -> str:
