@@ -23,9 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchutil import reset_peak, resident_gb
-
-from rexthinker_rl.utils import atomic_write_text
+from rexthinker_rl.utils import atomic_write_text, host_memory_gb, reset_host_peak
 
 KERNELS = ("for-loop", "foreach", "fused")
 
@@ -47,10 +45,10 @@ def measure(like: str, layers: int, vision_layers: int, kernel: str, steps: int)
     params = [torch.nn.Parameter(torch.randn(shape, generator=generator) * 0.02) for shape in shapes]
     for param in params:
         param.grad = torch.randn(param.shape, generator=generator) * 1e-3
-    held = resident_gb()[1]
+    held = host_memory_gb()[1]
     optimizer = torch.optim.AdamW(params, lr=1e-6, weight_decay=1e-2, **ADAMW_KERNELS[kernel])
     optimizer.step()
-    reset_peak()
+    reset_host_peak()
     times = []
     for _ in range(steps):
         start = time.perf_counter()
@@ -60,7 +58,7 @@ def measure(like: str, layers: int, vision_layers: int, kernel: str, steps: int)
         "parameters": sum(p.numel() for p in params),
         "step_s": statistics.median(times),
         "weights_and_grads_gb": held,
-        "peak_gb": resident_gb()[1],
+        "peak_gb": host_memory_gb()[1],
     }
 
 

@@ -113,6 +113,11 @@ def run_ours(args: argparse.Namespace, mode: str, model_dir: str, train_file: st
         "window": window,
         "tokens": [h["throughput/generated_tokens"] for h in steps],
         "phases_s": [{k.removeprefix("timing/"): v for k, v in h.items() if k.startswith("timing/")} for h in steps],
+        # The actor worker's own host memory per step (Linux; docs/checkpoints.md): peak between updates (the weight
+        # sync, the log-prob passes), peak in the update, resident after it and the shared part of that.
+        "actor_memory_gb": [
+            {k.removeprefix("perf/host_"): v for k, v in h.items() if k.startswith("perf/host_")} for h in steps
+        ],
     }
 
 
@@ -312,7 +317,7 @@ def spawn_side(args: argparse.Namespace, side: str, length: int, work: Path, rou
     peaks = memory.stop(figures["window"])  # over the training steps: start-up and our final checkpoint are outside
     if not args.keep:  # its run folder (created here): our trainer's final checkpoint is GBs at a real shape
         shutil.rmtree(work / name, ignore_errors=True)
-    per_step = ("periods_s", "tokens", "phases_s")
+    per_step = ("periods_s", "tokens", "phases_s", "actor_memory_gb")
     kept = {key: value[args.warmup :] if key in per_step else value for key, value in figures.items()}
     return {**kept, **peaks}
 
@@ -339,6 +344,7 @@ def summarize(runs: list[dict]) -> dict:
         "peak_rss_gb": statistics.median(run["peak_rss_gb"] for run in runs),
         "largest_processes_gb": max(runs, key=lambda run: run["peak_pss_gb"])["largest_processes_gb"],
         "periods_s": periods,
+        "actor_memory_gb": [step for run in runs for step in run.get("actor_memory_gb", [])],
     }
 
 

@@ -82,19 +82,6 @@ def run_clocked(config) -> tuple[list[float], list[dict], list[float]]:
 SIDES = ("leftmost", "rightmost", "topmost", "bottommost")
 
 
-def resident_gb() -> tuple[float, float]:
-    """This process's resident size now and its peak since start or the last ``reset_peak`` (VmRSS, VmHWM), in GiB."""
-    with open("/proc/self/status") as handle:
-        status = handle.read()
-    return tuple(int(status.split(f"{name}:")[1].split()[0]) / 2**20 for name in ("VmRSS", "VmHWM"))
-
-
-def reset_peak() -> None:
-    """Restart this process's peak resident size (VmHWM) from its current one."""
-    with open("/proc/self/clear_refs", "w") as handle:  # "5": the kernel's reset of the peak resident size
-        handle.write("5")
-
-
 def synthetic_kind(referring: str, rejection: bool) -> str:
     """What a synthetic-set prompt asks: rejection (nothing matches), position ("the leftmost circle"), multi ("all
     red circles") or colour ("the red circle")."""

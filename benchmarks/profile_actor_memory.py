@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 import torch
-from benchutil import REPO, reset_peak, resident_gb
+from benchutil import REPO
 from PIL import Image
 
-from rexthinker_rl.utils import atomic_write_text
+from rexthinker_rl.utils import atomic_write_text, host_memory_gb, reset_host_peak
 
 GB = 2**30
 
@@ -38,12 +38,12 @@ class Phases:
         self.rows: list[dict] = []
 
     def run(self, name: str, work, *args):
-        before = resident_gb()[0]
-        reset_peak()
+        before = host_memory_gb()[0]
+        reset_host_peak()
         start = time.perf_counter()
         result = work(*args)
         seconds = time.perf_counter() - start
-        after, peak = resident_gb()
+        after, peak = host_memory_gb()
         self.rows.append({"phase": name, "before_gb": before, "peak_gb": peak, "after_gb": after, "s": seconds})
         print(
             f"{name:34s} before {before:6.2f}  peak {peak:6.2f}  after {after:6.2f} GB  ({seconds:.1f} s)", flush=True

@@ -60,6 +60,29 @@ def release_free_heap(library: str = "libc.so.6") -> bool:
     return True
 
 
+def host_memory_gb(names: tuple[str, ...] = ("VmRSS", "VmHWM")) -> tuple[float, ...] | None:
+    """This process's resident size now and its peak since it started or since the last ``reset_host_peak`` (VmRSS,
+    VmHWM; other ``/proc/self/status`` sizes by name, such as RssShmem, the shared memory it has touched: Ray's object
+    store), in GiB; None where the kernel does not say (no ``/proc/self/status``: not Linux)."""
+    try:
+        with open("/proc/self/status") as handle:
+            status = handle.read()
+        return tuple(int(status.split(f"{name}:")[1].split()[0]) / 2**20 for name in names)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def reset_host_peak() -> bool:
+    """Restart this process's peak resident size (VmHWM) from its current one; True if the kernel took it (Linux:
+    ``/proc/self/clear_refs``, "5")."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -25,7 +25,7 @@ from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec, ma
 from rexthinker_rl.runtime.process_group import free_port, init_process_group, node_ip
 from rexthinker_rl.runtime.weight_transfer import SharedTree, SharedWeights, share, share_tree
 from rexthinker_rl.train.policy import Policy, make_policy
-from rexthinker_rl.utils import release_free_heap
+from rexthinker_rl.utils import host_memory_gb, release_free_heap, reset_host_peak
 
 if TYPE_CHECKING:
     from rexthinker_rl.algo.batch import MiniBatch, SequenceBatch
@@ -115,7 +115,21 @@ class ActorWorker(_Identified):
         return self.policy.compute_ref_logprobs(batch)
 
     def update(self, mini_batches: list[MiniBatch]) -> dict[str, float]:
-        return self.policy.update(mini_batches)
+        """The policy's update, and this process's host memory around it where the kernel says (Linux): its peak since
+        the previous update ended (the weight sync to the engines, the log-prob passes; before the first update, since
+        the worker started), its peak during the update, and what it holds after it, of which shared memory (the
+        pages of Ray's object store it has touched: the weights it hands the engines)."""
+        between = host_memory_gb()
+        resets = reset_host_peak()
+        metrics = self.policy.update(mini_batches)
+        after = host_memory_gb(("VmRSS", "VmHWM", "RssShmem"))
+        if between is not None and after is not None:
+            metrics["perf/host_resident_gb"], metrics["perf/host_shared_gb"] = after[0], after[2]
+            if resets:  # otherwise each peak would be the process's since it started
+                metrics["perf/host_peak_between_updates_gb"] = between[1]
+                metrics["perf/host_peak_update_gb"] = after[1]
+                reset_host_peak()
+        return metrics
 
     def get_weights(self) -> SharedWeights:
         """Merged, Hugging Face-named weights: what a rollout engine loads (rank 0; none on the other ranks). Under

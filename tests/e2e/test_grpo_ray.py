@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,10 @@ def test_metrics_finite_and_logged(finished_run):
         # start of the update (float32 both, same weights after the sync): a shifted or misaligned token would not.
         assert record["rollout/logprob_diff_max"] < 1e-3 and record["rollout/logprob_diff_mean"] < 1e-4
         assert record["rollout/is_weight_mean"] == pytest.approx(1.0, abs=1e-4) and record["rollout/is_clipfrac"] == 0
+        if sys.platform == "linux":  # the actor's host memory: resident after the update, below its peak during it
+            held, peak = record["perf/host_resident_gb"], record["perf/host_peak_update_gb"]
+            assert 0 < held <= peak and record["perf/host_peak_between_updates_gb"] > 0
+            assert 0 <= record["perf/host_shared_gb"] <= held
     assert "val/reward" in steps[-1]
     assert summary["steps"] == 3 and math.isfinite(summary["val_reward_last"])
     assert (run_dir / "config.yaml").is_file() and list((run_dir / "tensorboard").iterdir())

@@ -20,8 +20,9 @@ import psutil
 from tests.conftest import TINY_OVERRIDES
 
 LENGTH_REWARD = Path(__file__).resolve().parents[1] / "e2e" / "length_reward.py"
-# Wall-clock quantities differ between any two runs; everything else in metrics.jsonl must match exactly.
-NONDETERMINISTIC = ("timing/", "throughput/tokens_per_s", "throughput/generate_tokens_per_s")
+# Wall-clock quantities and memory figures differ between any two runs; everything else in metrics.jsonl must match
+# exactly.
+NONDETERMINISTIC = ("timing/", "throughput/tokens_per_s", "throughput/generate_tokens_per_s", "perf/")
 
 
 def run_overrides(model_dir: Path, data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
@@ -162,7 +163,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def metric_history(run_dir: Path) -> list[dict]:
-    """metrics.jsonl without the wall-clock quantities."""
+    """metrics.jsonl without the wall-clock quantities and memory figures."""
     return [
         {k: v for k, v in record.items() if k != "time" and not k.startswith(NONDETERMINISTIC)}
         for record in read_jsonl(run_dir / "metrics.jsonl")

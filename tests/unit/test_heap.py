@@ -8,7 +8,7 @@ import platform
 import psutil
 import pytest
 
-from rexthinker_rl.utils import release_free_heap
+from rexthinker_rl.utils import host_memory_gb, release_free_heap, reset_host_peak
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
@@ -50,3 +50,22 @@ def test_is_a_no_op_without_glibcs_malloc_trim(library):
     if library == LOADER:
         ctypes.CDLL(library)  # it loads: the function, not the library, is what is missing
     assert release_free_heap(library) is False
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="/proc/self: Linux only")
+def test_host_peak_counts_what_was_touched_since_the_reset_and_only_that():
+    """host_memory_gb/reset_host_peak (the actor's perf/host_* metrics): the peak since a reset covers a buffer that
+    was touched and freed after it, and a reset after that brings the peak back down to what is resident."""
+    assert reset_host_peak() is True
+    resident, peak = host_memory_gb()
+    assert resident <= peak + 1e-3
+    buffer = bytearray(300 * 2**20)  # zero-filled by the C library: every page touched
+    _, with_buffer = host_memory_gb()
+    del buffer
+    release_free_heap()
+    resident_after, peak_after = host_memory_gb()
+    # The peak keeps the freed 300 MB (to within the kernel's batched per-thread RSS counters: 64 pages a thread).
+    assert with_buffer >= resident + 0.25 and peak_after >= with_buffer - 0.02
+    assert resident_after < with_buffer - 0.25
+    assert reset_host_peak() is True
+    assert host_memory_gb()[1] < with_buffer - 0.25  # and forgets it after the reset
