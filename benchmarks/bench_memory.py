@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from rexthinker_rl.utils import host_memory_gb, release_free_heap, reset_host_peak
+
 VARIANTS = {"floor": 256, "all-logits": 0, "chunked": 256}
 GIB = 2**30
 
@@ -89,21 +91,16 @@ class PeakMeter:
         if self.cuda:
             torch.cuda.reset_peak_memory_stats()
         else:
-            Path("/proc/self/clear_refs").write_text("5")
-
-    def _status(self, key: str) -> float:
-        return int(Path("/proc/self/status").read_text().split(f"{key}:")[1].split()[0]) * 1024 / GIB
+            reset_host_peak()
 
     def current(self) -> float:
-        return torch.cuda.memory_allocated() / GIB if self.cuda else self._status("VmRSS")
+        return torch.cuda.memory_allocated() / GIB if self.cuda else host_memory_gb()[0]
 
     def segment_peak(self) -> float:
-        return torch.cuda.max_memory_allocated() / GIB if self.cuda else self._status("VmHWM")
+        return torch.cuda.max_memory_allocated() / GIB if self.cuda else host_memory_gb()[1]
 
     def start_phase(self) -> None:
         import gc
-
-        from rexthinker_rl.utils import release_free_heap
 
         gc.collect()
         release_free_heap()

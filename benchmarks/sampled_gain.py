@@ -129,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
             for name, path in models.items()
         }
         records[str(run)] = compare(ends["start"], ends["end"])
-        whole = records[str(run)]["all"]
+        whole, temperature = records[str(run)]["all"], ends["start"]["temperature"]
         print(
-            f"{run}: sampled reward (T={ends['start']['temperature']:g}) {whole['start']:.3f} -> {whole['end']:.3f}, gain {whole['gain']:+.3f} "
-            f"(paired SE {whole['se']:.3f}, {whole['gain'] / whole['se']:.1f} SE; {whole['improved']} prompts better, "
-            f"{whole['worse']} worse)",
+            f"{run}: sampled reward (T={temperature:g}) {whole['start']:.3f} -> {whole['end']:.3f}, "
+            f"gain {whole['gain']:+.3f} (paired SE {whole['se']:.3f}, {whole['gain'] / whole['se']:.1f} SE; "
+            f"{whole['improved']} prompts better, {whole['worse']} worse)",
             flush=True,
         )
     if args.out:

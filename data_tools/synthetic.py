@@ -351,6 +351,11 @@ def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str, columns: 
     ``columns``: image-token squares per row of the resized image (the ``square`` cues number the squares with it)."""
     verdicts = []
     for number, (obj, box) in enumerate(zip(scene.hinted, hint_boxes, strict=True), start=1):
+        # Quoting each hint box in order (as Rex-Thinker's action step does) gives the answer a nearby copy source.
+        # The box comes first: its colour is then read right after its coordinates, and the verdict follows the colour
+        # word it compares (docs/tiny-demo.md, "Why the box choice did not move").
+        asked = f", asked {scene.asked}" if "asked" in scene.verdict_cue else ""
+        seen = f"{obj.colour} {scene.asked}" if "pair" in scene.verdict_cue else f"{obj.colour} {obj.shape}{asked}"
         if scene.position_axis is None:
             where = ""
         elif scene.position_cue == "edges":
@@ -361,15 +366,8 @@ def sft_target(scene: Scene, hint_boxes: list[list[int]], answer: str, columns: 
             where = f" at {'xy'[scene.position_axis]} {round(_centre(box, scene.position_axis))}"
         else:  # side: the half the box is in, then the side asked, as a colour line's colour read, then asked
             where, axis = "", scene.position_axis
-            read = _HALVES[axis][_half(box, axis, columns * IMAGE_FACTOR)]
+            seen = f"{_HALVES[axis][_half(box, axis, columns * IMAGE_FACTOR)]} {_SIDE_WORDS[scene.direction]}"
         verdict = "yes" if number - 1 in scene.targets else "no"
-        # Quoting each hint box in order (as Rex-Thinker's action step does) gives the answer a nearby copy source.
-        # The box comes first: its colour is then read right after its coordinates, and the verdict follows the colour
-        # word it compares (docs/tiny-demo.md, "Why the box choice did not move").
-        asked = f", asked {scene.asked}" if "asked" in scene.verdict_cue else ""
-        seen = f"{obj.colour} {scene.asked}" if "pair" in scene.verdict_cue else f"{obj.colour} {obj.shape}{asked}"
-        if scene.position_axis is not None and scene.position_cue == "side":
-            seen = f"{read} {_SIDE_WORDS[scene.direction]}"
         column, row = (int(_centre(box, axis) // IMAGE_FACTOR) for axis in (0, 1))
         if "square" in scene.verdict_cue:
             cell = f" cell {row * columns + column}"
