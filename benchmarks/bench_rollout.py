@@ -43,6 +43,7 @@ def main() -> None:
     from rexthinker_rl.model.loading import load_processor
     from rexthinker_rl.rollout import RolloutPrompt, SamplingSpec
     from rexthinker_rl.rollout.vllm_engine import VLLMEngine
+    from rexthinker_rl.runtime.ranks import ActorRanks
     from rexthinker_rl.runtime.ray_cluster import start_cluster, stop_cluster
     from rexthinker_rl.runtime.workers import ActorWorker, RolloutWorker
 
@@ -89,7 +90,8 @@ def main() -> None:
             return sum(len(r.response_ids) for r in ray.get(rollout.generate.remote(prompts, sampling)))
 
         def run_sync() -> int:
-            ray.get(rollout.load_weights.remote(actor.get_weights.remote()))
+            for piece in ActorRanks(config, [actor]).weight_pieces(config.rollout.weight_bucket_mb * 2**20):
+                ray.get(rollout.load_weights.remote(piece))  # as the trainer sends them (SeparateRuntime)
             return 0
 
         variants = {"standalone vLLM": run_standalone, "ours (Ray worker)": run_ours, "weight sync": run_sync}

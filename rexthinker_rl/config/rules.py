@@ -93,6 +93,7 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("rollout.gpu_memory_utilization", lambda v: 0 < v <= 1, "a share in (0, 1]"),
     ("rollout.tensor_parallel_size", _positive, "a positive integer"),
     ("rollout.mm_processor_cache_gb", lambda v: v >= 0, "a size in GiB >= 0 (0: no cache)"),
+    ("rollout.weight_bucket_mb", lambda v: v >= 0, "a size in MiB >= 0 (0: the weights in one piece)"),
     ("rollout.num_gpus", lambda v: v >= 0, "a GPU count >= 0"),
     ("actor.global_batch_size", _positive, "a positive number of prompts"),
     ("actor.max_tokens_per_micro_batch", lambda v: v >= 0, "0 (off) or a positive token budget"),

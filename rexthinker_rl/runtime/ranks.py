@@ -23,6 +23,8 @@ from rexthinker_rl.runtime.workers import ActorWorker
 from rexthinker_rl.train.backends import combine_train_states
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from rexthinker_rl.config import Config
     from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec
 
@@ -87,9 +89,19 @@ class ActorRanks:
         shares = split_mini_batches(batch, self.config, len(self.handles))
         return ray.get([handle.update.remote(share) for handle, share in zip(self.handles, shares, strict=True)])[0]
 
-    def weights(self):
-        """A Ray reference to the merged weights: rank 0's (every rank takes part in gathering them)."""
-        return [handle.get_weights.remote() for handle in self.handles][0]
+    def weight_pieces(self, piece_bytes: int) -> Iterator[ray.ObjectRef]:
+        """Ray references to rank 0's merged weights, piece by piece (every rank takes part in gathering them): a
+        piece is made only once the one before it was taken, so the object store holds two at most."""
+        streams = [
+            handle.get_weight_pieces.options(num_returns="streaming", _generator_backpressure_num_objects=1).remote(
+                piece_bytes
+            )
+            for handle in self.handles
+        ]
+        yield from streams[0]
+        for stream in streams[1:]:  # they yield nothing; iterated to the end, so a rank's error is raised here
+            for _ in stream:
+                pass
 
     def save(self, with_optimizer: bool) -> ActorState:
         weights = dict(self.call_all("get_checkpoint_weights")[0].tensors())  # views of the object store: saved as is

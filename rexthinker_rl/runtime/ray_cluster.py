@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 # A local cluster's object store, beside the weights a sync sends (local_object_store_bytes): batches are small.
 LOCAL_OBJECT_STORE_BYTES = 300 * 2**20
 AUTH_MODE = "RAY_AUTH_MODE"
+FREE_OBJECTS_MS = 10  # a local cluster's delay before freed objects leave the object store (Ray's default: 1000)
 SINGLE_NODE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": Ray's node address is 127.0.0.1 (single-node mode)
 
 
@@ -118,6 +119,9 @@ def start_ray(address: str, env_vars: dict[str, str], num_cpus: int, object_stor
         include_dashboard=False,
         runtime_env={"env_vars": env_vars},
         log_to_driver=True,
+        # Ray deletes freed objects in batches, once a second by default: a sync's next pieces would be written to
+        # fresh shared memory meanwhile, and its pages stay resident, so the store's footprint climbed with every sync.
+        _system_config={"free_objects_period_milliseconds": FREE_OBJECTS_MS},
     )
     return previous
 

@@ -4,7 +4,8 @@ Covers ``actor.strategy=torch`` (one actor process) and the sharded actor with `
 differ only in the ranks :class:`~rexthinker_rl.runtime.ranks.ActorRanks` spawns. On CPU (and for the torch strategy)
 there is one rollout worker; on GPU a sharded run gets ``rollout.num_gpus / tensor_parallel_size`` engines on GPUs of
 their own, each generating for a slice of the prompts. Weights travel over Ray after each update: rank 0's merged
-weights are put in the object store once and every engine reads them. Engines on their own GPUs never sleep.
+weights go into the object store piece by piece, and every engine reads each piece. Engines on their own GPUs never
+sleep.
 """
 
 from __future__ import annotations
@@ -92,8 +93,10 @@ class SeparateRuntime(ActorVerbs):
         return Pending([self.reference.compute_logprobs.remote(batch)], lambda results: results[0])
 
     def sync_weights(self) -> None:
-        weights = self.actor.weights()  # one copy in the object store (shared memory), read by every engine
-        ray.get([engine.load_weights.remote(weights) for engine in self.engines])
+        """Rank 0's weights to every engine in pieces (rollout.weight_bucket_mb): each piece is in the object store
+        (shared memory) once, read by every engine, and let go when they have loaded it."""
+        for piece in self.actor.weight_pieces(self.config.rollout.weight_bucket_mb * 2**20):
+            ray.get([engine.load_weights.remote(piece) for engine in self.engines])
 
     def shutdown(self) -> None:
         self.actor.shutdown()

@@ -23,11 +23,13 @@ from rexthinker_rl.config import compute_device
 from rexthinker_rl.model.loading import DTYPES, save_hf_folder
 from rexthinker_rl.rollout import RolloutPrompt, RolloutResult, SamplingSpec, make_engine
 from rexthinker_rl.runtime.process_group import free_port, init_process_group, node_ip
-from rexthinker_rl.runtime.weight_transfer import SharedTree, SharedWeights, share, share_tree
+from rexthinker_rl.runtime.weight_transfer import Assembler, SharedTree, SharedWeights, pieces, share, share_tree
 from rexthinker_rl.train.policy import Policy, make_policy
 from rexthinker_rl.utils import host_memory_gb, release_free_heap, reset_host_peak
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from rexthinker_rl.algo.batch import MiniBatch, SequenceBatch
     from rexthinker_rl.config import Config
 
@@ -131,11 +133,13 @@ class ActorWorker(_Identified):
                 reset_host_peak()
         return metrics
 
-    def get_weights(self) -> SharedWeights:
-        """Merged, Hugging Face-named weights: what a rollout engine loads (rank 0; none on the other ranks). Under
-        LoRA only the adapted weights: nothing else changes. As arrays, which Ray moves without a copy in either heap
-        (``weight_transfer``)."""
-        return share(self.policy.sync_state_dict())
+    def get_weight_pieces(self, piece_bytes: int) -> Iterator[SharedWeights]:
+        """Merged, Hugging Face-named weights, what a rollout engine loads, in rollout.dtype and in pieces of about
+        ``piece_bytes`` (``weight_transfer.pieces``). Under LoRA only the adapted weights: nothing else changes. As
+        arrays, which Ray moves without a copy in either heap (``weight_transfer``). Called as a Ray streaming
+        generator: each piece enters the object store only when the caller has taken the one before. Every rank
+        gathers; rank 0 alone yields."""
+        yield from pieces(self.policy.sync_state_dict(), piece_bytes, DTYPES[self.config.rollout.dtype])
 
     def get_checkpoint_weights(self) -> SharedWeights:
         """A checkpoint's weights, as arrays (no copy in this process's heap on the way out; ``weight_transfer``)."""
@@ -186,6 +190,7 @@ class RolloutWorker(_Identified):
     def __init__(self, config: Config, model_path: str) -> None:
         _use_cores(config, cores=config.rollout.cpus)
         self.engine = make_engine(config, model_path)
+        self.assembler = Assembler()
 
     def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
         results = self.engine.generate(prompts, sampling)
@@ -200,4 +205,7 @@ class RolloutWorker(_Identified):
         return self.generate(prompts, sampling), started, time.time()
 
     def load_weights(self, weights: SharedWeights) -> None:
-        self.engine.load_weights(weights.tensors())
+        """One piece of a sync (``weight_transfer.pieces``): what it completes goes into the engine."""
+        whole = list(self.assembler.tensors(weights))  # views of the object store, but for tensors sent in rows
+        if whole:
+            self.engine.load_weights(whole)

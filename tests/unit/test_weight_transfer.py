@@ -1,6 +1,7 @@
 """The weight sync's packing: every tensor arrives with its name, dtype and values; the arrays are the tensors' own
-memory (no copy in the actor's heap); tied tensors travel once; and Ray's out-of-band path (pickle protocol 5, as
-Ray's serializer uses) reads them back as views of the sent buffers, not as copies."""
+memory (no copy in the actor's heap); tied tensors travel once; Ray's out-of-band path (pickle protocol 5, as Ray's
+serializer uses) reads them back as views of the sent buffers, not as copies; and the pieces a sync sends hold every
+weight once, whole blocks each."""
 
 import pickle
 from collections import namedtuple
@@ -8,7 +9,7 @@ from collections import namedtuple
 import numpy as np
 import torch
 
-from rexthinker_rl.runtime.weight_transfer import share
+from rexthinker_rl.runtime.weight_transfer import Assembler, block_of, pieces, share
 
 Step = namedtuple("Step", "count moment")  # a named tuple in a train state (module level: pickled by name)
 
@@ -101,3 +102,77 @@ def test_a_train_state_arrives_whole_with_its_tensors_out_of_band():
     assert (
         type(back["named"]) is Step and back["named"].count.item() == 7 and torch.equal(back["named"].moment, moment)
     )
+
+
+def _blocks() -> dict[str, torch.Tensor]:
+    """A model's state dict in miniature: a tied embedding and head, two blocks whose attention an engine fuses, an
+    integer buffer."""
+    embed = torch.randn(32, 8)
+    weights = {"model.embed_tokens.weight": embed}
+    for layer in range(2):
+        for part in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            weights[f"model.layers.{layer}.self_attn.{part}.weight"] = torch.randn(8, 8)
+        weights[f"model.layers.{layer}.mlp.up_proj.weight"] = torch.randn(16, 8)
+    weights["model.norm.weight"] = torch.randn(8)
+    weights["model.position_ids"] = torch.arange(8)
+    weights["lm_head.weight"] = embed
+    return weights
+
+
+def _received(piece) -> dict[str, torch.Tensor]:
+    return dict(piece.tensors())
+
+
+def test_pieces_hold_every_weight_once_cast_and_split_only_between_blocks():
+    weights = _blocks()
+    layer_bytes = 4 * 8 * 8 * 2 + 16 * 8 * 2  # one block in bfloat16
+    split = list(pieces(weights, layer_bytes + 1, torch.bfloat16))
+    assert not any(piece.rows for piece in split)  # no block is larger than a piece
+    names = [name for piece in split for name in _received(piece)]
+    assert sorted(names) == sorted(weights)  # each once
+    assert [block_of(name) for name in names].count("model.layers.0") == 5
+    blocks = [{block_of(name) for name in _received(piece)} for piece in split]
+    assert all(not a & b for i, a in enumerate(blocks) for b in blocks[i + 1 :]), "a block was split"
+    assert {"model.layers.0"} in blocks and {"model.layers.1"} in blocks  # each block alone: two do not fit
+    for piece in split:
+        for name, tensor in _received(piece).items():
+            original = weights[name]
+            assert tensor.dtype == (torch.bfloat16 if original.is_floating_point() else original.dtype), name
+            assert torch.equal(tensor, original.to(tensor.dtype)), name
+    embed = next(piece for piece in split if "model.embed_tokens.weight" in piece.arrays)
+    assert embed.aliases == {"lm_head.weight": "model.embed_tokens.weight"}  # tied: sent once
+
+
+def test_pieces_stay_under_their_size_and_the_receiver_puts_every_weight_back_whole():
+    """At any size, each piece holds at most its size, or one block that alone is larger; a block that is one tensor
+    larger than a piece (the embedding) travels in ranges of rows; the receiving end passes every weight on once,
+    whole, the tied head with its embedding, and holds nothing back at the end."""
+    weights = _blocks()
+    for piece_bytes in (1, 100, 600, 2000, 5000):
+        assembler, received = Assembler(), {}
+        for piece in pieces(weights, piece_bytes):
+            size = sum(array.nbytes for array in piece.arrays.values())  # each tensor once
+            assert size <= piece_bytes or len({block_of(name) for name in piece.arrays}) == 1, (piece_bytes, piece)
+            for name, tensor in assembler.tensors(piece):
+                assert name not in received, (piece_bytes, name)
+                received[name] = tensor.clone()
+        assert sorted(received) == sorted(weights) and not assembler.partial, piece_bytes
+        for name, tensor in weights.items():
+            assert torch.equal(received[name], tensor), (piece_bytes, name)
+    embed_bytes = weights["model.embed_tokens.weight"].nbytes
+    assert len([p for p in pieces(weights, embed_bytes // 4) if p.rows]) == 4  # the embedding in four pieces
+    whole = list(pieces(weights, 0))  # 0: the weights in one piece, not copied
+    assert len(whole) == 1 and not whole[0].rows
+    assert all(
+        _received(whole[0])[name].data_ptr() == weights[name].data_ptr() for name in weights if weights[name].numel()
+    )
+
+
+def test_a_sync_cut_short_leaves_no_rows_behind():
+    """The next sync of a tensor sent in rows starts it afresh: rows of one cut short are never mixed in."""
+    old, new = torch.randn(8, 4), torch.randn(8, 4)
+    assembler = Assembler()
+    first = next(pieces({"embed.weight": old}, 32))  # two rows a piece
+    assert list(assembler.tensors(first)) == [] and assembler.partial  # held: more rows to come
+    received = [tensor for piece in pieces({"embed.weight": new}, 32) for _, tensor in assembler.tensors(piece)]
+    assert len(received) == 1 and torch.equal(received[0], new) and not assembler.partial
