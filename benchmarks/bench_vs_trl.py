@@ -76,7 +76,8 @@ def our_config(args: argparse.Namespace, mode: str, model_dir: str, train_file: 
 
     sizes = (args.prompts, args.group, args.max_tokens, args.warmup + args.steps)
     overrides = [*tiny_overrides(model_dir, train_file, run_dir, *sizes), *shape_overrides(args)]
-    return load_config(REPO / "configs/grpo_tiny.yaml", [*overrides, f"actor.lr={args.lr}", *OUR_MODES[mode]])
+    overrides += [f"actor.lr={args.lr}", *OUR_MODES[mode], *args.ours_set]
+    return load_config(REPO / "configs/grpo_tiny.yaml", overrides)
 
 
 def shape_overrides(args: argparse.Namespace) -> list[str]:
@@ -302,7 +303,7 @@ def spawn_side(args: argparse.Namespace, side: str, length: int, work: Path, rou
     result, log = work / f"{name}.json", work / f"{name}.log"
     shared = [item for key in SHARED_FLAGS for item in (f"--{key.replace('_', '-')}", getattr(args, key))]
     command = [sys.executable, __file__, "--side", side, "--workdir", work, "--result", result, *shared]
-    command += ["--max-tokens", length]
+    command += ["--max-tokens", length, "--ours-set", *args.ours_set]
     print(f"  round {round_index + 1}, {length} tokens: {side} ... (log: {log})", flush=True)
     with log.open("w") as handle:
         child = subprocess.Popen([str(c) for c in command], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
@@ -373,6 +374,13 @@ def build_arguments() -> argparse.ArgumentParser:
         choices=tuple(OUR_MODES),
         default=["sync", "one_step_off"],
         help="our modes, each a side: trainer.pipeline, and -pinned: rollout worker on core 0, actor on core 1",
+    )
+    parser.add_argument(
+        "--ours-set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config overrides for our sides (e.g. rollout.weight_bucket_mb=64), after the benchmark's own",
     )
     parser.add_argument("--warmup", type=int, default=3, help="steps left out of the figures (>= 1)")
     parser.add_argument("--steps", type=int, default=3, help="measured steps per side and round")

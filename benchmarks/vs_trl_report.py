@@ -62,7 +62,7 @@ def report(args: argparse.Namespace, rows: dict[int, dict[str, dict]], facts: di
         return
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    keys = ("prompts", "group", "max_tokens", "lr", "warmup", "steps", "rounds", "trl_threads", "ours")
+    keys = ("prompts", "group", "max_tokens", "lr", "warmup", "steps", "rounds", "trl_threads", "ours", "ours_set")
     keys += ("like", "layers", "vision_layers", "image_size", "max_prompt_length", "reward")
     settings = {k: getattr(args, k) for k in keys}
     if args.like:  # a --like shape, built here or given with --model
