@@ -133,9 +133,9 @@ class RolloutConfig:
     """Free vLLM's GPU memory during training (a no-op on CPU)."""
     weight_bucket_mb: int = 256
     """placement=separate: the weights go to the engines in pieces of about this many MiB (whole blocks, in
-    rollout.dtype), each let go before the next but one is made, so the object store (shared memory) holds a piece or
-    two rather than the model (at Qwen2.5-VL-3B's shape the whole model stayed 2 GB resident for the run); 0: the
-    model in one piece. A tensor larger than a piece (the embedding) is a piece of its own."""
+    rollout.dtype; a one-tensor block larger than a piece, the embedding, in ranges of rows), so the object store
+    (shared memory) holds a few pieces rather than the model (at Qwen2.5-VL-3B's shape the whole model stayed 2 GB
+    resident for the run); 0: the model in one piece."""
     mm_processor_cache_gb: float = 0.0
     """vLLM's cache of processed images, GiB per engine (vLLM's own default is 4). GRPO meets a training image once per
     epoch, so the cache mostly holds images that will not come back; raise it when the same images come back often

@@ -91,7 +91,7 @@ class ActorRanks:
 
     def weight_pieces(self, piece_bytes: int) -> Iterator[ray.ObjectRef]:
         """Ray references to rank 0's merged weights, piece by piece (every rank takes part in gathering them): a
-        piece is made only once the one before it was taken, so the object store holds two at most."""
+        piece is made only once the one before it was taken, so the object store holds a few, not the model."""
         streams = [
             handle.get_weight_pieces.options(num_returns="streaming", _generator_backpressure_num_objects=1).remote(
                 piece_bytes
