@@ -90,7 +90,7 @@ def main() -> None:
             return sum(len(r.response_ids) for r in ray.get(rollout.generate.remote(prompts, sampling)))
 
         def run_sync() -> int:
-            for piece in ActorRanks(config, [actor]).weight_pieces(config.rollout.weight_bucket_mb * 2**20):
+            for piece in ActorRanks(config, [actor]).weight_pieces():
                 ray.get(rollout.load_weights.remote(piece))  # as the trainer sends them (SeparateRuntime)
             return 0
 

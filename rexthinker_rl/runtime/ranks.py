@@ -89,9 +89,11 @@ class ActorRanks:
         shares = split_mini_batches(batch, self.config, len(self.handles))
         return ray.get([handle.update.remote(share) for handle, share in zip(self.handles, shares, strict=True)])[0]
 
-    def weight_pieces(self, piece_bytes: int) -> Iterator[ray.ObjectRef]:
-        """Ray references to rank 0's merged weights, piece by piece (every rank takes part in gathering them): a
-        piece is made only once the one before it was taken, so the object store holds a few, not the model."""
+    def weight_pieces(self) -> Iterator[ray.ObjectRef]:
+        """Ray references to rank 0's merged weights, in pieces of rollout.weight_bucket_mb (every rank takes part in
+        gathering them): a piece is made only once the one before it was taken, so the object store holds a few, not
+        the model."""
+        piece_bytes = self.config.rollout.weight_bucket_mb * 2**20
         streams = [
             handle.get_weight_pieces.options(num_returns="streaming", _generator_backpressure_num_objects=1).remote(
                 piece_bytes

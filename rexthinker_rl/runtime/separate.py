@@ -95,7 +95,7 @@ class SeparateRuntime(ActorVerbs):
     def sync_weights(self) -> None:
         """Rank 0's weights to every engine in pieces (rollout.weight_bucket_mb): each piece is in the object store
         (shared memory) once, read by every engine, and let go when they have loaded it."""
-        for piece in self.actor.weight_pieces(self.config.rollout.weight_bucket_mb * 2**20):
+        for piece in self.actor.weight_pieces():
             ray.get([engine.load_weights.remote(piece) for engine in self.engines])
 
     def shutdown(self) -> None:

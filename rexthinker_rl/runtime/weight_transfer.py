@@ -165,13 +165,17 @@ class Assembler:
                     yield name, buffer
 
 
+def _sent_dtype(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.dtype:
+    """What ``tensor`` travels as: ``dtype`` if it is floating point, else its own."""
+    return dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
+
+
 def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    tensor = tensor.detach()
-    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+    return tensor.detach().to(_sent_dtype(tensor, dtype))
 
 
 def _cast_bytes(tensor: torch.Tensor, dtype: torch.dtype | None) -> int:
-    return tensor.numel() * (dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype).itemsize
+    return tensor.numel() * _sent_dtype(tensor, dtype).itemsize
 
 
 @dataclass

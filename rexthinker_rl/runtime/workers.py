@@ -119,8 +119,9 @@ class ActorWorker(_Identified):
     def update(self, mini_batches: list[MiniBatch]) -> dict[str, float]:
         """The policy's update, and this process's host memory around it where the kernel says (Linux): its peak since
         the previous update ended (the weight sync to the engines, the log-prob passes, colocated also generation;
-        before the first update, since the worker started), its peak during the update, and what it holds after it, of which shared memory (the
-        pages of Ray's object store it has touched: the weights it hands the engines)."""
+        before the first update, since the worker started), its peak during the update, and what it holds after it, of
+        which shared memory (the pages of Ray's object store it has touched: the pieces of weights it hands the
+        engines)."""
         between = host_memory_gb()
         resets = reset_host_peak()
         metrics = self.policy.update(mini_batches)

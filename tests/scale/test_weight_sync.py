@@ -62,10 +62,10 @@ def test_a_sync_holds_a_few_pieces_in_shared_memory_not_the_model():
     started = start_cluster("", weight_bytes=BLOCKS * PIECE)
     try:
         sender, engine = ray.remote(Sender).remote(), ray.remote(Engine).remote()
-        ranks = ActorRanks(load_config(None, []), [sender])
+        ranks = ActorRanks(load_config(None, [f"rollout.weight_bucket_mb={PIECE // 2**20}"]), [sender])
         before = ray.get(sender.shared_mib.remote())
         for _ in range(3):
-            for piece in ranks.weight_pieces(PIECE):
+            for piece in ranks.weight_pieces():
                 ray.get(engine.load_weights.remote(piece))
         grown = ray.get(sender.shared_mib.remote()) - before
         loaded = ray.get(engine.loaded_names.remote())
