@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import time
 from pathlib import Path
 
@@ -165,3 +166,19 @@ def _process_name(process) -> str:
     if line[0].startswith("ray::"):  # the title names the running method too: ray::ActorWorker.update
         return line[0].split()[0].split(".")[0]
     return Path(line[0]).name
+
+
+def cpu_flags() -> str:
+    """The vector extensions that decide CPU matmul speed (bf16 is slow without AVX-512: docs/performance.md)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "cpu flags unknown"
+    have = [name for name in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {name}" in flags]
+    return "+".join(have) or "no avx2"
+
+
+def machine() -> str:
+    """The machine a result was measured on: its architecture, cores and vector extensions (they decide CPU speed, and
+    the float summation order that moves the tiny demo's SFT start: docs/tiny-demo.md)."""
+    return f"{platform.machine()}, {os.cpu_count()} cores, {cpu_flags()}"

@@ -9,6 +9,8 @@ import os
 import platform
 from pathlib import Path
 
+from benchutil import machine
+
 
 def ratios_of(rows: dict[str, dict]) -> dict[str, dict]:
     """``"ours-<mode> / trl-<rollout>"``: steps/s, tokens/s and peak memory (summed PSS), ours over TRL."""
@@ -70,7 +72,7 @@ def report(args: argparse.Namespace, rows: dict[int, dict[str, dict]], facts: di
     else:
         model = args.model or "tiny (build_tiny_model, seed 0)"
     payload = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_flags()}",
+        "machine": machine(),
         "load_average_at_end": os.getloadavg(),  # the machine is shared: other jobs show here
         "python": platform.python_version(),
         "settings": {**settings, "model": model},
@@ -91,16 +93,6 @@ def report(args: argparse.Namespace, rows: dict[int, dict[str, dict]], facts: di
     os.replace(temp, out)
     plot(rows, out.with_suffix(".png"), model)
     print(f"wrote {out} and {out.with_suffix('.png')}")
-
-
-def cpu_flags() -> str:
-    """The vector extensions that decide CPU matmul speed (bf16 is slow without AVX-512: docs/performance.md)."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        return "cpu flags unknown"
-    have = [name for name in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {name}" in flags]
-    return "+".join(have) or "no avx2"
 
 
 def plot(rows: dict[int, dict[str, dict]], path: Path, model: str) -> None:

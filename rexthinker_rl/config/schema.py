@@ -152,9 +152,10 @@ class RolloutConfig:
     seed: int = 1
     """Sampling seed of the engine, and of each request as rollout.seed_mode says (0..4294967295)."""
     seed_mode: str = "ours"
-    """Seed of each sampling request: ours (step s samples with rollout.seed x 100003 + s, a fresh stream every step;
-    validation unseeded) | easyr1 (every request of every step, validation included, samples with rollout.seed, as
-    EasyR1's SamplingParams(seed=1) does in Rex-Thinker's run; the paper config's)."""
+    """Seed of each sampling request: ours (step s draws from rollout.seed x 100003 + s, each prompt a seed of its own
+    drawn from it: a fresh stream every step and prompt; validation unseeded) | easyr1 (every request of every step,
+    validation included, samples with rollout.seed, as EasyR1's SamplingParams(seed=1) does in Rex-Thinker's run; the
+    paper config's: vLLM seeds a request's j-th sample seed + j, so the j-th samples of all prompts share a stream)."""
     cpus: list[int] = field(default_factory=list)
     """CPU only: the core ids the rollout worker is pinned to; their count sets its threads ([]: every core, shared). Giving
     rollout.cpus and actor.cpus disjoint cores is how generation and training get resources of their own on one host

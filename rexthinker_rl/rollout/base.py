@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -19,15 +20,30 @@ class RolloutPrompt:
 
     prompt_text: str
     image: Image.Image
+    seed: int | None = None  # this prompt's own sampling seed (rollout.seed_mode=ours); None: the SamplingSpec's
 
 
-# rollout.seed_mode -> the seed of every request of step ``step`` (validation: step None). ours: a fresh stream each
-# step; easyr1: rollout.seed for every request of every step (vllm_rollout_spmd.py builds one SamplingParams with
-# the config's seed, 1, and only temperature and n change between training and validation).
+# rollout.seed_mode -> the seed of step ``step`` (validation: step None). ours: a fresh stream each step, and each
+# prompt its own (prompt_seeds); easyr1: rollout.seed for every request of every step (vllm_rollout_spmd.py builds one
+# SamplingParams with the config's seed, 1, and only temperature and n change between training and validation).
 SEED_MODES: dict[str, Callable[[int, int | None], int | None]] = {
     "ours": lambda seed, step: None if step is None else seed * 100_003 + step,
     "easyr1": lambda seed, step: seed,
 }
+
+
+def prompt_seeds(seed_mode: str, step_seed: int | None, count: int) -> list[int | None]:
+    """Each of ``count`` prompts' own seed, drawn from the step's (``ours``), or None: every request takes the step's
+    seed (``easyr1``, or no seed).
+
+    vLLM seeds the n samples of a request seed, seed + 1, ..., seed + n - 1, so one seed for every request gives the
+    j-th sample of every prompt the same random numbers: wherever prompts have alike distributions (the same template,
+    a decision at the same token), their j-th samples decide alike, and a step's groups move together instead of
+    averaging out (docs/tiny-demo.md, "Samples that moved together"). Drawn 62-bit, no two prompts' ranges meet."""
+    if seed_mode != "ours" or step_seed is None:
+        return [None] * count
+    states = np.random.SeedSequence(step_seed).spawn(count)
+    return [int(state.generate_state(1, np.uint64)[0] >> 2) for state in states]
 
 
 @dataclass
@@ -37,7 +53,7 @@ class SamplingSpec:
     top_p: float = 1.0
     top_k: int = -1
     max_tokens: int = 256
-    seed: int | None = None  # each request's seed (vllm: this one for every request; hf: this + the prompt's index)
+    seed: int | None = None  # unless its prompt has one: vllm, every request's; hf, this + the prompt's index
 
     @property
     def greedy(self) -> bool:

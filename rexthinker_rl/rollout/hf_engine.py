@@ -39,7 +39,9 @@ class HFEngine:
 
     def _generate_one(self, index: int, prompt: RolloutPrompt, sampling: SamplingSpec) -> list[RolloutResult]:
         inputs = self.processor(text=[prompt.prompt_text], images=[prompt.image], return_tensors="pt").to(self.device)
-        if sampling.seed is not None:
+        if prompt.seed is not None:
+            torch.manual_seed(prompt.seed)
+        elif sampling.seed is not None:
             torch.manual_seed(sampling.seed + index)
         sample_kwargs = {}
         if not sampling.greedy:

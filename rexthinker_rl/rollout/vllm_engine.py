@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -123,7 +124,13 @@ class VLLMEngine:
         self._suppressed = suppression_bias(self.llm.get_tokenizer(), config.rollout.suppress_tokens)
 
     def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
-        params, requests = sampling_params(sampling, self._suppressed or None), vllm_requests(prompts)
+        bias, requests = self._suppressed or None, vllm_requests(prompts)
+        params = sampling_params(sampling, bias)
+        if any(prompt.seed is not None for prompt in prompts):  # each prompt its own seed (prompt_seeds)
+            params = [
+                sampling_params(replace(sampling, seed=p.seed if p.seed is not None else sampling.seed), bias)
+                for p in prompts
+            ]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         results = []
         for index, output in enumerate(outputs):

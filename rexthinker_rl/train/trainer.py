@@ -27,7 +27,7 @@ from rexthinker_rl.data.dataset import ResumableSampler, RLDataset
 from rexthinker_rl.data.position import check_data_position, data_settings
 from rexthinker_rl.model.easyr1_checkpoint import actor_folder, model_for_run
 from rexthinker_rl.model.loading import load_processor, stored_parameter_count
-from rexthinker_rl.rollout.base import SEED_MODES, RolloutPrompt, RolloutResult, SamplingSpec
+from rexthinker_rl.rollout.base import SEED_MODES, RolloutPrompt, RolloutResult, SamplingSpec, prompt_seeds
 from rexthinker_rl.run.lock import RunLock
 from rexthinker_rl.run.logging import MetricsLogger, truncate_metrics
 from rexthinker_rl.run.plots import redraw_curves
@@ -291,8 +291,7 @@ class GRPOTrainer:
     def _launch(self, step: int) -> tuple[list[int], Pending[Generated]]:
         """Start generating step ``step``'s batch (the sampler's next prompts) with the weights the engines hold."""
         indices = self.sampler.next_batch()
-        requests = [RolloutPrompt(self.train_set[i].prompt_text, self.train_set[i].image) for i in indices]
-        sampling = training_sampling(self.config, step)
+        requests, sampling = training_requests(self.config, [self.train_set[i] for i in indices], step)
         return indices, self.runtime.generate_async(requests, sampling)
 
     def _sequence_batch(self, prompts, results: list[RolloutResult]):
@@ -360,6 +359,15 @@ def training_sampling(config: Config, step: int) -> SamplingSpec:
         max_tokens=config.data.max_response_length,
         seed=SEED_MODES[rollout.seed_mode](rollout.seed, step),
     )
+
+
+def training_requests(config: Config, samples, step: int) -> tuple[list[RolloutPrompt], SamplingSpec]:
+    """Step ``step``'s requests for ``samples`` (dataset items) and how they sample: under rollout.seed_mode=ours
+    each prompt draws from a seed of its own (``prompt_seeds``)."""
+    sampling = training_sampling(config, step)
+    seeds = prompt_seeds(config.rollout.seed_mode, sampling.seed, len(samples))
+    requests = [RolloutPrompt(s.prompt_text, s.image, seed) for s, seed in zip(samples, seeds, strict=True)]
+    return requests, sampling
 
 
 def validation_sampling(config: Config) -> SamplingSpec:

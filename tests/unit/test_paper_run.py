@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,8 +14,8 @@ import torch
 from rexthinker_rl.config import load_config
 from rexthinker_rl.config.rules import DATA_ORDERS
 from rexthinker_rl.data.dataset import ResumableSampler
-from rexthinker_rl.rollout.base import SamplingSpec
-from rexthinker_rl.train.trainer import is_due, training_sampling, validation_sampling
+from rexthinker_rl.rollout.base import SamplingSpec, prompt_seeds
+from rexthinker_rl.train.trainer import is_due, training_requests, training_sampling, validation_sampling
 from tests import rexthinker_original as original
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,6 +94,23 @@ def test_paper_config_seeds_every_request_of_every_step_as_easyr1():
     assert [training_sampling(ours, step).seed for step in (1, 2)] == [100_004, 100_005]  # a fresh stream a step
     assert validation_sampling(ours).seed is None and ours.rollout.seed_mode == "ours"
     assert load_config(None).rollout.seed_mode == "ours"  # the default everywhere else
+
+
+def test_each_prompt_of_a_step_draws_its_own_seed_unless_easyr1():
+    ours = load_config(ROOT / "configs" / "grpo_refcocog_ours.yaml")
+    samples = [SimpleNamespace(prompt_text=f"p{i}", image=None) for i in range(64)]
+    requests, sampling = training_requests(ours, samples, 3)
+    seeds = [request.seed for request in requests]
+    assert seeds == [r.seed for r in training_requests(ours, samples, 3)[0]]  # reproducible
+    assert sampling.seed == 100_006 and None not in seeds  # rollout.seed 1, step 3
+    # vLLM seeds a request's n samples seed .. seed + n - 1: no two prompts' ranges may meet, and each fits in 63 bits
+    ordered = sorted(seeds)
+    assert min(b - a for a, b in zip(ordered, ordered[1:], strict=False)) > ours.rollout.n
+    assert all(0 <= seed < 2**63 - ours.rollout.n for seed in seeds)
+    assert set(seeds).isdisjoint(r.seed for r in training_requests(ours, samples, 4)[0])  # the next step: others
+    assert prompt_seeds("ours", None, 3) == [None] * 3  # unseeded stays unseeded
+    paper = load_config(PAPER)  # EasyR1: one SamplingParams, its seed for every request
+    assert [r.seed for r in training_requests(paper, samples, 3)[0]] == [None] * 64
 
 
 def test_paper_config_validates_once_after_training_on_its_training_file():
