@@ -6,11 +6,12 @@ Each RUN_DIR is a GRPO run made with ``logging.log_rollouts=-1`` (every sampled 
 group's samples in the engine's order). Per step, each group's rewards minus their mean, divided by their standard
 deviation (GRPO's advantages; groups without a contrast left out), give a matrix A[prompt, j]. ``same_index`` is the
 mean over steps of the mean over pairs of prompts a != b of mean_j A[a, j] A[b, j]: the correlation of the j-th
-samples of two different prompts (its standard error over steps, which are independent draws). Independent sampling makes it 0, up to noise; ``shifted`` pairs A[a, j] with A[b, j + 1] instead
-(the same statistic with the index broken), the reference for what noise gives. With one seed for every request, vLLM
-gives the j-th sample of every prompt the same random numbers (seed + j), and where prompts' distributions are alike
-their j-th samples decide alike: ``same_index`` > 0. ``effective_prompts``: the k prompts of a step count as k / (1 +
-(k - 1) same_index) independent ones in the update's average (the design effect of correlated terms).
+samples of two different prompts (its standard error over steps, which are independent draws). Independent sampling
+makes it 0, up to noise; ``shifted`` pairs A[a, j] with A[b, j + 1] instead (the same statistic with the index
+broken), the reference for what noise gives. With one seed for every request, vLLM gives the j-th sample of every
+prompt the same random numbers (seed + j), and where prompts' distributions are alike their j-th samples decide alike:
+``same_index`` > 0. ``effective_prompts``: the k prompts of a step count as k / (1 + (k - 1) same_index) independent
+ones in the update's average (the design effect of correlated terms).
 """
 
 from __future__ import annotations
@@ -27,16 +28,11 @@ from diagnose_learning import read_rollouts, step_groups
 from rexthinker_rl.utils import atomic_write_text
 
 
-def _reward(record: dict) -> float:
-    reward = record["reward"]
-    return float(reward["overall"] if isinstance(reward, dict) else reward)
-
-
 def step_advantages(records: list[dict]) -> np.ndarray:
     """A[prompt, j]: each group's rewards standardised (rows of groups with a contrast only)."""
     rows = []
     for group in step_groups(records).values():
-        rewards = np.array([_reward(record) for record in group])
+        rewards = np.array([record["reward"]["overall"] for record in group])
         if rewards.std() > 0:
             rows.append((rewards - rewards.mean()) / rewards.std())
     sizes = {len(row) for row in rows}

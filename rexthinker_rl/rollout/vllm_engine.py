@@ -125,12 +125,13 @@ class VLLMEngine:
 
     def generate(self, prompts: list[RolloutPrompt], sampling: SamplingSpec) -> list[RolloutResult]:
         bias, requests = self._suppressed or None, vllm_requests(prompts)
-        params = sampling_params(sampling, bias)
         if any(prompt.seed is not None for prompt in prompts):  # each prompt its own seed (prompt_seeds)
             params = [
                 sampling_params(replace(sampling, seed=p.seed if p.seed is not None else sampling.seed), bias)
                 for p in prompts
             ]
+        else:
+            params = sampling_params(sampling, bias)
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         results = []
         for index, output in enumerate(outputs):
