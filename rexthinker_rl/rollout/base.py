@@ -23,24 +23,33 @@ class RolloutPrompt:
     seed: int | None = None  # this prompt's own sampling seed (rollout.seed_mode=ours); None: the SamplingSpec's
 
 
-# rollout.seed_mode -> the seed of step ``step`` (validation: step None). ours: a fresh stream each step, and each
-# prompt its own (prompt_seeds); easyr1: rollout.seed for every request of every step (vllm_rollout_spmd.py builds one
-# SamplingParams with the config's seed, 1, and only temperature and n change between training and validation).
-SEED_MODES: dict[str, Callable[[int, int | None], int | None]] = {
-    "ours": lambda seed, step: None if step is None else seed * 100_003 + step,
-    "easyr1": lambda seed, step: seed,
+@dataclass(frozen=True)
+class SeedMode:
+    """One value of rollout.seed_mode: the seed of step ``step`` (validation: step None) from rollout.seed, and
+    whether each prompt of a step then draws a seed of its own from it (``prompt_seeds``)."""
+
+    step_seed: Callable[[int, int | None], int | None]
+    per_prompt: bool
+
+
+# ours: a fresh stream each step, and each prompt its own; easyr1: rollout.seed for every request of every step
+# (vllm_rollout_spmd.py builds one SamplingParams with the config's seed, 1, and only temperature and n change between
+# training and validation).
+SEED_MODES: dict[str, SeedMode] = {
+    "ours": SeedMode(lambda seed, step: None if step is None else seed * 100_003 + step, per_prompt=True),
+    "easyr1": SeedMode(lambda seed, step: seed, per_prompt=False),
 }
 
 
 def prompt_seeds(seed_mode: str, step_seed: int | None, count: int) -> list[int | None]:
-    """Each of ``count`` prompts' own seed, drawn from the step's (``ours``), or None: every request takes the step's
-    seed (``easyr1``, or no seed).
+    """Each of ``count`` prompts' own seed, drawn from the step's where the mode says so (``ours``), or None: every
+    request takes the step's seed (``easyr1``, or no seed).
 
     vLLM seeds the n samples of a request seed, seed + 1, ..., seed + n - 1, so one seed for every request gives the
     j-th sample of every prompt the same random numbers: wherever prompts have alike distributions (the same template,
     a decision at the same token), their j-th samples decide alike, and a step's groups move together instead of
     averaging out (docs/tiny-demo.md, "Samples that moved together"). Drawn 62-bit, no two prompts' ranges meet."""
-    if seed_mode != "ours" or step_seed is None:
+    if not SEED_MODES[seed_mode].per_prompt or step_seed is None:
         return [None] * count
     states = np.random.SeedSequence(step_seed).spawn(count)
     return [int(state.generate_state(1, np.uint64)[0] >> 2) for state in states]

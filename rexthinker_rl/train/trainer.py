@@ -357,7 +357,7 @@ def training_sampling(config: Config, step: int) -> SamplingSpec:
         top_p=rollout.top_p,
         top_k=rollout.top_k,
         max_tokens=config.data.max_response_length,
-        seed=SEED_MODES[rollout.seed_mode](rollout.seed, step),
+        seed=SEED_MODES[rollout.seed_mode].step_seed(rollout.seed, step),
     )
 
 
@@ -379,7 +379,7 @@ def validation_sampling(config: Config) -> SamplingSpec:
         temperature=rollout.val_temperature,
         top_p=rollout.val_top_p,
         max_tokens=config.data.max_response_length,
-        seed=SEED_MODES[rollout.seed_mode](rollout.seed, None),
+        seed=SEED_MODES[rollout.seed_mode].step_seed(rollout.seed, None),
     )
 
 
