@@ -35,6 +35,7 @@ from rexthinker_rl.utils import atomic_write_text
 
 VAL_KEYS = {"reward": "val/reward", "present": "val/accuracy@present", "rejection": "val/accuracy@rejection"}
 VAL_KEYS["format"] = "val/format"
+WALL_FILE = "wall_s.txt"  # the demo's wall time, beside its run folders
 
 
 def run_seed(seed: int, run_dir: Path, overrides: list[str]) -> float:
@@ -48,7 +49,9 @@ def run_seed(seed: int, run_dir: Path, overrides: list[str]) -> float:
         )
     if done.returncode != 0:
         raise SystemExit(f"seed {seed}: the demo failed (exit {done.returncode}); see {run_dir / 'demo.log'}")
-    return time.perf_counter() - start
+    wall_s = time.perf_counter() - start
+    atomic_write_text(run_dir / WALL_FILE, f"{wall_s:.1f}\n")  # kept for a later read-back (--runs)
+    return wall_s
 
 
 def validations(metrics_file: Path) -> list[dict]:
@@ -138,6 +141,8 @@ def seed_record(seed: int, run_dir: Path, wall_s: float | None) -> dict:
     for name, key in VAL_KEYS.items():
         if name != "reward":
             record[f"{name}_start"], record[f"{name}_end"] = first.get(key), last.get(key)
+    if wall_s is None and (run_dir / WALL_FILE).is_file():
+        wall_s = float((run_dir / WALL_FILE).read_text())
     if wall_s is not None:
         record["wall_s"] = round(wall_s, 1)
     return record
