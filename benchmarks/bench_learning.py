@@ -38,8 +38,8 @@ VAL_KEYS["format"] = "val/format"
 WALL_FILE = "wall_s.txt"  # the demo's wall time, beside its run folders
 
 
-def run_seed(seed: int, run_dir: Path, overrides: list[str]) -> float:
-    """The demo for one seed, its output in ``run_dir/demo.log``; the wall time in seconds."""
+def run_seed(seed: int, run_dir: Path, overrides: list[str]) -> None:
+    """The demo for one seed: its output in ``run_dir/demo.log``, its wall time (s) in ``run_dir/wall_s.txt``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "SEED": str(seed), "RUN": str(run_dir)}
     start = time.perf_counter()
@@ -49,9 +49,7 @@ def run_seed(seed: int, run_dir: Path, overrides: list[str]) -> float:
         )
     if done.returncode != 0:
         raise SystemExit(f"seed {seed}: the demo failed (exit {done.returncode}); see {run_dir / 'demo.log'}")
-    wall_s = time.perf_counter() - start
-    atomic_write_text(run_dir / WALL_FILE, f"{wall_s:.1f}\n")  # kept for a later read-back (--runs)
-    return wall_s
+    atomic_write_text(run_dir / WALL_FILE, f"{time.perf_counter() - start:.1f}\n")  # read back with the run
 
 
 def validations(metrics_file: Path) -> list[dict]:
@@ -117,8 +115,8 @@ def room_by_ask(run_dir: Path, first: str, last: str) -> dict:
     return out
 
 
-def seed_record(seed: int, run_dir: Path, wall_s: float | None) -> dict:
-    """One seed's figures from its run folder (summary.json and metrics.jsonl)."""
+def seed_record(seed: int, run_dir: Path) -> dict:
+    """One seed's figures from its run folder (summary.json, metrics.jsonl; the wall time where the run wrote it)."""
     grpo = run_dir / "grpo"
     summary = json.loads((grpo / "summary.json").read_text())
     vals = validations(grpo / "metrics.jsonl")
@@ -141,10 +139,8 @@ def seed_record(seed: int, run_dir: Path, wall_s: float | None) -> dict:
     for name, key in VAL_KEYS.items():
         if name != "reward":
             record[f"{name}_start"], record[f"{name}_end"] = first.get(key), last.get(key)
-    if wall_s is None and (run_dir / WALL_FILE).is_file():
-        wall_s = float((run_dir / WALL_FILE).read_text())
-    if wall_s is not None:
-        record["wall_s"] = round(wall_s, 1)
+    if (run_dir / WALL_FILE).is_file():
+        record["wall_s"] = float((run_dir / WALL_FILE).read_text())
     return record
 
 
@@ -208,8 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(args.first, args.first + args.seeds):
         run_dir = Path(args.runs) / f"seed_{seed}"
         finished = (run_dir / "grpo" / "summary.json").is_file()
-        wall = None if finished else run_seed(seed, run_dir, args.overrides)
-        records.append(seed_record(seed, run_dir, wall))
+        if not finished:
+            run_seed(seed, run_dir, args.overrides)
+        records.append(seed_record(seed, run_dir))
         print(f"seed {seed}: {records[-1]['start']:.3f} -> {records[-1]['end']:.3f}", flush=True)
     # The SFT start, and with it the gains, move with the float summation order of the machine (docs/tiny-demo.md).
     result = {"machine": machine(), "overrides": args.overrides, "per_seed": records, "summary": summarize(records)}

@@ -14,7 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import benchutil bare
 from bench_learning import WALL_FILE, room_by_ask, seed_record  # noqa: E402
 
-ROWS = [  # referring expression, answer boxes, greedy reward at step 0 and step 20
+ROWS = [  # referring expression, answer boxes, greedy reward at step 0 and step 20 (each image: one circle hint)
     ("the red circle", [[1, 2, 3, 4]], 1.0, 1.0),
     ("the leftmost circle", [[1, 2, 3, 4]], 0.1, 1.0),
     ("the topmost square", [[5, 6, 7, 8]], 0.1, 0.1),
@@ -27,6 +27,7 @@ def write_run(run: Path, rewards: dict[str, list[float]]) -> None:
     (run / "data").mkdir(parents=True)
     (run / "grpo").mkdir()
     table = {"referring": [r[0] for r in ROWS], "answer_boxes": [json.dumps(r[1]) for r in ROWS]}
+    table |= {"hints": [json.dumps({"circle": [[1, 2, 3, 4]]})] * len(ROWS), "category": ["circle"] * len(ROWS)}
     pq.write_table(pa.table(table), run / "data" / "val.parquet")
     (run / "grpo" / "val_rewards.json").write_text(json.dumps(rewards))
 
@@ -56,21 +57,15 @@ def test_a_validation_that_left_rows_out_gives_no_split(tmp_path):
 
 def test_a_seed_read_back_keeps_the_wall_time_its_run_wrote(tmp_path):
     write_run(tmp_path, {"0": [r[2] for r in ROWS], "20": [r[3] for r in ROWS]})
-    hints = [{"circle": [[1, 2, 3, 4]]}] * len(ROWS)
-    table = pq.read_table(tmp_path / "data" / "val.parquet")
-    table = table.append_column("hints", pa.array([json.dumps(h) for h in hints]))
-    pq.write_table(
-        table.append_column("category", pa.array(["circle"] * len(ROWS))), tmp_path / "data" / "val.parquet"
-    )
     summary = {"val_reward_before": 0.35, "val_reward_last": 0.82, "val_reward_gain": 0.47, "val_reward_gain_se": 0.1}
     summary |= {"val_prompts": 5, "val_prompts_improved": 3, "val_prompts_worse": 0}
     summary |= {"train_reward_first_quarter": 0.3, "train_reward_last_quarter": 0.6}
     (tmp_path / "grpo" / "summary.json").write_text(json.dumps(summary))
     vals = [{"step": step, "val/reward": value} for step, value in ((0, 0.35), (20, 0.82))]
     (tmp_path / "grpo" / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in vals))
-    assert "wall_s" not in seed_record(101, tmp_path, None)  # a run from before the file: no time, not a made-up one
+    assert "wall_s" not in seed_record(101, tmp_path)  # a run from before the file: no time, not a made-up one
     (tmp_path / WALL_FILE).write_text("537.4\n")
-    record = seed_record(101, tmp_path, None)
+    record = seed_record(101, tmp_path)
     assert record["wall_s"] == 537.4 and record["gain"] == 0.47
     single = {"prompts": 4, "start": pytest.approx((1 + 0.1 + 0.1 + 0.55) / 4), "end": pytest.approx(3.1 / 4)}
     assert record["by_kind"]["single"] == single  # one hint each: every row with a target
