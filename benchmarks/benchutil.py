@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PIXELS = 112 * 112  # the synthetic set's 112 px images: 16 image tokens
@@ -21,6 +24,19 @@ def prepare_model(model: str, work: Path) -> Path:
 
         build_tiny_model(target, seed=0)
     return target
+
+
+@contextlib.contextmanager
+def like_model_dir(model: str, like: str, layers: int, vision_layers: int) -> Iterator[str]:
+    """``model`` when given, else a random model of ``like``'s shape with ``layers`` text and ``vision_layers`` vision
+    blocks, built in a temporary folder that lasts as long as the ``with`` block."""
+    if model:
+        yield model
+        return
+    from rexthinker_rl.model.shapes import build_shaped_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        yield str(build_shaped_model(Path(tmp) / "model", like, layers, vision_layers))
 
 
 def tiny_overrides(model_dir, train_file, run_dir, prompts: int, group: int, max_tokens: int, steps: int) -> list[str]:

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchutil import REPO
+from benchutil import REPO, like_model_dir, machine
 
 from rexthinker_rl.utils import atomic_write_text
 
@@ -113,16 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         result = side(args.model, args.side == "fixed", args.group, args.response, args.image_size)
         Path(args.side_out).write_text(json.dumps(result))
         return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model
-        if not model_dir:
-            from rexthinker_rl.model.shapes import build_shaped_model
-
-            model_dir = str(build_shaped_model(Path(tmp) / "model", args.like, args.layers, args.vision_layers))
+    with like_model_dir(args.model, args.like, args.layers, args.vision_layers) as model_dir:
         result = compare(args, model_dir)
     if args.out:
         result = {
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "machine": machine(),
             "settings": {k: v for k, v in vars(args).items() if k not in ("side", "side_out", "out")},
             **result,
         }

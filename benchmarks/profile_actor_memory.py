@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-from benchutil import REPO
+from benchutil import REPO, like_model_dir, machine
 from PIL import Image
 
 from rexthinker_rl.utils import atomic_write_text, host_memory_gb, reset_host_peak
@@ -149,16 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model
-        if not model_dir:
-            from rexthinker_rl.model.shapes import build_shaped_model
-
-            model_dir = str(build_shaped_model(Path(tmp) / "model", args.like, args.layers, args.vision_layers))
+    with like_model_dir(args.model, args.like, args.layers, args.vision_layers) as model_dir:
         result = profile(args, model_dir)
     if args.out:
         result = {
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "machine": machine(),
             "settings": {**vars(args), "dtype": "float32", "optimizer": "AdamW (actor.optimizer_impl default)"},
             "torch": torch.__version__,
             **result,
