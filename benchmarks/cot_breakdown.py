@@ -12,7 +12,9 @@ than the hint's, so only the picture gives the right word (docs/tiny-demo.md, "W
 
 ``--samples N`` also draws N answers per prompt at temperature 1 (a GRPO group) and prints, per kind, the share of
 sampled answers that are exactly right (``sampled``), of groups with at least one (``some``), and of the prompts the
-greedy answer gets wrong whose group holds a right one (``rescued``): what a GRPO update could reinforce.
+greedy answer gets wrong whose group holds a right one (``rescued``): what a GRPO update could reinforce; and what
+the sampled answers are: ``right``, another ``hint``'s boxes copied exactly (a wrong choice), a ``copy`` gone wrong (a
+box that is no hint's, or nothing parsable) or ``refused`` where a target was there.
 """
 
 from __future__ import annotations
@@ -59,6 +61,16 @@ def exact(given, expected) -> bool:
     return sorted(map(list, given.boxes)) == sorted(map(list, expected.boxes))
 
 
+def sampled_as(given, expected, hints: list[list[int]]) -> str:
+    """What a sampled answer is: ``right``, ``refused`` (a target was there), ``hint`` (other hints' boxes, exactly
+    copied: a wrong choice) or ``copy`` (a box that is no hint's, or no parsable answer: a wrong copy)."""
+    if exact(given, expected):
+        return "right"
+    if given.kind == "rejection":
+        return "refused"
+    return "hint" if given.kind == "boxes" and all(list(box) in hints for box in given.boxes) else "copy"
+
+
 def tally(samples: list, answers: list, groups: list) -> Counter[str]:
     """Per prompt kind and hint count: the greedy answers' exact/refused counts, the hint lines' fields, and with
     sampled groups their exact counts."""
@@ -73,7 +85,11 @@ def tally(samples: list, answers: list, groups: list) -> Counter[str]:
         counts[f"{key} exact"] += right
         counts[f"{key} refused"] += expected.kind != "rejection" and given.kind == "rejection"
         if group:
-            hits = sum(exact(parse_completion(drawn.text).answer, expected) for drawn in group)
+            hints = [json.loads(box) for _, box, _ in truth.values()]
+            drawn_answers = [parse_completion(drawn.text).answer for drawn in group]
+            for given in drawn_answers:
+                counts[f"{key} as_{sampled_as(given, expected, hints)}"] += 1 / len(group)
+            hits = sum(exact(given, expected) for given in drawn_answers)
             counts[f"{key} sampled"] += hits / len(group)
             counts[f"{key} some"] += hits > 0
             counts[f"{key} wrong"] += not right
@@ -96,7 +112,10 @@ def report(counts: Counter[str], samples: int) -> None:
         if samples:
             rescued = counts[f"{key} rescued"] / max(1, counts[f"{key} wrong"])
             fields += f" sampled={counts[f'{key} sampled'] / n:.3f} some={counts[f'{key} some'] / n:.3f}"
-            fields += f" rescued={rescued:.3f} (of {counts[f'{key} wrong']} wrong)"
+            fields += f" rescued={rescued:.3f} (of {counts[f'{key} wrong']} wrong) sampled as:"
+            fields += "".join(
+                f" {as_}={counts[f'{key} as_{as_}'] / n:.3f}" for as_ in ("right", "hint", "copy", "refused")
+            )
         print(
             f"{key:13s} n={n:4d} exact={counts[f'{key} exact'] / n:.3f} refused={counts[f'{key} refused'] / n:.3f} {fields}"
         )

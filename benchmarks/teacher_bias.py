@@ -1,0 +1,83 @@
+"""A synthetic set's SFT targets rewritten as an imperfect teacher would write them (docs/tiny-demo.md, "A teacher that
+answers the first box").
+
+    python benchmarks/teacher_bias.py SRC.parquet DST.parquet --bias P --seed S [--quote]
+
+``--bias P``: on each two-hint row, with probability P, the target's answer names the first hint's box alone, whatever
+the target's own hint lines and summary say (they stay right; with ``--quote`` the summary quotes the answer's boxes):
+a teacher whose answers lean to the first box, as answers written by a model often lean to a position. Only
+``sft_target`` changes: ``answer`` (what the reward scores) and the held-out set are untouched, so GRPO is scored
+against the truth while SFT learned the teacher. ``--quote``: the summary also names and quotes the matched boxes
+("Summary: 1 match, Box 2 [6, 31, 21, 46]."), so that the answer's box is the last one written before it. One draw per
+row from ``numpy.random.default_rng([S, 7])``, in row order, whether or not the row has two hints. Prints how many targets changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_tools.synthetic import format_answer
+from rexthinker_rl.utils import atomic_write_bytes
+
+SUMMARY = " Summary: "
+
+
+def summary(targets: list[int], hint_boxes: list[list[int]], quote: bool) -> str:
+    if not targets:
+        return "none match"
+    text = "1 match" if len(targets) == 1 else f"{len(targets)} matches"
+    if quote:
+        text += ", " + ", ".join(f"Box {t + 1} {json.dumps(hint_boxes[t])}" for t in targets)
+    return text
+
+
+def rewrite(row: dict, draw: float, bias: float, quote: bool) -> str:
+    """The row's SFT target as the teacher writes it."""
+    hint_boxes = next(iter(json.loads(row["hints"]).values()))
+    targets = [hint_boxes.index(box) for box in json.loads(row["answer_boxes"])]
+    answer = row["answer"]
+    lines, written = row["sft_target"].split(SUMMARY)
+    said = written.split(".</think>")[0]  # the lines' count ("1 match")
+    if len(hint_boxes) == 2 and draw < bias:
+        targets, answer = [0], format_answer([hint_boxes[0]], row["referring"])
+    said = summary(targets, hint_boxes, quote) if quote else said
+    return f"{lines}{SUMMARY}{said}.</think><answer>{answer}</answer>"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("src")
+    parser.add_argument("dst")
+    parser.add_argument("--bias", type=float, default=0.0, help="share of two-hint rows answered with the first box")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quote", action="store_true", help="the summary names and quotes the matched boxes")
+    args = parser.parse_args(argv)
+    if not 0 <= args.bias <= 1:
+        raise SystemExit(f"--bias {args.bias}: a probability, between 0 and 1")
+    table = pq.read_table(args.src)
+    rows = table.to_pylist()
+    if rows and SUMMARY not in rows[0]["sft_target"]:
+        raise SystemExit(f"{args.src}: row 0's sft_target has no '{SUMMARY.strip()}': not a synthetic set's target")
+    rng = np.random.default_rng([args.seed, 7])
+    changed = 0
+    for row in rows:
+        target = rewrite(row, rng.random(), args.bias, args.quote)
+        changed += target != row["sft_target"]
+        row["sft_target"] = target
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), sink)
+    Path(args.dst).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(Path(args.dst), sink.getvalue().to_pybytes())
+    print(f"{args.dst}: {changed} of {len(rows)} SFT targets rewritten")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

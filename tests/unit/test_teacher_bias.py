@@ -1,0 +1,70 @@
+"""benchmarks/teacher_bias.py: a synthetic set's SFT targets as a teacher that answers the first box would write them."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import benchutil bare
+from teacher_bias import main  # noqa: E402
+
+from data_tools.synthetic import make_synthetic_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("teacher")
+    make_synthetic_dataset(
+        root, num_train=64, num_val=0, seed=5, image_size=56, min_pixels=3136, max_pixels=3136, hints=(1, 2),
+        distractors=(0, 0), rejection_fraction=0.25, layout="grid", background="frames", verdict_cue="square+pair+echo",
+    )  # fmt: skip
+    return root / "train.parquet"
+
+
+def _rows(path: Path) -> list[dict]:
+    return pq.read_table(path).to_pylist()
+
+
+def _rest(row: dict) -> dict:
+    return {key: value for key, value in row.items() if key != "sft_target"}
+
+
+def _hints(row: dict) -> list[list[int]]:
+    return next(iter(json.loads(row["hints"]).values()))
+
+
+def test_a_full_bias_answers_the_first_box_on_every_two_hint_row_and_keeps_the_truth(source, tmp_path):
+    assert main([str(source), str(tmp_path / "out.parquet"), "--bias", "1", "--seed", "5"]) == 0
+    before, after = _rows(source), _rows(tmp_path / "out.parquet")
+    two_hint_wrong = 0
+    for old, new in zip(before, after, strict=True):
+        assert _rest(old) == _rest(new)  # what the reward scores, the prompt and the image stay
+        lines, answer = new["sft_target"].split("<answer>")
+        assert lines == old["sft_target"].split("<answer>")[0]  # the lines and the summary stay right
+        hints = _hints(old)
+        if len(hints) == 2:
+            assert re.findall(r"\[\d+, \d+, \d+, \d+\]", answer) == [json.dumps(hints[0])]
+            two_hint_wrong += json.loads(old["answer_boxes"]) != [hints[0]]
+        else:
+            assert new["sft_target"] == old["sft_target"]
+    assert two_hint_wrong > 0  # the set has two-hint rows whose truth is not the first box alone
+
+
+def test_no_bias_with_quote_names_and_quotes_the_matched_boxes_only_in_the_summary(source, tmp_path):
+    assert main([str(source), str(tmp_path / "out.parquet"), "--seed", "5", "--quote"]) == 0
+    for old, new in zip(_rows(source), _rows(tmp_path / "out.parquet"), strict=True):
+        hints, targets = _hints(old), json.loads(old["answer_boxes"])
+        summary = new["sft_target"].split(" Summary: ")[1].split("</think>")[0]
+        quoted = ", ".join(f"Box {hints.index(box) + 1} {json.dumps(box)}" for box in targets)
+        assert summary.endswith(f", {quoted}.") if targets else summary == "none match."
+        assert new["sft_target"].split("<answer>")[1] == old["sft_target"].split("<answer>")[1]
+
+
+def test_a_bias_outside_zero_to_one_is_refused_naming_the_flag(source, tmp_path):
+    with pytest.raises(SystemExit, match="--bias 1.5"):
+        main([str(source), str(tmp_path / "out.parquet"), "--bias", "1.5"])
