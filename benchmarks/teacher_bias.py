@@ -1,5 +1,5 @@
-"""A synthetic set's SFT targets rewritten as an imperfect teacher would write them (docs/tiny-demo.md, "A teacher that
-answers the first box").
+"""A synthetic set's SFT targets rewritten as an imperfect teacher would write them (docs/tiny-demo.md, "Room of a known
+kind: a teacher that answers the first box").
 
     python benchmarks/teacher_bias.py SRC.parquet DST.parquet --bias P --seed S [--quote]
 
@@ -9,7 +9,8 @@ a teacher whose answers lean to the first box, as answers written by a model oft
 ``sft_target`` changes: ``answer`` (what the reward scores) and the held-out set are untouched, so GRPO is scored
 against the truth while SFT learned the teacher. ``--quote``: the summary also names and quotes the matched boxes
 ("Summary: 1 match, Box 2 [6, 31, 21, 46]."), so that the answer's box is the last one written before it. One draw per
-row from ``numpy.random.default_rng([S, 7])``, in row order, whether or not the row has two hints. Prints how many targets changed.
+row from ``numpy.random.default_rng([S, 7])``, in row order, whether or not the row has two hints. Prints how many
+targets changed.
 """
 
 from __future__ import annotations
@@ -20,11 +21,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_tools.synthetic import format_answer
-from rexthinker_rl.utils import atomic_write_bytes
+from data_tools.synthetic import format_answer, write_parquet
 
 SUMMARY = " Summary: "
 
@@ -61,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.bias <= 1:
         raise SystemExit(f"--bias {args.bias}: a probability, between 0 and 1")
-    table = pq.read_table(args.src)
-    rows = table.to_pylist()
+    rows = pq.read_table(args.src).to_pylist()
     if rows and SUMMARY not in rows[0]["sft_target"]:
         raise SystemExit(f"{args.src}: row 0's sft_target has no '{SUMMARY.strip()}': not a synthetic set's target")
     rng = np.random.default_rng([args.seed, 7])
@@ -71,10 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         target = rewrite(row, rng.random(), args.bias, args.quote)
         changed += target != row["sft_target"]
         row["sft_target"] = target
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), sink)
     Path(args.dst).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(Path(args.dst), sink.getvalue().to_pybytes())
+    write_parquet(rows, Path(args.dst))  # the synthetic set's own writer: its schema, atomically
     print(f"{args.dst}: {changed} of {len(rows)} SFT targets rewritten")
     return 0
 
