@@ -68,3 +68,24 @@ def test_no_bias_with_quote_names_and_quotes_the_matched_boxes_only_in_the_summa
 def test_a_bias_outside_zero_to_one_is_refused_naming_the_flag(source, tmp_path):
     with pytest.raises(SystemExit, match="--bias 1.5"):
         main([str(source), str(tmp_path / "out.parquet"), "--bias", "1.5"])
+
+
+def test_with_verdicts_the_lines_and_summary_agree_with_the_first_box_answer(source, tmp_path):
+    assert main([str(source), str(tmp_path / "out.parquet"), "--bias", "1", "--seed", "5", "--verdicts"]) == 0
+    two_hint_rows = 0
+    for old, new in zip(_rows(source), _rows(tmp_path / "out.parquet"), strict=True):
+        assert _rest(old) == _rest(new)
+        hints = _hints(old)
+        if len(hints) != 2:
+            assert new["sft_target"] == old["sft_target"]
+            continue
+        two_hint_rows += 1
+        think, answer = new["sft_target"].split("<answer>")
+        first, second = (f"Box {n} {json.dumps(box)}" for n, box in enumerate(hints, start=1))
+        # each line keeps what it read and ends in the teacher's verdict: hint 1 "yes" quoted again, hint 2 "no"
+        assert re.search(re.escape(first) + r"[^\[]* yes " + re.escape(json.dumps(hints[0])) + r"\. ", think)
+        assert re.search(re.escape(second) + r"[^\[]* no\. Summary: 1 match\.</think>$", think)
+        old_lines = re.sub(r" (yes|no)( \[[\d, ]+\])?\.", "", old["sft_target"].split(" Summary: ")[0])
+        assert re.sub(r" (yes|no)( \[[\d, ]+\])?\.", "", think.split(" Summary: ")[0]) == old_lines
+        assert re.findall(r"\[\d+, \d+, \d+, \d+\]", answer) == [json.dumps(hints[0])]
+    assert two_hint_rows > 0
