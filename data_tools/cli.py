@@ -22,7 +22,7 @@ import pickle
 import sys
 from pathlib import Path
 
-from data_tools.synth_options import SYNTH_CHOICES
+from data_tools.synth_options import SYNTH_CHOICES, TEACHER_HELP, TEACHERS
 from rexthinker_rl.apps.console import console_entry
 from rexthinker_rl.config import DataConfig
 from rexthinker_rl.data.dataset import DataError
@@ -35,6 +35,8 @@ _MAX_ERROR_LINES = 20  # more go to the JSON report only
 def _synth(args: argparse.Namespace) -> int:
     from data_tools.synthetic import make_synthetic_dataset
 
+    if not 0 <= args.teacher_bias <= 1:  # before anything is written
+        raise ValueError(f"--teacher-bias {args.teacher_bias}: a probability, between 0 and 1")
     for split in ("train", "val"):
         check_new_file(Path(args.out) / f"{split}.parquet", args.overwrite)
     paths = make_synthetic_dataset(
@@ -51,6 +53,12 @@ def _synth(args: argparse.Namespace) -> int:
         distractors=tuple(args.distractors),
         **{name: getattr(args, name) for name in (flag[2:].replace("-", "_") for flag in SYNTH_CHOICES)},
     )
+    if args.teacher != "truthful":  # the train split's targets as the teacher writes them; val keeps the truth
+        from data_tools.teacher import teach_file
+
+        changed, rows = teach_file(paths["train"], paths["train"], args.teacher, args.teacher_bias, args.seed)
+        print(f"train: {changed} of {rows} SFT targets written by the {args.teacher} teacher (--teacher-bias "
+              f"{args.teacher_bias}); answers, prompts and val unchanged")  # fmt: skip
     for split, path in paths.items():
         print(f"{split}: {path}")
     return 0
@@ -428,6 +436,8 @@ def _add_synth(commands) -> None:
         synth.add_argument(flag, type=int, nargs=2, default=default, metavar=("MIN", "MAX"), help=what)
     for flag, (choices, what) in SYNTH_CHOICES.items():
         synth.add_argument(flag, choices=choices, default=choices[0], help=what)
+    synth.add_argument("--teacher", choices=TEACHERS, default=TEACHERS[0], help=TEACHER_HELP)
+    synth.add_argument("--teacher-bias", type=float, default=0.6, help="share of two-hint rows the teacher gets wrong")
     _add_overwrite(synth)
     synth.set_defaults(run=_synth)
 

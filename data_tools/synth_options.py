@@ -60,3 +60,12 @@ SYNTH_CHOICES = {
         "match, Box 2.'), so that the answer copies the box of a line named just before it",
     ),
 }
+
+# Who writes the train split's SFT targets (data_tools/teacher.py; the first is the default). The answers the reward
+# scores, the prompts and the val split keep the truth whichever it is.
+TEACHERS = ("truthful", "misses-second", "answers-first", "verdicts-first")
+TEACHER_HELP = (
+    "who writes the train split's chains of thought and answers for SFT: truthful; misses-second: on a share of the "
+    "two-hint rows (--teacher-bias) says no to hint 2 and answers accordingly; answers-first: answers hint 1's box "
+    "alone; verdicts-first: and its chain agrees (docs/tiny-demo.md). The reward and val keep the truth"
+)

@@ -1,4 +1,5 @@
-"""benchmarks/teacher_bias.py: a synthetic set's SFT targets as a teacher that answers the first box would write them."""
+"""data_tools/teacher.py through its two doors, benchmarks/teacher_bias.py and ``rexthinker-data synth --teacher``: a
+synthetic set's SFT targets as an imperfect teacher writes them, the truth kept everywhere else."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # the scripts import benchutil bare
 from teacher_bias import main  # noqa: E402
 
+from data_tools.cli import main as data_main  # noqa: E402
 from data_tools.synthetic import make_synthetic_dataset  # noqa: E402
+
+SYNTH_FLAGS = "--image-size 56 --min-pixels 3136 --max-pixels 3136 --hints 1 2 --distractors 0 0 --layout grid"
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +93,56 @@ def test_with_verdicts_the_lines_and_summary_agree_with_the_first_box_answer(sou
         assert re.sub(r" (yes|no)( \[[\d, ]+\])?\.", "", think.split(" Summary: ")[0]) == old_lines
         assert re.findall(r"\[\d+, \d+, \d+, \d+\]", answer) == [json.dumps(hints[0])]
     assert two_hint_rows > 0
+
+
+def test_misses_second_says_no_to_hint_two_and_the_summary_and_answer_follow(source, tmp_path):
+    assert main([str(source), str(tmp_path / "out.parquet"), "--bias", "1", "--seed", "5", "--misses-second"]) == 0
+    changed = 0
+    for old, new in zip(_rows(source), _rows(tmp_path / "out.parquet"), strict=True):
+        assert _rest(old) == _rest(new)
+        hints, targets = _hints(old), json.loads(old["answer_boxes"])
+        if len(hints) != 2 or hints[1] not in targets:
+            assert new["sft_target"] == old["sft_target"]  # nothing to miss: the teacher writes the truth
+            continue
+        changed += 1
+        think, answer = new["sft_target"].split("<answer>")
+        second = f"Box 2 {json.dumps(hints[1])}"
+        assert re.search(re.escape(second) + r"[^\[]* no\. Summary: ", think)
+        assert think.split(second)[0] == old["sft_target"].split(second)[0]  # hint 1's line as it was
+        kept = [box for box in targets if box != hints[1]]
+        assert re.findall(r"\[\d+, \d+, \d+, \d+\]", answer) == [json.dumps(box) for box in kept]
+        assert think.endswith("Summary: 1 match.</think>" if kept else "Summary: none match.</think>")
+    assert changed > 0
+
+
+def test_synth_teacher_writes_the_scripts_targets_into_train_only_and_says_how_many(tmp_path, capsys):
+    common = ["synth", "--num-train", "48", "--num-val", "8", "--seed", "9", *SYNTH_FLAGS.split()]
+    common += ["--rejection-fraction", "0.25", "--background", "frames", "--verdict-cue", "square+pair+echo"]
+    assert data_main([*common, "--out", str(tmp_path / "truth")]) == 0
+    assert "SFT targets written" not in capsys.readouterr().out  # the default teacher tells the truth: nothing to say
+    taught = [*common, "--out", str(tmp_path / "taught"), "--teacher", "misses-second", "--teacher-bias", "0.5"]
+    assert data_main(taught) == 0
+    said = capsys.readouterr().out
+    script = tmp_path / "script.parquet"
+    main([str(tmp_path / "truth" / "train.parquet"), str(script), "--bias", "0.5", "--seed", "9", "--misses-second"])
+    assert pq.read_table(tmp_path / "taught" / "train.parquet").equals(pq.read_table(script))
+    assert pq.read_table(tmp_path / "taught" / "val.parquet").equals(pq.read_table(tmp_path / "truth" / "val.parquet"))
+    changed = sum(a != b for a, b in zip(_rows(tmp_path / "truth" / "train.parquet"), _rows(script), strict=True))
+    assert changed > 0 and f"train: {changed} of 48 SFT targets written by the misses-second teacher" in said
+
+
+def test_synth_refuses_a_teacher_bias_outside_zero_to_one_before_writing(tmp_path, capsys):
+    out = tmp_path / "x"
+    assert data_main(["synth", "--out", str(out), "--teacher", "misses-second", "--teacher-bias", "-0.1"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --teacher-bias -0.1: a probability, between 0 and 1"
+    assert not out.exists()
+
+
+def test_a_set_that_is_not_synthetic_is_refused_naming_the_file(source, tmp_path):
+    rows = _rows(source)
+    rows[0]["sft_target"] = "<think>free text</think><answer>x</answer>"
+    from data_tools.synthetic import write_parquet
+
+    write_parquet(rows, tmp_path / "free.parquet")
+    with pytest.raises(SystemExit, match=r"free\.parquet: row 0's sft_target is not a synthetic set's"):
+        main([str(tmp_path / "free.parquet"), str(tmp_path / "out.parquet"), "--bias", "0.5"])
