@@ -4,6 +4,7 @@
 # Extra arguments are config overrides for both SFT and GRPO, e.g. `bash launch/grpo_tiny.sh trainer.total_steps=10`.
 # SEED=S seeds everything the demo makes from S: the model's initial weights, the synthetic set, SFT (data order and
 # torch) and GRPO (data order, sampling, torch); unset, the demo's own seeds (model 0, data 0, SFT and GRPO 1).
+# TEACHER=truthful: SFT learns the set's own chains of thought, as the demo did before (default misses-second, below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -28,9 +29,14 @@ fi
 # quotes a chosen hint's box again after its "yes" (--verdict-cue square+pair+echo): with these the 2-layer model's SFT
 # binds each of two hints to its colour on every seed and copies the chosen box more often (docs/tiny-demo.md, "The
 # chosen box, copied"); on the plain 112 px set it did neither, and GRPO learned only when to refuse.
+# --teacher misses-second: SFT's chains of thought come from a teacher that, on 60% of the two-hint rows, says "no" to
+# the second hint whatever it reads (and answers without it); the reward and the held-out set keep the truth. From a
+# truthful start GRPO found little to fix (mean gain +0.045 over seeds 101-105); from this one it learns to say yes to
+# the matching second hint, the box choice itself (docs/tiny-demo.md, "A teacher that misses the second match").
 "$BIN/rexthinker-data" synth --out "$RUN/data" --num-train 1024 --num-val 512 --seed "$DATA_SEED" \
     --image-size 56 --min-pixels 3136 --max-pixels 3136 --hints 1 2 --distractors 0 0 --rejection-fraction 0.25 \
-    --layout grid --background frames --verdict-cue square+pair+echo --overwrite
+    --layout grid --background frames --verdict-cue square+pair+echo --overwrite \
+    --teacher "${TEACHER:-misses-second}" --teacher-bias 0.6
 "$BIN/rexthinker-data" validate "$RUN/data/train.parquet" --min-pixels 3136 --max-pixels 3136
 "$BIN/rexthinker-sft" --config configs/grpo_tiny.yaml model.path="$RUN/base" sft.output_dir="$RUN/sft" sft.overwrite=true \
     data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" ${SFT_SEEDS[@]+"${SFT_SEEDS[@]}"} "$@"

@@ -68,3 +68,20 @@ def test_readme_is_a_front_door():
     linked = {Path(target).name for target in re.findall(r"\]\(docs/([\w.-]+\.md)", "\n".join(lines))}
     unlinked = sorted(page.name for page in PAGES[1:] if page.name not in linked)
     assert not unlinked, f"docs pages the README does not link to: {unlinked}"
+
+
+def test_readme_learning_table_is_what_learning_json_says():
+    """The README's table of the demo's replicates comes from benchmarks/results/learning.json (issue 27): each seed's
+    start, end, gain, standard error and prompts better / worse, as rounded there."""
+    import json
+
+    runs = json.loads((ROOT / "benchmarks" / "results" / "learning.json").read_text())["per_seed"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for run in runs:
+        row = (
+            f"| {run['seed']} | {run['start']:.3f} -> {run['end']:.3f} | **{run['gain']:+.3f}** | "
+            f"{run['paired_se']:.3f} ({run['gain'] / run['paired_se']:.1f} SE) | "
+            f"{run['prompts_better']} / {run['prompts_worse']} |"
+        )
+        assert row in readme, f"README.md has no row {row!r} for seed {run['seed']} of learning.json"
+    assert len(runs) == 5
