@@ -16,6 +16,7 @@ from teacher_bias import main  # noqa: E402
 
 from data_tools.cli import main as data_main  # noqa: E402
 from data_tools.synthetic import make_synthetic_dataset  # noqa: E402
+from data_tools.teacher import hint_boxes as _hints  # noqa: E402
 
 SYNTH_FLAGS = "--image-size 56 --min-pixels 3136 --max-pixels 3136 --hints 1 2 --distractors 0 0 --layout grid"
 
@@ -36,10 +37,6 @@ def _rows(path: Path) -> list[dict]:
 
 def _rest(row: dict) -> dict:
     return {key: value for key, value in row.items() if key != "sft_target"}
-
-
-def _hints(row: dict) -> list[list[int]]:
-    return next(iter(json.loads(row["hints"]).values()))
 
 
 def test_a_full_bias_answers_the_first_box_on_every_two_hint_row_and_keeps_the_truth(source, tmp_path):
