@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from data_tools.teacher import teach_file
+from data_tools.teacher import check_teacher, teach_file
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,10 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     kind.add_argument("--verdicts", action="store_true", help="the hint lines and summary agree with the answer")
     kind.add_argument("--misses-second", action="store_true", help="says no to hint 2 instead; the rest follows")
     args = parser.parse_args(argv)
-    if not 0 <= args.bias <= 1:
-        raise SystemExit(f"--bias {args.bias}: a probability, between 0 and 1")
     teacher = "misses-second" if args.misses_second else "verdicts-first" if args.verdicts else "answers-first"
     try:
+        check_teacher(teacher, args.bias, "--bias")
         changed, rows = teach_file(Path(args.src), Path(args.dst), teacher, args.bias, args.seed, args.quote)
     except ValueError as err:
         raise SystemExit(str(err)) from None

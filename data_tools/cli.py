@@ -34,11 +34,16 @@ _MAX_ERROR_LINES = 20  # more go to the JSON report only
 
 def _synth(args: argparse.Namespace) -> int:
     from data_tools.synthetic import make_synthetic_dataset
+    from data_tools.teacher import check_teacher, teach
 
-    if not 0 <= args.teacher_bias <= 1:  # before anything is written
-        raise ValueError(f"--teacher-bias {args.teacher_bias}: a probability, between 0 and 1")
+    check_teacher(args.teacher, args.teacher_bias)  # before anything is written
     for split in ("train", "val"):
         check_new_file(Path(args.out) / f"{split}.parquet", args.overwrite)
+    taught = []  # how many train targets the teacher changed, counted before the one write
+
+    def teach_train(rows: list[dict]) -> None:  # the targets as the teacher writes them; answers, val keep the truth
+        taught.append((teach(rows, args.teacher, args.teacher_bias, args.seed), len(rows)))
+
     paths = make_synthetic_dataset(
         args.out,
         num_train=args.num_train,
@@ -52,11 +57,9 @@ def _synth(args: argparse.Namespace) -> int:
         hints=tuple(args.hints),
         distractors=tuple(args.distractors),
         **{name: getattr(args, name) for name in (flag[2:].replace("-", "_") for flag in SYNTH_CHOICES)},
+        teach_train=None if args.teacher == "truthful" else teach_train,
     )
-    if args.teacher != "truthful":  # the train split's targets as the teacher writes them; val keeps the truth
-        from data_tools.teacher import teach_file
-
-        changed, rows = teach_file(paths["train"], paths["train"], args.teacher, args.teacher_bias, args.seed)
+    for changed, rows in taught:
         print(f"train: {changed} of {rows} SFT targets written by the {args.teacher} teacher (--teacher-bias "
               f"{args.teacher_bias}); answers, prompts and val unchanged")  # fmt: skip
     for split, path in paths.items():

@@ -69,3 +69,10 @@ TEACHER_HELP = (
     "two-hint rows (--teacher-bias) says no to hint 2 and answers accordingly; answers-first: answers hint 1's box "
     "alone; verdicts-first: and its chain agrees (docs/tiny-demo.md). The reward and val keep the truth"
 )
+
+
+def check_choice(flag: str, value: str) -> None:
+    """Refuse a value that ``flag`` (a key of SYNTH_CHOICES) does not take, naming both and what it does take."""
+    allowed = SYNTH_CHOICES[flag][0]
+    if value not in allowed:
+        raise ValueError(f"{flag} {value!r}: use one of {', '.join(allowed)}")

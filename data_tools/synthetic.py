@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from data_tools.synth_options import SYNTH_CHOICES
+from data_tools.synth_options import SYNTH_CHOICES, check_choice
 from rexthinker_rl.data.dataset import IMAGE_FACTOR, REJECTION_TEXT, boxes_to_resized, check_fixed_point, resized_size
 from rexthinker_rl.utils import atomic_write_bytes
 
@@ -266,17 +267,6 @@ LAYOUTS = SYNTH_CHOICES["--layout"][0]
 BACKGROUNDS = SYNTH_CHOICES["--background"][0]
 
 
-def _check_choice(flag: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{flag} {value!r}: use one of {', '.join(allowed)}")
-
-
-def _check_cues(position_cue: str, verdict_cue: str, summary_cue: str) -> None:
-    _check_choice("--position-cue", position_cue, POSITION_CUES)
-    _check_choice("--verdict-cue", verdict_cue, VERDICT_CUES)
-    _check_choice("--summary-cue", summary_cue, SUMMARY_CUES)
-
-
 def background_image(background: str, image_size: int, cell: int) -> Image.Image:
     """The empty picture objects are drawn on. ``plain``: one grey. ``cells`` and ``ramp`` give every place its own
     shade, so that an image token's content says where it is (a frozen vision tower with relative 2-D RoPE, and
@@ -284,7 +274,7 @@ def background_image(background: str, image_size: int, cell: int) -> Image.Image
     ``cells`` tints each ``cell``-pixel square of the image-token grid by its column (red) and row (blue),
     ``ramp`` shades every pixel the same way, smoothly. All shades stay greyish (channels 96-160), far from the objects'
     colours."""
-    _check_choice("--background", background, BACKGROUNDS)
+    check_choice("--background", background)
     if background == "plain":
         return Image.new("RGB", (image_size, image_size), BACKGROUND)
     if background == "frames":
@@ -433,6 +423,30 @@ def write_parquet(rows: list[dict], path: Path) -> None:
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
+def _check_numbers(
+    image_size: int, num_train: int, num_val: int, rejection_fraction: float, multi_fraction: float,
+    pixels: tuple[int, int], hints: tuple[int, int], distractors: tuple[int, int],
+) -> None:  # fmt: skip
+    """``make_synthetic_dataset``'s numeric arguments, each refused by its flag's name."""
+    min_pixels, max_pixels = pixels
+    if image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"--image-size {image_size} is too small to hold 6 objects apart (at least {MIN_IMAGE_SIZE})")
+    if num_train < 0 or num_val < 0:
+        raise ValueError(f"--num-train {num_train} and --num-val {num_val} must be >= 0")
+    if not (rejection_fraction >= 0 and multi_fraction >= 0 and rejection_fraction + multi_fraction <= 1):
+        raise ValueError(
+            f"--rejection-fraction {rejection_fraction} and --multi-fraction {multi_fraction} must be >= 0 "
+            "and sum to at most 1"
+        )
+    if not 0 < min_pixels <= max_pixels:
+        raise ValueError(f"--min-pixels {min_pixels} and --max-pixels {max_pixels} need 0 < min <= max")
+    for name, (low, high), floor in (("--hints", hints, 1), ("--distractors", distractors, 0)):
+        if not floor <= low <= high:
+            raise ValueError(f"{name} {low} {high}: need {floor} <= MIN <= MAX")
+    if hints[1] + distractors[1] > 6:
+        raise ValueError(f"--hints max {hints[1]} + --distractors max {distractors[1]} is over 6 objects per image")
+
+
 def make_synthetic_dataset(
     out_dir: str | Path,
     num_train: int = 512,
@@ -450,35 +464,25 @@ def make_synthetic_dataset(
     position_cue: str = "centre",
     verdict_cue: str = "plain",
     summary_cue: str = "count",
+    teach_train: Callable[[list[dict]], object] | None = None,
 ) -> dict[str, Path]:
     """Write ``train.parquet`` and ``val.parquet`` under ``out_dir``; returns ``{"train": path, "val": path}``.
 
     ``hints``: inclusive range of objects of the referred category (the box hints) per image; ``distractors``: of
     objects of other categories. At most 6 objects in all. ``layout``: ``free`` (objects anywhere, kept apart) or
     ``grid`` (each object inside its own square of the model's image-token grid: 28 resized pixels a side).
+    ``teach_train``: called on the train rows before they are written (``data_tools.teacher``; it edits them in place).
     """
-    if image_size < MIN_IMAGE_SIZE:
-        raise ValueError(f"--image-size {image_size} is too small to hold 6 objects apart (at least {MIN_IMAGE_SIZE})")
-    if num_train < 0 or num_val < 0:
-        raise ValueError(f"--num-train {num_train} and --num-val {num_val} must be >= 0")
-    if not (rejection_fraction >= 0 and multi_fraction >= 0 and rejection_fraction + multi_fraction <= 1):
-        raise ValueError(
-            f"--rejection-fraction {rejection_fraction} and --multi-fraction {multi_fraction} must be >= 0 "
-            "and sum to at most 1"
-        )
-    if not 0 < min_pixels <= max_pixels:
-        raise ValueError(f"--min-pixels {min_pixels} and --max-pixels {max_pixels} need 0 < min <= max")
-    for name, (low, high), floor in (("--hints", hints, 1), ("--distractors", distractors, 0)):
-        if not floor <= low <= high:
-            raise ValueError(f"{name} {low} {high}: need {floor} <= MIN <= MAX")
-    if hints[1] + distractors[1] > 6:
-        raise ValueError(f"--hints max {hints[1]} + --distractors max {distractors[1]} is over 6 objects per image")
+    pixels = (min_pixels, max_pixels)
+    _check_numbers(image_size, num_train, num_val, rejection_fraction, multi_fraction, pixels, hints, distractors)
     resized = resized_size(image_size, image_size, min_pixels, max_pixels)
     check_fixed_point(resized, min_pixels, max_pixels)
     margin = _POSITION_MARGIN * image_size / resized[0]  # so "leftmost" stays clear-cut after resizing
     square = IMAGE_FACTOR * image_size // resized[0]  # original pixels a side of one image token's square
     cell = _grid_cell(layout, image_size, square, hints[1] + distractors[1])
-    _check_cues(position_cue, verdict_cue, summary_cue)
+    cues = {"--position-cue": position_cue, "--verdict-cue": verdict_cue, "--summary-cue": summary_cue}
+    for flag, value in cues.items():
+        check_choice(flag, value)
     empty = background_image(background, image_size, square)
     scene_options = (margin, hints, distractors, cell, position_cue, verdict_cue, summary_cue)  # after the fractions
     out = Path(out_dir)
@@ -489,6 +493,8 @@ def make_synthetic_dataset(
         for index in range(count):
             scene = make_scene(rng, image_size, rejection_fraction, multi_fraction, *scene_options)
             rows.append(make_row(scene, f"synth-{split}-{index:06d}", image_size, resized, empty))
+        if split == "train" and teach_train is not None:
+            teach_train(rows)
         paths[split] = out / f"{split}.parquet"
         write_parquet(rows, paths[split])
     return paths

@@ -87,14 +87,19 @@ def _is_synthetic(row: dict) -> bool:
     return SUMMARY in target and len(LINE.findall(target)) == len(hint_boxes(row))
 
 
+def check_teacher(teacher: str, bias: float, flag: str = "--teacher-bias") -> None:
+    """Refuse an unknown teacher, or a bias (given as ``flag``) that is not a probability."""
+    if teacher not in TEACHERS:
+        raise ValueError(f"teacher {teacher!r}: one of {', '.join(TEACHERS)}")
+    if not 0 <= bias <= 1:
+        raise ValueError(f"{flag} {bias}: a probability, between 0 and 1")
+
+
 def teach(rows: list[dict], teacher: str, bias: float, seed: int, quote: bool = False, where: str = "rows") -> int:
     """Rewrite ``rows``' ``sft_target`` in place as ``teacher`` writes them; returns how many changed.
 
     ``where`` names the rows in errors (a file)."""
-    if teacher not in TEACHERS:
-        raise ValueError(f"teacher {teacher!r}: one of {', '.join(TEACHERS)}")
-    if not 0 <= bias <= 1:
-        raise ValueError(f"--teacher-bias {bias}: a probability, between 0 and 1")
+    check_teacher(teacher, bias)
     if rows and not _is_synthetic(rows[0]):
         raise ValueError(
             f"{where}: row 0's sft_target is not a synthetic set's (a 'Box N [..] .. yes.' or '.. no.' line per hint, "

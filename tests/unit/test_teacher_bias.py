@@ -143,3 +143,17 @@ def test_a_set_that_is_not_synthetic_is_refused_naming_the_file(source, tmp_path
     write_parquet(rows, tmp_path / "free.parquet")
     with pytest.raises(SystemExit, match=r"free\.parquet: row 0's sft_target is not a synthetic set's"):
         main([str(tmp_path / "free.parquet"), str(tmp_path / "out.parquet"), "--bias", "0.5"])
+
+
+def test_synth_teaches_the_train_rows_before_its_one_write(tmp_path):
+    out = tmp_path / "set"
+    seen = []
+
+    def teach_train(rows):  # the hook sees every train row while nothing is on disk yet
+        seen.append((len(rows), (out / "train.parquet").exists()))
+        rows[0]["sft_target"] = rows[0]["sft_target"].replace("Planning:", "Planning (taught):")
+
+    make_synthetic_dataset(out, num_train=6, num_val=2, seed=3, teach_train=teach_train)
+    assert seen == [(6, False)]
+    assert _rows(out / "train.parquet")[0]["sft_target"].startswith("<think>Planning (taught):")
+    assert "(taught)" not in _rows(out / "val.parquet")[0]["sft_target"]
