@@ -4,7 +4,8 @@
 # Extra arguments are config overrides for both SFT and GRPO, e.g. `bash launch/grpo_tiny.sh trainer.total_steps=10`.
 # SEED=S seeds everything the demo makes from S: the model's initial weights, the synthetic set, SFT (data order and
 # torch) and GRPO (data order, sampling, torch); unset, the demo's own seeds (model 0, data 0, SFT and GRPO 1).
-# TEACHER=truthful: SFT learns the set's own chains of thought, as the demo did before (default misses-second, below).
+# TEACHER=truthful: SFT learns the set's own chains of thought and GRPO runs at lr 5e-5, as the demo did before (default
+# misses-second, below, at the config's 1e-4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -13,9 +14,13 @@ export TOKENIZERS_PARALLELISM=false
 if [ -n "${SEED:-}" ]; then
     MODEL_SEED=$SEED DATA_SEED=$SEED
     SFT_SEEDS=("trainer.seed=$SEED" "data.seed=$SEED")
-    GRPO_SEEDS=("trainer.seed=$SEED" "data.seed=$SEED" "rollout.seed=$SEED")
+    GRPO_ARGS=("trainer.seed=$SEED" "data.seed=$SEED" "rollout.seed=$SEED")
 else
-    MODEL_SEED=0 DATA_SEED=0 SFT_SEEDS=() GRPO_SEEDS=()
+    MODEL_SEED=0 DATA_SEED=0 SFT_SEEDS=() GRPO_ARGS=()
+fi
+TEACHER=${TEACHER:-misses-second}
+if [ "$TEACHER" = truthful ]; then
+    GRPO_ARGS+=("actor.lr=5e-5")  # before the command line's overrides, which win
 fi
 
 # --overwrite / sft.overwrite=true: a rerun replaces this script's own outputs (model folders and the synthetic set's
@@ -36,12 +41,12 @@ fi
 "$BIN/rexthinker-data" synth --out "$RUN/data" --num-train 1024 --num-val 512 --seed "$DATA_SEED" \
     --image-size 56 --min-pixels 3136 --max-pixels 3136 --hints 1 2 --distractors 0 0 --rejection-fraction 0.25 \
     --layout grid --background frames --verdict-cue square+pair+echo --overwrite \
-    --teacher "${TEACHER:-misses-second}" --teacher-bias 0.6
+    --teacher "$TEACHER" --teacher-bias 0.6
 "$BIN/rexthinker-data" validate "$RUN/data/train.parquet" --min-pixels 3136 --max-pixels 3136
 "$BIN/rexthinker-sft" --config configs/grpo_tiny.yaml model.path="$RUN/base" sft.output_dir="$RUN/sft" sft.overwrite=true \
     data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" ${SFT_SEEDS[@]+"${SFT_SEEDS[@]}"} "$@"
 "$BIN/rexthinker-train" --config configs/grpo_tiny.yaml model.path="$RUN/sft" trainer.output_dir="$RUN/grpo" \
-    data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" ${GRPO_SEEDS[@]+"${GRPO_SEEDS[@]}"} "$@"
+    data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" ${GRPO_ARGS[@]+"${GRPO_ARGS[@]}"} "$@"
 echo
 echo "metrics:     $RUN/grpo/metrics.jsonl (TensorBoard: $RUN/grpo/tensorboard), rollouts: $RUN/grpo/rollouts.jsonl"
 echo "model:       $RUN/grpo/final (Hugging Face folder), SFT warm start: $RUN/sft"
