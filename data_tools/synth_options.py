@@ -1,7 +1,8 @@
 """The values of ``rexthinker-data synth``'s options that take a fixed set (the first is the default).
 
-The one list of them, with each one's help: ``data_tools.synthetic`` takes its LAYOUTS, BACKGROUNDS and cue tuples
-from here, and the CLI its choices, without importing the generator (and its heavy imports) until ``synth`` runs.
+The one list of them, with each one's help: ``data_tools.synthetic`` checks its arguments against it
+(``check_choice``), and the CLI takes its choices from it, without importing the generator (and its heavy imports)
+until ``synth`` runs.
 """
 
 from __future__ import annotations

@@ -37,10 +37,7 @@ HINT_PREFIX = "Hint: Object and its coordinates in this image: "
 MIN_IMAGE_SIZE = 56
 _GAP = 2  # pixels kept free between objects
 _POSITION_MARGIN = 3  # resized pixels by which the referred extreme object must beat the runner-up
-# The cues' options, and what each taught the demo's model: data_tools/synth_options.py.
-POSITION_CUES = SYNTH_CHOICES["--position-cue"][0]
-VERDICT_CUES = SYNTH_CHOICES["--verdict-cue"][0]
-SUMMARY_CUES = SYNTH_CHOICES["--summary-cue"][0]
+# The cues' options, and what each taught the demo's model: SYNTH_CHOICES in data_tools/synth_options.py.
 _SIDE_WORDS = {"leftmost": "left", "rightmost": "right", "topmost": "top", "bottommost": "bottom"}
 _HALVES = (("left", "right"), ("top", "bottom"))  # per axis: the first half's word, the second's
 
@@ -82,10 +79,10 @@ class Scene:
     distractors: list[ShapeObject]
     position_axis: int | None = None  # 0: x, 1: y, for position expressions
     direction: str = ""  # leftmost | rightmost | topmost | bottommost, for position expressions
-    position_cue: str = "centre"  # what the chain of thought quotes for a position expression (POSITION_CUES)
+    position_cue: str = "centre"  # what the chain of thought quotes for a position expression (--position-cue)
     verdict_cue: str = "plain"  # "asked": each hint's line repeats what the expression asks before its verdict
     asked: str = ""  # the colour or side the expression names
-    summary_cue: str = "count"  # what the summary says (SUMMARY_CUES)
+    summary_cue: str = "count"  # what the summary says (--summary-cue)
 
 
 def format_answer(boxes: list[list[int]], label: str) -> str:
@@ -179,8 +176,8 @@ def make_scene(
     ``position_margin``: original pixels by which the referred extreme object must beat the runner-up.
     ``hints``/``distractors``: inclusive ranges of the category's objects and of the other categories' objects.
     ``cell`` > 0: objects on a grid of squares of that side (``_place_on_grid``); 0: anywhere, kept apart.
-    ``position_cue``, ``verdict_cue``, ``summary_cue``: what the chain of thought quotes (``POSITION_CUES``,
-    ``VERDICT_CUES``, ``SUMMARY_CUES``).
+    ``position_cue``, ``verdict_cue``, ``summary_cue``: what the chain of thought quotes (their flags'
+    values in ``SYNTH_CHOICES``).
     With a single object of the category, "multi" and "position" rows become "colour" rows.
     """
     kind = _pick_kind(rng, rejection_fraction, multi_fraction)
@@ -263,7 +260,6 @@ def _edge(box: list[int], direction: str) -> int:
     return box[axis] if extreme is min else box[axis + 2]
 
 
-LAYOUTS = SYNTH_CHOICES["--layout"][0]
 BACKGROUNDS = SYNTH_CHOICES["--background"][0]
 
 
@@ -408,8 +404,7 @@ def _grid_cell(layout: str, image_size: int, square: int, most_objects: int) -> 
     free layout."""
     if layout == "free":
         return 0
-    if layout not in LAYOUTS:
-        raise ValueError(f"--layout {layout!r}: use free or grid")
+    check_choice("--layout", layout)
     if (image_size // square) ** 2 < most_objects:
         raise ValueError(f"--layout grid: a {image_size}px image has fewer than {most_objects} squares of {square}px")
     return square
