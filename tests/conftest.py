@@ -4,6 +4,7 @@ the test session's own, so tests neither read nor write ~/.ray), one cache folde
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import shutil
 import tempfile
@@ -85,6 +86,53 @@ def all_cores():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+# Two pytest-xdist workers share this machine (`make test`: -n 2, a whole file to one worker). A module marked
+# `exclusive` (the 7B-shaped run: ~17 GiB of the 24) runs beside no other slow or vLLM module; those hold the lock
+# shared. A waiting exclusive module goes first: a shared holder passes the turnstile, which it holds while it waits.
+_LOCKED = ("slow", "vllm", "exclusive")
+
+
+@contextmanager
+def _machine_lock(root, exclusive: bool):
+    with open(root / "machine.turnstile", "a") as turnstile, open(root / "machine.lock", "a") as lock:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _lock_kind(node) -> str | None:
+    names = {mark.name for mark in node.iter_markers()}
+    return "exclusive" if "exclusive" in names else ("shared" if names & set(_LOCKED) else None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_machine_share(request, tmp_path_factory):
+    """Under xdist: the module's share of the machine for all of its tests and module fixtures (see above)."""
+    kind = _lock_kind(request.node) if os.environ.get("PYTEST_XDIST_WORKER") else None
+    if kind is None:
+        yield None
+        return
+    with _machine_lock(tmp_path_factory.getbasetemp().parent, kind == "exclusive"):
+        yield kind
+
+
+@pytest.fixture(autouse=True)
+def _test_machine_share(request, tmp_path_factory, _module_machine_share):
+    """A slow or vLLM test in a module not marked so as a whole takes the shared lock for itself."""
+    kind = _lock_kind(request.node) if os.environ.get("PYTEST_XDIST_WORKER") and not _module_machine_share else None
+    if kind is None:
+        yield
+        return
+    with _machine_lock(tmp_path_factory.getbasetemp().parent, kind == "exclusive"):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from tests.conftest import TINY_OVERRIDES
 from tests.tiny.test_convert import _inputs
 from tests.tiny.test_parity import _prompts
 
-pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.exclusive]
 LENGTH_REWARD = "tests/e2e/length_reward.py:shorter_is_better"
 
 
