@@ -96,8 +96,8 @@ _LOCKED = ("slow", "vllm", "exclusive")
 
 def pytest_collection_modifyitems(config, items):
     """The order xdist hands out files in (`--no-loadscope-reorder` keeps it): the exclusive module first, beside the
-    unit tier (seconds a file, no lock) on the other worker; then the slow and vLLM files in collection order; the
-    light files last, to fill whichever worker finishes first."""
+    unit tier (seconds a file, no lock) on the other worker; then the slow and vLLM files, longest-running folders
+    first as collected; the light files last, to fill whichever worker finishes first."""
     heavy, exclusive = set(), set()
     for item in items:
         names = {mark.name for mark in item.iter_markers()}
