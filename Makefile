@@ -35,7 +35,7 @@ demo: install
 # Two pytest-xdist workers, a whole file to each (module fixtures are built once): a Ray + vLLM run keeps one of two
 # cores busy for much of its time, so two at once take ~1,320 s where one after another took ~1,600 s. The
 # 7B-shaped module runs beside no other slow module (tests/conftest.py, marker `exclusive`: it needs ~17 of 24 GiB).
-XDIST := -n 2 --dist loadfile --no-loadscope-reorder
+XDIST := -n 2 --dist loadfile
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider --durations=30 $(XDIST) tests

@@ -94,24 +94,6 @@ def all_cores():
 _LOCKED = ("slow", "vllm", "exclusive")
 
 
-def pytest_collection_modifyitems(config, items):
-    """The order xdist hands out files in (`--no-loadscope-reorder` keeps it): the exclusive module first, beside the
-    unit tier (seconds a file, no lock) on the other worker; then the slow and vLLM files, longest-running folders
-    first as collected; the light files last, to fill whichever worker finishes first."""
-    heavy, exclusive = set(), set()
-    for item in items:
-        names = {mark.name for mark in item.iter_markers()}
-        heavy.update([item.path] if names & set(_LOCKED) else [])
-        exclusive.update([item.path] if "exclusive" in names else [])
-
-    def rank(item) -> int:
-        if item.path in exclusive:
-            return 0
-        return 1 if "unit" in item.path.parts else (2 if item.path in heavy else 3)
-
-    items.sort(key=rank)  # stable: collection order within each rank
-
-
 @contextmanager
 def _machine_lock(root, exclusive: bool):
     with open(root / "machine.turnstile", "a") as turnstile, open(root / "machine.lock", "a") as lock:
