@@ -33,8 +33,9 @@ demo: install
 	bash launch/grpo_tiny.sh
 
 # Two pytest-xdist workers, a whole file to each (module fixtures are built once): a Ray + vLLM run keeps one of two
-# cores busy for much of its time, so two at once take ~1,320 s where one after another took ~1,600 s. The
-# 7B-shaped module runs beside no other slow module (tests/conftest.py, marker `exclusive`: it needs ~17 of 24 GiB).
+# cores busy for much of its time, so two at once took 1,315-1,413 s where one after another took ~1,600 s. The
+# 7B-shaped module (~17 of 24 GiB) and the fault tests that time a run's reactions run beside no other slow module
+# (tests/conftest.py, marker `exclusive`).
 XDIST := -n 2 --dist loadfile
 
 test: install

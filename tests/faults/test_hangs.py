@@ -18,7 +18,7 @@ import pytest
 from rexthinker_rl.apps.cli import train_main
 from tests.faults.runs import call, finish, read_jsonl, run_overrides, start, train_command, wait_until_gone
 
-pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+pytestmark = [pytest.mark.slow, pytest.mark.vllm, pytest.mark.exclusive]  # deadlines: no load beside it
 
 REWARDS = """\
 import sys

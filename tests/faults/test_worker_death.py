@@ -33,7 +33,7 @@ from tests.faults.runs import (
     wait_until_gone,
 )
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.exclusive]  # it times how fast a run stops: no load beside it
 
 TOTAL_STEPS = 4
 
