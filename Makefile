@@ -32,11 +32,11 @@ install-browser:
 demo: install
 	bash launch/grpo_tiny.sh
 
-# Two pytest-xdist workers, a whole file to each (module fixtures are built once): a Ray + vLLM run keeps one of two
-# cores busy for much of its time, so two at once took 1,315-1,413 s where one after another took ~1,600 s. The
-# 7B-shaped module (~17 of 24 GiB) and the fault tests that time a run's reactions run beside no other slow module
-# (tests/conftest.py, marker `exclusive`).
-XDIST := -n 2 --dist loadfile
+# One file after another, as CI runs it. `make test XDIST="-n 2 --dist loadfile"` runs two at once (pytest-xdist, a
+# whole file to each worker): 1,497 s of tests against ~1,600 s, within the spread of two serial runs, so CI stays
+# serial. Under xdist the 7B-shaped module (~17 of 24 GiB) and the fault tests that time a run's reactions run
+# beside no other slow module (tests/conftest.py, marker `exclusive`).
+XDIST ?=
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider --durations=30 $(XDIST) tests

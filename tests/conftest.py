@@ -88,7 +88,7 @@ def all_cores():
         torch.set_num_threads(before)
 
 
-# Two pytest-xdist workers share this machine (`make test`: -n 2, a whole file to one worker). A module marked
+# Two pytest-xdist workers may share this machine (`make test XDIST="-n 2 --dist loadfile"`). A module marked
 # `exclusive` runs beside no other slow or vLLM module (those hold the lock shared): the 7B-shaped run (~17 GiB of the
 # 24), and the fault tests that bound how fast a run reacts (a worker's death noticed within 30 s: 31 s once with
 # another run beside it). Every module passes a turnstile before it takes its share, and an exclusive one holds the
