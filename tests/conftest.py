@@ -8,7 +8,7 @@ import fcntl
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 _RAY_TOKEN_DIR = tempfile.mkdtemp(prefix="rexthinker-test-ray-")
@@ -97,43 +97,39 @@ _LOCKED = ("slow", "vllm", "exclusive")
 
 
 @contextmanager
-def _machine_lock(root, exclusive: bool):
+def _machine_lock(root, kind: str):
     with open(root / "machine.turnstile", "a") as turnstile, open(root / "machine.lock", "a") as lock:
         fcntl.flock(turnstile, fcntl.LOCK_EX)
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            fcntl.flock(lock, fcntl.LOCK_EX if kind == "exclusive" else fcntl.LOCK_SH)
         finally:
             fcntl.flock(turnstile, fcntl.LOCK_UN)
         try:
-            yield
+            yield kind
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _lock_kind(node) -> str | None:
-    names = {mark.name for mark in node.iter_markers()}
-    return "exclusive" if "exclusive" in names else ("shared" if names & set(_LOCKED) else None)
+def _machine_share(node, tmp_path_factory):
+    """Under xdist, the lock a module or test marked slow, vLLM or exclusive takes (entered: its kind); else nothing."""
+    names = {mark.name for mark in node.iter_markers()} if os.environ.get("PYTEST_XDIST_WORKER") else set()
+    kind = "exclusive" if "exclusive" in names else ("shared" if names & set(_LOCKED) else None)
+    if kind is None:
+        return nullcontext(None)
+    return _machine_lock(tmp_path_factory.getbasetemp().parent, kind)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _module_machine_share(request, tmp_path_factory):
-    """Under xdist: the module's share of the machine for all of its tests and module fixtures (see above)."""
-    kind = _lock_kind(request.node) if os.environ.get("PYTEST_XDIST_WORKER") else None
-    if kind is None:
-        yield None
-        return
-    with _machine_lock(tmp_path_factory.getbasetemp().parent, kind == "exclusive"):
+    """The module's share of the machine for all of its tests and module fixtures (see above)."""
+    with _machine_share(request.node, tmp_path_factory) as kind:
         yield kind
 
 
 @pytest.fixture(autouse=True)
 def _test_machine_share(request, tmp_path_factory, _module_machine_share):
     """A slow or vLLM test in a module not marked so as a whole takes the shared lock for itself."""
-    kind = _lock_kind(request.node) if os.environ.get("PYTEST_XDIST_WORKER") and not _module_machine_share else None
-    if kind is None:
-        yield
-        return
-    with _machine_lock(tmp_path_factory.getbasetemp().parent, kind == "exclusive"):
+    with nullcontext() if _module_machine_share else _machine_share(request.node, tmp_path_factory):
         yield
 
 
