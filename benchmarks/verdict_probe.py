@@ -3,9 +3,11 @@
     python benchmarks/verdict_probe.py MODEL_DIR DATA_DIR [--rows 200] [--config configs/grpo_tiny.yaml]
 
 For the first ``--rows`` rows of ``DATA_DIR/val.parquet`` (a synthetic set: its ``sft_target`` holds one verdict per
-hint, "Box N [box] <colour> <shape>: yes." or ": no."), the model reads the prompt and the target up to each verdict
-(the right colours already written) and the probability it gives the verdict's word is turned into P(yes). Averaged
-by the prompt's kind (colour, position, multi, rejection), its hint count and the true verdict: a model that compares
+hint, "yes" or "no" after the hint's description, e.g. "Box 2 [box] cell 1 red red yes [box]."), the model reads
+the prompt and the target up to each verdict (the right colours already written) and the probability it gives the
+verdict's word is turned into P(yes). Averaged
+by the prompt's kind (colour, position, multi, rejection; "all" pools them), its hint count, the hint's place (1, 2)
+and the true verdict (the misses-second teacher's room is hint 2, "yes": docs/tiny-demo.md): a model that compares
 gives P(yes) near 1 where the box matches and near 0 where it does not; one that answers from the text alone gives the
 same P(yes) to both (docs/tiny-demo.md, "Why the box choice did not move").
 """
@@ -29,7 +31,9 @@ from rexthinker_rl.data.dataset import RLDataset
 from rexthinker_rl.model.loading import load_model, load_processor
 from rexthinker_rl.model.logprobs import response_logprobs
 
-VERDICT = re.compile(r": (yes|no)\.")
+# One verdict word per hint: "...: yes." / "...: no." and the square+pair+echo chain's "... red red yes [box]." /
+# "... blue red no."
+VERDICT = re.compile(r"(?<= )(yes|no)(?=\.| \[)")
 
 
 def verdict_probabilities(model, processor, sample, target: str) -> list[tuple[str, float]]:
@@ -68,16 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = {row["id"]: row for row in pq.read_table(val, columns=columns).to_pylist()}
     model = load_model(args.model_dir, "float32", "sdpa", "cpu")
     model.eval()
-    found: dict[tuple[str, int, str], list[float]] = defaultdict(list)
+    found: dict[tuple[str, int, int, str], list[float]] = defaultdict(list)
     for index in range(len(dataset)):
         sample = dataset[index]
         row = rows[sample.uid]
         hints = len(json.loads(row["hints"])[row["category"]])
-        for truth, p_yes in verdict_probabilities(model, processor, sample, row["sft_target"]):
-            found[(synthetic_kind(row["referring"], not json.loads(row["answer_boxes"])), hints, truth)].append(p_yes)
-    print("| kind | hints | true verdict | verdicts | mean P(yes) |\n|---|---|---|---|---|")
-    for (kind, hints, truth), values in sorted(found.items()):
-        print(f"| {kind} | {hints} | {truth} | {len(values)} | {sum(values) / len(values):.3f} |")
+        kind = synthetic_kind(row["referring"], not json.loads(row["answer_boxes"]))
+        verdicts = verdict_probabilities(model, processor, sample, row["sft_target"])
+        for hint, (truth, p_yes) in enumerate(verdicts, start=1):
+            found[(kind, hints, hint, truth)].append(p_yes)
+            found[("all", hints, hint, truth)].append(p_yes)
+    print("| kind | hints | hint | true verdict | verdicts | mean P(yes) |\n|---|---|---|---|---|---|")
+    for (kind, hints, hint, truth), values in sorted(found.items()):
+        print(f"| {kind} | {hints} | {hint} | {truth} | {len(values)} | {sum(values) / len(values):.3f} |")
     return 0
 
 

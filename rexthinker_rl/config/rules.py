@@ -65,6 +65,7 @@ _CHOICES: list[tuple[str, Callable[[Any], bool], str]] = [
     _rule("actor.strategy", STRATEGIES),
     _rule("actor.zero_stage", (2, 3)),
     _rule("actor.lr_scheduler", ("constant", "cosine")),
+    _rule("sft.lr_scheduler", ("constant", "cosine")),
     _rule("actor.optimizer_impl", OPTIMIZER_IMPLS),
     _rule("actor.policy_loss", algorithms.POLICY_LOSSES),
     _rule("actor.loss_agg_mode", algorithms.LOSS_AGGREGATIONS),
@@ -123,6 +124,7 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("sft.epochs", lambda v: v >= 0, "epochs >= 0"),
     ("sft.lr", lambda v: 0 < v < 1, "0 < lr < 1"),
     ("sft.batch_size", _positive, "a positive integer"),
+    ("sft.lr_warmup_ratio", lambda v: 0 <= v < 1, "0 <= ratio < 1"),
     ("checkpoint.save_limit", lambda v: v == -1 or v > 0, "-1 or a positive count"),
 ]
 

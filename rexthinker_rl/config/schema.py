@@ -359,6 +359,10 @@ class SFTConfig:
     """AdamW learning rate of the warm start."""
     batch_size: int = 16
     """Sequences per optimizer step."""
+    lr_warmup_ratio: float = 0.0
+    """Share of the SFT steps with a linear warm-up."""
+    lr_scheduler: str = "constant"
+    """constant | cosine (after warm-up, down to near 0 at the last step, as LLaMA-Factory's SFT recipes schedule)."""
     output_dir: str = "${trainer.output_dir}/sft"
     """Where the warm-started Hugging Face folder is written (a new or empty folder)."""
     overwrite: bool = False

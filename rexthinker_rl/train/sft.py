@@ -18,6 +18,7 @@ from rexthinker_rl.data.dataset import RLDataset
 from rexthinker_rl.model.loading import load_model, load_processor, save_hf_folder, vision_tower
 from rexthinker_rl.model.logprobs import response_logprobs
 from rexthinker_rl.run.outputs import check_new_folder, is_model_folder
+from rexthinker_rl.train.policy import lr_lambda
 from rexthinker_rl.utils import seed_everything
 
 
@@ -49,6 +50,9 @@ def run_sft(config: Config) -> Path:
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=sft.lr, weight_decay=config.actor.weight_decay
     )
+    total = sft.epochs * -(-len(rows) // sft.batch_size)
+    schedule = lr_lambda(int(sft.lr_warmup_ratio * total), total, sft.lr_scheduler)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     tokenizer = processor.tokenizer
     rng = random.Random(config.data.seed)
     for epoch in range(sft.epochs):
@@ -70,6 +74,7 @@ def run_sft(config: Config) -> Path:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.actor.max_grad_norm)
             optimizer.step()
+            scheduler.step()
             losses.append(loss.item())
         print(f"sft epoch {epoch + 1}/{sft.epochs} | loss {sum(losses) / len(losses):.4f}", flush=True)
     return save_hf_folder(model, processor, sft.output_dir, sft.overwrite, *out)
