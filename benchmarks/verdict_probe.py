@@ -5,11 +5,11 @@
 For the first ``--rows`` rows of ``DATA_DIR/val.parquet`` (a synthetic set: its ``sft_target`` holds one verdict per
 hint, "yes" or "no" after the hint's description, e.g. "Box 2 [box] cell 1 red red yes [box]."), the model reads
 the prompt and the target up to each verdict (the right colours already written) and the probability it gives the
-verdict's word is turned into P(yes). Averaged
-by the prompt's kind (colour, position, multi, rejection; "all" pools them), its hint count, the hint's place (1, 2)
-and the true verdict (the misses-second teacher's room is hint 2, "yes": docs/tiny-demo.md): a model that compares
-gives P(yes) near 1 where the box matches and near 0 where it does not; one that answers from the text alone gives the
-same P(yes) to both (docs/tiny-demo.md, "Why the box choice did not move").
+verdict's word is turned into P(yes). Averaged by the prompt's kind (colour, position, multi, rejection; "all" pools
+them), its hint count, the hint's place (1, 2) and the true verdict (the misses-second teacher's room is hint 2,
+"yes": docs/tiny-demo.md): a model that compares gives P(yes) near 1 where the box matches and near 0 where it does
+not; one that answers from the text alone gives the same P(yes) to both (docs/tiny-demo.md, "Why the box choice did
+not move").
 """
 
 from __future__ import annotations
