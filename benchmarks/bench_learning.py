@@ -15,7 +15,7 @@ says whether the demo's learning claim holds on every seed.
 
 A seed whose run finished is read back, not run again (delete its folder to rerun it): an interrupted benchmark resumes.
 Extra arguments after ``--`` are config overrides for SFT and GRPO (as ``launch/grpo_tiny.sh`` takes them); the
-launch script's TEACHER and TEACHER_BIAS pass through from the environment and are recorded as ``launch_env``.
+launch script's TEACHER, TEACHER_BIAS and POSITION_CUE pass through from the environment and are recorded as ``launch_env``.
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         records.append(seed_record(seed, run_dir))
         print(f"seed {seed}: {records[-1]['start']:.3f} -> {records[-1]['end']:.3f}", flush=True)
     # The SFT start, and with it the gains, move with the float summation order of the machine (docs/tiny-demo.md).
-    launch_env = {name: os.environ[name] for name in ("TEACHER", "TEACHER_BIAS") if name in os.environ}
+    launch_env = {name: os.environ[name] for name in ("TEACHER", "TEACHER_BIAS", "POSITION_CUE") if name in os.environ}
     result = {"machine": machine(), "overrides": args.overrides, "launch_env": launch_env, "per_seed": records}
     result["summary"] = summarize(records)
     atomic_write_text(Path(args.out), json.dumps(result, indent=2) + "\n")

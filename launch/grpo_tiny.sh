@@ -6,6 +6,7 @@
 # torch) and GRPO (data order, sampling, torch); unset, the demo's own seeds (model 0, data 0, SFT and GRPO 1).
 # TEACHER=truthful: SFT learns the set's own chains of thought and GRPO runs at lr 5e-5, as the demo did before (default
 # misses-second, below, at the config's 1e-4). TEACHER_BIAS=P: the share of two-hint rows it gets wrong (default 0.6).
+# POSITION_CUE=side|edges: what a position line of the chain of thought quotes (default centre, the demo's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -41,7 +42,7 @@ fi
 "$BIN/rexthinker-data" synth --out "$RUN/data" --num-train 1024 --num-val 512 --seed "$DATA_SEED" \
     --image-size 56 --min-pixels 3136 --max-pixels 3136 --hints 1 2 --distractors 0 0 --rejection-fraction 0.25 \
     --layout grid --background frames --verdict-cue square+pair+echo --overwrite \
-    --teacher "$TEACHER" --teacher-bias "${TEACHER_BIAS:-0.6}"
+    --teacher "$TEACHER" --teacher-bias "${TEACHER_BIAS:-0.6}" --position-cue "${POSITION_CUE:-centre}"
 "$BIN/rexthinker-data" validate "$RUN/data/train.parquet" --min-pixels 3136 --max-pixels 3136
 "$BIN/rexthinker-sft" --config configs/grpo_tiny.yaml model.path="$RUN/base" sft.output_dir="$RUN/sft" sft.overwrite=true \
     data.train_files="$RUN/data/train.parquet" data.val_files="$RUN/data/val.parquet" ${SFT_SEEDS[@]+"${SFT_SEEDS[@]}"} "$@"
